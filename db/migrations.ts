@@ -1,0 +1,29 @@
+import type { Knex } from 'knex';
+import * as createJobs from './migrations/0001_create_jobs.js';
+
+interface Migration {
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+/**
+ * Numbered, forward-only migrations, listed here rather than discovered on disk so the same list
+ * works from TypeScript sources (tsx) and from the compiled `dist/` in the Docker image.
+ * Append new migrations; never edit or reorder shipped ones.
+ */
+const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
+  ['0001_create_jobs', createJobs],
+];
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: () => Promise.resolve(MIGRATIONS.map(([name]) => name)),
+  getMigrationName: (name) => name,
+  getMigration: (name) => {
+    const found = MIGRATIONS.find(([n]) => n === name);
+    if (!found) throw new Error(`unknown migration ${name}`);
+    return Promise.resolve(found[1]);
+  },
+};
+
+/** The names of every migration this build knows, in order. */
+export const migrationNames: readonly string[] = MIGRATIONS.map(([name]) => name);

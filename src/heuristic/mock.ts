@@ -1,0 +1,41 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DelayRange } from '../config.js';
+import { normaliseDescriptor, recogniseMerchant } from './recognise.js';
+import type { Heuristic } from './types.js';
+
+export interface MockHeuristicOptions {
+  /** Each call waits a uniformly drawn time in this range, like the original's latency. */
+  delayMs: DelayRange;
+  /** Probability (0..1) that a call throws after its delay, for fault injection. */
+  failureRate: number;
+  /** Source of randomness, injectable for deterministic tests. @defaultValue Math.random */
+  random?: () => number;
+}
+
+export class InjectedFailure extends Error {
+  constructor() {
+    super('mock heuristic: injected failure (HEURISTIC_FAILURE_RATE)');
+    this.name = 'InjectedFailure';
+  }
+}
+
+/**
+ * The bundled stand-in for the real heuristic: recognises the merchants in the catalogue and
+ * is slow on purpose. Waiting is abortable through the signal, as the seam requires.
+ */
+export function createMockHeuristic(opts: MockHeuristicOptions): Heuristic {
+  const random = opts.random ?? Math.random;
+  const { min, max } = opts.delayMs;
+  return {
+    version: 'mock-1',
+    key: (tx) => normaliseDescriptor(tx.description),
+    async match(tx, signal) {
+      const delay = min + Math.round(random() * (max - min));
+      if (delay > 0) await sleep(delay, undefined, { signal });
+      signal.throwIfAborted();
+      if (opts.failureRate > 0 && random() < opts.failureRate) throw new InjectedFailure();
+      const name = recogniseMerchant(tx.description);
+      return name === null ? null : { name };
+    },
+  };
+}

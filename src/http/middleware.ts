@@ -1,0 +1,142 @@
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Context, Next } from 'koa';
+import { isTransientDbError } from '../db/transient.js';
+import type { Logger } from '../log.js';
+import { HttpProblem, PROBLEM_TYPES, type ProblemBody } from './problem.js';
+
+export interface State {
+  requestId: string;
+  log: Logger;
+}
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+/**
+ * Outermost middleware: assigns the request id (the caller's X-Request-Id when sane), logs one
+ * line per request, and renders every failure as problem+json.
+ */
+export function requestContext(log: Logger) {
+  return async (ctx: Context, next: Next) => {
+    const started = performance.now();
+    const incoming = ctx.get('X-Request-Id');
+    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const state = ctx.state as State;
+    state.requestId = requestId;
+    state.log = log.child({ requestId });
+    ctx.set('X-Request-Id', requestId);
+    try {
+      await next();
+      if (ctx.body === undefined && ctx.status === 404) {
+        throw new HttpProblem(
+          404,
+          PROBLEM_TYPES.notFound,
+          'Not Found',
+          `No route for ${ctx.method} ${ctx.path}`,
+        );
+      }
+      if (ctx.body === undefined && ctx.status === 405) {
+        // Set by the router's allowedMethods(), which also set the Allow header.
+        throw new HttpProblem(
+          405,
+          PROBLEM_TYPES.methodNotAllowed,
+          'Method Not Allowed',
+          `${ctx.method} is not supported on ${ctx.path}; allowed: ${ctx.response.get('Allow')}.`,
+        );
+      }
+    } catch (err) {
+      renderProblem(ctx, err);
+    } finally {
+      const route = (ctx as Context & { _matchedRoute?: string })._matchedRoute ?? ctx.path;
+      const line = {
+        method: ctx.method,
+        route,
+        status: ctx.status,
+        durationMs: Math.round((performance.now() - started) * 10) / 10,
+      };
+      if (ctx.status >= 500) state.log.error(line, 'request');
+      else state.log.info(line, 'request');
+    }
+  };
+}
+
+function renderProblem(ctx: Context, err: unknown) {
+  const log = (ctx.state as State).log;
+  let problem: HttpProblem;
+  if (err instanceof HttpProblem) {
+    problem = err;
+  } else if (isTransientDbError(err)) {
+    log.error({ err }, 'database unavailable');
+    problem = new HttpProblem(
+      503,
+      PROBLEM_TYPES.unavailable,
+      'Service Unavailable',
+      'The database is unreachable; nothing was stored. Retry later.',
+      undefined,
+      { 'Retry-After': '5' },
+    );
+  } else {
+    problem = fromHttpError(err);
+    if (problem.status >= 500) log.error({ err }, 'unhandled error');
+  }
+  ctx.status = problem.status;
+  for (const [name, value] of Object.entries(problem.headers)) ctx.set(name, value);
+  ctx.type = 'application/problem+json';
+  ctx.body = problem.toBody() satisfies ProblemBody;
+}
+
+/** Errors thrown by koa, koa-body (co-body/raw-body) or the router, mapped to our problems. */
+function fromHttpError(err: unknown): HttpProblem {
+  const e = (typeof err === 'object' && err !== null ? err : {}) as {
+    status?: unknown;
+    statusCode?: unknown;
+    expose?: unknown;
+    message?: unknown;
+    type?: unknown;
+  };
+  const status = Number(e.status ?? e.statusCode);
+  const message = typeof e.message === 'string' ? e.message : '';
+  if (!Number.isInteger(status) || status < 400 || status > 599 || status >= 500) {
+    return new HttpProblem(500, 'about:blank', 'Internal Server Error');
+  }
+  if (status === 413) {
+    return new HttpProblem(413, PROBLEM_TYPES.tooLarge, 'Content Too Large', bodyTooLarge(e));
+  }
+  if (status === 400 && (e.type === 'entity.parse.failed' || /JSON/i.test(message))) {
+    return new HttpProblem(
+      400,
+      PROBLEM_TYPES.malformedJson,
+      'Malformed JSON',
+      `The request body is not valid JSON: ${message}`,
+    );
+  }
+  if (status === 415) {
+    return new HttpProblem(415, PROBLEM_TYPES.unsupportedMediaType, 'Unsupported Media Type', message);
+  }
+  if (status === 405) {
+    return new HttpProblem(405, PROBLEM_TYPES.methodNotAllowed, 'Method Not Allowed', message);
+  }
+  const detail = e.expose === true && message ? message : undefined;
+  return new HttpProblem(status, 'about:blank', STATUS_CODES[status] ?? 'Client Error', detail);
+}
+
+function bodyTooLarge(e: object): string {
+  const limit = (e as { limit?: unknown }).limit;
+  return typeof limit === 'number'
+    ? `The request body is larger than the limit of ${limit} bytes.`
+    : 'The request body is larger than the limit.';
+}
+
+/** Answers 415 unless the request declares a JSON body. */
+export function requireJson(ctx: Context, next: Next) {
+  if (!ctx.is('application/json')) {
+    const got = ctx.get('Content-Type') || 'none';
+    throw new HttpProblem(
+      415,
+      PROBLEM_TYPES.unsupportedMediaType,
+      'Unsupported Media Type',
+      `Send the body as JSON with "Content-Type: application/json" (got: ${got}).`,
+    );
+  }
+  return next();
+}

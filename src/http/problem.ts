@@ -1,0 +1,60 @@
+/**
+ * RFC 9457 problem details. Every error response is one of these, rendered by the error
+ * middleware; client errors say what was wrong, server errors only their status text.
+ */
+
+export interface FieldError {
+  /** JSON Pointer (RFC 6901) into the request body, e.g. "/amount"; "" is the whole body. */
+  pointer: string;
+  detail: string;
+}
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  instance?: string;
+  errors?: FieldError[];
+}
+
+/** Relative problem-type URIs; README lists them. */
+export const PROBLEM_TYPES = {
+  validation: '/problems/validation-error',
+  malformedJson: '/problems/malformed-json',
+  unsupportedMediaType: '/problems/unsupported-media-type',
+  tooLarge: '/problems/body-too-large',
+  notFound: '/problems/not-found',
+  methodNotAllowed: '/problems/method-not-allowed',
+  unavailable: '/problems/service-unavailable',
+} as const;
+
+export class HttpProblem extends Error {
+  readonly expose = true;
+
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    readonly title: string,
+    readonly detail?: string,
+    readonly errors?: FieldError[],
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail ?? title);
+    this.name = 'HttpProblem';
+  }
+
+  toBody(instance?: string): ProblemBody {
+    return {
+      type: this.type,
+      title: this.title,
+      status: this.status,
+      ...(this.detail !== undefined && { detail: this.detail }),
+      ...(instance !== undefined && { instance }),
+      ...(this.errors !== undefined && { errors: this.errors }),
+    };
+  }
+}
+
+export const notFound = (detail: string) =>
+  new HttpProblem(404, PROBLEM_TYPES.notFound, 'Not Found', detail);

@@ -1,0 +1,387 @@
+/**
+ * The in-process runner: claims due jobs from Postgres, runs at most `concurrency` heuristic
+ * attempts at once (p-queue), keeps their leases alive with a heartbeat, and records each
+ * outcome with a fenced write. Lifecycle: `start()`, `wake()` whenever work may be claimable,
+ * `stop(graceMs)` which lets running attempts finish and hands the rest back as pending.
+ *
+ * Wake-ups: a local submit and every NOTIFY call `wake()`; a retry coming due wakes a local
+ * timer; the poll (`pollMs`) is only the safety net, and also reaps expired leases.
+ */
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import type { Knex } from 'knex';
+import PQueue from 'p-queue';
+import type { Heuristic, Merchant } from '../heuristic/types.js';
+import type { Logger } from '../log.js';
+import { withDbRetry } from '../db/transient.js';
+import { retryDelayMs } from './backoff.js';
+import {
+  AttemptTimeoutError,
+  LeaseLostError,
+  NonRetryableError,
+  ShutdownError,
+  coerceError,
+  jobErrorFrom,
+} from './errors.js';
+import type { AttemptStats } from './stats.js';
+import * as store from './store.js';
+import type { Claim, JobRow } from './store.js';
+
+export interface RunnerOptions {
+  db: Knex;
+  heuristic: Heuristic;
+  log: Logger;
+  stats: AttemptStats;
+  /** Heuristic attempts at once in this process. */
+  concurrency: number;
+  /** Lease length; the heartbeat renews it every third of this. */
+  leaseMs: number;
+  /** Per-attempt limit; the attempt's AbortSignal fires with AttemptTimeoutError. */
+  timeoutMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** Safety-net poll (and lease reaping) interval. */
+  pollMs: number;
+  /** Finished jobs older than this are purged, every `purgeIntervalMs`. */
+  retentionMs: number;
+  purgeIntervalMs: number;
+  /** Identifies this runner in `locked_by`. @defaultValue host:pid:random */
+  workerId?: string;
+  random?: () => number;
+}
+
+interface Attempt {
+  claim: Claim;
+  job: JobRow;
+  controller: AbortController;
+  started: boolean;
+  /** True once the outcome is recorded (or deliberately dropped). */
+  settled: boolean;
+  done: Promise<void>;
+  markDone: () => void;
+}
+
+type Outcome = { merchant: Merchant | null } | { error: Error };
+
+const REAP_BATCH = 1000;
+const PURGE_BATCH = 1000;
+
+export class Runner {
+  readonly workerId: string;
+  private readonly queue: PQueue;
+  private readonly attempts = new Map<string, Attempt>();
+  private readonly wakeTimers = new Set<NodeJS.Timeout>();
+  private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
+  private claiming: Promise<void> | undefined;
+  private claimRequested = false;
+  private mayHaveWork = true;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private purgeTimer: NodeJS.Timeout | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly opts: RunnerOptions) {
+    this.workerId = opts.workerId ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.queue = new PQueue({ concurrency: opts.concurrency });
+  }
+
+  /** Attempts claimed by this runner and not yet finished. */
+  get activeCount(): number {
+    return this.attempts.size;
+  }
+
+  start(): void {
+    if (this.state !== 'new') throw new Error(`runner cannot start from state ${this.state}`);
+    this.state = 'running';
+    this.pollTimer = setInterval(() => void this.poll(), this.opts.pollMs);
+    this.heartbeatTimer = setInterval(
+      () => void this.heartbeat(),
+      Math.max(100, Math.floor(this.opts.leaseMs / 3)),
+    );
+    this.purgeTimer = setInterval(() => void this.purge(), this.opts.purgeIntervalMs);
+    void this.poll();
+    void this.purge();
+  }
+
+  /** Work may be claimable now: a local submit, a NOTIFY, a retry coming due. */
+  wake(): void {
+    this.mayHaveWork = true;
+    void this.claim();
+  }
+
+  /**
+   * Stops claiming, lets running attempts finish for up to `graceMs`, then aborts the rest and
+   * hands their jobs back as pending. Resolves when no attempt of this runner holds a lease.
+   */
+  stop(graceMs: number): Promise<void> {
+    this.stopping ??= this.shutdown(graceMs);
+    return this.stopping;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    const wasRunning = this.state === 'running';
+    this.state = 'stopping';
+    clearInterval(this.pollTimer);
+    clearInterval(this.purgeTimer);
+    for (const timer of this.wakeTimers) clearTimeout(timer);
+    this.wakeTimers.clear();
+    if (wasRunning) {
+      await this.claiming;
+      this.queue.clear();
+      await this.releaseUnstarted();
+      const finished = Promise.all([...this.attempts.values()].map((a) => a.done));
+      let graceTimer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
+      await Promise.race([finished, graceOver]);
+      clearTimeout(graceTimer);
+      const interrupted = [...this.attempts.values()].filter((a) => !a.settled);
+      if (interrupted.length > 0) {
+        this.opts.log.warn(
+          { jobs: interrupted.length, graceMs },
+          'grace period over: handing running jobs back',
+        );
+      }
+      for (const a of interrupted) a.controller.abort(new ShutdownError());
+      await Promise.all(interrupted.map((a) => a.done));
+    }
+    clearInterval(this.heartbeatTimer);
+    this.state = 'stopped';
+  }
+
+  /** Attempts waiting for a slot when stop() began: handed back in one statement. */
+  private async releaseUnstarted() {
+    const waiting = [...this.attempts.values()].filter((a) => !a.started);
+    if (waiting.length === 0) return;
+    try {
+      await withDbRetry(() =>
+        store.releaseClaims(this.opts.db, {
+          workerId: this.workerId,
+          claims: waiting.map((a) => a.claim),
+        }),
+      );
+    } catch (err) {
+      this.opts.log.error({ err }, 'could not hand back queued jobs; their leases will expire');
+    }
+    for (const a of waiting) this.finish(a);
+  }
+
+  private async poll() {
+    if (this.state !== 'running') return;
+    try {
+      for (;;) {
+        const { requeued, failed } = await store.reapExpiredLeases(this.opts.db, {
+          limit: REAP_BATCH,
+        });
+        if (requeued + failed > 0) {
+          this.opts.log.warn({ requeued, failed }, 'reaped jobs whose lease expired');
+        }
+        if (requeued + failed < REAP_BATCH) break;
+      }
+    } catch (err) {
+      this.opts.log.error({ err }, 'reaping expired leases failed; will retry on next poll');
+    }
+    this.wake();
+  }
+
+  private claim(): Promise<void> {
+    if (this.claiming) {
+      this.claimRequested = true;
+      return this.claiming;
+    }
+    this.claiming = this.claimLoop().finally(() => (this.claiming = undefined));
+    return this.claiming;
+  }
+
+  private async claimLoop() {
+    try {
+      while (this.state === 'running' && this.mayHaveWork) {
+        const free = this.opts.concurrency - this.attempts.size;
+        if (free <= 0) return;
+        this.claimRequested = false;
+        const jobs = await store.claimJobs(this.opts.db, {
+          workerId: this.workerId,
+          limit: free,
+          leaseMs: this.opts.leaseMs,
+        });
+        for (const job of jobs) this.dispatch(job);
+        // Fewer than asked: the queue is drained, unless a wake-up came in meanwhile.
+        if (jobs.length < free && !this.claimRequested) this.mayHaveWork = false;
+      }
+    } catch (err) {
+      this.opts.log.error({ err }, 'claiming jobs failed; will retry on next poll');
+    }
+  }
+
+  private dispatch(job: JobRow) {
+    let markDone!: () => void;
+    const done = new Promise<void>((resolve) => (markDone = resolve));
+    const attempt: Attempt = {
+      claim: { id: job.id, attempts: job.attempts },
+      job,
+      controller: new AbortController(),
+      started: false,
+      settled: false,
+      done,
+      markDone,
+    };
+    const key = `${job.id}:${job.attempts}`;
+    this.attempts.set(key, attempt);
+    this.queue
+      .add(async () => {
+        await this.runAttempt(attempt);
+        this.attempts.delete(key);
+        if (this.mayHaveWork) void this.claim();
+      })
+      .catch((err: unknown) => this.opts.log.error({ err, jobId: job.id }, 'runner task failed'));
+  }
+
+  private async runAttempt(attempt: Attempt) {
+    attempt.started = true;
+    const { job, controller } = attempt;
+    const signal = controller.signal;
+    const timer = setTimeout(
+      () => controller.abort(new AttemptTimeoutError(this.opts.timeoutMs)),
+      this.opts.timeoutMs,
+    );
+    const startedAt = performance.now();
+    const call = Promise.resolve().then(() => this.opts.heuristic.match(job.transaction, signal));
+    let outcome: Outcome;
+    try {
+      // A heuristic that ignores its signal is not waited for once the signal fires...
+      outcome = { merchant: await Promise.race([call, rejectWhenAborted(signal)]) };
+    } catch (err) {
+      outcome = { error: signal.aborted ? coerceError(signal.reason) : coerceError(err) };
+    } finally {
+      clearTimeout(timer);
+    }
+    await this.record(attempt, outcome, performance.now() - startedAt);
+    // ...but it keeps its slot until it really returns, so `concurrency` is never exceeded.
+    await call.catch(() => undefined);
+  }
+
+  private async record(attempt: Attempt, outcome: Outcome, durationMs: number) {
+    const { claim } = attempt;
+    const log = this.opts.log.child({
+      jobId: claim.id,
+      attempt: claim.attempts,
+      durationMs: Math.round(durationMs),
+    });
+    try {
+      if ('merchant' in outcome) {
+        const row = await withDbRetry(() =>
+          store.completeJob(this.opts.db, {
+            workerId: this.workerId,
+            claim,
+            merchant: outcome.merchant,
+          }),
+        );
+        if (row) {
+          this.opts.stats.record(durationMs);
+          log.info({ outcome: 'succeeded', matched: outcome.merchant !== null }, 'job attempt');
+        } else {
+          log.warn({ outcome: 'discarded' }, 'job attempt finished after losing its lease');
+        }
+        return;
+      }
+      const { error } = outcome;
+      if (error instanceof LeaseLostError) {
+        log.warn({ outcome: 'lease_lost' }, 'job attempt aborted: lease lost');
+        return;
+      }
+      if (error instanceof ShutdownError) {
+        await withDbRetry(() =>
+          store.releaseClaims(this.opts.db, { workerId: this.workerId, claims: [claim] }),
+        );
+        log.info({ outcome: 'released' }, 'job attempt interrupted by shutdown; job handed back');
+        return;
+      }
+      this.opts.stats.record(durationMs);
+      const retry = !(error instanceof NonRetryableError);
+      const delay = retryDelayMs(
+        claim.attempts,
+        { baseMs: this.opts.backoffBaseMs, maxMs: this.opts.backoffMaxMs },
+        this.opts.random,
+      );
+      const row = await withDbRetry(() =>
+        store.failAttempt(this.opts.db, {
+          workerId: this.workerId,
+          claim,
+          error: jobErrorFrom(error, claim.attempts),
+          retry,
+          retryDelayMs: delay,
+        }),
+      );
+      const reason = error.message;
+      if (!row) {
+        log.warn({ outcome: 'discarded', reason }, 'job attempt failed after losing its lease');
+      } else if (row.status === 'pending') {
+        log.warn({ outcome: 'retry', reason, retryInMs: delay }, 'job attempt failed; will retry');
+        this.wakeAfter(delay);
+      } else {
+        log.error({ outcome: 'failed', reason }, 'job failed');
+      }
+    } catch (err) {
+      log.error({ err }, 'could not record attempt outcome; the lease will expire and it reruns');
+    } finally {
+      this.finish(attempt);
+    }
+  }
+
+  private finish(attempt: Attempt) {
+    attempt.settled = true;
+    attempt.markDone();
+  }
+
+  private wakeAfter(ms: number) {
+    if (this.state !== 'running') return;
+    const timer = setTimeout(() => {
+      this.wakeTimers.delete(timer);
+      this.wake();
+    }, ms);
+    timer.unref();
+    this.wakeTimers.add(timer);
+  }
+
+  private async heartbeat() {
+    const live = [...this.attempts.values()].filter((a) => !a.settled);
+    if (live.length === 0) return;
+    let held: Set<string>;
+    try {
+      held = await store.renewLeases(this.opts.db, {
+        workerId: this.workerId,
+        claims: live.map((a) => a.claim),
+        leaseMs: this.opts.leaseMs,
+      });
+    } catch (err) {
+      // A lease outlives two missed heartbeats; the next one retries.
+      this.opts.log.warn({ err }, 'renewing leases failed');
+      return;
+    }
+    for (const a of live) {
+      if (!a.settled && !held.has(a.claim.id)) a.controller.abort(new LeaseLostError());
+    }
+  }
+
+  private async purge() {
+    if (this.state !== 'running') return;
+    const before = new Date(Date.now() - this.opts.retentionMs);
+    try {
+      let total = 0;
+      for (;;) {
+        const n = await store.purgeFinishedJobs(this.opts.db, { before, limit: PURGE_BATCH });
+        total += n;
+        if (n < PURGE_BATCH || this.state !== 'running') break;
+      }
+      if (total > 0) this.opts.log.info({ purged: total, before }, 'purged finished jobs');
+    } catch (err) {
+      this.opts.log.error({ err }, 'purging finished jobs failed; will retry');
+    }
+  }
+}
+
+function rejectWhenAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(coerceError(signal.reason));
+    else signal.addEventListener('abort', () => reject(coerceError(signal.reason)), { once: true });
+  });
+}

@@ -1,0 +1,129 @@
+/**
+ * Wires the parts together: database (embedded or DATABASE_URL), migrations, runner, LISTEN,
+ * HTTP server; and takes them apart again in the right order on shutdown.
+ */
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Knex } from 'knex';
+import type { Config } from './config.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
+import { createKnex, migrateLatest } from './db/knex.js';
+import { createMockHeuristic } from './heuristic/mock.js';
+import type { Heuristic } from './heuristic/types.js';
+import { createApp } from './http/app.js';
+import { PgNotifier } from './jobs/notifier.js';
+import { Runner } from './jobs/runner.js';
+import { AttemptStats } from './jobs/stats.js';
+import { PENDING_CHANNEL } from './jobs/store.js';
+import type { Logger } from './log.js';
+
+export interface Service {
+  /** Base URL the HTTP server listens on. */
+  readonly url: string;
+  readonly databaseUrl: string;
+  readonly db: Knex;
+  readonly runner: Runner;
+  /** Graceful: stop accepting, finish or hand back running attempts, close everything. */
+  stop(): Promise<void>;
+}
+
+export async function startService(
+  config: Readonly<Config>,
+  log: Logger,
+  heuristic: Heuristic = createMockHeuristic({
+    delayMs: config.heuristicDelayMs,
+    failureRate: config.heuristicFailureRate,
+  }),
+): Promise<Service> {
+  let embedded: EmbeddedPostgres | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (databaseUrl === undefined) {
+    embedded = await startEmbeddedPostgres({
+      dataDir: config.dataDir,
+      port: config.embeddedPgPort,
+      log,
+    });
+    databaseUrl = embedded.url;
+    log.info({ databaseUrl, dataDir: config.dataDir }, 'embedded Postgres started');
+  }
+
+  const db = createKnex(databaseUrl, config.databasePoolMax);
+  let runner: Runner | undefined;
+  let notifier: PgNotifier | undefined;
+  let server: http.Server | undefined;
+  let draining = false;
+
+  const teardown = async () => {
+    draining = true;
+    if (server) {
+      const closed = once(server, 'close');
+      server.close();
+      server.closeIdleConnections();
+      await closed;
+    }
+    await runner?.stop(config.shutdownGraceMs);
+    await notifier?.stop();
+    await db.destroy();
+    await embedded?.stop();
+  };
+
+  try {
+    const applied = await migrateLatest(db);
+    if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
+
+    const stats = new AttemptStats();
+    runner = new Runner({
+      db,
+      heuristic,
+      log,
+      stats,
+      concurrency: config.runnerConcurrency,
+      leaseMs: config.jobLeaseMs,
+      timeoutMs: config.jobTimeoutMs,
+      backoffBaseMs: config.jobBackoffBaseMs,
+      backoffMaxMs: config.jobBackoffMaxMs,
+      pollMs: config.runnerPollMs,
+      retentionMs: config.jobRetentionMs,
+      purgeIntervalMs: config.purgeIntervalMs,
+    });
+    const wake = runner.wake.bind(runner);
+    notifier = new PgNotifier({ connectionString: databaseUrl, channel: PENDING_CHANNEL, onNotify: wake, log });
+    await notifier.start();
+    runner.start();
+
+    const app = createApp({
+      db,
+      log,
+      stats,
+      maxBodyBytes: config.maxBodyBytes,
+      jobMaxAttempts: config.jobMaxAttempts,
+      onJobSubmitted: wake,
+      isDraining: () => draining,
+    });
+    server = http.createServer(app.callback());
+    // Slow or stalled clients must not hold sockets forever.
+    server.requestTimeout = 30_000;
+    server.headersTimeout = 10_000;
+    server.keepAliveTimeout = 5_000;
+    server.listen(config.port, config.host);
+    await once(server, 'listening');
+  } catch (err) {
+    await teardown().catch(() => undefined);
+    throw err;
+  }
+
+  const { port } = server.address() as AddressInfo;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  log.info({ url, port, workerId: runner.workerId, concurrency: config.runnerConcurrency }, 'listening');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    databaseUrl,
+    db,
+    runner,
+    stop: () => (stopping ??= teardown()),
+  };
+}
