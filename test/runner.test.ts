@@ -1,0 +1,373 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import { NonRetryableError } from '../src/jobs/errors.js';
+import { PgNotifier } from '../src/jobs/notifier.js';
+import * as store from '../src/jobs/store.js';
+import { createLogger } from '../src/log.js';
+import { eventually, jobStatuses, testDatabaseUrl } from './support/db.js';
+import { type Harness, startHarness } from './support/harness.js';
+import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+
+const HOUR = 3_600_000;
+
+describe('Runner', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
+
+  async function submit(description: string): Promise<string> {
+    const res = await h!.http.post('/normalize_merchant').send(tx(description)).expect(202);
+    return res.body.id as string;
+  }
+
+  async function finished(id: string, timeoutMs = 10_000): Promise<store.JobRow> {
+    return eventually(
+      async () => {
+        const row = await store.getJob(h!.db, id);
+        return row && store.TERMINAL_STATUSES.includes(row.status) && row;
+      },
+      timeoutMs,
+      `job ${id} to finish`,
+    );
+  }
+
+  describe('state machine', () => {
+    it('pending -> running -> succeeded with the merchant the heuristic found', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(10)) });
+      const row = await finished(await submit('Netflix'));
+      expect(row).to.include({ status: 'succeeded', attempts: 1, error: null, locked_by: null });
+      expect(row.result).to.deep.equal({ merchant: { name: 'Netflix' } });
+      expect(row.finished_at).to.be.instanceOf(Date);
+    });
+
+    it('records "no merchant found" as a success with merchant: null', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(() => Promise.resolve(null)) });
+      const row = await finished(await submit('XQZ 99812 UNKNOWN'));
+      expect(row.status).to.equal('succeeded');
+      expect(row.result).to.deep.equal({ merchant: null });
+    });
+
+    it('retries a failed attempt after a backoff, then succeeds', async () => {
+      const callTimes: number[] = [];
+      const heuristic = new TestHeuristic((t, _signal, call) => {
+        callTimes.push(Date.now());
+        if (call === 1) return Promise.reject(new Error('flaky upstream'));
+        return Promise.resolve({ name: t.description });
+      });
+      h = await startHarness({ heuristic, runner: { backoffBaseMs: 300, backoffMaxMs: 300 } });
+      const row = await finished(await submit('Hulu'));
+      expect(row).to.include({ status: 'succeeded', attempts: 2, error: null });
+      expect(heuristic.calls).to.have.length(2);
+      // Equal jitter: the retry waits at least half the nominal delay.
+      expect(callTimes[1]! - callTimes[0]!).to.be.at.least(150);
+    });
+
+    it('fails after the last attempt, with an error that says why', async () => {
+      const heuristic = new TestHeuristic(() => Promise.reject(new Error('upstream exploded')));
+      h = await startHarness({ heuristic, jobMaxAttempts: 3 });
+      const row = await finished(await submit('Spotify'));
+      expect(row).to.include({ status: 'failed', attempts: 3, result: null });
+      expect(row.error).to.deep.equal({
+        code: 'heuristic_error',
+        message: 'upstream exploded',
+        attempt: 3,
+      });
+      expect(heuristic.calls).to.have.length(3);
+      const res = await h.http.get(`/jobs/${row.id}`).expect(200);
+      expect(res.body.error.message).to.equal('upstream exploded');
+    });
+
+    it('fails at once, without retrying, on NonRetryableError', async () => {
+      const heuristic = new TestHeuristic(() =>
+        Promise.reject(new NonRetryableError('descriptor is not a card transaction')),
+      );
+      h = await startHarness({ heuristic, jobMaxAttempts: 5 });
+      const row = await finished(await submit('???'));
+      expect(row).to.include({ status: 'failed', attempts: 1 });
+      expect(row.error).to.include({ code: 'non_retryable' });
+      expect(heuristic.calls).to.have.length(1);
+    });
+
+    it('times an attempt out through its AbortSignal and fails after the last attempt', async () => {
+      const reasons: unknown[] = [];
+      const heuristic = new TestHeuristic(async (_t, signal) => {
+        try {
+          await sleep(HOUR, undefined, { signal });
+        } finally {
+          reasons.push(signal.reason);
+        }
+        return null;
+      });
+      h = await startHarness({ heuristic, jobMaxAttempts: 2, runner: { timeoutMs: 100 } });
+      const row = await finished(await submit('Slow'));
+      expect(row).to.include({ status: 'failed', attempts: 2 });
+      expect(row.error).to.deep.equal({
+        code: 'timeout',
+        message: 'heuristic did not answer within 100 ms',
+        attempt: 2,
+      });
+      expect(reasons).to.have.length(2);
+      expect((reasons[0] as Error).name).to.equal('AttemptTimeoutError');
+    });
+  });
+
+  describe('concurrency', () => {
+    it('never runs more than `concurrency` heuristics at once', async () => {
+      const heuristic = new TestHeuristic(echoAfter(30));
+      h = await startHarness({ heuristic, runner: { concurrency: 3 } });
+      const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => submit(`m${i}`)));
+      for (const id of ids) expect((await finished(id)).status).to.equal('succeeded');
+      expect(heuristic.calls).to.have.length(20);
+      expect(heuristic.maxRunning).to.equal(3);
+    });
+
+    it('keeps the slot of a timed-out heuristic that ignores its signal until it returns', async () => {
+      // This heuristic never looks at its signal: it answers after 400 ms regardless.
+      const heuristic = new TestHeuristic(async (t) => {
+        await sleep(400);
+        return { name: t.description };
+      });
+      h = await startHarness({
+        heuristic,
+        jobMaxAttempts: 1,
+        runner: { concurrency: 1, timeoutMs: 50 },
+      });
+      const first = await submit('first');
+      const second = await submit('second');
+      const firstRow = await finished(first);
+      // The job is failed at the timeout, without waiting for the heuristic...
+      expect(firstRow.error).to.include({ code: 'timeout' });
+      await finished(second);
+      // ...but the second attempt only started once the first heuristic call had returned.
+      expect(heuristic.maxRunning).to.equal(1);
+    });
+  });
+
+  describe('wake-ups', () => {
+    it('claims a job submitted to this process at once, without waiting for the poll', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
+      await sleep(100); // the start-up poll is over; the next one is an hour away
+      const row = await finished(await submit('Zoom'), 3000);
+      expect(row.status).to.equal('succeeded');
+    });
+
+    it('claims a job inserted by another process when NOTIFY arrives', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
+      await sleep(100);
+      // Inserted behind this runner's back: no local wake-up, and the poll is an hour away.
+      const first = await store.insertJob(h.db, {
+        id: randomUUID(),
+        transaction: tx('Dropbox'),
+        maxAttempts: 3,
+      });
+      await sleep(500);
+      expect((await store.getJob(h.db, first.id))?.status).to.equal('pending');
+
+      const runner = h.runner;
+      const notifier = new PgNotifier({
+        connectionString: testDatabaseUrl(),
+        channel: store.PENDING_CHANNEL,
+        onNotify: () => runner.wake(),
+        log: createLogger('silent'),
+      });
+      await notifier.start();
+      try {
+        const second = await store.insertJob(h.db, {
+          id: randomUUID(),
+          transaction: tx('GitHub'),
+          maxAttempts: 3,
+        });
+        expect((await finished(second.id, 3000)).status).to.equal('succeeded');
+        expect((await finished(first.id, 3000)).status).to.equal('succeeded');
+      } finally {
+        await notifier.stop();
+      }
+    });
+  });
+
+  describe('leases', () => {
+    it('reclaims a job whose worker died (its lease expired) and completes it', async () => {
+      h = await startHarness({
+        heuristic: new TestHeuristic(echoAfter(0)),
+        startRunner: false,
+        runner: { pollMs: 100 },
+      });
+      const job = await store.insertJob(h.db, {
+        id: randomUUID(),
+        transaction: tx('Audible'),
+        maxAttempts: 3,
+      });
+      const [claimed] = await store.claimJobs(h.db, { workerId: 'dead', limit: 1, leaseMs: 300 });
+      expect(claimed?.id).to.equal(job.id);
+      h.runner.start();
+      const row = await finished(job.id);
+      expect(row).to.include({ status: 'succeeded', attempts: 2, error: null });
+    });
+
+    it('fails a job whose lease expired on its last attempt', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const job = await store.insertJob(h.db, {
+        id: randomUUID(),
+        transaction: tx('Poison'),
+        maxAttempts: 1,
+      });
+      await store.claimJobs(h.db, { workerId: 'dead', limit: 1, leaseMs: 300 });
+      await sleep(400);
+      expect(await store.reapExpiredLeases(h.db, { limit: 10 })).to.deep.equal({
+        requeued: 0,
+        failed: 1,
+      });
+      const row = await store.getJob(h.db, job.id);
+      expect(row).to.include({ status: 'failed', attempts: 1 });
+      expect(row?.error).to.include({ code: 'lease_expired' });
+    });
+
+    it('ignores a late answer from an attempt that lost its lease (fenced completion)', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const job = await store.insertJob(h.db, {
+        id: randomUUID(),
+        transaction: tx('Etsy'),
+        maxAttempts: 3,
+      });
+      const [a] = await store.claimJobs(h.db, { workerId: 'A', limit: 1, leaseMs: 300 });
+      await sleep(400);
+      await store.reapExpiredLeases(h.db, { limit: 10 });
+      const [b] = await store.claimJobs(h.db, { workerId: 'B', limit: 1, leaseMs: 30_000 });
+      expect(b?.attempts).to.equal(2);
+
+      const claimA = { id: job.id, attempts: a!.attempts };
+      const late = await store.completeJob(h.db, {
+        workerId: 'A',
+        claim: claimA,
+        merchant: { name: 'stale' },
+      });
+      expect(late).to.equal(undefined);
+      const lateFailure = await store.failAttempt(h.db, {
+        workerId: 'A',
+        claim: claimA,
+        error: { code: 'heuristic_error', message: 'x', attempt: 1 },
+        retry: true,
+        retryDelayMs: 0,
+      });
+      expect(lateFailure).to.equal(undefined);
+      expect(await store.getJob(h.db, job.id)).to.include({ status: 'running', locked_by: 'B' });
+
+      const done = await store.completeJob(h.db, {
+        workerId: 'B',
+        claim: { id: job.id, attempts: 2 },
+        merchant: { name: 'Etsy' },
+      });
+      expect(done?.result).to.deep.equal({ merchant: { name: 'Etsy' } });
+    });
+
+    it('renews the lease while a long attempt runs, so it is never reaped', async () => {
+      const heuristic = new TestHeuristic(echoAfter(1200));
+      h = await startHarness({ heuristic, runner: { leaseMs: 300 } });
+      const id = await submit('Long');
+      let reaped = 0;
+      const reaper = (async () => {
+        for (let i = 0; i < 30; i++) {
+          const r = await store.reapExpiredLeases(h!.db, { limit: 10 });
+          reaped += r.requeued + r.failed;
+          await sleep(50);
+        }
+      })();
+      const row = await finished(id);
+      await reaper;
+      expect(reaped).to.equal(0);
+      expect(row).to.include({ status: 'succeeded', attempts: 1 });
+    });
+
+    it('aborts an attempt whose lease another worker took, and writes nothing', async () => {
+      let abortReason: unknown;
+      const heuristic = new TestHeuristic(async (_t, signal) => {
+        try {
+          await sleep(5000, undefined, { signal });
+        } catch (err) {
+          abortReason = signal.reason;
+          throw err;
+        }
+        return { name: 'too late' };
+      });
+      h = await startHarness({ heuristic, runner: { leaseMs: 300 } });
+      const id = await submit('Stolen');
+      await eventually(async () => heuristic.calls.length === 1);
+      await h.db('jobs').where({ id }).update({ locked_by: 'thief' });
+      await eventually(async () => abortReason !== undefined, 3000, 'the attempt to be aborted');
+      expect((abortReason as Error).name).to.equal('LeaseLostError');
+      await sleep(100);
+      expect(await store.getJob(h.db, id)).to.include({
+        status: 'running',
+        locked_by: 'thief',
+        result: null,
+      });
+    });
+  });
+
+  describe('retention', () => {
+    it('purges finished jobs older than the retention period and keeps the rest', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const insert = (d: string) =>
+        store.insertJob(h!.db, { id: randomUUID(), transaction: tx(d), maxAttempts: 3 });
+      const old = await insert('old');
+      const recent = await insert('recent');
+      const pending = await insert('pending');
+      const day = 24 * HOUR;
+      await h.db('jobs')
+        .whereIn('id', [old.id, recent.id])
+        .update({ status: 'succeeded', result: JSON.stringify({ merchant: null }) });
+      await h.db('jobs')
+        .where({ id: old.id })
+        .update({ finished_at: new Date(Date.now() - 8 * day) });
+      await h.db('jobs')
+        .where({ id: recent.id })
+        .update({ finished_at: new Date(Date.now() - 1 * day) });
+      await h.db('jobs')
+        .where({ id: pending.id })
+        .update({ created_at: new Date(Date.now() - 30 * day), run_after: new Date(Date.now() + day) });
+
+      h.runner.start(); // purges on start, then every purgeIntervalMs
+      await eventually(async () => !(await store.getJob(h!.db, old.id)), 5000, 'the purge');
+      expect(await store.getJob(h.db, recent.id)).to.include({ status: 'succeeded' });
+      expect(await store.getJob(h.db, pending.id)).to.include({ status: 'pending' });
+    });
+  });
+
+  describe('stop()', () => {
+    it('lets running attempts finish within the grace period', async () => {
+      const heuristic = new TestHeuristic(echoAfter(300));
+      h = await startHarness({ heuristic });
+      const ids = [await submit('a'), await submit('b')];
+      await eventually(async () => heuristic.running === 2);
+      await h.runner.stop(5000);
+      expect(await jobStatuses(h.db)).to.deep.equal({ succeeded: 2 });
+      for (const id of ids) expect((await store.getJob(h.db, id))?.attempts).to.equal(1);
+    });
+
+    it('hands attempts that outlive the grace period back as pending, attempt not counted', async () => {
+      const heuristic = new TestHeuristic(echoAfter(HOUR));
+      h = await startHarness({ heuristic });
+      await submit('a');
+      await submit('b');
+      await eventually(async () => heuristic.running === 2);
+      await h.runner.stop(100);
+      expect(await jobStatuses(h.db)).to.deep.equal({ pending: 2 });
+      const rows = await h.db('jobs').select('attempts', 'locked_by', 'locked_until');
+      for (const r of rows) expect(r).to.deep.equal({ attempts: 0, locked_by: null, locked_until: null });
+      expect(heuristic.running).to.equal(0);
+    });
+
+    it('claims nothing after stop()', async () => {
+      const heuristic = new TestHeuristic(echoAfter(0));
+      h = await startHarness({ heuristic });
+      await h.runner.stop(0);
+      await store.insertJob(h.db, { id: randomUUID(), transaction: tx('x'), maxAttempts: 3 });
+      h.runner.wake();
+      await sleep(300);
+      expect(await jobStatuses(h.db)).to.deep.equal({ pending: 1 });
+    });
+  });
+});
