@@ -54,6 +54,8 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
 
   const bin = await loadBinaries();
   const owner = await postgresOwner(opts.log);
+  // Running as root, the server runs as "postgres" and must be able to reach pg/ inside.
+  if (owner) await fsp.chmod(dataDir, 0o755);
   await stopOrphan(pgData, opts.log);
 
   if (!fs.existsSync(path.join(pgData, 'PG_VERSION'))) {

@@ -21,12 +21,23 @@ export function createKnex(connectionString: string, poolMax = 10): Knex {
 }
 
 /**
- * Applies pending migrations. knex takes an advisory lock on its lock table, so several
- * processes starting at once against one database apply each migration exactly once.
+ * Applies pending migrations. Several processes may start at once against one database: knex
+ * serialises them on its lock row, but the loser of a race to create knex's own tables, or to
+ * take the lock, gets an error instead of waiting; those are retried, and the retry finds the
+ * migrations applied.
  */
-export async function migrateLatest(db: Knex): Promise<string[]> {
-  const [, applied] = (await db.migrate.latest()) as [number, string[]];
-  return applied;
+export async function migrateLatest(db: Knex, attempts = 20): Promise<string[]> {
+  for (let i = 1; ; i++) {
+    try {
+      const [, applied] = (await db.migrate.latest()) as [number, string[]];
+      return applied;
+    } catch (err) {
+      const message = err instanceof Error ? err.message : '';
+      const raced = /already locked|already exists|duplicate key/i.test(message);
+      if (!raced || i >= attempts) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200));
+    }
+  }
 }
 
 /** True when every migration this build knows has been applied (readiness). */

@@ -20,7 +20,6 @@ export async function mochaGlobalSetup() {
     return;
   }
   dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'merchant-test-'));
-  await fs.chmod(dataDir, 0o755); // the embedded server may run as user "postgres"
   embedded = await startEmbeddedPostgres({ dataDir, port: 0, log: createLogger('warn') });
   process.env.TEST_DATABASE_URL = embedded.url;
   console.log(`tests use an embedded Postgres (${embedded.url})`);

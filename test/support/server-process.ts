@@ -39,8 +39,8 @@ export class ServerProcess {
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
   }
 
-  /** Starts the server with `env` on top of this environment (minus DATABASE_URL). */
-  static async start(env: Record<string, string>, timeoutMs = 30_000): Promise<ServerProcess> {
+  /** Spawns the server with `env` on top of this environment (minus DATABASE_URL). */
+  static spawn(env: Record<string, string>): ServerProcess {
     const base = { ...process.env };
     delete base.DATABASE_URL;
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
@@ -48,7 +48,12 @@ export class ServerProcess {
       env: { ...base, PORT: '0', LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const server = new ServerProcess(child);
+    return new ServerProcess(child);
+  }
+
+  /** Spawns the server and waits until it listens. */
+  static async start(env: Record<string, string>, timeoutMs = 30_000): Promise<ServerProcess> {
+    const server = ServerProcess.spawn(env);
     const listening = await server.waitForLog((l) => l.msg === 'listening', timeoutMs);
     server.url = String(listening.url);
     return server;
