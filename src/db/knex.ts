@@ -20,23 +20,36 @@ export function createKnex(connectionString: string, poolMax = 10): Knex {
   return knexFactory(knexConfig(connectionString, poolMax));
 }
 
+// Arbitrary constant identifying "merchant-normalizer migrations" among advisory locks.
+const MIGRATION_LOCK_KEY = 7_263_310_419;
+
+interface PgConnection {
+  query(sql: string, values?: unknown[]): Promise<unknown>;
+}
+
 /**
- * Applies pending migrations. Several processes may start at once against one database: knex
- * serialises them on its lock row, but the loser of a race to create knex's own tables, or to
- * take the lock, gets an error instead of waiting; those are retried, and the retry finds the
- * migrations applied.
+ * Applies pending migrations. Several processes may start at once against one database, and
+ * knex's own lock makes the loser fail rather than wait, so migrators queue on a session-level
+ * advisory lock first; the lock is released when the session ends, even if this process dies.
  */
-export async function migrateLatest(db: Knex, attempts = 20): Promise<string[]> {
-  for (let i = 1; ; i++) {
+export async function migrateLatest(db: Knex): Promise<string[]> {
+  // knex has no public API for pinning one pooled connection; these two are what knex's own
+  // transaction code uses.
+  const client = db.client as {
+    acquireConnection(): Promise<PgConnection>;
+    releaseConnection(conn: PgConnection): Promise<void>;
+  };
+  const conn = await client.acquireConnection();
+  try {
+    await conn.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
     try {
       const [, applied] = (await db.migrate.latest()) as [number, string[]];
       return applied;
-    } catch (err) {
-      const message = err instanceof Error ? err.message : '';
-      const raced = /already locked|already exists|duplicate key/i.test(message);
-      if (!raced || i >= attempts) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200));
+    } finally {
+      await conn.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
     }
+  } finally {
+    await client.releaseConnection(conn);
   }
 }
 
