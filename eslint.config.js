@@ -11,7 +11,10 @@ export default tseslint.config(
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true },
+      ],
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/consistent-type-imports': 'error',
       'no-console': 'error',
@@ -20,8 +23,14 @@ export default tseslint.config(
   {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: {
-      // chai's `expect(x).to.be.true` style reads as an unused expression.
+      // chai's `expect(x).to.be.empty` style reads as an unused expression.
       '@typescript-eslint/no-unused-expressions': 'off',
+      // supertest types every response body as `any`: asserting on it is the point of a test.
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-argument': 'off',
+      // `eventually(async () => cond)` reads better than mixing sync and async checks.
+      '@typescript-eslint/require-await': 'off',
       'no-console': 'off',
     },
   },

@@ -12,4 +12,3 @@ export function createLogger(level: LogLevel): Logger {
     formatters: { level: (label) => ({ level: label }) },
   });
 }
-

@@ -88,7 +88,12 @@ export async function startService(
       purgeIntervalMs: config.purgeIntervalMs,
     });
     const wake = runner.wake.bind(runner);
-    notifier = new PgNotifier({ connectionString: databaseUrl, channel: PENDING_CHANNEL, onNotify: wake, log });
+    notifier = new PgNotifier({
+      connectionString: databaseUrl,
+      channel: PENDING_CHANNEL,
+      onNotify: wake,
+      log,
+    });
     await notifier.start();
     runner.start();
 
@@ -101,7 +106,8 @@ export async function startService(
       onJobSubmitted: wake,
       isDraining: () => draining,
     });
-    server = http.createServer(app.callback());
+    const handle = app.callback();
+    server = http.createServer((req, res) => void handle(req, res));
     // Slow or stalled clients must not hold sockets forever.
     server.requestTimeout = 30_000;
     server.headersTimeout = 10_000;
@@ -116,7 +122,10 @@ export async function startService(
   const { port } = server.address() as AddressInfo;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  log.info({ url, port, workerId: runner.workerId, concurrency: config.runnerConcurrency }, 'listening');
+  log.info(
+    { url, port, workerId: runner.workerId, concurrency: config.runnerConcurrency },
+    'listening',
+  );
 
   let stopping: Promise<void> | undefined;
   return {

@@ -74,7 +74,10 @@ describe('createMockHeuristic()', () => {
   });
 
   it('stops waiting as soon as its signal aborts', async () => {
-    const heuristic = createMockHeuristic({ delayMs: { min: 30_000, max: 30_000 }, failureRate: 0 });
+    const heuristic = createMockHeuristic({
+      delayMs: { min: 30_000, max: 30_000 },
+      failureRate: 0,
+    });
     const controller = new AbortController();
     setTimeout(() => controller.abort(new Error('stop')), 20);
     const started = performance.now();

@@ -12,7 +12,8 @@ describe('POST /normalize_merchant', () => {
   });
   afterEach(() => h.stop());
 
-  const jobCount = async () => Number((await h.db('jobs').count<{ count: number }[]>('*'))[0]?.count);
+  const jobCount = async () =>
+    Number((await h.db('jobs').count<{ count: number }[]>('*'))[0]?.count);
 
   it('answers 202 with Location, Retry-After and the pending job, after committing its row', async () => {
     const res = await h.http.post('/normalize_merchant').send(valid).expect(202);
@@ -53,10 +54,7 @@ describe('POST /normalize_merchant', () => {
       ['an integer amount', { ...valid, amount: 100 }],
       ['a leap day', { ...valid, date: '2024-02-29' }],
       ['a description of exactly 500 characters', { ...valid, description: 'A'.repeat(500) }],
-      [
-        'every optional field',
-        { ...valid, currency: 'EUR', mcc: '5411', reference: 'txn-000123' },
-      ],
+      ['every optional field', { ...valid, currency: 'EUR', mcc: '5411', reference: 'txn-000123' }],
     ];
     for (const [name, body] of accepted) {
       it(`accepts ${name}`, async () => {
@@ -130,7 +128,10 @@ describe('POST /normalize_merchant', () => {
         .send('{"date":"2026-04-03","description":"X","amount":1e400}')
         .expect(422);
       expect(res.body.errors).to.deep.equal([
-        { pointer: '/amount', detail: 'must be a finite JSON number, e.g. 15.49 or -3 (not a string)' },
+        {
+          pointer: '/amount',
+          detail: 'must be a finite JSON number, e.g. 15.49 or -3 (not a string)',
+        },
       ]);
     });
 

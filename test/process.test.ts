@@ -63,10 +63,9 @@ describe('server process (src/main.ts)', function () {
     expect(rows.map((r: { id: string }) => r.id)).to.have.members(ids);
     for (const row of rows as Array<{ id: string; attempts: number; result: unknown }>) {
       expect(row.attempts).to.equal(interrupted.includes(row.id) ? 2 : 1);
-      expect(row.result).to.have.nested.property('merchant.name').that.is.oneOf([
-        'Netflix',
-        'Blue Bottle Coffee',
-      ]);
+      expect(row.result)
+        .to.have.nested.property('merchant.name')
+        .that.is.oneOf(['Netflix', 'Blue Bottle Coffee']);
     }
     expect((await second.kill('SIGTERM')).code).to.equal(0);
   });
@@ -75,9 +74,7 @@ describe('server process (src/main.ts)', function () {
     const env = { HEURISTIC_DELAY_MS: '10-60', RUNNER_CONCURRENCY: '4' };
     const a = await start(env);
     const b = await start(env);
-    const ids = await Promise.all(
-      Array.from({ length: 80 }, (_, i) => submit(i % 2 ? a : b, i)),
-    );
+    const ids = await Promise.all(Array.from({ length: 80 }, (_, i) => submit(i % 2 ? a : b, i)));
     await eventually(allSucceeded(80), 30_000, 'all 80 jobs to succeed');
 
     const ranOn = (server: ServerProcess) =>
@@ -169,7 +166,10 @@ describe('server process (src/main.ts)', function () {
 
       expect((await second.kill('SIGTERM')).code).to.equal(0);
       const pidFile = path.join(dataDir, 'pg', 'postmaster.pid');
-      const stillRunning = await fs.access(pidFile).then(() => true, () => false);
+      const stillRunning = await fs.access(pidFile).then(
+        () => true,
+        () => false,
+      );
       expect(stillRunning, 'postmaster.pid left behind').to.equal(false);
     });
   });

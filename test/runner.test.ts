@@ -270,7 +270,7 @@ describe('Runner', () => {
       let reaped = 0;
       const reaper = (async () => {
         for (let i = 0; i < 30; i++) {
-          const r = await store.reapExpiredLeases(h!.db, { limit: 10 });
+          const r = await store.reapExpiredLeases(h.db, { limit: 10 });
           reaped += r.requeued + r.failed;
           await sleep(50);
         }
@@ -316,18 +316,25 @@ describe('Runner', () => {
       const recent = await insert('recent');
       const pending = await insert('pending');
       const day = 24 * HOUR;
-      await h.db('jobs')
+      await h
+        .db('jobs')
         .whereIn('id', [old.id, recent.id])
         .update({ status: 'succeeded', result: JSON.stringify({ merchant: null }) });
-      await h.db('jobs')
+      await h
+        .db('jobs')
         .where({ id: old.id })
         .update({ finished_at: new Date(Date.now() - 8 * day) });
-      await h.db('jobs')
+      await h
+        .db('jobs')
         .where({ id: recent.id })
         .update({ finished_at: new Date(Date.now() - 1 * day) });
-      await h.db('jobs')
+      await h
+        .db('jobs')
         .where({ id: pending.id })
-        .update({ created_at: new Date(Date.now() - 30 * day), run_after: new Date(Date.now() + day) });
+        .update({
+          created_at: new Date(Date.now() - 30 * day),
+          run_after: new Date(Date.now() + day),
+        });
 
       h.runner.start(); // purges on start, then every purgeIntervalMs
       await eventually(async () => !(await store.getJob(h!.db, old.id)), 5000, 'the purge');
@@ -356,7 +363,8 @@ describe('Runner', () => {
       await h.runner.stop(100);
       expect(await jobStatuses(h.db)).to.deep.equal({ pending: 2 });
       const rows = await h.db('jobs').select('attempts', 'locked_by', 'locked_until');
-      for (const r of rows) expect(r).to.deep.equal({ attempts: 0, locked_by: null, locked_until: null });
+      for (const r of rows)
+        expect(r).to.deep.equal({ attempts: 0, locked_by: null, locked_until: null });
       expect(heuristic.running).to.equal(0);
     });
 

@@ -62,7 +62,11 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     opts.log.info({ pgData }, 'initialising embedded Postgres data directory');
     await fsp.mkdir(pgData, { recursive: true, mode: 0o700 });
     if (owner) await fsp.chown(pgData, owner.uid, owner.gid);
-    await run(bin.initdb, ['-D', pgData, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C'], owner);
+    await run(
+      bin.initdb,
+      ['-D', pgData, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C'],
+      owner,
+    );
   }
 
   const port = opts.port || (await freePort());
@@ -70,7 +74,16 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   if (owner) fs.fchownSync(logFd, owner.uid, owner.gid);
   const child = spawn(
     bin.postgres,
-    ['-D', pgData, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    [
+      '-D',
+      pgData,
+      '-p',
+      String(port),
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'unix_socket_directories=',
+    ],
     { detached: true, stdio: ['ignore', logFd, logFd], ...(owner ?? {}) },
   );
   fs.closeSync(logFd);

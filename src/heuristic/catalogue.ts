@@ -38,7 +38,10 @@ export const CATALOGUE: readonly CatalogueEntry[] = [
   { name: 'AT&T', patterns: [/^AT&T\b/, /^ATT\*/] },
   { name: 'T-Mobile', patterns: [/^T-?MOBILE\b/] },
   // Retail
-  { name: 'Amazon', patterns: [/^AMZN MKTP\b/, /^AMAZON\.COM\b/, /^AMAZON MKTPL?\b/, /^AMZN\.COM\b/] },
+  {
+    name: 'Amazon',
+    patterns: [/^AMZN MKTP\b/, /^AMAZON\.COM\b/, /^AMAZON MKTPL?\b/, /^AMZN\.COM\b/],
+  },
   { name: 'Walmart', patterns: [/^WALMART\b/, /^WAL-MART\b/, /^WM SUPERCENTER\b/] },
   { name: 'Target', patterns: [/^TARGET\b/] },
   { name: 'Costco', patterns: [/^COSTCO\b/] },

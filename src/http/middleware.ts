@@ -111,7 +111,12 @@ function fromHttpError(err: unknown): HttpProblem {
     );
   }
   if (status === 415) {
-    return new HttpProblem(415, PROBLEM_TYPES.unsupportedMediaType, 'Unsupported Media Type', message);
+    return new HttpProblem(
+      415,
+      PROBLEM_TYPES.unsupportedMediaType,
+      'Unsupported Media Type',
+      message,
+    );
   }
   if (status === 405) {
     return new HttpProblem(405, PROBLEM_TYPES.methodNotAllowed, 'Method Not Allowed', message);

@@ -41,7 +41,11 @@ export interface Claim {
 const COLUMNS = `id, status, transaction, result, error, attempts, max_attempts, run_after,
   locked_by, locked_until, created_at, started_at, finished_at`;
 
-async function rows(db: Knex, sql: string, bindings: readonly Knex.RawBinding[]): Promise<JobRow[]> {
+async function rows(
+  db: Knex,
+  sql: string,
+  bindings: readonly Knex.RawBinding[],
+): Promise<JobRow[]> {
   const res = await db.raw<{ rows: JobRow[] }>(sql, bindings);
   return res.rows;
 }
@@ -106,12 +110,7 @@ export async function renewLeases(
      WHERE jobs.id = c.id AND jobs.attempts = c.attempts
        AND jobs.status = 'running' AND jobs.locked_by = ?
      RETURNING jobs.id`,
-    [
-      opts.leaseMs,
-      opts.claims.map((c) => c.id),
-      opts.claims.map((c) => c.attempts),
-      opts.workerId,
-    ],
+    [opts.leaseMs, opts.claims.map((c) => c.id), opts.claims.map((c) => c.attempts), opts.workerId],
   );
   return new Set(res.rows.map((r) => r.id));
 }
