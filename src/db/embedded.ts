@@ -61,7 +61,10 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   if (!fs.existsSync(path.join(pgData, 'PG_VERSION'))) {
     opts.log.info({ pgData }, 'initialising embedded Postgres data directory');
     await fsp.mkdir(pgData, { recursive: true, mode: 0o700 });
-    if (owner) await fsp.chown(pgData, owner.uid, owner.gid);
+    if (owner) {
+      await fsp.chown(pgData, owner.uid, owner.gid);
+      await assertReachable(pgData, owner);
+    }
     await run(
       bin.initdb,
       ['-D', pgData, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C'],
@@ -188,6 +191,19 @@ async function waitUntilAccepting(url: string, exited: () => boolean, logFile: s
       }
       await sleep(100);
     }
+  }
+}
+
+/** As root, Postgres runs as "postgres", which needs execute permission on every parent. */
+async function assertReachable(dir: string, owner: { uid: number; gid: number }) {
+  try {
+    await execFileAsync('test', ['-w', dir], owner);
+  } catch {
+    throw new Error(
+      `The embedded Postgres runs as user "postgres" (Postgres refuses to run as root), and that ` +
+        `user cannot reach ${dir}. Make its parent directories traversable (chmod o+x) or set ` +
+        `DATA_DIR to a directory it can reach, such as /tmp/merchant-data.`,
+    );
   }
 }
 

@@ -1,10 +1,5 @@
 import knexFactory, { type Knex } from 'knex';
-import pg from 'pg';
 import { migrationNames, migrationSource } from '../../db/migrations.js';
-
-// Return timestamps as Date (the default) and int8 counts as numbers: every count this service
-// reads (jobs per status, queue depth) fits in a double.
-pg.types.setTypeParser(pg.types.builtins.INT8, (value: string) => Number(value));
 
 /** knex settings shared by the service and the knex CLI (knexfile.ts). */
 export function knexConfig(connectionString: string, poolMax = 10): Knex.Config {

@@ -79,6 +79,7 @@ export class Runner {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private purgeTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
+  private polling = false;
 
   constructor(private readonly opts: RunnerOptions) {
     this.workerId = opts.workerId ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -166,7 +167,9 @@ export class Runner {
   }
 
   private async poll() {
-    if (this.state !== 'running') return;
+    // A slow database must not stack polls up.
+    if (this.state !== 'running' || this.polling) return;
+    this.polling = true;
     try {
       for (;;) {
         const { requeued, failed } = await store.reapExpiredLeases(this.opts.db, {
@@ -179,6 +182,8 @@ export class Runner {
       }
     } catch (err) {
       this.opts.log.error({ err }, 'reaping expired leases failed; will retry on next poll');
+    } finally {
+      this.polling = false;
     }
     this.wake();
   }

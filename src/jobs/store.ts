@@ -61,11 +61,10 @@ export async function insertJob(
        INSERT INTO jobs (id, transaction, max_attempts) VALUES (?, ?::jsonb, ?)
        RETURNING ${COLUMNS}
      )
-     SELECT inserted.*, pg_notify(?, '') FROM inserted`,
+     SELECT inserted.*, pg_notify(?, '') AS notified FROM inserted`,
     [job.id, JSON.stringify(job.transaction), job.maxAttempts, PENDING_CHANNEL],
   );
   if (!row) throw new Error('insert returned no row');
-  delete (row as Partial<Record<'pg_notify', unknown>>).pg_notify;
   return row;
 }
 
@@ -168,7 +167,6 @@ export async function failAttempt(
       PENDING_CHANNEL,
     ],
   );
-  if (row) delete (row as Partial<Record<'notified', unknown>>).notified;
   return row;
 }
 
