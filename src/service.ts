@@ -48,7 +48,7 @@ export async function startService(
     log.info({ databaseUrl, dataDir: config.dataDir }, 'embedded Postgres started');
   }
 
-  const db = createKnex(databaseUrl, config.databasePoolMax);
+  const db = createKnex(databaseUrl, config.databasePoolMax, log);
   let runner: Runner | undefined;
   let notifier: PgNotifier | undefined;
   let server: http.Server | undefined;

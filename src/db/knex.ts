@@ -1,4 +1,5 @@
 import knexFactory, { type Knex } from 'knex';
+import type { Logger } from '../log.js';
 import { migrationNames, migrationSource } from '../../db/migrations.js';
 
 /** knex settings shared by the service and the knex CLI (knexfile.ts). */
@@ -11,8 +12,20 @@ export function knexConfig(connectionString: string, poolMax = 10): Knex.Config 
   };
 }
 
-export function createKnex(connectionString: string, poolMax = 10): Knex {
-  return knexFactory(knexConfig(connectionString, poolMax));
+/** A pool; knex's own warnings (failed connection attempts, ...) go to `log` as JSON lines. */
+export function createKnex(connectionString: string, poolMax = 10, log?: Logger): Knex {
+  const config = knexConfig(connectionString, poolMax);
+  if (log) {
+    const to = (level: 'warn' | 'error' | 'debug') => (message: unknown) =>
+      log[level]({ knex: message instanceof Error ? message.message : message }, 'knex');
+    config.log = {
+      warn: to('warn'),
+      error: to('error'),
+      deprecate: to('warn'),
+      debug: to('debug'),
+    };
+  }
+  return knexFactory(config);
 }
 
 // Arbitrary constant identifying "merchant-normalizer migrations" among advisory locks.

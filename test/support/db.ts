@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { createKnex, migrateLatest } from '../../src/db/knex.js';
+import { createLogger } from '../../src/log.js';
 
 export function testDatabaseUrl(): string {
   const url = process.env.TEST_DATABASE_URL;
@@ -9,7 +10,7 @@ export function testDatabaseUrl(): string {
 
 /** A pool on the test database with migrations applied and no jobs left from earlier tests. */
 export async function freshDatabase(): Promise<Knex> {
-  const db = createKnex(testDatabaseUrl(), 10);
+  const db = createKnex(testDatabaseUrl(), 10, createLogger('warn'));
   await migrateLatest(db);
   await db.raw('TRUNCATE jobs');
   return db;
