@@ -5,7 +5,6 @@
 import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Knex } from 'knex';
 import type { Config } from './config.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
 import { createKnex, migrateLatest } from './db/knex.js';
@@ -21,9 +20,6 @@ import type { Logger } from './log.js';
 export interface Service {
   /** Base URL the HTTP server listens on. */
   readonly url: string;
-  readonly databaseUrl: string;
-  readonly db: Knex;
-  readonly runner: Runner;
   /** Graceful: stop accepting, finish or hand back running attempts, close everything. */
   stop(): Promise<void>;
 }
@@ -130,9 +126,6 @@ export async function startService(
   let stopping: Promise<void> | undefined;
   return {
     url,
-    databaseUrl,
-    db,
-    runner,
     stop: () => (stopping ??= teardown()),
   };
 }

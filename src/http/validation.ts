@@ -9,7 +9,7 @@ const addFormats = addFormatsPlugin as unknown as typeof addFormatsPlugin.defaul
 
 const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
 
-export function createAjv(): Ajv {
+function createAjv(): Ajv {
   const ajv = new Ajv({ allErrors: true, strict: true, coerceTypes: false });
   addFormats(ajv, ['date']);
   ajv.addFormat('iso4217', { type: 'string', validate: (code: string) => CURRENCIES.has(code) });
@@ -36,7 +36,7 @@ function check<T>(validate: ValidateFunction<T>, body: unknown): T {
 }
 
 /** One error per field, in words a client developer can act on. */
-export function toFieldErrors(errors: readonly ErrorObject[]): FieldError[] {
+function toFieldErrors(errors: readonly ErrorObject[]): FieldError[] {
   const byPointer = new Map<string, string>();
   for (const e of errors) {
     const [pointer, detail] = describe(e);

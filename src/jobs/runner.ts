@@ -86,11 +86,6 @@ export class Runner {
     this.queue = new PQueue({ concurrency: opts.concurrency });
   }
 
-  /** Attempts claimed by this runner and not yet finished. */
-  get activeCount(): number {
-    return this.attempts.size;
-  }
-
   start(): void {
     if (this.state !== 'new') throw new Error(`runner cannot start from state ${this.state}`);
     this.state = 'running';

@@ -14,10 +14,6 @@ export class AttemptStats {
     this.meanMs = 0.8 * this.meanMs + 0.2 * durationMs;
   }
 
-  get meanAttemptMs(): number {
-    return this.meanMs;
-  }
-
   /** Seconds a client should wait before polling a job in `status` again, 1..30. */
   retryAfterSeconds(status: string, startedAt: Date | null, now = Date.now()): number {
     const remaining =
