@@ -92,12 +92,19 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     return n;
   };
 
-  const fraction = (name: string, fallback: number): number => {
+  /** A non-negative decimal from `min` (or above it, if `minExclusive`) to `max`. */
+  const decimal = (
+    name: string,
+    fallback: number,
+    range: { min: number; max: number; minExclusive?: boolean },
+  ): number => {
     const value = raw(name);
     if (value === undefined) return fallback;
     const n = Number(value);
-    if (!/^\d*\.?\d+$/.test(value) || !(n >= 0 && n <= 1)) {
-      problems.push(`${name} must be a number from 0 to 1 (got "${value}")`);
+    const aboveMin = range.minExclusive ? n > range.min : n >= range.min;
+    if (!/^\d*\.?\d+$/.test(value) || !aboveMin || n > range.max) {
+      const from = range.minExclusive ? `above ${range.min}` : `from ${range.min}`;
+      problems.push(`${name} must be a number ${from} to ${range.max} (got "${value}")`);
       return fallback;
     }
     return n;
@@ -129,16 +136,6 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   }
 
   const DAY = 24 * 60 * 60 * 1000;
-  const retentionDays = raw('JOB_RETENTION_DAYS');
-  let jobRetentionMs = 7 * DAY;
-  if (retentionDays !== undefined) {
-    const n = Number(retentionDays);
-    if (!/^\d*\.?\d+$/.test(retentionDays) || !(n > 0 && n <= 3650)) {
-      problems.push(`JOB_RETENTION_DAYS must be a number of days above 0 (got "${retentionDays}")`);
-    } else {
-      jobRetentionMs = Math.round(n * DAY);
-    }
-  }
 
   const config: Config = {
     port: int('PORT', 9898, 0, 65535),
@@ -150,13 +147,15 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     runnerConcurrency: int('RUNNER_CONCURRENCY', 16, 1, 10_000),
     runnerPollMs: int('RUNNER_POLL_MS', 5000, 50, DAY),
     heuristicDelayMs: delay('HEURISTIC_DELAY_MS', { min: 1000, max: 30_000 }),
-    heuristicFailureRate: fraction('HEURISTIC_FAILURE_RATE', 0),
+    heuristicFailureRate: decimal('HEURISTIC_FAILURE_RATE', 0, { min: 0, max: 1 }),
     jobLeaseMs: int('JOB_LEASE_MS', 30_000, 300, DAY),
     jobTimeoutMs: int('JOB_TIMEOUT_MS', 60_000, 10, DAY),
     jobMaxAttempts: int('JOB_MAX_ATTEMPTS', 3, 1, 100),
     jobBackoffBaseMs: int('JOB_BACKOFF_BASE_MS', 1000, 0, DAY),
     jobBackoffMaxMs: int('JOB_BACKOFF_MAX_MS', 60_000, 0, DAY),
-    jobRetentionMs,
+    jobRetentionMs: Math.round(
+      decimal('JOB_RETENTION_DAYS', 7, { min: 0, max: 3650, minExclusive: true }) * DAY,
+    ),
     purgeIntervalMs: int('PURGE_INTERVAL_MS', 60 * 60 * 1000, 1000, DAY),
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 20_000, 0, 10 * 60 * 1000),
     maxBodyBytes: int('MAX_BODY_BYTES', 16 * 1024, 1024, 10 * 1024 * 1024),

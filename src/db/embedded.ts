@@ -14,13 +14,13 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import type { Logger } from '../log.js';
+import { freePort } from '../net.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -209,16 +209,6 @@ async function assertReachable(dir: string, owner: { uid: number; gid: number })
 
 function run(cmd: string, args: string[], owner: { uid: number; gid: number } | undefined) {
   return execFileAsync(cmd, args, { ...(owner ?? {}), env: { ...process.env, LC_ALL: 'C' } });
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 /** Guards against a stale pid file whose pid now belongs to an unrelated process. */

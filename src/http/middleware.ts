@@ -96,7 +96,7 @@ function fromHttpError(err: unknown): HttpProblem {
   };
   const status = Number(e.status ?? e.statusCode);
   const message = typeof e.message === 'string' ? e.message : '';
-  if (!Number.isInteger(status) || status < 400 || status > 599 || status >= 500) {
+  if (!Number.isInteger(status) || status < 400 || status >= 500) {
     return new HttpProblem(500, 'about:blank', 'Internal Server Error');
   }
   if (status === 413) {

@@ -14,7 +14,6 @@ export interface ProblemBody {
   title: string;
   status: number;
   detail?: string;
-  instance?: string;
   errors?: FieldError[];
 }
 
@@ -44,13 +43,12 @@ export class HttpProblem extends Error {
     this.name = 'HttpProblem';
   }
 
-  toBody(instance?: string): ProblemBody {
+  toBody(): ProblemBody {
     return {
       type: this.type,
       title: this.title,
       status: this.status,
       ...(this.detail !== undefined && { detail: this.detail }),
-      ...(instance !== undefined && { instance }),
       ...(this.errors !== undefined && { errors: this.errors }),
     };
   }
