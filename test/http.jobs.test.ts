@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { eventually } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
+import { expectProblem } from './support/problem.js';
 import { TestHeuristic, echoAfter } from './support/heuristics.js';
 
 const valid = { date: '2026-04-03', description: 'SQ *BLUE BOTTLE', amount: 4.5, reference: 'r-1' };
@@ -35,8 +36,7 @@ describe('GET /jobs/:id', () => {
   it('returns 404 problem+json for an unknown id', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
     const res = await h.http.get('/jobs/6f1c1d57-8a52-4d8c-9d1e-3f0a2b9c4e11').expect(404);
-    expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
-    expect(res.body).to.include({ type: '/problems/not-found', status: 404 });
+    expectProblem(res, '/problems/not-found', 404);
   });
 
   for (const id of ['abc', '123', 'not-a-uuid-at-all-0000000000000000000', "1' OR '1'='1", '%00']) {

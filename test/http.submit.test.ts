@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { type Harness, startHarness } from './support/harness.js';
+import { expectProblem } from './support/problem.js';
 import { TestHeuristic, echoAfter } from './support/heuristics.js';
 
 const valid = { date: '2026-04-03', description: 'Payment Netflix APRIL***', amount: 15.49 };
@@ -110,8 +111,7 @@ describe('POST /normalize_merchant', () => {
           .set('Content-Type', 'application/json')
           .send(JSON.stringify(body))
           .expect(422);
-        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
-        expect(res.body).to.include({ type: '/problems/validation-error', status: 422 });
+        expectProblem(res, '/problems/validation-error', 422);
         const pointers = (res.body.errors as Array<{ pointer: string; detail: string }>).map(
           (e) => e.pointer,
         );
@@ -150,8 +150,7 @@ describe('POST /normalize_merchant', () => {
         .set('Content-Type', 'application/json')
         .send('{"date": "2026-04-03", "amount": ')
         .expect(400);
-      expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
-      expect(res.body).to.include({ type: '/problems/malformed-json', status: 400 });
+      expectProblem(res, '/problems/malformed-json', 400);
       expect(await jobCount()).to.equal(0);
     });
 
@@ -178,8 +177,7 @@ describe('POST /normalize_merchant', () => {
         .post('/normalize_merchant')
         .send({ ...valid, description: 'A'.repeat(20_000) })
         .expect(413);
-      expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
-      expect(res.body).to.include({ type: '/problems/body-too-large', status: 413 });
+      expectProblem(res, '/problems/body-too-large', 413);
       expect(await jobCount()).to.equal(0);
     });
 

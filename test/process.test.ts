@@ -90,18 +90,28 @@ describe('server process (src/main.ts)', function () {
     expect(attempts).to.deep.equal([1]);
   });
 
-  it('on SIGTERM lets short attempts finish and exits 0', async () => {
-    const server = await start({ HEURISTIC_DELAY_MS: '700', SHUTDOWN_GRACE_MS: '10000' });
+  /** A server with three jobs running, ready to be sent SIGTERM. */
+  async function startWithThreeRunning(env: Record<string, string>) {
+    const server = await start(env);
     for (let i = 0; i < 3; i++) await submit(server, i);
     await eventually(async () => (await jobStatuses(db)).running === 3, 10_000, '3 running');
+    return server;
+  }
+
+  it('on SIGTERM lets short attempts finish and exits 0', async () => {
+    const server = await startWithThreeRunning({
+      HEURISTIC_DELAY_MS: '700',
+      SHUTDOWN_GRACE_MS: '10000',
+    });
     expect((await server.kill('SIGTERM')).code).to.equal(0);
     expect(await jobStatuses(db)).to.deep.equal({ succeeded: 3 });
   });
 
   it('on SIGTERM hands attempts that outlive the grace period back as pending', async () => {
-    const server = await start({ HEURISTIC_DELAY_MS: '30000', SHUTDOWN_GRACE_MS: '300' });
-    for (let i = 0; i < 3; i++) await submit(server, i);
-    await eventually(async () => (await jobStatuses(db)).running === 3, 10_000, '3 running');
+    const server = await startWithThreeRunning({
+      HEURISTIC_DELAY_MS: '30000',
+      SHUTDOWN_GRACE_MS: '300',
+    });
     expect((await server.kill('SIGTERM')).code).to.equal(0);
     expect(await jobStatuses(db)).to.deep.equal({ pending: 3 });
     const rows = await db('jobs').select('attempts', 'locked_by');

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import supertest from 'supertest';
@@ -8,8 +7,8 @@ import { PgNotifier } from '../src/jobs/notifier.js';
 import { AttemptStats } from '../src/jobs/stats.js';
 import * as store from '../src/jobs/store.js';
 import { createLogger } from '../src/log.js';
-import { eventually, freshDatabase, testDatabaseUrl } from './support/db.js';
-import { tx } from './support/heuristics.js';
+import { expectProblem } from './support/problem.js';
+import { eventually, freshDatabase, insertPending, testDatabaseUrl } from './support/db.js';
 
 describe('PgNotifier', () => {
   it('reconnects after its connection is killed, and wakes the runner to catch up', async () => {
@@ -23,7 +22,7 @@ describe('PgNotifier', () => {
     });
     await notifier.start();
     try {
-      await store.insertJob(db, { id: randomUUID(), transaction: tx('a'), maxAttempts: 3 });
+      await insertPending(db, 'a');
       await eventually(async () => wakes === 1, 3000, 'the first NOTIFY');
 
       const killed = await db.raw<{ rows: unknown[] }>(
@@ -35,7 +34,7 @@ describe('PgNotifier', () => {
       await eventually(async () => wakes === 2, 5000, 'the wake-up after reconnecting');
 
       await sleep(100);
-      await store.insertJob(db, { id: randomUUID(), transaction: tx('b'), maxAttempts: 3 });
+      await insertPending(db, 'b');
       await eventually(async () => wakes === 3, 3000, 'a NOTIFY on the new connection');
     } finally {
       await notifier.stop();
@@ -62,9 +61,8 @@ describe('POST /normalize_merchant with the database down', () => {
         .post('/normalize_merchant')
         .send({ date: '2026-04-03', description: 'Netflix', amount: 1 })
         .expect(503);
-      expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+      expectProblem(res, '/problems/service-unavailable', 503);
       expect(res.headers['retry-after']).to.equal('5');
-      expect(res.body).to.include({ type: '/problems/service-unavailable', status: 503 });
       expect(res.body.detail).to.contain('nothing was stored');
 
       const ready = await supertest(app.callback()).get('/readyz').expect(503);

@@ -1,11 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import { NonRetryableError } from '../src/jobs/errors.js';
 import { PgNotifier } from '../src/jobs/notifier.js';
 import * as store from '../src/jobs/store.js';
 import { createLogger } from '../src/log.js';
-import { eventually, jobStatuses, testDatabaseUrl } from './support/db.js';
+import { eventually, insertPending, jobStatuses, testDatabaseUrl } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
@@ -158,11 +157,7 @@ describe('Runner', () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
       await sleep(100);
       // Inserted behind this runner's back: no local wake-up, and the poll is an hour away.
-      const first = await store.insertJob(h.db, {
-        id: randomUUID(),
-        transaction: tx('Dropbox'),
-        maxAttempts: 3,
-      });
+      const first = await insertPending(h.db, 'Dropbox');
       await sleep(500);
       expect((await store.getJob(h.db, first.id))?.status).to.equal('pending');
 
@@ -175,11 +170,7 @@ describe('Runner', () => {
       });
       await notifier.start();
       try {
-        const second = await store.insertJob(h.db, {
-          id: randomUUID(),
-          transaction: tx('GitHub'),
-          maxAttempts: 3,
-        });
+        const second = await insertPending(h.db, 'GitHub');
         expect((await finished(second.id, 3000)).status).to.equal('succeeded');
         expect((await finished(first.id, 3000)).status).to.equal('succeeded');
       } finally {
@@ -195,11 +186,7 @@ describe('Runner', () => {
         startRunner: false,
         runner: { pollMs: 100 },
       });
-      const job = await store.insertJob(h.db, {
-        id: randomUUID(),
-        transaction: tx('Audible'),
-        maxAttempts: 3,
-      });
+      const job = await insertPending(h.db, 'Audible');
       const [claimed] = await store.claimJobs(h.db, { workerId: 'dead', limit: 1, leaseMs: 300 });
       expect(claimed?.id).to.equal(job.id);
       h.runner.start();
@@ -209,11 +196,7 @@ describe('Runner', () => {
 
     it('fails a job whose lease expired on its last attempt', async () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
-      const job = await store.insertJob(h.db, {
-        id: randomUUID(),
-        transaction: tx('Poison'),
-        maxAttempts: 1,
-      });
+      const job = await insertPending(h.db, 'Poison', 1);
       await store.claimJobs(h.db, { workerId: 'dead', limit: 1, leaseMs: 300 });
       await sleep(400);
       expect(await store.reapExpiredLeases(h.db, { limit: 10 })).to.deep.equal({
@@ -227,11 +210,7 @@ describe('Runner', () => {
 
     it('ignores a late answer from an attempt that lost its lease (fenced completion)', async () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
-      const job = await store.insertJob(h.db, {
-        id: randomUUID(),
-        transaction: tx('Etsy'),
-        maxAttempts: 3,
-      });
+      const job = await insertPending(h.db, 'Etsy');
       const [a] = await store.claimJobs(h.db, { workerId: 'A', limit: 1, leaseMs: 300 });
       await sleep(400);
       await store.reapExpiredLeases(h.db, { limit: 10 });
@@ -310,11 +289,9 @@ describe('Runner', () => {
   describe('retention', () => {
     it('purges finished jobs older than the retention period and keeps the rest', async () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
-      const insert = (d: string) =>
-        store.insertJob(h!.db, { id: randomUUID(), transaction: tx(d), maxAttempts: 3 });
-      const old = await insert('old');
-      const recent = await insert('recent');
-      const pending = await insert('pending');
+      const old = await insertPending(h.db, 'old');
+      const recent = await insertPending(h.db, 'recent');
+      const pending = await insertPending(h.db, 'pending');
       const day = 24 * HOUR;
       await h
         .db('jobs')
@@ -372,7 +349,7 @@ describe('Runner', () => {
       const heuristic = new TestHeuristic(echoAfter(0));
       h = await startHarness({ heuristic });
       await h.runner.stop(0);
-      await store.insertJob(h.db, { id: randomUUID(), transaction: tx('x'), maxAttempts: 3 });
+      await insertPending(h.db, 'x');
       h.runner.wake();
       await sleep(300);
       expect(await jobStatuses(h.db)).to.deep.equal({ pending: 1 });

@@ -1,6 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { createKnex, migrateLatest } from '../../src/db/knex.js';
+import * as store from '../../src/jobs/store.js';
 import { createLogger } from '../../src/log.js';
+import { tx } from './heuristics.js';
 
 export function testDatabaseUrl(): string {
   const url = process.env.TEST_DATABASE_URL;
@@ -38,4 +41,13 @@ export async function eventually<T>(
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
+}
+
+/** A pending job inserted straight into the table, as another process would (no local wake-up). */
+export function insertPending(
+  db: Knex,
+  description: string,
+  maxAttempts = 3,
+): Promise<store.JobRow> {
+  return store.insertJob(db, { id: randomUUID(), transaction: tx(description), maxAttempts });
 }
