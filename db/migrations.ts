@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as createJobs from './migrations/0001_create_jobs.js';
+import * as batchesIdempotency from './migrations/0002_batches_idempotency.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -13,6 +14,7 @@ interface Migration {
  */
 const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
   ['0001_create_jobs', createJobs],
+  ['0002_batches_idempotency', batchesIdempotency],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

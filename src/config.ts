@@ -42,7 +42,10 @@ export interface Config {
   jobBackoffBaseMs: number;
   /** Cap on the retry delay. @defaultValue 60000 */
   jobBackoffMaxMs: number;
-  /** Finished jobs older than this are purged. @defaultValue 7 days */
+  /**
+   * Finished jobs (and batches, once all their jobs finished) older than this are purged, and
+   * their idempotency keys with them. At least 1 day. @defaultValue 7 days
+   */
   jobRetentionMs: number;
   /** How often the purge runs. @defaultValue 3600000 (1 h) */
   purgeIntervalMs: number;
@@ -50,6 +53,8 @@ export interface Config {
   shutdownGraceMs: number;
   /** Largest accepted request body for `POST /normalize_merchant`. @defaultValue 16384 */
   maxBodyBytes: number;
+  /** Largest accepted body for `POST /normalize_merchant/batch`. @defaultValue 2097152 (2 MiB) */
+  maxBatchBodyBytes: number;
   /** pino level. @defaultValue info */
   logLevel: LogLevel;
 }
@@ -153,12 +158,11 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     jobMaxAttempts: int('JOB_MAX_ATTEMPTS', 3, 1, 100),
     jobBackoffBaseMs: int('JOB_BACKOFF_BASE_MS', 1000, 0, DAY),
     jobBackoffMaxMs: int('JOB_BACKOFF_MAX_MS', 60_000, 0, DAY),
-    jobRetentionMs: Math.round(
-      decimal('JOB_RETENTION_DAYS', 7, { min: 0, max: 3650, minExclusive: true }) * DAY,
-    ),
+    jobRetentionMs: Math.round(decimal('JOB_RETENTION_DAYS', 7, { min: 1, max: 3650 }) * DAY),
     purgeIntervalMs: int('PURGE_INTERVAL_MS', 60 * 60 * 1000, 1000, DAY),
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 20_000, 0, 10 * 60 * 1000),
     maxBodyBytes: int('MAX_BODY_BYTES', 16 * 1024, 1024, 10 * 1024 * 1024),
+    maxBatchBodyBytes: int('MAX_BATCH_BODY_BYTES', 2 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel,
   };
 

@@ -11,10 +11,12 @@ import { createKnex, migrateLatest } from './db/knex.js';
 import { createMockHeuristic } from './heuristic/mock.js';
 import type { Heuristic } from './heuristic/types.js';
 import { createApp } from './http/app.js';
+import { QueueEstimator } from './jobs/eta.js';
+import { JobEvents } from './jobs/events.js';
 import { PgNotifier } from './jobs/notifier.js';
 import { Runner } from './jobs/runner.js';
 import { AttemptStats } from './jobs/stats.js';
-import { PENDING_CHANNEL } from './jobs/store.js';
+import { FINISHED_CHANNEL, PENDING_CHANNEL } from './jobs/store.js';
 import type { Logger } from './log.js';
 
 export interface Service {
@@ -49,9 +51,13 @@ export async function startService(
   let notifier: PgNotifier | undefined;
   let server: http.Server | undefined;
   let draining = false;
+  const events = new JobEvents();
 
   const teardown = async () => {
     draining = true;
+    // Long-poll requests answer now with what they have, so closing the server does not wait
+    // up to a minute for them.
+    events.close();
     if (server) {
       const closed = once(server, 'close');
       server.close();
@@ -84,10 +90,20 @@ export async function startService(
       purgeIntervalMs: config.purgeIntervalMs,
     });
     const wake = runner.wake.bind(runner);
+    const jobRunner = runner;
     notifier = new PgNotifier({
       connectionString: databaseUrl,
-      channel: PENDING_CHANNEL,
-      onNotify: wake,
+      channels: {
+        [PENDING_CHANNEL]: wake,
+        [FINISHED_CHANNEL]: (payload) => {
+          events.publishFinished(payload);
+          jobRunner.onJobFinished(payload.split(' ')[0] ?? '');
+        },
+      },
+      onReconnect: () => {
+        wake();
+        events.wakeAll();
+      },
       log,
     });
     await notifier.start();
@@ -96,16 +112,18 @@ export async function startService(
     const app = createApp({
       db,
       log,
-      stats,
+      events,
+      estimator: new QueueEstimator(db, stats, config.runnerConcurrency),
       maxBodyBytes: config.maxBodyBytes,
+      maxBatchBodyBytes: config.maxBatchBodyBytes,
       jobMaxAttempts: config.jobMaxAttempts,
       onJobSubmitted: wake,
       isDraining: () => draining,
     });
     const handle = app.callback();
     server = http.createServer((req, res) => void handle(req, res));
-    // Slow or stalled clients must not hold sockets forever.
-    server.requestTimeout = 30_000;
+    // Slow or stalled clients must not hold sockets forever; a long-poll may take 60 s.
+    server.requestTimeout = 75_000;
     server.headersTimeout = 10_000;
     server.keepAliveTimeout = 5_000;
     server.listen(config.port, config.host);

@@ -43,7 +43,7 @@ describe('loadConfig(env)', () => {
       HEURISTIC_FAILURE_RATE: '0.25',
       JOB_LEASE_MS: '1000',
       JOB_MAX_ATTEMPTS: '5',
-      JOB_RETENTION_DAYS: '0.5',
+      JOB_RETENTION_DAYS: '1.5',
       LOG_LEVEL: 'DEBUG',
     });
     expect(config).to.include({
@@ -55,7 +55,7 @@ describe('loadConfig(env)', () => {
       heuristicFailureRate: 0.25,
       jobLeaseMs: 1000,
       jobMaxAttempts: 5,
-      jobRetentionMs: 12 * 3_600_000,
+      jobRetentionMs: 36 * 3_600_000,
       logLevel: 'debug',
     });
   });
@@ -71,6 +71,8 @@ describe('loadConfig(env)', () => {
     ['HEURISTIC_FAILURE_RATE', 'often'],
     ['JOB_MAX_ATTEMPTS', '0'],
     ['JOB_RETENTION_DAYS', '-1'],
+    // Idempotency keys live as long as their jobs: at least a day.
+    ['JOB_RETENTION_DAYS', '0.5'],
     ['DATABASE_URL', 'mysql://localhost/x'],
     ['LOG_LEVEL', 'loud'],
   ];

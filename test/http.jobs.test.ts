@@ -15,8 +15,10 @@ describe('GET /jobs/:id', () => {
     const { body: submitted } = await h.http.post('/normalize_merchant').send(valid).expect(202);
     const res = await h.http.get(`/jobs/${submitted.id}`).expect(200);
     expect(res.body).to.deep.equal(submitted);
-    expect(Number(res.headers['retry-after'])).to.be.within(1, 30);
-    expect(res.headers['cache-control']).to.equal('no-store');
+    expect(Number(res.headers['retry-after'])).to.be.within(1, 60);
+    // Caches must revalidate (the job changes until it is finished); the ETag makes that cheap.
+    expect(res.headers['cache-control']).to.equal('no-cache');
+    expect(res.headers.etag).to.match(/^"[\w-]{27}"$/);
   });
 
   it('returns the finished job with its merchant, the reference echoed, and no Retry-After', async () => {

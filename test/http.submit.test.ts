@@ -20,7 +20,7 @@ describe('POST /normalize_merchant', () => {
     const res = await h.http.post('/normalize_merchant').send(valid).expect(202);
     expect(res.headers['content-type']).to.match(/^application\/json/);
     expect(res.headers.location).to.equal(`/jobs/${res.body.id}`);
-    expect(Number(res.headers['retry-after'])).to.be.within(1, 30);
+    expect(Number(res.headers['retry-after'])).to.be.within(1, 60);
     expect(res.body).to.include({ status: 'pending', attempts: 0, result: null, error: null });
     expect(res.body.transaction).to.deep.equal(valid);
     expect(res.body.id).to.match(/^[0-9a-f-]{36}$/);

@@ -4,6 +4,8 @@ import supertest from 'supertest';
 import { createKnex } from '../src/db/knex.js';
 import { createApp } from '../src/http/app.js';
 import { PgNotifier } from '../src/jobs/notifier.js';
+import { QueueEstimator } from '../src/jobs/eta.js';
+import { JobEvents } from '../src/jobs/events.js';
 import { AttemptStats } from '../src/jobs/stats.js';
 import * as store from '../src/jobs/store.js';
 import { createLogger } from '../src/log.js';
@@ -16,8 +18,8 @@ describe('PgNotifier', () => {
     let wakes = 0;
     const notifier = new PgNotifier({
       connectionString: testDatabaseUrl(),
-      channel: store.PENDING_CHANNEL,
-      onNotify: () => (wakes += 1),
+      channels: { [store.PENDING_CHANNEL]: () => (wakes += 1) },
+      onReconnect: () => (wakes += 1),
       log: createLogger('silent'),
     });
     await notifier.start();
@@ -50,8 +52,10 @@ describe('POST /normalize_merchant with the database down', () => {
     const app = createApp({
       db,
       log: createLogger('silent'),
-      stats: new AttemptStats(),
+      events: new JobEvents(),
+      estimator: new QueueEstimator(db, new AttemptStats(), 4),
       maxBodyBytes: 16 * 1024,
+      maxBatchBodyBytes: 1024 * 1024,
       jobMaxAttempts: 3,
       onJobSubmitted: () => undefined,
       isDraining: () => false,

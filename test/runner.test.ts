@@ -164,8 +164,8 @@ describe('Runner', () => {
       const runner = h.runner;
       const notifier = new PgNotifier({
         connectionString: testDatabaseUrl(),
-        channel: store.PENDING_CHANNEL,
-        onNotify: () => runner.wake(),
+        channels: { [store.PENDING_CHANNEL]: () => runner.wake() },
+        onReconnect: () => runner.wake(),
         log: createLogger('silent'),
       });
       await notifier.start();

@@ -3,11 +3,17 @@
  * middleware; client errors say what was wrong, server errors only their status text.
  */
 
-export interface FieldError {
-  /** JSON Pointer (RFC 6901) into the request body, e.g. "/amount"; "" is the whole body. */
-  pointer: string;
-  detail: string;
-}
+export type FieldError =
+  | {
+      /** JSON Pointer (RFC 6901) into the request body, e.g. "/amount"; "" is the whole body. */
+      pointer: string;
+      detail: string;
+    }
+  | {
+      /** A query parameter's name. */
+      parameter: string;
+      detail: string;
+    };
 
 export interface ProblemBody {
   type: string;
@@ -15,11 +21,16 @@ export interface ProblemBody {
   status: number;
   detail?: string;
   errors?: FieldError[];
+  [extension: string]: unknown;
 }
 
 /** Relative problem-type URIs; README lists them. */
 export const PROBLEM_TYPES = {
   validation: '/problems/validation-error',
+  invalidParameter: '/problems/invalid-parameter',
+  invalidIdempotencyKey: '/problems/invalid-idempotency-key',
+  idempotencyKeyReused: '/problems/idempotency-key-reused',
+  jobFinished: '/problems/job-already-finished',
   malformedJson: '/problems/malformed-json',
   unsupportedMediaType: '/problems/unsupported-media-type',
   tooLarge: '/problems/body-too-large',
@@ -38,6 +49,8 @@ export class HttpProblem extends Error {
     readonly detail?: string,
     readonly errors?: FieldError[],
     readonly headers: Record<string, string> = {},
+    /** Extension members (RFC 9457 §3.2), e.g. the status of a job that cannot be canceled. */
+    readonly extensions: Record<string, unknown> = {},
   ) {
     super(detail ?? title);
     this.name = 'HttpProblem';
@@ -45,6 +58,7 @@ export class HttpProblem extends Error {
 
   toBody(): ProblemBody {
     return {
+      ...this.extensions,
       type: this.type,
       title: this.title,
       status: this.status,

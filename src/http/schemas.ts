@@ -1,7 +1,13 @@
 /**
- * JSON Schemas for request bodies: the one definition ajv validates with (and the OpenAPI
- * document will be built from).
+ * JSON Schemas (draft 2020-12, as OpenAPI 3.1 uses) for request bodies, query strings and
+ * responses: the one definition ajv validates with and the OpenAPI document is built from.
+ * A `$ref` names another schema here by its `$id`; openapi.ts rewrites it to a component.
  */
+
+export const MAX_BATCH_SIZE = 1000;
+/** Longest `?wait=` / `Prefer: wait=` in seconds. */
+export const MAX_WAIT_SECONDS = 60;
+export const JOB_STATUSES = ['pending', 'running', 'succeeded', 'failed', 'canceled'] as const;
 
 export const transactionSchema = {
   $id: 'Transaction',
@@ -50,12 +56,299 @@ export const transactionSchema = {
   },
 } as const;
 
+export const batchRequestSchema = {
+  $id: 'BatchRequest',
+  type: 'object',
+  additionalProperties: false,
+  required: ['transactions'],
+  properties: {
+    transactions: {
+      type: 'array',
+      minItems: 1,
+      maxItems: MAX_BATCH_SIZE,
+      items: { $ref: 'Transaction' },
+      description: `1 to ${MAX_BATCH_SIZE} transactions; results keep this order.`,
+    },
+  },
+} as const;
+
+const waitParameter = {
+  type: 'integer',
+  minimum: 0,
+  maximum: MAX_WAIT_SECONDS,
+  description:
+    `Long-poll: hold the request up to this many seconds (at most ${MAX_WAIT_SECONDS}) until ` +
+    'the resource is finished or, with If-None-Match, differs from that ETag.',
+} as const;
+
+export const waitQuerySchema = {
+  $id: 'WaitQuery',
+  type: 'object',
+  additionalProperties: false,
+  properties: { wait: waitParameter },
+} as const;
+
+const cursorParameter = {
+  type: 'string',
+  minLength: 1,
+  maxLength: 100,
+  description: "Opaque cursor from a previous page's `next_cursor`.",
+} as const;
+
+const limitParameter = {
+  type: 'integer',
+  minimum: 1,
+  maximum: 1000,
+  default: 100,
+  description: 'Page size, 1..1000.',
+} as const;
+
+export const listJobsQuerySchema = {
+  $id: 'ListJobsQuery',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    status: {
+      type: 'string',
+      pattern: `^(${JOB_STATUSES.join('|')})(,(${JOB_STATUSES.join('|')}))*$`,
+      description: 'Only jobs in these statuses, comma-separated, e.g. `failed,canceled`.',
+    },
+    batch: { type: 'string', format: 'uuid', description: 'Only the jobs of this batch.' },
+    limit: limitParameter,
+    cursor: cursorParameter,
+  },
+} as const;
+
+export const pageQuerySchema = {
+  $id: 'PageQuery',
+  type: 'object',
+  additionalProperties: false,
+  properties: { limit: limitParameter, cursor: cursorParameter },
+} as const;
+
+const timestamp = { type: 'string', format: 'date-time' } as const;
+const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
+const uuid = { type: 'string', format: 'uuid' } as const;
+
+export const merchantResultSchema = {
+  $id: 'MerchantResult',
+  type: 'object',
+  additionalProperties: false,
+  required: ['merchant'],
+  properties: {
+    merchant: {
+      description: '`null` when the heuristic recognised no merchant (a success, not a failure).',
+      oneOf: [
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name'],
+          properties: { name: { type: 'string', examples: ['Netflix'] } },
+        },
+        { type: 'null' },
+      ],
+    },
+  },
+} as const;
+
+export const jobErrorSchema = {
+  $id: 'JobError',
+  type: 'object',
+  additionalProperties: false,
+  required: ['code', 'message', 'attempt'],
+  properties: {
+    code: {
+      type: 'string',
+      description: '`timeout`, `heuristic_error`, `non_retryable` or `lease_expired`.',
+    },
+    message: { type: 'string' },
+    attempt: { type: 'integer', minimum: 1, description: 'The attempt that failed, from 1.' },
+  },
+} as const;
+
+export const jobSchema = {
+  $id: 'Job',
+  type: 'object',
+  additionalProperties: false,
+  required: [
+    'id',
+    'status',
+    'transaction',
+    'result',
+    'error',
+    'attempts',
+    'batch',
+    'created_at',
+    'started_at',
+    'finished_at',
+  ],
+  properties: {
+    id: uuid,
+    status: { type: 'string', enum: JOB_STATUSES },
+    transaction: { $ref: 'Transaction' },
+    result: {
+      description: 'Set once `status` is `succeeded`.',
+      oneOf: [{ $ref: 'MerchantResult' }, { type: 'null' }],
+    },
+    error: {
+      description: 'Why the last attempt failed; set when `failed`, kept while retrying.',
+      oneOf: [{ $ref: 'JobError' }, { type: 'null' }],
+    },
+    attempts: { type: 'integer', minimum: 0 },
+    batch: {
+      description: 'The batch this job belongs to and its position there, if any.',
+      oneOf: [
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'index'],
+          properties: { id: uuid, index: { type: 'integer', minimum: 0 } },
+        },
+        { type: 'null' },
+      ],
+    },
+    created_at: timestamp,
+    started_at: { ...nullableTimestamp, description: 'When the latest attempt started.' },
+    finished_at: nullableTimestamp,
+  },
+} as const;
+
+export const jobListSchema = {
+  $id: 'JobList',
+  type: 'object',
+  additionalProperties: false,
+  required: ['jobs', 'next_cursor'],
+  properties: {
+    jobs: { type: 'array', items: { $ref: 'Job' } },
+    next_cursor: { type: ['string', 'null'], description: '`null` on the last page.' },
+  },
+} as const;
+
+const statusCounts = {
+  type: 'object',
+  additionalProperties: false,
+  required: [...JOB_STATUSES],
+  properties: Object.fromEntries(JOB_STATUSES.map((s) => [s, { type: 'integer', minimum: 0 }])),
+} as const;
+
+export const batchSchema = {
+  $id: 'Batch',
+  type: 'object',
+  additionalProperties: false,
+  required: [
+    'id',
+    'size',
+    'counts',
+    'finished',
+    'done',
+    'progress',
+    'created_at',
+    'started_at',
+    'finished_at',
+    'results',
+  ],
+  properties: {
+    id: uuid,
+    size: { type: 'integer', minimum: 1, description: 'Number of transactions.' },
+    counts: { ...statusCounts, description: 'Jobs per status.' },
+    finished: { type: 'integer', minimum: 0, description: 'Jobs in a terminal status.' },
+    done: { type: 'boolean', description: 'True once every job is terminal.' },
+    progress: { type: 'number', minimum: 0, maximum: 1, description: '`finished / size`.' },
+    created_at: timestamp,
+    started_at: nullableTimestamp,
+    finished_at: { ...nullableTimestamp, description: 'When the last job finished, once done.' },
+    results: { type: 'string', description: 'Path of the results, in submission order.' },
+    job_ids: {
+      type: 'array',
+      items: uuid,
+      description: 'Only in the answer to the submit: the job ids in submission order.',
+    },
+  },
+} as const;
+
+export const batchResultsSchema = {
+  $id: 'BatchResults',
+  type: 'object',
+  additionalProperties: false,
+  required: ['items', 'next_cursor'],
+  properties: {
+    items: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['index', 'job_id', 'reference', 'status', 'result', 'error'],
+        properties: {
+          index: { type: 'integer', minimum: 0, description: 'Position in the submitted batch.' },
+          job_id: uuid,
+          reference: {
+            type: ['string', 'null'],
+            description: "The transaction's `reference`, echoed.",
+          },
+          status: { type: 'string', enum: JOB_STATUSES },
+          result: { oneOf: [{ $ref: 'MerchantResult' }, { type: 'null' }] },
+          error: { oneOf: [{ $ref: 'JobError' }, { type: 'null' }] },
+        },
+      },
+    },
+    next_cursor: { type: ['string', 'null'], description: '`null` on the last page.' },
+  },
+} as const;
+
+export const problemSchema = {
+  $id: 'Problem',
+  type: 'object',
+  description: 'RFC 9457 problem details.',
+  required: ['type', 'title', 'status'],
+  properties: {
+    type: { type: 'string', description: 'A relative URI naming the kind of problem.' },
+    title: { type: 'string' },
+    status: { type: 'integer' },
+    detail: { type: 'string' },
+    errors: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['detail'],
+        properties: {
+          pointer: { type: 'string', description: 'JSON Pointer into the request body.' },
+          parameter: { type: 'string', description: 'The query parameter at fault.' },
+          detail: { type: 'string' },
+        },
+      },
+    },
+  },
+} as const;
+
+/** Every schema above, by `$id`. */
+export const ALL_SCHEMAS = [
+  transactionSchema,
+  batchRequestSchema,
+  merchantResultSchema,
+  jobErrorSchema,
+  jobSchema,
+  jobListSchema,
+  batchSchema,
+  batchResultsSchema,
+  problemSchema,
+] as const;
+
 /** What a field must look like, said in words, for the errors ajv reports by keyword. */
 export const FIELD_RULES: Record<string, string> = {
+  transactions: `must be an array of 1 to ${MAX_BATCH_SIZE} transactions`,
   date: 'must be a real calendar date formatted YYYY-MM-DD, e.g. "2026-04-03"',
   description: 'must be a string of 1 to 500 characters, not only whitespace',
   amount: 'must be a finite JSON number, e.g. 15.49 or -3 (not a string)',
   currency: 'must be an upper-case ISO 4217 currency code, e.g. "USD"',
   mcc: 'must be a four-digit merchant category code as a string, e.g. "5411"',
   reference: 'must be a string of 1 to 200 characters',
+};
+
+/** The same for query parameters. */
+export const PARAMETER_RULES: Record<string, string> = {
+  wait: `must be a whole number of seconds from 0 to ${MAX_WAIT_SECONDS}`,
+  status: `must be one or more of ${JOB_STATUSES.join(', ')}, comma-separated`,
+  batch: 'must be a batch id (a UUID)',
+  limit: 'must be a whole number from 1 to 1000',
+  cursor: "must be a `next_cursor` value from a previous page's answer",
 };

@@ -1,4 +1,4 @@
-import type { JobRow } from '../jobs/store.js';
+import type { BatchItemRow, BatchRow, JobRow } from '../jobs/store.js';
 
 /** A job as the API shows it. Timestamps are ISO 8601 UTC; `started_at` is the latest attempt's. */
 export interface JobResource {
@@ -8,6 +8,7 @@ export interface JobResource {
   result: JobRow['result'];
   error: JobRow['error'];
   attempts: number;
+  batch: { id: string; index: number } | null;
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
@@ -21,6 +22,10 @@ export function jobResource(row: JobRow): JobResource {
     result: row.result,
     error: row.error,
     attempts: row.attempts,
+    batch:
+      row.batch_id !== null && row.batch_index !== null
+        ? { id: row.batch_id, index: row.batch_index }
+        : null,
     created_at: row.created_at.toISOString(),
     started_at: row.started_at?.toISOString() ?? null,
     finished_at: row.finished_at?.toISOString() ?? null,
@@ -28,3 +33,66 @@ export function jobResource(row: JobRow): JobResource {
 }
 
 export const jobLocation = (id: string) => `/jobs/${id}`;
+export const batchLocation = (id: string) => `/batches/${id}`;
+
+export interface BatchResource {
+  id: string;
+  size: number;
+  counts: Record<JobRow['status'], number>;
+  finished: number;
+  done: boolean;
+  progress: number;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  results: string;
+  job_ids?: string[];
+}
+
+export function batchResource(row: BatchRow): BatchResource {
+  const finished = row.succeeded + row.failed + row.canceled;
+  const done = finished === row.size;
+  return {
+    id: row.id,
+    size: row.size,
+    counts: {
+      pending: row.pending,
+      running: row.running,
+      succeeded: row.succeeded,
+      failed: row.failed,
+      canceled: row.canceled,
+    },
+    finished,
+    done,
+    progress: Math.floor((finished / row.size) * 10_000) / 10_000,
+    created_at: row.created_at.toISOString(),
+    started_at: row.started_at?.toISOString() ?? null,
+    finished_at: done ? (row.finished_at?.toISOString() ?? null) : null,
+    results: `${batchLocation(row.id)}/results`,
+  };
+}
+
+export function batchItem(row: BatchItemRow) {
+  return {
+    index: row.batch_index,
+    job_id: row.id,
+    reference: row.reference,
+    status: row.status,
+    result: row.result,
+    error: row.error,
+  };
+}
+
+/** Opaque page cursors: the position after which the next page starts. */
+export const cursors = {
+  encode: (kind: 'seq' | 'index', position: string | number) =>
+    Buffer.from(`${kind}:${position}`).toString('base64url'),
+  /** The position, or `undefined` when the cursor is not one of ours of this kind. */
+  decode(kind: 'seq' | 'index', cursor: string): string | undefined {
+    const text = Buffer.from(cursor, 'base64url').toString();
+    const [k, position] = text.split(':');
+    return k === kind && position !== undefined && /^\d{1,19}$/.test(position)
+      ? position
+      : undefined;
+  },
+};

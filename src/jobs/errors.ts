@@ -26,6 +26,14 @@ export class LeaseLostError extends Error {
   }
 }
 
+/** The attempt's AbortSignal reason when the job was canceled (or finished) while it ran. */
+export class JobCanceledError extends Error {
+  constructor() {
+    super('the job was canceled while this attempt ran; its result is discarded');
+    this.name = 'JobCanceledError';
+  }
+}
+
 /** The attempt's AbortSignal reason when the process is shutting down. */
 export class ShutdownError extends Error {
   constructor() {

@@ -1,8 +1,9 @@
 /**
- * LISTENs on one channel over a dedicated connection (outside the knex pool, which would hand
- * the session to other queries) and calls `onNotify` for every NOTIFY. The connection is
- * re-established with backoff when it drops; since notifications sent meanwhile are lost,
- * `onNotify` is also called after each reconnect so the runner looks for work.
+ * LISTENs on a few channels over one dedicated connection (outside the knex pool, which would
+ * hand the session to other queries) and calls the channel's handler with each NOTIFY's
+ * payload. The connection is re-established with backoff when it drops; since notifications
+ * sent meanwhile are lost, `onReconnect` is called after each reconnect so that the runner looks
+ * for work and long-poll waiters look again.
  */
 import pg from 'pg';
 import type { Logger } from '../log.js';
@@ -10,8 +11,10 @@ import { coerceError } from './errors.js';
 
 export interface NotifierOptions {
   connectionString: string;
-  channel: string;
-  onNotify: () => void;
+  /** Channel name -> handler, called with the NOTIFY payload. */
+  channels: Readonly<Record<string, (payload: string) => void>>;
+  /** Called after a lost connection is back: notifications may have been missed. */
+  onReconnect: () => void;
   log: Logger;
 }
 
@@ -42,11 +45,13 @@ export class PgNotifier {
       application_name: 'merchant-normalizer-listener',
       keepAlive: true,
     });
-    client.on('notification', () => this.opts.onNotify());
+    client.on('notification', (msg) => this.opts.channels[msg.channel]?.(msg.payload ?? ''));
     client.on('error', (err) => this.lost(client, err));
     client.on('end', () => this.lost(client, new Error('connection ended')));
     await client.connect();
-    await client.query(`LISTEN ${client.escapeIdentifier(this.opts.channel)}`);
+    for (const channel of Object.keys(this.opts.channels)) {
+      await client.query(`LISTEN ${client.escapeIdentifier(channel)}`);
+    }
     if (this.stopped) {
       await client.end().catch(() => undefined);
       return;
@@ -69,7 +74,7 @@ export class PgNotifier {
     this.retryTimer = setTimeout(() => {
       this.connect().then(
         () => {
-          if (!this.stopped) this.opts.onNotify(); // we may have missed notifications
+          if (!this.stopped) this.opts.onReconnect(); // we may have missed notifications
         },
         (err: unknown) => {
           this.opts.log.warn({ err: coerceError(err), delay }, 'LISTEN reconnect failed');

@@ -17,6 +17,7 @@ import { withDbRetry } from '../db/transient.js';
 import { retryDelayMs } from './backoff.js';
 import {
   AttemptTimeoutError,
+  JobCanceledError,
   LeaseLostError,
   NonRetryableError,
   ShutdownError,
@@ -97,6 +98,19 @@ export class Runner {
     this.purgeTimer = setInterval(() => void this.purge(), this.opts.purgeIntervalMs);
     void this.poll();
     void this.purge();
+  }
+
+  /**
+   * A job became terminal (FINISHED_CHANNEL). If this runner is still running an attempt of it,
+   * the job was canceled (or finished elsewhere): abort the attempt; its result would be
+   * discarded by the fenced write anyway, and aborting frees the slot sooner.
+   */
+  onJobFinished(jobId: string): void {
+    for (const a of this.attempts.values()) {
+      if (a.claim.id === jobId && !a.settled && !a.controller.signal.aborted) {
+        a.controller.abort(new JobCanceledError());
+      }
+    }
   }
 
   /** Work may be claimable now: a local submit, a NOTIFY, a retry coming due. */
@@ -244,7 +258,11 @@ export class Runner {
       this.opts.timeoutMs,
     );
     const startedAt = performance.now();
-    const call = Promise.resolve().then(() => this.opts.heuristic.match(job.transaction, signal));
+    // Canceled while it waited for a slot: the heuristic is not called at all.
+    const call = Promise.resolve().then(() => {
+      signal.throwIfAborted();
+      return this.opts.heuristic.match(job.transaction, signal);
+    });
     let outcome: Outcome;
     try {
       // A heuristic that ignores its signal is not waited for once the signal fires...
@@ -286,6 +304,10 @@ export class Runner {
       const { error } = outcome;
       if (error instanceof LeaseLostError) {
         log.warn({ outcome: 'lease_lost' }, 'job attempt aborted: lease lost');
+        return;
+      }
+      if (error instanceof JobCanceledError) {
+        log.info({ outcome: 'canceled' }, 'job attempt aborted: the job was canceled');
         return;
       }
       if (error instanceof ShutdownError) {
@@ -367,12 +389,15 @@ export class Runner {
     const before = new Date(Date.now() - this.opts.retentionMs);
     try {
       let total = 0;
-      for (;;) {
-        const n = await store.purgeFinishedJobs(this.opts.db, { before, limit: PURGE_BATCH });
-        total += n;
-        if (n < PURGE_BATCH || this.state !== 'running') break;
+      for (const purgeSome of [store.purgeFinishedJobs, store.purgeFinishedBatches]) {
+        for (;;) {
+          const n = await purgeSome(this.opts.db, { before, limit: PURGE_BATCH });
+          total += n;
+          if (n < PURGE_BATCH || this.state !== 'running') break;
+        }
       }
-      if (total > 0) this.opts.log.info({ purged: total, before }, 'purged finished jobs');
+      if (total > 0)
+        this.opts.log.info({ purged: total, before }, 'purged finished jobs and batches');
     } catch (err) {
       this.opts.log.error({ err }, 'purging finished jobs failed; will retry');
     }

@@ -16,8 +16,28 @@ export const TERMINAL_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', '
 /** Channel on which a NOTIFY announces that jobs became claimable. */
 export const PENDING_CHANNEL = 'merchant_jobs_pending';
 
+/**
+ * Channel on which a NOTIFY announces that a job became terminal (succeeded, failed, canceled).
+ * Payload: the job id, then a space and its batch id when it belongs to a batch. Long-poll
+ * waiters and runners (to abort a canceled attempt) listen on it.
+ */
+export const FINISHED_CHANNEL = 'merchant_jobs_finished';
+
+/** SQL expression: the FINISHED_CHANNEL payload for the row in scope. */
+const FINISHED_PAYLOAD = `id::text || coalesce(' ' || batch_id::text, '')`;
+
+/** An idempotency key and the hash of the request body it was first used with. */
+export interface Idempotency {
+  key: string;
+  requestHash: string;
+}
+
 export interface JobRow {
   id: string;
+  /** Submission order (bigint as a decimal string). */
+  seq: string;
+  batch_id: string | null;
+  batch_index: number | null;
   status: JobStatus;
   transaction: Transaction;
   result: { merchant: Merchant | null } | null;
@@ -32,14 +52,49 @@ export interface JobRow {
   finished_at: Date | null;
 }
 
+/** A batch with the state of its jobs, counted per status. */
+export interface BatchRow {
+  id: string;
+  size: number;
+  created_at: Date;
+  pending: number;
+  running: number;
+  succeeded: number;
+  failed: number;
+  canceled: number;
+  /** First attempt start among its jobs. */
+  started_at: Date | null;
+  /** Latest finish among its jobs. */
+  finished_at: Date | null;
+  /** `seq` of its last pending job, for the Retry-After estimate. */
+  last_pending_seq: string | null;
+}
+
+/** One transaction's outcome within a batch. */
+export interface BatchItemRow {
+  id: string;
+  batch_index: number;
+  status: JobStatus;
+  reference: string | null;
+  result: JobRow['result'];
+  error: JobError | null;
+}
+
 /** The claim held by one attempt: what fenced writes match on. */
 export interface Claim {
   id: string;
   attempts: number;
 }
 
-const COLUMNS = `id, status, transaction, result, error, attempts, max_attempts, run_after,
-  locked_by, locked_until, created_at, started_at, finished_at`;
+const COLUMNS = `id, seq, batch_id, batch_index, status, transaction, result, error, attempts,
+  max_attempts, run_after, locked_by, locked_until, created_at, started_at, finished_at`;
+
+/** COLUMNS qualified with a table name, for statements that join. */
+function prefixed(table: string): string {
+  return COLUMNS.split(',')
+    .map((c) => `${table}.${c.trim()}`)
+    .join(', ');
+}
 
 async function rows(
   db: Knex,
@@ -50,28 +105,231 @@ async function rows(
   return res.rows;
 }
 
-// Inserts one pending job and NOTIFYs waiting runners (delivered when the insert commits).
+// Inserts one pending job and NOTIFYs waiting runners (delivered when the insert commits). With
+// an idempotency key already taken, inserts nothing and returns the job that holds the key
+// (`created: false`) with the hash of the body it was submitted with.
 export async function insertJob(
   db: Knex,
-  job: { id: string; transaction: Transaction; maxAttempts: number },
-): Promise<JobRow> {
-  const [row] = await rows(
-    db,
-    `WITH inserted AS (
-       INSERT INTO jobs (id, transaction, max_attempts) VALUES (?, ?::jsonb, ?)
-       RETURNING ${COLUMNS}
-     )
-     SELECT inserted.*, pg_notify(?, '') AS notified FROM inserted`,
-    [job.id, JSON.stringify(job.transaction), job.maxAttempts, PENDING_CHANNEL],
-  );
-  if (!row) throw new Error('insert returned no row');
-  return row;
+  job: { id: string; transaction: Transaction; maxAttempts: number; idempotency?: Idempotency },
+): Promise<{ row: JobRow; created: boolean; requestHash: string | null }> {
+  const { idempotency } = job;
+  for (let tries = 0; tries < 3; tries++) {
+    const [row] = await rows(
+      db,
+      `WITH inserted AS (
+         INSERT INTO jobs (id, transaction, max_attempts, idempotency_key, request_hash)
+         VALUES (?, ?::jsonb, ?, ?, ?)
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING ${COLUMNS}
+       )
+       SELECT inserted.*, pg_notify(?, '') AS notified FROM inserted`,
+      [
+        job.id,
+        JSON.stringify(job.transaction),
+        job.maxAttempts,
+        idempotency?.key ?? null,
+        idempotency?.requestHash ?? null,
+        PENDING_CHANNEL,
+      ],
+    );
+    if (row) return { row, created: true, requestHash: idempotency?.requestHash ?? null };
+    if (!idempotency) throw new Error('insert returned no row');
+    const [existing] = await db
+      .raw<{ rows: (JobRow & { request_hash: string })[] }>(
+        `SELECT ${COLUMNS}, request_hash FROM jobs WHERE idempotency_key = ?`,
+        [idempotency.key],
+      )
+      .then((r) => r.rows);
+    if (existing) {
+      const { request_hash: requestHash, ...existingRow } = existing;
+      return { row: existingRow, created: false, requestHash };
+    }
+    // The job holding the key was purged between the two statements: insert again.
+  }
+  throw new Error('idempotent insert kept conflicting with a purge');
+}
+
+// Inserts a batch and one pending job per transaction (batch_index = position), in one
+// statement, and NOTIFYs runners. With an idempotency key already taken, inserts nothing and
+// returns the batch that holds the key (`created: false`) with its body hash.
+export async function insertBatch(
+  db: Knex,
+  batch: {
+    id: string;
+    transactions: readonly Transaction[];
+    maxAttempts: number;
+    idempotency?: Idempotency;
+  },
+): Promise<{ id: string; jobIds: string[]; created: boolean; requestHash: string | null }> {
+  const { idempotency } = batch;
+  for (let tries = 0; tries < 3; tries++) {
+    const res = await db.raw<{ rows: { id: string; job_ids: string[] }[] }>(
+      `WITH b AS (
+         INSERT INTO batches (id, size, idempotency_key, request_hash) VALUES (?, ?, ?, ?)
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING id
+       ), j AS (
+         INSERT INTO jobs (id, batch_id, batch_index, transaction, max_attempts)
+         SELECT gen_random_uuid(), b.id, t.ord - 1, t.tx, ?
+         FROM b, jsonb_array_elements(?::jsonb) WITH ORDINALITY AS t(tx, ord)
+         ORDER BY t.ord
+         RETURNING id, batch_index
+       )
+       SELECT b.id, array_agg(j.id ORDER BY j.batch_index) AS job_ids, pg_notify(?, '')
+       FROM b, j GROUP BY b.id`,
+      [
+        batch.id,
+        batch.transactions.length,
+        idempotency?.key ?? null,
+        idempotency?.requestHash ?? null,
+        batch.maxAttempts,
+        JSON.stringify(batch.transactions),
+        PENDING_CHANNEL,
+      ],
+    );
+    const [created] = res.rows;
+    if (created) {
+      return {
+        id: created.id,
+        jobIds: created.job_ids,
+        created: true,
+        requestHash: idempotency?.requestHash ?? null,
+      };
+    }
+    if (!idempotency) throw new Error('batch insert returned no row');
+    const existing = await db.raw<{
+      rows: { id: string; request_hash: string; job_ids: string[] | null }[];
+    }>(
+      `SELECT b.id, b.request_hash,
+         (SELECT array_agg(j.id ORDER BY j.batch_index) FROM jobs j WHERE j.batch_id = b.id)
+           AS job_ids
+       FROM batches b WHERE b.idempotency_key = ?`,
+      [idempotency.key],
+    );
+    const [found] = existing.rows;
+    if (found) {
+      return {
+        id: found.id,
+        jobIds: found.job_ids ?? [],
+        created: false,
+        requestHash: found.request_hash,
+      };
+    }
+  }
+  throw new Error('idempotent batch insert kept conflicting with a purge');
 }
 
 // Reads one job; changes nothing.
 export async function getJob(db: Knex, id: string): Promise<JobRow | undefined> {
   const [row] = await rows(db, `SELECT ${COLUMNS} FROM jobs WHERE id = ?`, [id]);
   return row;
+}
+
+// Reads one batch and counts its jobs per status; changes nothing.
+export async function getBatch(db: Knex, id: string): Promise<BatchRow | undefined> {
+  const res = await db.raw<{ rows: BatchRow[] }>(
+    `SELECT b.id, b.size, b.created_at,
+       count(*) FILTER (WHERE j.status = 'pending')::int   AS pending,
+       count(*) FILTER (WHERE j.status = 'running')::int   AS running,
+       count(*) FILTER (WHERE j.status = 'succeeded')::int AS succeeded,
+       count(*) FILTER (WHERE j.status = 'failed')::int    AS failed,
+       count(*) FILTER (WHERE j.status = 'canceled')::int  AS canceled,
+       min(j.started_at) AS started_at,
+       max(j.finished_at) AS finished_at,
+       max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq
+     FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
+     WHERE b.id = ?
+     GROUP BY b.id`,
+    [id],
+  );
+  return res.rows[0];
+}
+
+// Reads up to `limit` items of a batch with batch_index > `afterIndex`, in submission order.
+export async function getBatchItems(
+  db: Knex,
+  opts: { batchId: string; afterIndex: number; limit: number },
+): Promise<BatchItemRow[]> {
+  const res = await db.raw<{ rows: BatchItemRow[] }>(
+    `SELECT id, batch_index, status, transaction->>'reference' AS reference, result, error
+     FROM jobs WHERE batch_id = ? AND batch_index > ?
+     ORDER BY batch_index LIMIT ?`,
+    [opts.batchId, opts.afterIndex, opts.limit],
+  );
+  return res.rows;
+}
+
+// Reads up to `limit` jobs newest first (seq below `beforeSeq` when given), optionally only in
+// `statuses` and only of one batch; changes nothing.
+export function listJobs(
+  db: Knex,
+  opts: { statuses?: readonly JobStatus[]; batchId?: string; beforeSeq?: string; limit: number },
+): Promise<JobRow[]> {
+  const where: string[] = [];
+  const bindings: Knex.RawBinding[] = [];
+  if (opts.statuses) {
+    where.push('status = ANY(?::text[])');
+    bindings.push([...opts.statuses]);
+  }
+  if (opts.batchId) {
+    where.push('batch_id = ?');
+    bindings.push(opts.batchId);
+  }
+  if (opts.beforeSeq) {
+    where.push('seq < ?::bigint');
+    bindings.push(opts.beforeSeq);
+  }
+  const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
+  return rows(db, `SELECT ${COLUMNS} FROM jobs ${filter} ORDER BY seq DESC LIMIT ?`, [
+    ...bindings,
+    opts.limit,
+  ]);
+}
+
+// Counts pending jobs submitted before `seq`, stopping at `cap` (a bounded index scan).
+export async function countPendingBefore(db: Knex, seq: string, cap: number): Promise<number> {
+  const res = await db.raw<{ rows: { n: number }[] }>(
+    `SELECT count(*)::int AS n FROM (
+       SELECT 1 FROM jobs WHERE status = 'pending' AND seq < ?::bigint LIMIT ?
+     ) ahead`,
+    [seq, cap],
+  );
+  return res.rows[0]?.n ?? 0;
+}
+
+// Counts the distinct workers holding running jobs: how many runners share the queue.
+export async function countActiveWorkers(db: Knex): Promise<number> {
+  const res = await db.raw<{ rows: { n: number }[] }>(
+    `SELECT count(DISTINCT locked_by)::int AS n FROM jobs WHERE status = 'running'`,
+  );
+  return res.rows[0]?.n ?? 0;
+}
+
+// Sets status=canceled and finished_at=now() on a pending or running job (clearing any lease,
+// so the running attempt's fenced writes change nothing) and NOTIFYs FINISHED_CHANNEL, which
+// tells the runner holding it to abort. Returns nothing when the job is missing or terminal.
+export async function cancelJob(
+  db: Knex,
+  id: string,
+): Promise<{ row: JobRow; previousStatus: JobStatus } | undefined> {
+  const res = await db.raw<{ rows: (JobRow & { previous_status: JobStatus })[] }>(
+    `WITH target AS (
+       SELECT id, status FROM jobs
+       WHERE id = ? AND status IN ('pending', 'running')
+       FOR UPDATE
+     ), canceled AS (
+       UPDATE jobs SET status = 'canceled', finished_at = now(),
+         locked_by = NULL, locked_until = NULL
+       FROM target WHERE jobs.id = target.id
+       RETURNING ${prefixed('jobs')}, target.status AS previous_status
+     )
+     SELECT canceled.*, pg_notify(?, ${FINISHED_PAYLOAD}) AS notified FROM canceled`,
+    [id, FINISHED_CHANNEL],
+  );
+  const [found] = res.rows;
+  if (!found) return undefined;
+  const { previous_status: previousStatus, ...row } = found;
+  return { row, previousStatus };
 }
 
 // Sets status=running, locked_by, locked_until=now()+lease, started_at=now(), attempts+1 for up to
@@ -88,7 +346,7 @@ export function claimJobs(
      WHERE id IN (
        SELECT id FROM jobs
        WHERE status = 'pending' AND run_after <= now()
-       ORDER BY run_after, created_at
+       ORDER BY run_after, seq
        LIMIT ?
        FOR UPDATE SKIP LOCKED
      )
@@ -114,29 +372,35 @@ export async function renewLeases(
   return new Set(res.rows.map((r) => r.id));
 }
 
-// Sets status=succeeded, result, finished_at=now() and clears the lease, if the claim still holds.
+// Sets status=succeeded, result, finished_at=now() and clears the lease, if the claim still holds;
+// NOTIFYs FINISHED_CHANNEL.
 export async function completeJob(
   db: Knex,
   opts: { workerId: string; claim: Claim; merchant: Merchant | null },
 ): Promise<JobRow | undefined> {
   const [row] = await rows(
     db,
-    `UPDATE jobs SET status = 'succeeded', result = ?::jsonb, error = NULL,
-       finished_at = now(), locked_by = NULL, locked_until = NULL
-     WHERE id = ? AND attempts = ? AND status = 'running' AND locked_by = ?
-     RETURNING ${COLUMNS}`,
+    `WITH done AS (
+       UPDATE jobs SET status = 'succeeded', result = ?::jsonb, error = NULL,
+         finished_at = now(), locked_by = NULL, locked_until = NULL
+       WHERE id = ? AND attempts = ? AND status = 'running' AND locked_by = ?
+       RETURNING ${COLUMNS}
+     )
+     SELECT done.*, pg_notify(?, ${FINISHED_PAYLOAD}) AS notified FROM done`,
     [
       JSON.stringify({ merchant: opts.merchant }),
       opts.claim.id,
       opts.claim.attempts,
       opts.workerId,
+      FINISHED_CHANNEL,
     ],
   );
   return row;
 }
 
 // Records a failed attempt if the claim still holds: back to pending with run_after=now()+retryDelay
-// when `retry` and attempts remain (NOTIFYing runners), else status=failed with finished_at=now().
+// when `retry` and attempts remain (NOTIFYing runners), else status=failed with finished_at=now()
+// (NOTIFYing FINISHED_CHANNEL).
 export async function failAttempt(
   db: Knex,
   opts: { workerId: string; claim: Claim; error: JobError; retry: boolean; retryDelayMs: number },
@@ -154,7 +418,8 @@ export async function failAttempt(
        RETURNING ${COLUMNS}
      )
      SELECT failed.*, CASE WHEN status = 'pending' AND run_after <= now()
-                           THEN pg_notify(?, '') END AS notified
+                           THEN pg_notify(?, '') END AS notified,
+            CASE WHEN status = 'failed' THEN pg_notify(?, ${FINISHED_PAYLOAD}) END AS finished
      FROM failed`,
     [
       opts.retry,
@@ -165,6 +430,7 @@ export async function failAttempt(
       opts.claim.attempts,
       opts.workerId,
       PENDING_CHANNEL,
+      FINISHED_CHANNEL,
     ],
   );
   return row;
@@ -199,7 +465,8 @@ export async function releaseClaims(
 }
 
 // For up to `limit` running jobs whose lease expired (their process died): status=pending again,
-// or status=failed when that was the last attempt; error says the lease expired; NOTIFYs runners.
+// or status=failed when that was the last attempt; error says the lease expired; NOTIFYs runners
+// (and FINISHED_CHANNEL for the failed ones).
 export async function reapExpiredLeases(
   db: Knex,
   opts: { limit: number },
@@ -219,19 +486,23 @@ export async function reapExpiredLeases(
          SELECT id FROM jobs WHERE status = 'running' AND locked_until < now()
          ORDER BY locked_until LIMIT ? FOR UPDATE SKIP LOCKED
        )
-       RETURNING status
+       RETURNING id, batch_id, status
+     ), finished AS (
+       SELECT pg_notify(?, ${FINISHED_PAYLOAD}) FROM reaped WHERE status = 'failed'
      )
      SELECT count(*) FILTER (WHERE status = 'pending')::int AS requeued,
             count(*) FILTER (WHERE status = 'failed')::int AS failed,
-            CASE WHEN count(*) FILTER (WHERE status = 'pending') > 0 THEN pg_notify(?, '') END
+            CASE WHEN count(*) FILTER (WHERE status = 'pending') > 0 THEN pg_notify(?, '') END,
+            (SELECT count(*) FROM finished) AS notified
      FROM reaped`,
-    [opts.limit, PENDING_CHANNEL],
+    [opts.limit, FINISHED_CHANNEL, PENDING_CHANNEL],
   );
   const counts = res.rows[0];
   return { requeued: counts?.requeued ?? 0, failed: counts?.failed ?? 0 };
 }
 
-// Deletes up to `limit` finished (succeeded, failed, canceled) jobs with finished_at before `before`.
+// Deletes up to `limit` finished (succeeded, failed, canceled) jobs outside batches with
+// finished_at before `before`.
 export async function purgeFinishedJobs(
   db: Knex,
   opts: { before: Date; limit: number },
@@ -240,9 +511,31 @@ export async function purgeFinishedJobs(
     `DELETE FROM jobs WHERE id IN (
        SELECT id FROM jobs
        WHERE status IN ('succeeded', 'failed', 'canceled') AND finished_at < ?
+         AND batch_id IS NULL
        LIMIT ?
      )`,
     [opts.before, opts.limit],
+  );
+  return res.rowCount;
+}
+
+// Deletes up to `limit` batches (and, by cascade, their jobs) whose jobs all finished before
+// `before`: a batch is kept whole until its last job ages out.
+export async function purgeFinishedBatches(
+  db: Knex,
+  opts: { before: Date; limit: number },
+): Promise<number> {
+  const res = await db.raw<{ rowCount: number }>(
+    `DELETE FROM batches WHERE id IN (
+       SELECT b.id FROM batches b
+       WHERE b.created_at < ?
+         AND NOT EXISTS (
+           SELECT 1 FROM jobs j WHERE j.batch_id = b.id
+             AND (j.status NOT IN ('succeeded', 'failed', 'canceled') OR j.finished_at >= ?)
+         )
+       LIMIT ?
+     )`,
+    [opts.before, opts.before, opts.limit],
   );
   return res.rowCount;
 }

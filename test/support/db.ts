@@ -12,10 +12,10 @@ export function testDatabaseUrl(): string {
 }
 
 /** A pool on the test database with migrations applied and no jobs left from earlier tests. */
-export async function freshDatabase(): Promise<Knex> {
-  const db = createKnex(testDatabaseUrl(), 10, createLogger('warn'));
+export async function freshDatabase(poolMax = 10): Promise<Knex> {
+  const db = createKnex(testDatabaseUrl(), poolMax, createLogger('warn'));
   await migrateLatest(db);
-  await db.raw('TRUNCATE jobs');
+  await db.raw('TRUNCATE jobs, batches');
   return db;
 }
 
@@ -49,5 +49,7 @@ export function insertPending(
   description: string,
   maxAttempts = 3,
 ): Promise<store.JobRow> {
-  return store.insertJob(db, { id: randomUUID(), transaction: tx(description), maxAttempts });
+  return store
+    .insertJob(db, { id: randomUUID(), transaction: tx(description), maxAttempts })
+    .then((r) => r.row);
 }

@@ -2,14 +2,20 @@ import type { Knex } from 'knex';
 import supertest from 'supertest';
 import { createApp } from '../../src/http/app.js';
 import type { Heuristic } from '../../src/heuristic/types.js';
+import { QueueEstimator } from '../../src/jobs/eta.js';
+import { JobEvents } from '../../src/jobs/events.js';
+import { PgNotifier } from '../../src/jobs/notifier.js';
 import { Runner, type RunnerOptions } from '../../src/jobs/runner.js';
 import { AttemptStats } from '../../src/jobs/stats.js';
+import { FINISHED_CHANNEL } from '../../src/jobs/store.js';
 import { createLogger } from '../../src/log.js';
-import { freshDatabase } from './db.js';
+import { freshDatabase, testDatabaseUrl } from './db.js';
 
 export interface Harness {
   db: Knex;
   runner: Runner;
+  events: JobEvents;
+  app: ReturnType<typeof createApp>;
   http: ReturnType<typeof supertest>;
   stop(): Promise<void>;
 }
@@ -20,14 +26,18 @@ export interface HarnessOptions {
   /** Start the runner (claiming jobs). @defaultValue true */
   startRunner?: boolean;
   jobMaxAttempts?: number;
+  /** Pool size of the app's and runner's knex. @defaultValue 10 */
+  poolMax?: number;
 }
 
 /**
  * The app and a runner in this process on a clean test database, with fast test settings; the
- * poll is an hour so that anything that happens quickly happened through a wake-up.
+ * poll is an hour so that anything that happens quickly happened through a wake-up. "Job
+ * finished" NOTIFYs reach long-poll waiters and the runner as in the service; the "pending"
+ * channel is not listened to, so only local submits wake the runner.
  */
 export async function startHarness(opts: HarnessOptions): Promise<Harness> {
-  const db = await freshDatabase();
+  const db = await freshDatabase(opts.poolMax);
   const log = createLogger('silent');
   const stats = new AttemptStats();
   const runner = new Runner({
@@ -45,12 +55,27 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
     purgeIntervalMs: 3_600_000,
     ...opts.runner,
   });
+  const events = new JobEvents();
+  const notifier = new PgNotifier({
+    connectionString: testDatabaseUrl(),
+    channels: {
+      [FINISHED_CHANNEL]: (payload) => {
+        events.publishFinished(payload);
+        runner.onJobFinished(payload.split(' ')[0] ?? '');
+      },
+    },
+    onReconnect: () => events.wakeAll(),
+    log,
+  });
+  await notifier.start();
   if (opts.startRunner ?? true) runner.start();
   const app = createApp({
     db,
     log,
-    stats,
+    events,
+    estimator: new QueueEstimator(db, stats, 4),
     maxBodyBytes: 16 * 1024,
+    maxBatchBodyBytes: 1024 * 1024,
     jobMaxAttempts: opts.jobMaxAttempts ?? 3,
     onJobSubmitted: () => runner.wake(),
     isDraining: () => false,
@@ -58,9 +83,13 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
   return {
     db,
     runner,
+    events,
+    app,
     http: supertest(app.callback()),
     async stop() {
+      events.close();
       await runner.stop(0);
+      await notifier.stop();
       await db.destroy();
     },
   };

@@ -2,60 +2,137 @@ import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import { koaBody } from 'koa-body';
 import type { Knex } from 'knex';
-import { TERMINAL_STATUSES, getJob, insertJob } from '../../jobs/store.js';
-import type { AttemptStats } from '../../jobs/stats.js';
+import type { QueueEstimator } from '../../jobs/eta.js';
+import { type JobEvents, jobTopic } from '../../jobs/events.js';
+import {
+  type JobRow,
+  type JobStatus,
+  TERMINAL_STATUSES,
+  cancelJob,
+  getJob,
+  insertJob,
+  listJobs,
+} from '../../jobs/store.js';
+import { checkReplay, idempotencyOf } from '../idempotency.js';
 import { requireJson } from '../middleware.js';
-import { notFound } from '../problem.js';
-import { parseTransaction } from '../validation.js';
-import { jobLocation, jobResource } from '../views.js';
+import { HttpProblem, PROBLEM_TYPES, notFound } from '../problem.js';
+import { type ResourceKind, answerGet, answerSubmit } from '../respond.js';
+import {
+  parseListJobsQuery,
+  parseTransaction,
+  parseWaitQuery,
+  invalidCursor,
+} from '../validation.js';
+import { type JobResource, cursors, jobLocation, jobResource } from '../views.js';
 
 export interface JobRoutesDeps {
   db: Knex;
-  stats: AttemptStats;
+  events: JobEvents;
+  estimator: QueueEstimator;
   maxBodyBytes: number;
   jobMaxAttempts: number;
-  /** Called after a job is committed, so the local runner claims it at once. */
+  /** Called after jobs are committed, so the local runner claims them at once. */
   onJobSubmitted: () => void;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export function jobRoutes(deps: JobRoutesDeps): Router {
-  const router = new Router();
-  const parseJson = koaBody({
+export const isTerminal = (status: JobStatus) => TERMINAL_STATUSES.includes(status);
+
+/** A JSON body parser with a size limit; everything but JSON is refused earlier (415). */
+export function jsonBody(limitBytes: number) {
+  return koaBody({
     json: true,
-    jsonLimit: deps.maxBodyBytes,
+    jsonLimit: limitBytes,
     jsonStrict: false,
     urlencoded: false,
     text: false,
     multipart: false,
   });
+}
+
+export function jobRoutes(deps: JobRoutesDeps): Router {
+  const router = new Router();
+
+  const jobKind = (id: string): ResourceKind<JobRow, JobResource> => ({
+    events: deps.events,
+    topic: jobTopic(id),
+    load: () => (UUID.test(id) ? getJob(deps.db, id.toLowerCase()) : Promise.resolve(undefined)),
+    view: jobResource,
+    isFinal: (row) => isTerminal(row.status),
+    retryAfter: (row) => deps.estimator.forJob(row),
+  });
+  const missing = (id: string) => () => notFound(`No job with id "${id}".`);
 
   // Accept one transaction: 202 once its pending job row is committed.
-  router.post('/normalize_merchant', requireJson, parseJson, async (ctx) => {
+  router.post('/normalize_merchant', requireJson, jsonBody(deps.maxBodyBytes), async (ctx) => {
     const transaction = parseTransaction(ctx.request.body);
-    const row = await insertJob(deps.db, {
+    const idempotency = idempotencyOf(ctx, transaction);
+    const { row, created, requestHash } = await insertJob(deps.db, {
       id: randomUUID(),
       transaction,
       maxAttempts: deps.jobMaxAttempts,
+      idempotency,
     });
-    deps.onJobSubmitted();
-    ctx.status = 202;
-    ctx.set('Location', jobLocation(row.id));
-    ctx.set('Retry-After', String(deps.stats.retryAfterSeconds(row.status, row.started_at)));
-    ctx.body = jobResource(row);
+    if (created) deps.onJobSubmitted();
+    else if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
+    await answerSubmit(ctx, jobKind(row.id), row, jobLocation(row.id));
   });
 
-  // One job; Retry-After tells a poller when to look again while it is not finished.
-  router.get('/jobs/:id', async (ctx) => {
-    const id = ctx.params.id ?? '';
-    const row = UUID.test(id) ? await getJob(deps.db, id.toLowerCase()) : undefined;
-    if (!row) throw notFound(`No job with id "${id}".`);
-    if (!TERMINAL_STATUSES.includes(row.status)) {
-      ctx.set('Retry-After', String(deps.stats.retryAfterSeconds(row.status, row.started_at)));
+  // The caller's jobs, newest first, cursor-paginated; filters: status (comma list), batch.
+  router.get('/jobs', async (ctx) => {
+    const query = parseListJobsQuery(ctx.query);
+    const beforeSeq = query.cursor === undefined ? undefined : cursors.decode('seq', query.cursor);
+    if (query.cursor !== undefined && beforeSeq === undefined) throw invalidCursor();
+    const rows = await listJobs(deps.db, {
+      statuses: query.status?.split(',') as JobStatus[] | undefined,
+      batchId: query.batch?.toLowerCase(),
+      beforeSeq,
+      limit: query.limit + 1,
+    });
+    const page = rows.slice(0, query.limit);
+    const last = page.at(-1);
+    const nextCursor = rows.length > query.limit && last ? cursors.encode('seq', last.seq) : null;
+    if (nextCursor) {
+      const next = new URLSearchParams({ ...ctx.query, cursor: nextCursor } as Record<
+        string,
+        string
+      >);
+      ctx.set('Link', `</jobs?${next.toString()}>; rel="next"`);
     }
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = jobResource(row);
+    ctx.body = { jobs: page.map(jobResource), next_cursor: nextCursor };
+  });
+
+  // One job; `?wait=N` long-polls until it is finished; ETag / If-None-Match -> 304.
+  router.get('/jobs/:id', async (ctx) => {
+    const { wait = 0 } = parseWaitQuery(ctx.query);
+    const id = ctx.params.id ?? '';
+    await answerGet(ctx, jobKind(id), wait, missing(id));
+  });
+
+  // Cancel: pending -> canceled at once; running -> canceled, and the runner holding it aborts
+  // the attempt (its result is discarded); finished -> 409.
+  router.delete('/jobs/:id', async (ctx) => {
+    const id = ctx.params.id ?? '';
+    const kind = jobKind(id);
+    const canceled = UUID.test(id) ? await cancelJob(deps.db, id.toLowerCase()) : undefined;
+    if (canceled) {
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = jobResource(canceled.row);
+      return;
+    }
+    const row = await kind.load();
+    if (!row) throw missing(id)();
+    throw new HttpProblem(
+      409,
+      PROBLEM_TYPES.jobFinished,
+      'Job already finished',
+      `Job ${row.id} is already ${row.status}; only pending or running jobs can be canceled.`,
+      undefined,
+      {},
+      { job_status: row.status },
+    );
   });
 
   return router;

@@ -1,0 +1,268 @@
+/**
+ * The OpenAPI 3.1 document, built from the JSON Schemas in schemas.ts (the ones ajv validates
+ * requests with), so the docs cannot drift from what the service accepts.
+ */
+import {
+  ALL_SCHEMAS,
+  MAX_BATCH_SIZE,
+  MAX_WAIT_SECONDS,
+  listJobsQuerySchema,
+  pageQuerySchema,
+  waitQuerySchema,
+} from './schemas.js';
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** `$id` dropped, `$ref: "Name"` pointed at `#/components/schemas/Name`. */
+function toComponent(schema: unknown): Json {
+  if (Array.isArray(schema)) return schema.map(toComponent);
+  if (schema !== null && typeof schema === 'object') {
+    const out: Record<string, Json> = {};
+    for (const [key, value] of Object.entries(schema)) {
+      if (key === '$id') continue;
+      out[key] =
+        key === '$ref' && typeof value === 'string'
+          ? `#/components/schemas/${value}`
+          : toComponent(value);
+    }
+    return out;
+  }
+  return schema as Json;
+}
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: Json) => ({ 'application/json': { schema } });
+const problem = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: ref('Problem') } },
+});
+
+/** Query parameters from a query schema's properties. */
+function queryParameters(schema: { properties: Record<string, object> }) {
+  return Object.entries(schema.properties).map(([name, prop]) => {
+    const { description, ...rest } = prop as { description?: string };
+    return { name, in: 'query', required: false, description, schema: toComponent(rest) };
+  });
+}
+
+const idParameter = (what: string) => ({
+  name: 'id',
+  in: 'path',
+  required: true,
+  description: `The ${what} id.`,
+  schema: { type: 'string', format: 'uuid' },
+});
+
+const headers = {
+  Location: { description: 'Where to poll.', schema: { type: 'string' } },
+  RetryAfter: {
+    description:
+      'Seconds until looking again is worthwhile, from the queue ahead, the slots serving it ' +
+      'and observed heuristic durations (1..60). Only while not finished.',
+    schema: { type: 'integer', minimum: 1, maximum: 60 },
+  },
+  ETag: { description: 'Strong tag of this representation.', schema: { type: 'string' } },
+  IdempotentReplayed: {
+    description: '`true` when an Idempotency-Key replay returned the original resource.',
+    schema: { type: 'string', enum: ['true'] },
+  },
+  RequestId: { description: 'Echoed or generated request id.', schema: { type: 'string' } },
+};
+
+const submitParameters = [
+  {
+    name: 'Idempotency-Key',
+    in: 'header',
+    required: false,
+    description:
+      'Makes a retried POST safe: the same key and body return the original resource and do no ' +
+      'new work; the same key with another body is a 422. Remembered as long as the resource ' +
+      '(JOB_RETENTION_DAYS after it finished; at least 24 h).',
+    schema: { type: 'string', minLength: 1, maxLength: 257 },
+  },
+  {
+    name: 'Prefer',
+    in: 'header',
+    required: false,
+    description: `\`wait=N\` (N <= ${MAX_WAIT_SECONDS}): hold the answer up to N s; 200 with the finished resource if it finishes in time, else 202.`,
+    schema: { type: 'string', examples: ['wait=10'] },
+  },
+];
+
+const conditionalParameters = [
+  ...queryParameters(waitQuerySchema),
+  {
+    name: 'If-None-Match',
+    in: 'header',
+    required: false,
+    description:
+      'An ETag from an earlier answer: 304 if unchanged. With `wait`, the request is held until ' +
+      'the resource differs from it (or is finished).',
+    schema: { type: 'string' },
+  },
+];
+
+const common4xx = {
+  '400': problem('Invalid query parameter or Idempotency-Key.'),
+  '503': problem('The database is unreachable; retry after Retry-After.'),
+};
+
+const submitErrors = {
+  ...common4xx,
+  '413': problem('Body larger than the limit.'),
+  '415': problem('Body is not JSON.'),
+  '422': problem('Body does not match the schema (see `errors`), or Idempotency-Key reused.'),
+};
+
+export function openApiDocument(version: string): Record<string, unknown> {
+  const components = Object.fromEntries(
+    ALL_SCHEMAS.map((schema) => [schema.$id, toComponent(schema)]),
+  );
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Merchant normalizer',
+      version,
+      summary: 'Asynchronous merchant-name normalization for card transactions.',
+      description:
+        'Submit a transaction (or a batch of up to 1000), get a job id at once, and poll or ' +
+        'long-poll (`?wait=N`) for the merchant. Errors are RFC 9457 problem+json.',
+    },
+    jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
+    paths: {
+      '/normalize_merchant': {
+        post: {
+          operationId: 'submitTransaction',
+          summary: 'Submit one transaction',
+          parameters: submitParameters,
+          requestBody: { required: true, content: json(ref('Transaction')) },
+          responses: {
+            '200': {
+              description: 'Finished within `Prefer: wait`.',
+              content: json(ref('Job')),
+            },
+            '202': {
+              description: 'Accepted: the job is stored; poll its Location.',
+              headers: {
+                Location: headers.Location,
+                'Retry-After': headers.RetryAfter,
+                'Idempotent-Replayed': headers.IdempotentReplayed,
+              },
+              content: json(ref('Job')),
+            },
+            ...submitErrors,
+          },
+        },
+      },
+      '/normalize_merchant/batch': {
+        post: {
+          operationId: 'submitBatch',
+          summary: `Submit 1..${MAX_BATCH_SIZE} transactions, all or nothing`,
+          parameters: submitParameters,
+          requestBody: { required: true, content: json(ref('BatchRequest')) },
+          responses: {
+            '200': { description: 'Done within `Prefer: wait`.', content: json(ref('Batch')) },
+            '202': {
+              description: 'Accepted: the batch and its jobs are stored (`job_ids` in order).',
+              headers: {
+                Location: headers.Location,
+                'Retry-After': headers.RetryAfter,
+                'Idempotent-Replayed': headers.IdempotentReplayed,
+              },
+              content: json(ref('Batch')),
+            },
+            ...submitErrors,
+          },
+        },
+      },
+      '/jobs': {
+        get: {
+          operationId: 'listJobs',
+          summary: 'Jobs, newest first, cursor-paginated',
+          parameters: queryParameters(listJobsQuerySchema),
+          responses: {
+            '200': {
+              description: 'One page; `Link: <…>; rel="next"` when there is another.',
+              content: json(ref('JobList')),
+            },
+            ...common4xx,
+          },
+        },
+      },
+      '/jobs/{id}': {
+        parameters: [idParameter('job')],
+        get: {
+          operationId: 'getJob',
+          summary: 'One job; long-poll with `wait`',
+          parameters: conditionalParameters,
+          responses: {
+            '200': {
+              description: 'The job.',
+              headers: { ETag: headers.ETag, 'Retry-After': headers.RetryAfter },
+              content: json(ref('Job')),
+            },
+            '304': { description: 'Unchanged since If-None-Match.' },
+            '404': problem('No such job.'),
+            ...common4xx,
+          },
+        },
+        delete: {
+          operationId: 'cancelJob',
+          summary: 'Cancel a pending or running job',
+          responses: {
+            '200': { description: 'Canceled.', content: json(ref('Job')) },
+            '404': problem('No such job.'),
+            '409': problem('Already finished (`job_status` says how).'),
+            '503': common4xx['503'],
+          },
+        },
+      },
+      '/batches/{id}': {
+        parameters: [idParameter('batch')],
+        get: {
+          operationId: 'getBatch',
+          summary: 'Progress of a batch; long-poll with `wait`',
+          parameters: conditionalParameters,
+          responses: {
+            '200': {
+              description: 'The batch.',
+              headers: { ETag: headers.ETag, 'Retry-After': headers.RetryAfter },
+              content: json(ref('Batch')),
+            },
+            '304': { description: 'Unchanged since If-None-Match.' },
+            '404': problem('No such batch.'),
+            ...common4xx,
+          },
+        },
+      },
+      '/batches/{id}/results': {
+        parameters: [idParameter('batch')],
+        get: {
+          operationId: 'getBatchResults',
+          summary: 'One item per transaction, in submission order',
+          parameters: queryParameters(pageQuerySchema),
+          responses: {
+            '200': { description: 'One page.', content: json(ref('BatchResults')) },
+            '404': problem('No such batch.'),
+            ...common4xx,
+          },
+        },
+      },
+      '/healthz': {
+        get: {
+          operationId: 'liveness',
+          summary: 'Liveness: the process answers',
+          responses: { '200': { description: 'Alive.' } },
+        },
+      },
+      '/readyz': {
+        get: {
+          operationId: 'readiness',
+          summary: 'Readiness: database reachable, migrations applied',
+          responses: { '200': { description: 'Ready.' }, '503': problem('Not ready.') },
+        },
+      },
+    },
+    components: { schemas: components },
+  };
+}

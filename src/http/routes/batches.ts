@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import Router from '@koa/router';
+import type { Knex } from 'knex';
+import type { QueueEstimator } from '../../jobs/eta.js';
+import { type JobEvents, batchTopic } from '../../jobs/events.js';
+import { type BatchRow, getBatch, getBatchItems, insertBatch } from '../../jobs/store.js';
+import { checkReplay, idempotencyOf } from '../idempotency.js';
+import { requireJson } from '../middleware.js';
+import { notFound } from '../problem.js';
+import { type ResourceKind, answerGet, answerSubmit } from '../respond.js';
+import { invalidCursor, parseBatch, parsePageQuery, parseWaitQuery } from '../validation.js';
+import { type BatchResource, batchItem, batchLocation, batchResource, cursors } from '../views.js';
+import { UUID, jsonBody } from './jobs.js';
+
+export interface BatchRoutesDeps {
+  db: Knex;
+  events: JobEvents;
+  estimator: QueueEstimator;
+  maxBatchBodyBytes: number;
+  jobMaxAttempts: number;
+  onJobSubmitted: () => void;
+}
+
+export function batchRoutes(deps: BatchRoutesDeps): Router {
+  const router = new Router();
+
+  const batchKind = (id: string): ResourceKind<BatchRow, BatchResource> => ({
+    events: deps.events,
+    topic: batchTopic(id),
+    load: () => (UUID.test(id) ? getBatch(deps.db, id.toLowerCase()) : Promise.resolve(undefined)),
+    view: batchResource,
+    isFinal: (row) => batchResource(row).done,
+    retryAfter: (row) => deps.estimator.forBatch(row),
+  });
+  const missing = (id: string) => () => notFound(`No batch with id "${id}".`);
+
+  // Accept 1..1000 transactions at once, all or nothing: 202 once the batch and its jobs are
+  // committed, with the job ids in submission order.
+  router.post(
+    '/normalize_merchant/batch',
+    requireJson,
+    jsonBody(deps.maxBatchBodyBytes),
+    async (ctx) => {
+      const { transactions } = parseBatch(ctx.request.body);
+      const idempotency = idempotencyOf(ctx, { transactions });
+      const inserted = await insertBatch(deps.db, {
+        id: randomUUID(),
+        transactions,
+        maxAttempts: deps.jobMaxAttempts,
+        idempotency,
+      });
+      if (inserted.created) deps.onJobSubmitted();
+      else if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');
+      const kind = batchKind(inserted.id);
+      const row = await kind.load();
+      if (!row) throw missing(inserted.id)(); // purged the same instant: nothing to show
+      await answerSubmit(ctx, kind, row, batchLocation(row.id), (view) => ({
+        ...view,
+        job_ids: inserted.jobIds,
+      }));
+    },
+  );
+
+  // Counts per status, done, progress; `?wait=N` long-polls until done (or, with
+  // If-None-Match, until anything changed).
+  router.get('/batches/:id', async (ctx) => {
+    const { wait = 0 } = parseWaitQuery(ctx.query);
+    const id = ctx.params.id ?? '';
+    await answerGet(ctx, batchKind(id), wait, missing(id));
+  });
+
+  // One item per transaction in submission order, cursor-paginated.
+  router.get('/batches/:id/results', async (ctx) => {
+    const { limit, cursor } = parsePageQuery(ctx.query);
+    const afterIndex = cursor === undefined ? '-1' : cursors.decode('index', cursor);
+    if (afterIndex === undefined) throw invalidCursor();
+    const id = ctx.params.id ?? '';
+    const batch = await batchKind(id).load();
+    if (!batch) throw missing(id)();
+    const rows = await getBatchItems(deps.db, {
+      batchId: batch.id,
+      afterIndex: Number(afterIndex),
+      limit: limit + 1,
+    });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    const nextCursor =
+      rows.length > limit && last ? cursors.encode('index', last.batch_index) : null;
+    if (nextCursor) {
+      ctx.set(
+        'Link',
+        `<${batchLocation(batch.id)}/results?limit=${limit}&cursor=${nextCursor}>; rel="next"`,
+      );
+    }
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { items: page.map(batchItem), next_cursor: nextCursor };
+  });
+
+  return router;
+}

@@ -1,0 +1,90 @@
+/**
+ * Retry-After: when a client polling a job or batch should look again, from the queue ahead of
+ * it, the slots serving the queue and the observed heuristic duration (instead of a constant).
+ */
+import type { Knex } from 'knex';
+import type { AttemptStats } from './stats.js';
+import * as store from './store.js';
+import type { BatchRow, JobRow } from './store.js';
+
+/** Retry-After is a hint for the next look, not a forecast: never more than this. */
+export const MAX_RETRY_AFTER_SECONDS = 60;
+/** Counting pending jobs ahead stops here: beyond it the answer is the maximum anyway. */
+const AHEAD_CAP = 10_000;
+const WORKERS_TTL_MS = 2000;
+
+/**
+ * Seconds until a job is likely finished: `ahead` jobs queue before it and `slots` heuristics run
+ * at once, each taking `meanMs`; a running job has `elapsedMs` behind it. Clamped to 1..60.
+ */
+export function estimateSeconds(input: {
+  status: 'pending' | 'running';
+  ahead: number;
+  slots: number;
+  meanMs: number;
+  elapsedMs?: number;
+}): number {
+  const ms =
+    input.status === 'running'
+      ? input.meanMs - (input.elapsedMs ?? 0)
+      : input.meanMs * (Math.floor(input.ahead / Math.max(1, input.slots)) + 1);
+  return Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(ms / 1000)));
+}
+
+export class QueueEstimator {
+  private workers = 1;
+  private workersAt = 0;
+  private refreshing: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Knex,
+    private readonly stats: AttemptStats,
+    /** Heuristics one runner process runs at once. */
+    private readonly concurrency: number,
+  ) {}
+
+  /** Retry-After for a job that is not finished. */
+  async forJob(row: JobRow): Promise<number> {
+    if (row.status === 'running') {
+      return estimateSeconds({
+        status: 'running',
+        ahead: 0,
+        slots: 1,
+        meanMs: this.stats.meanMs,
+        elapsedMs: row.started_at ? Date.now() - row.started_at.getTime() : 0,
+      });
+    }
+    return this.pendingBehind(row.seq);
+  }
+
+  /** Retry-After for a batch that is not done: until its last pending job (or running ones). */
+  async forBatch(batch: BatchRow): Promise<number> {
+    if (batch.last_pending_seq === null) {
+      return estimateSeconds({ status: 'running', ahead: 0, slots: 1, meanMs: this.stats.meanMs });
+    }
+    return this.pendingBehind(batch.last_pending_seq);
+  }
+
+  private async pendingBehind(seq: string): Promise<number> {
+    const [ahead, slots] = await Promise.all([
+      store.countPendingBefore(this.db, seq, AHEAD_CAP),
+      this.slots(),
+    ]);
+    return estimateSeconds({ status: 'pending', ahead, slots, meanMs: this.stats.meanMs });
+  }
+
+  /** Heuristic slots across all runners: this process's concurrency times the active workers. */
+  private async slots(): Promise<number> {
+    if (Date.now() - this.workersAt > WORKERS_TTL_MS) {
+      this.refreshing ??= store
+        .countActiveWorkers(this.db)
+        .then((n) => {
+          this.workers = Math.max(1, n);
+          this.workersAt = Date.now();
+        })
+        .finally(() => (this.refreshing = undefined));
+      await this.refreshing;
+    }
+    return this.workers * this.concurrency;
+  }
+}
