@@ -29,6 +29,8 @@ export default tseslint.config(
       '@typescript-eslint/no-unsafe-member-access': 'off',
       '@typescript-eslint/no-unsafe-assignment': 'off',
       '@typescript-eslint/no-unsafe-argument': 'off',
+      '@typescript-eslint/no-unsafe-call': 'off',
+      '@typescript-eslint/no-unsafe-return': 'off',
       // `eventually(async () => cond)` reads better than mixing sync and async checks.
       '@typescript-eslint/require-await': 'off',
       'no-console': 'off',

@@ -10,14 +10,15 @@ import type { Idempotency } from '../jobs/store.js';
 import { HttpProblem, PROBLEM_TYPES } from './problem.js';
 
 // The draft's value is a Structured Field string; a bare token is accepted too.
-const KEY = /^"?([\x21\x23-\x5b\x5d-\x7e]{1,255})"?$/;
+const KEY = /^(?:"([\x21\x23-\x5b\x5d-\x7e]{1,255})"|([\x21\x23-\x5b\x5d-\x7e]{1,255}))$/;
 
 /** The request's key and body fingerprint; `undefined` without the header; 400 if malformed. */
 export function idempotencyOf(ctx: Context, body: unknown): Idempotency | undefined {
   const header = ctx.get('Idempotency-Key');
   if (!header) return undefined;
   const match = KEY.exec(header.trim());
-  if (!match?.[1]) {
+  const key = match?.[1] ?? match?.[2];
+  if (!key) {
     throw new HttpProblem(
       400,
       PROBLEM_TYPES.invalidIdempotencyKey,
@@ -26,7 +27,7 @@ export function idempotencyOf(ctx: Context, body: unknown): Idempotency | undefi
         'backslashes), optionally in double quotes, e.g. "9f0c6c1e-2d1b-4c1a-9a57-0d1f1c0c7b9e".',
     );
   }
-  return { key: match[1], requestHash: fingerprint(body) };
+  return { key, requestHash: fingerprint(body) };
 }
 
 /** sha256 of the body as canonical JSON (object keys sorted), so key order does not matter. */

@@ -49,3 +49,40 @@ export const tx = (description: string, extra: Partial<Transaction> = {}): Trans
   amount: 12.5,
   ...extra,
 });
+
+/**
+ * Holds every call until released (all, or those with one description), honouring the signal;
+ * then answers `{name: description}`. `aborted` collects the abort reasons it saw.
+ */
+export class Gate {
+  readonly aborted: unknown[] = [];
+  private openAll = false;
+  private readonly opened = new Set<string>();
+  private readonly waiting: Array<{ description: string; resolve: () => void }> = [];
+
+  readonly behaviour: Behaviour = async (tx, signal) => {
+    if (!this.openAll && !this.opened.has(tx.description)) {
+      await new Promise<void>((resolve, reject) => {
+        this.waiting.push({ description: tx.description, resolve });
+        signal.addEventListener(
+          'abort',
+          () => {
+            this.aborted.push(signal.reason);
+            reject(signal.reason as Error);
+          },
+          { once: true },
+        );
+      });
+    }
+    return { name: tx.description };
+  };
+
+  release(description?: string): void {
+    if (description === undefined) this.openAll = true;
+    else this.opened.add(description);
+    for (const w of this.waiting.splice(0)) {
+      if (description === undefined || w.description === description) w.resolve();
+      else this.waiting.push(w);
+    }
+  }
+}

@@ -1,0 +1,150 @@
+import { expect } from 'chai';
+import { type Harness, startHarness } from './support/harness.js';
+import { expectProblem } from './support/problem.js';
+import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+
+describe('Idempotency-Key', () => {
+  let h: Harness;
+  let heuristic: TestHeuristic;
+  beforeEach(async () => {
+    heuristic = new TestHeuristic(echoAfter(0));
+    h = await startHarness({ heuristic });
+  });
+  afterEach(() => h.stop());
+
+  const count = async (table: string) =>
+    Number((await h.db(table).count<{ count: number }[]>('*'))[0]?.count);
+
+  describe('on POST /normalize_merchant', () => {
+    it('replays the same job, with no new work, for the same key and body', async () => {
+      const first = await h.http
+        .post('/normalize_merchant')
+        .set('Idempotency-Key', '"order-42"')
+        .send(tx('Netflix'))
+        .expect(202);
+      expect(first.headers).not.to.have.property('idempotent-replayed');
+      const again = await h.http
+        .post('/normalize_merchant')
+        .set('Idempotency-Key', '"order-42"')
+        // The same JSON with its keys in another order is the same body.
+        .send({ amount: 12.5, description: 'Netflix', date: '2026-04-03' })
+        .expect(202);
+      expect(again.body.id).to.equal(first.body.id);
+      expect(again.headers['idempotent-replayed']).to.equal('true');
+      expect(again.headers.location).to.equal(first.headers.location);
+      expect(await count('jobs')).to.equal(1);
+      // A bare token is the same key as the quoted string.
+      const bare = await h.http
+        .post('/normalize_merchant')
+        .set('Idempotency-Key', 'order-42')
+        .send(tx('Netflix'))
+        .expect(202);
+      expect(bare.body.id).to.equal(first.body.id);
+      expect(heuristic.calls.length).to.be.at.most(1);
+    });
+
+    it('answers 422 for the same key with a different body, and stores nothing', async () => {
+      await h.http
+        .post('/normalize_merchant')
+        .set('Idempotency-Key', 'k1')
+        .send(tx('Netflix'))
+        .expect(202);
+      const res = await h.http
+        .post('/normalize_merchant')
+        .set('Idempotency-Key', 'k1')
+        .send(tx('Spotify'))
+        .expect(422);
+      expectProblem(res, '/problems/idempotency-key-reused', 422);
+      expect(res.body.detail).to.contain('different job request body');
+      expect(await count('jobs')).to.equal(1);
+    });
+
+    it('creates exactly one job for concurrent duplicates', async () => {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          h.http.post('/normalize_merchant').set('Idempotency-Key', 'race').send(tx('Uber')),
+        ),
+      );
+      expect(answers.map((a) => a.status)).to.deep.equal(Array(20).fill(202));
+      expect(new Set(answers.map((a) => a.body.id)).size).to.equal(1);
+      expect(answers.filter((a) => a.headers['idempotent-replayed'] === 'true')).to.have.length(19);
+      expect(await count('jobs')).to.equal(1);
+    });
+
+    it('rejects a malformed key with 400', async () => {
+      for (const key of ['has space', 'x'.repeat(256), '"unterminated', 'quote"inside']) {
+        const res = await h.http
+          .post('/normalize_merchant')
+          .set('Idempotency-Key', key)
+          .send(tx('Netflix'))
+          .expect(400);
+        expectProblem(res, '/problems/invalid-idempotency-key', 400);
+      }
+      expect(await count('jobs')).to.equal(0);
+    });
+
+    it('validates the body before looking at the key', async () => {
+      const res = await h.http
+        .post('/normalize_merchant')
+        .set('Idempotency-Key', 'k2')
+        .send({ ...tx('Netflix'), amount: 'x' })
+        .expect(422);
+      expectProblem(res, '/problems/validation-error', 422);
+      await h.http
+        .post('/normalize_merchant')
+        .set('Idempotency-Key', 'k2')
+        .send(tx('Netflix'))
+        .expect(202);
+    });
+  });
+
+  describe('on POST /normalize_merchant/batch', () => {
+    const body = { transactions: [tx('A'), tx('B'), tx('C')] };
+
+    it('replays the same batch and job ids; a different body is 422', async () => {
+      const first = await h.http
+        .post('/normalize_merchant/batch')
+        .set('Idempotency-Key', 'file.csv#0')
+        .send(body)
+        .expect(202);
+      const again = await h.http
+        .post('/normalize_merchant/batch')
+        .set('Idempotency-Key', 'file.csv#0')
+        .send(body);
+      expect([200, 202]).to.include(again.status);
+      expect(again.body.id).to.equal(first.body.id);
+      expect(again.body.job_ids).to.deep.equal(first.body.job_ids);
+      expect(again.headers['idempotent-replayed']).to.equal('true');
+
+      const other = await h.http
+        .post('/normalize_merchant/batch')
+        .set('Idempotency-Key', 'file.csv#0')
+        .send({ transactions: [tx('A'), tx('B')] })
+        .expect(422);
+      expectProblem(other, '/problems/idempotency-key-reused', 422);
+      expect(await count('batches')).to.equal(1);
+      expect(await count('jobs')).to.equal(3);
+    });
+
+    it('creates exactly one batch for concurrent duplicates', async () => {
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          h.http.post('/normalize_merchant/batch').set('Idempotency-Key', 'race').send(body),
+        ),
+      );
+      expect(new Set(answers.map((a) => a.body.id)).size).to.equal(1);
+      expect(await count('batches')).to.equal(1);
+      expect(await count('jobs')).to.equal(3);
+    });
+
+    it('keeps job keys and batch keys apart', async () => {
+      await h.http.post('/normalize_merchant').set('Idempotency-Key', 'same').send(tx('A'));
+      await h.http
+        .post('/normalize_merchant/batch')
+        .set('Idempotency-Key', 'same')
+        .send(body)
+        .expect(202);
+      expect(await count('jobs')).to.equal(4);
+    });
+  });
+});

@@ -1,0 +1,299 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { expect } from 'chai';
+import { createKnex } from '../src/db/knex.js';
+import { estimateSeconds } from '../src/jobs/eta.js';
+import { Runner } from '../src/jobs/runner.js';
+import { AttemptStats } from '../src/jobs/stats.js';
+import { createLogger } from '../src/log.js';
+import { testDatabaseUrl } from './support/db.js';
+import { type Harness, startHarness } from './support/harness.js';
+import { expectProblem } from './support/problem.js';
+import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+
+describe('long-poll and conditional requests', () => {
+  let h: Harness;
+  afterEach(() => h.stop());
+
+  const submit = async (description: string) =>
+    (await h.http.post('/normalize_merchant').send(tx(description)).expect(202)).body as {
+      id: string;
+    };
+
+  it('GET /jobs/:id?wait=N answers as soon as the job finishes, not when N runs out', async () => {
+    const gate = new Gate();
+    h = await startHarness({ heuristic: new TestHeuristic(gate.behaviour) });
+    const job = await submit('Netflix');
+    const started = Date.now();
+    const waiting = h.http.get(`/jobs/${job.id}?wait=20`).then((r) => r);
+    await sleep(300);
+    gate.release();
+    const res = await waiting;
+    expect(res.status).to.equal(200);
+    expect(res.body.status).to.equal('succeeded');
+    expect(Date.now() - started).to.be.below(10_000);
+    expect(res.headers).not.to.have.property('retry-after');
+  });
+
+  it('answers with the unfinished job once the wait runs out', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    const job = await submit('Netflix');
+    const started = Date.now();
+    const res = await h.http.get(`/jobs/${job.id}?wait=1`).expect(200);
+    expect(Date.now() - started).to.be.at.least(950);
+    expect(res.body.status).to.equal('pending');
+    expect(Number(res.headers['retry-after'])).to.be.within(1, 60);
+  });
+
+  it('wakes a waiter when another process completes the job (LISTEN/NOTIFY)', async () => {
+    // This harness never runs the job; a second runner with its own pool does, as another
+    // process would. The waiter only hears about it through Postgres.
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    const job = await submit('Spotify');
+    const waiting = h.http.get(`/jobs/${job.id}?wait=20`).then((r) => r);
+    await sleep(200);
+    const otherDb = createKnex(testDatabaseUrl(), 2, createLogger('silent'));
+    const other = new Runner({
+      db: otherDb,
+      heuristic: new TestHeuristic(echoAfter(0)),
+      log: createLogger('silent'),
+      stats: new AttemptStats(),
+      concurrency: 1,
+      leaseMs: 5000,
+      timeoutMs: 5000,
+      backoffBaseMs: 10,
+      backoffMaxMs: 10,
+      pollMs: 3_600_000,
+      retentionMs: 86_400_000,
+      purgeIntervalMs: 3_600_000,
+    });
+    const started = Date.now();
+    other.start();
+    try {
+      const res = await waiting;
+      expect(res.body.status).to.equal('succeeded');
+      expect(Date.now() - started).to.be.below(10_000);
+    } finally {
+      await other.stop(0);
+      await otherDb.destroy();
+    }
+  });
+
+  it('holds hundreds of waiters on a pool of 2 connections without starving other requests', async () => {
+    const gate = new Gate();
+    h = await startHarness({ heuristic: new TestHeuristic(gate.behaviour), poolMax: 2 });
+    const job = await submit('Dropbox');
+    const handle = h.app.callback();
+    const server = http.createServer((req, res) => void handle(req, res)).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const waiters = Array.from({ length: 300 }, () =>
+        fetch(`${base}/jobs/${job.id}?wait=30`).then(
+          async (r) => (await r.json()) as { status: string },
+        ),
+      );
+      await eventuallyTrue(() => h.events.size === 300);
+      // Were each waiter holding a connection, this would queue behind them for the pool.
+      const plain = await fetch(`${base}/jobs/${job.id}`, { signal: AbortSignal.timeout(5000) });
+      expect(plain.status).to.equal(200);
+      expect(((await plain.json()) as { status: string }).status).to.equal('running');
+
+      gate.release();
+      const answers = await Promise.all(waiters);
+      expect(answers.every((a) => a.status === 'succeeded')).to.equal(true);
+      expect(h.events.size).to.equal(0);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('answers every waiter at once when the service shuts down', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    const job = await submit('Uber');
+    const started = Date.now();
+    const waiting = h.http.get(`/jobs/${job.id}?wait=30`).then((r) => r);
+    await eventuallyTrue(() => h.events.size === 1);
+    h.events.close();
+    const res = await waiting;
+    expect(res.body.status).to.equal('pending');
+    expect(Date.now() - started).to.be.below(5000);
+  });
+
+  it('rejects a wait that is not 0..60 whole seconds with 400 naming the parameter', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    const job = await submit('Uber');
+    for (const wait of ['61', '-1', '1.5', 'soon', '']) {
+      const res = await h.http.get(`/jobs/${job.id}?wait=${wait}`).expect(400);
+      expectProblem(res, '/problems/invalid-parameter', 400);
+      expect(res.body.errors).to.deep.equal([
+        { parameter: 'wait', detail: 'must be a whole number of seconds from 0 to 60' },
+      ]);
+    }
+    const unknown = await h.http.get(`/jobs/${job.id}?wiat=5`).expect(400);
+    expect(unknown.body.errors[0]).to.include({ parameter: 'wiat' });
+    const twice = await h.http.get(`/jobs/${job.id}?wait=1&wait=2`).expect(400);
+    expect(twice.body.errors[0]).to.deep.equal({ parameter: 'wait', detail: 'must be given once' });
+  });
+
+  describe('ETag and If-None-Match', () => {
+    it('answers 304 while unchanged and 200 with a new ETag once it changed', async () => {
+      const gate = new Gate();
+      h = await startHarness({ heuristic: new TestHeuristic(gate.behaviour) });
+      const job = await submit('Netflix');
+      const first = await h.http.get(`/jobs/${job.id}`).expect(200);
+      const etag = first.headers.etag as string;
+      const same = await h.http.get(`/jobs/${job.id}`).set('If-None-Match', etag).expect(304);
+      expect(same.headers.etag).to.equal(etag);
+      expect(same.text).to.equal('');
+      expect(Number(same.headers['retry-after'])).to.be.within(1, 60);
+      // Weak comparison: W/"x" matches "x"; lists and * work too.
+      await h.http.get(`/jobs/${job.id}`).set('If-None-Match', `W/${etag}`).expect(304);
+      await h.http.get(`/jobs/${job.id}`).set('If-None-Match', `"other", ${etag}`).expect(304);
+
+      gate.release();
+      const changed = await h.http
+        .get(`/jobs/${job.id}?wait=10`)
+        .set('If-None-Match', etag)
+        .expect(200);
+      expect(changed.body.status).to.equal('succeeded');
+      expect(changed.headers.etag).not.to.equal(etag);
+      await h.http
+        .get(`/jobs/${job.id}`)
+        .set('If-None-Match', changed.headers.etag as string)
+        .expect(304);
+    });
+
+    it('a batch waiter with If-None-Match hears each job finishing (progress), not only the end', async () => {
+      const gate = new Gate();
+      h = await startHarness({ heuristic: new TestHeuristic(gate.behaviour) });
+      const { body: batch, headers } = await h.http
+        .post('/normalize_merchant/batch')
+        .send({ transactions: [tx('A'), tx('B'), tx('C')] })
+        .expect(202);
+      let etag = headers.etag as string;
+      const seen: number[] = [];
+      for (const description of ['A', 'B', 'C']) {
+        const waiting = h.http
+          .get(`/batches/${batch.id}?wait=20`)
+          .set('If-None-Match', etag)
+          .then((r) => r);
+        await sleep(100);
+        gate.release(description);
+        let res = await waiting;
+        // Claims also change the representation (pending -> running); wait again until the
+        // finished count moved.
+        while (res.body.finished === (seen.at(-1) ?? 0)) {
+          etag = res.headers.etag as string;
+          res = await h.http.get(`/batches/${batch.id}?wait=20`).set('If-None-Match', etag);
+        }
+        expect(res.status).to.equal(200);
+        etag = res.headers.etag as string;
+        seen.push(res.body.finished as number);
+      }
+      expect(seen).to.deep.equal([1, 2, 3]);
+      const final = await h.http.get(`/batches/${batch.id}?wait=5`).expect(200);
+      expect(final.body.done).to.equal(true);
+    });
+
+    it('GET /batches/:id?wait=N without If-None-Match answers when the batch is done', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(50)) });
+      const { body: batch } = await h.http
+        .post('/normalize_merchant/batch')
+        .send({ transactions: Array.from({ length: 8 }, (_, i) => tx(`M${i}`)) })
+        .expect(202);
+      const res = await h.http.get(`/batches/${batch.id}?wait=30`).expect(200);
+      expect(res.body).to.include({ done: true, finished: 8 });
+    });
+  });
+
+  describe('Prefer: wait=N on POST', () => {
+    it('answers 200 with the finished job when it finishes in time', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(20)) });
+      const res = await h.http
+        .post('/normalize_merchant')
+        .set('Prefer', 'wait=10')
+        .send(tx('Netflix'))
+        .expect(200);
+      expect(res.body.status).to.equal('succeeded');
+      expect(res.body.result).to.deep.equal({ merchant: { name: 'Netflix' } });
+      expect(res.headers['preference-applied']).to.equal('wait=10');
+      expect(res.headers['content-location']).to.equal(`/jobs/${res.body.id}`);
+    });
+
+    it('answers 202 with Location when it does not finish in time', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const res = await h.http
+        .post('/normalize_merchant')
+        .set('Prefer', 'respond-async, wait=1')
+        .send(tx('Netflix'))
+        .expect(202);
+      expect(res.body.status).to.equal('pending');
+      expect(res.headers.location).to.equal(`/jobs/${res.body.id}`);
+      expect(res.headers['preference-applied']).to.equal('wait=1');
+    });
+
+    it('works for batches: 200 with the done batch', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(10)) });
+      const res = await h.http
+        .post('/normalize_merchant/batch')
+        .set('Prefer', 'wait=20')
+        .send({ transactions: [tx('A'), tx('B')] })
+        .expect(200);
+      expect(res.body).to.include({ done: true, finished: 2 });
+      expect(res.body.job_ids).to.have.length(2);
+    });
+  });
+
+  describe('Retry-After', () => {
+    it('grows with the queue ahead of the job', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const answers = [];
+      for (let i = 0; i < 30; i++) {
+        const res = await h.http
+          .post('/normalize_merchant')
+          .send(tx(`M${i}`))
+          .expect(202);
+        answers.push(Number(res.headers['retry-after']));
+      }
+      // 4 slots, 1 s assumed per attempt: the 30th job has 29 ahead -> 8 rounds.
+      expect(answers[0]).to.equal(1);
+      expect(answers[29]).to.equal(8);
+      expect(answers).to.deep.equal([...answers].sort((a, b) => a - b));
+    });
+
+    it('estimates from depth, slots and mean duration, within 1..60 s', () => {
+      expect(estimateSeconds({ status: 'pending', ahead: 0, slots: 16, meanMs: 15_000 })).to.equal(
+        15,
+      );
+      expect(estimateSeconds({ status: 'pending', ahead: 32, slots: 16, meanMs: 5000 })).to.equal(
+        15,
+      );
+      expect(
+        estimateSeconds({ status: 'pending', ahead: 10_000, slots: 16, meanMs: 15_000 }),
+      ).to.equal(60);
+      expect(
+        estimateSeconds({
+          status: 'running',
+          ahead: 0,
+          slots: 1,
+          meanMs: 15_000,
+          elapsedMs: 12_500,
+        }),
+      ).to.equal(3);
+      expect(
+        estimateSeconds({ status: 'running', ahead: 0, slots: 1, meanMs: 1000, elapsedMs: 9000 }),
+      ).to.equal(1);
+    });
+  });
+});
+
+async function eventuallyTrue(check: () => boolean, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await sleep(20);
+  }
+}
