@@ -109,8 +109,10 @@ describe('GET /jobs', () => {
     const seen: string[] = [];
     let url: string | undefined = '/jobs?limit=3';
     while (url) {
-      const page = await h.http.get(url).expect(200);
-      seen.push(...page.body.jobs.map((j: { id: string }) => j.id));
+      const page: { body: { jobs: { id: string }[]; next_cursor: string | null } } & {
+        headers: Record<string, string | undefined>;
+      } = await h.http.get(url).expect(200);
+      seen.push(...page.body.jobs.map((j) => j.id));
       const link = page.headers.link;
       url = link ? /^<([^>]+)>; rel="next"$/.exec(link)?.[1] : undefined;
       expect(Boolean(page.body.next_cursor)).to.equal(Boolean(link));

@@ -1,0 +1,138 @@
+/**
+ * merchant-normalizer: the command line for batch scripts.
+ *
+ *   merchant-normalizer submit FILE [--out FILE] ...   send a CSV/JSONL file, write the results
+ *   merchant-normalizer status ID [--wait N]           show a job or a batch
+ *
+ * Exit codes: 0 all succeeded; 1 some jobs failed or were canceled, or rows were invalid
+ * (--skip-invalid); 2 bad usage or input; 3 the service could not be reached or refused.
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { ApiError, MerchantClient } from '../client/client.js';
+import { VERSION } from '../version.js';
+import { InputError } from './input.js';
+import { EXIT, submitFile } from './submit.js';
+
+function integer(min: number, max: number) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) {
+      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+function program(): Command {
+  const cli = new Command()
+    .name('merchant-normalizer')
+    .description('Submit card transactions to the merchant-normalizer service and get results.')
+    .version(VERSION)
+    .addOption(
+      new Option('--url <url>', 'service base URL')
+        .env('MERCHANT_API_URL')
+        .default('http://127.0.0.1:9898'),
+    )
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  cli
+    .command('submit')
+    .description(
+      'Submit every transaction of a CSV or JSONL file in batches, wait for all of them, and ' +
+        'write one result per input row, in input order. Rerun the same command to resume an ' +
+        'interrupted run: nothing is submitted twice.',
+    )
+    .argument(
+      '<file>',
+      'CSV with a header row (date,description,amount[,currency,mcc,reference]) or JSONL',
+    )
+    .option('-o, --out <file>', 'where to write results (default: FILE.results.csv|jsonl)')
+    .addOption(new Option('-f, --format <format>', 'output format').choices(['csv', 'jsonl']))
+    .option('--batch-size <n>', 'transactions per batch (1..1000)', integer(1, 1000), 1000)
+    .option('--wait <seconds>', 'long-poll time per status request (1..60)', integer(1, 60), 20)
+    .option('--fresh', 'ignore the state of an earlier interrupted run and start over', false)
+    .option(
+      '--retries <n>',
+      'retries per request on network errors, 429 and 503 (with Retry-After or backoff)',
+      integer(0, 100),
+      8,
+    )
+    .option('--skip-invalid', 'submit the valid rows; list invalid ones in the output', false)
+    .addOption(
+      new Option('--progress <mode>', 'progress on stderr: a bar on a terminal, else lines')
+        .choices(['auto', 'bar', 'lines', 'none'])
+        .default('auto'),
+    )
+    .action(async (file: string, o: Record<string, unknown>) => {
+      const mode = o.progress === 'auto' ? (process.stderr.isTTY ? 'bar' : 'lines') : o.progress;
+      process.exitCode = await submitFile({
+        file,
+        url: String(cli.opts().url),
+        out: o.out as string | undefined,
+        format: o.format as 'csv' | 'jsonl' | undefined,
+        batchSize: o.batchSize as number,
+        wait: o.wait as number,
+        retries: o.retries as number,
+        fresh: o.fresh === true,
+        skipInvalid: o.skipInvalid === true,
+        progress: mode as 'bar' | 'lines' | 'none',
+        stderr: process.stderr,
+      });
+    });
+
+  cli
+    .command('status')
+    .description('Show a job or a batch as JSON.')
+    .argument('<id>', 'a job id or a batch id')
+    .option('--wait <seconds>', 'long-poll until it is finished (0..60)', integer(0, 60), 0)
+    .action(async (id: string, o: { wait: number }) => {
+      const client = new MerchantClient({ baseUrl: String(cli.opts().url), maxRetries: 3 });
+      const job = await client.getJob(id, { wait: o.wait });
+      const found = job.value ?? (await client.getBatch(id, { wait: o.wait })).value;
+      if (!found) {
+        process.stderr.write(`error: no job or batch with id "${id}"\n`);
+        process.exitCode = EXIT.usage;
+        return;
+      }
+      process.stdout.write(`${JSON.stringify(found, null, 2)}\n`);
+    });
+
+  return cli;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stderr.write('\ninterrupted: rerun the same command to resume where it stopped\n');
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  try {
+    await program().parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (err instanceof InputError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    if (err instanceof ApiError) {
+      process.stderr.write(`\nerror: the service answered ${err.message}\n`);
+      return EXIT.unavailable;
+    }
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message;
+    process.stderr.write(
+      `\nerror: ${why ? `cannot reach the service (${why})` : String(err)}; ` +
+        'rerun the same command to resume\n',
+    );
+    return EXIT.unavailable;
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,241 @@
+/**
+ * A typed client for the merchant-normalizer API, for apps and batch scripts (the CLI uses it).
+ * It retries what is safe to retry: 429/502/503/504 and network errors, honouring Retry-After,
+ * and POSTs only when they carry an Idempotency-Key (a replay then cannot create work twice).
+ */
+import type { Transaction } from '../heuristic/types.js';
+import type { ProblemBody } from '../http/problem.js';
+import type { BatchResource, JobResource } from '../http/views.js';
+
+export type Job = JobResource;
+export type Batch = BatchResource;
+export type { Transaction };
+
+export interface BatchItem {
+  index: number;
+  job_id: string;
+  reference: string | null;
+  status: Job['status'];
+  result: Job['result'];
+  error: Job['error'];
+}
+
+export interface ClientOptions {
+  /** e.g. http://127.0.0.1:9898 */
+  baseUrl: string;
+  /** Attempts after the first for retryable failures. @defaultValue 8 */
+  maxRetries?: number;
+  /** Cap on one backoff sleep when the server gives no Retry-After. @defaultValue 30000 */
+  maxBackoffMs?: number;
+  /** Called before each retry sleep (for progress output). */
+  onRetry?: (info: { attempt: number; delayMs: number; reason: string }) => void;
+  fetch?: typeof fetch;
+}
+
+/** An answer that is not what was asked for: carries the problem+json body. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly problem: ProblemBody | undefined,
+  ) {
+    super(
+      problem
+        ? `${status} ${problem.title}${problem.detail ? `: ${problem.detail}` : ''}`
+        : `HTTP ${status}`,
+    );
+    this.name = 'ApiError';
+  }
+}
+
+/** A conditional read: `notModified` when the server answered 304 to the given ETag. */
+export interface Read<T> {
+  value: T | undefined;
+  etag: string | undefined;
+  notModified: boolean;
+  /** Seconds the server suggests before looking again (absent once finished). */
+  retryAfter: number | undefined;
+}
+
+const RETRYABLE = new Set([429, 502, 503, 504]);
+
+export class MerchantClient {
+  private readonly base: string;
+  private readonly fetch: typeof fetch;
+
+  constructor(private readonly opts: ClientOptions) {
+    this.base = opts.baseUrl.replace(/\/+$/, '');
+    this.fetch = opts.fetch ?? globalThis.fetch;
+  }
+
+  /** Submits one transaction. With `waitSeconds`, the job may come back finished. */
+  async submit(
+    tx: Transaction,
+    opts: { idempotencyKey?: string; waitSeconds?: number } = {},
+  ): Promise<{ job: Job; replayed: boolean }> {
+    const res = await this.send('POST', '/normalize_merchant', tx, submitHeaders(opts), opts);
+    return { job: (await res.json()) as Job, replayed: res.headers.has('idempotent-replayed') };
+  }
+
+  /** Submits 1..1000 transactions as one batch; `batch.job_ids` lists the jobs in order. */
+  async submitBatch(
+    transactions: readonly Transaction[],
+    opts: { idempotencyKey?: string; waitSeconds?: number } = {},
+  ): Promise<{
+    batch: Batch & { job_ids: string[] };
+    etag: string | undefined;
+    replayed: boolean;
+  }> {
+    const res = await this.send(
+      'POST',
+      '/normalize_merchant/batch',
+      { transactions },
+      submitHeaders(opts),
+      opts,
+    );
+    return {
+      batch: (await res.json()) as Batch & { job_ids: string[] },
+      etag: res.headers.get('etag') ?? undefined,
+      replayed: res.headers.has('idempotent-replayed'),
+    };
+  }
+
+  /** Reads a job; `wait` long-polls up to that many seconds (until finished or changed). */
+  getJob(id: string, opts: { wait?: number; etag?: string } = {}): Promise<Read<Job>> {
+    return this.read<Job>(`/jobs/${encodeURIComponent(id)}`, opts);
+  }
+
+  /** Reads a batch's progress; `wait` long-polls (with `etag`: until anything changed). */
+  getBatch(id: string, opts: { wait?: number; etag?: string } = {}): Promise<Read<Batch>> {
+    return this.read<Batch>(`/batches/${encodeURIComponent(id)}`, opts);
+  }
+
+  /** Every item of a batch in submission order, page by page. */
+  async *batchResults(id: string, pageSize = 1000): AsyncGenerator<BatchItem> {
+    let cursor: string | null = null;
+    do {
+      const query = new URLSearchParams({ limit: String(pageSize) });
+      if (cursor) query.set('cursor', cursor);
+      const res = await this.send(
+        'GET',
+        `/batches/${encodeURIComponent(id)}/results?${query.toString()}`,
+      );
+      const page = (await res.json()) as { items: BatchItem[]; next_cursor: string | null };
+      yield* page.items;
+      cursor = page.next_cursor;
+    } while (cursor);
+  }
+
+  /** Cancels a pending or running job; a finished one is an ApiError with status 409. */
+  async cancel(id: string): Promise<Job> {
+    const res = await this.send('DELETE', `/jobs/${encodeURIComponent(id)}`);
+    return (await res.json()) as Job;
+  }
+
+  /** One page of jobs, newest first. */
+  async listJobs(
+    filter: { status?: Job['status'][]; batch?: string; limit?: number; cursor?: string } = {},
+  ): Promise<{ jobs: Job[]; next_cursor: string | null }> {
+    const query = new URLSearchParams();
+    if (filter.status) query.set('status', filter.status.join(','));
+    if (filter.batch) query.set('batch', filter.batch);
+    if (filter.limit) query.set('limit', String(filter.limit));
+    if (filter.cursor) query.set('cursor', filter.cursor);
+    const res = await this.send('GET', `/jobs?${query.toString()}`);
+    return (await res.json()) as { jobs: Job[]; next_cursor: string | null };
+  }
+
+  private async read<T>(path: string, opts: { wait?: number; etag?: string }): Promise<Read<T>> {
+    const query = opts.wait ? `?wait=${opts.wait}` : '';
+    const headers: Record<string, string> = opts.etag ? { 'If-None-Match': opts.etag } : {};
+    const res = await this.send('GET', path + query, undefined, headers, {}, [304, 404]);
+    const retryAfter = parseRetryAfter(res.headers.get('retry-after'));
+    const etag = res.headers.get('etag') ?? undefined;
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return { value: undefined, etag, notModified: false, retryAfter };
+    }
+    if (res.status === 304) return { value: undefined, etag, notModified: true, retryAfter };
+    return { value: (await res.json()) as T, etag, notModified: false, retryAfter };
+  }
+
+  /**
+   * One call with retries. GETs and DELETEs are always safe to repeat; a POST only with an
+   * Idempotency-Key, except on 429/503 (the server said it stored nothing).
+   */
+  private async send(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+    opts: { idempotencyKey?: string } = {},
+    accept: readonly number[] = [],
+  ): Promise<Response> {
+    const maxRetries = this.opts.maxRetries ?? 8;
+    const safe = method !== 'POST' || opts.idempotencyKey !== undefined;
+    for (let attempt = 0; ; attempt++) {
+      let res: Response;
+      try {
+        res = await this.fetch(this.base + path, {
+          method,
+          headers: {
+            accept: 'application/json',
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+            ...headers,
+          },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (err) {
+        if (!safe || attempt >= maxRetries) throw err;
+        await this.pause(attempt, undefined, `network error: ${describe(err)}`);
+        continue;
+      }
+      if (res.ok || accept.includes(res.status)) return res;
+      const problem = await readProblem(res);
+      const mayRetry =
+        RETRYABLE.has(res.status) && (safe || res.status === 429 || res.status === 503);
+      if (!mayRetry || attempt >= maxRetries) throw new ApiError(res.status, problem);
+      await this.pause(
+        attempt,
+        parseRetryAfter(res.headers.get('retry-after')),
+        `${res.status} ${problem?.title ?? ''}`.trim(),
+      );
+    }
+  }
+
+  private async pause(attempt: number, retryAfterSeconds: number | undefined, reason: string) {
+    const backoff = Math.min(this.opts.maxBackoffMs ?? 30_000, 500 * 2 ** attempt);
+    const delayMs = retryAfterSeconds !== undefined ? retryAfterSeconds * 1000 : backoff;
+    this.opts.onRetry?.({ attempt: attempt + 1, delayMs, reason });
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+  }
+}
+
+function submitHeaders(opts: { idempotencyKey?: string; waitSeconds?: number }) {
+  const headers: Record<string, string> = {};
+  if (opts.idempotencyKey !== undefined) {
+    headers['Idempotency-Key'] = `"${opts.idempotencyKey}"`;
+  }
+  if (opts.waitSeconds) headers.Prefer = `wait=${opts.waitSeconds}`;
+  return headers;
+}
+
+function parseRetryAfter(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, (date - Date.now()) / 1000);
+}
+
+async function readProblem(res: Response): Promise<ProblemBody | undefined> {
+  try {
+    return (await res.json()) as ProblemBody;
+  } catch {
+    return undefined;
+  }
+}
+
+function describe(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  return cause?.code ?? cause?.message ?? (err instanceof Error ? err.message : String(err));
+}

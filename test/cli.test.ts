@@ -1,0 +1,224 @@
+/**
+ * The CLI as a batch script runs it: spawned through its `bin` entry against a spawned server.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { parse } from 'csv-parse/sync';
+import type { Knex } from 'knex';
+import { recogniseMerchant } from '../src/heuristic/recognise.js';
+import { freePort } from '../src/net.js';
+import { eventually, freshDatabase, testDatabaseUrl } from './support/db.js';
+import { ServerProcess } from './support/server-process.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const SAMPLE = path.resolve(ROOT, '../shared/data/transactions-2k.csv');
+
+interface Run {
+  child: ChildProcess;
+  stdout: string;
+  stderr: string;
+  exited: Promise<number | null>;
+}
+
+function cli(args: string[], url: string): Run {
+  const child = spawn(process.execPath, [path.join(ROOT, 'src/cli/bin.js'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, MERCHANT_API_URL: url },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const run: Run = {
+    child,
+    stdout: '',
+    stderr: '',
+    exited: once(child, 'exit').then(([code]) => code as number | null),
+  };
+  child.stdout?.setEncoding('utf8').on('data', (s: string) => (run.stdout += s));
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => (run.stderr += s));
+  return run;
+}
+
+describe('CLI (merchant-normalizer)', function () {
+  this.timeout(120_000);
+  let db: Knex;
+  let server: ServerProcess | undefined;
+  let dir: string;
+
+  beforeEach(async () => {
+    db = await freshDatabase();
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mn-cli-'));
+  });
+  afterEach(async () => {
+    await server?.kill('SIGKILL');
+    server = undefined;
+    await db.destroy();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  const startServer = async (delay: string) => {
+    server = ServerProcess.spawn({
+      DATABASE_URL: testDatabaseUrl(),
+      HEURISTIC_DELAY_MS: delay,
+      RUNNER_CONCURRENCY: '16',
+    });
+    const listening = await server.waitForLog((l) => l.msg === 'listening', 30_000);
+    return String(listening.url);
+  };
+  const count = async (table: string) =>
+    Number((await db(table).count<{ count: number }[]>('*'))[0]?.count);
+
+  it('submits transactions-2k.csv and writes 2,000 results in input order', async () => {
+    const url = await startServer('0');
+    const out = path.join(dir, 'results.csv');
+    const run = cli(['submit', SAMPLE, '--out', out, '--batch-size', '500'], url);
+    expect(await run.exited, run.stderr).to.equal(0);
+
+    const input = parse<{ description: string; amount: string }>(
+      await fs.readFile(SAMPLE, 'utf8'),
+      { columns: true },
+    );
+    const output = parse<{
+      line: string;
+      description: string;
+      amount: string;
+      status: string;
+      merchant: string;
+    }>(await fs.readFile(out, 'utf8'), { columns: true });
+    expect(output).to.have.length(2000);
+    for (const [i, row] of output.entries()) {
+      expect(row.line).to.equal(String(i + 2));
+      expect(row.description).to.equal(input[i]?.description);
+      expect(Number(row.amount)).to.equal(Number(input[i]?.amount));
+      expect(row.status).to.equal('succeeded');
+      expect(row.merchant).to.equal(recogniseMerchant(row.description) ?? '');
+    }
+    expect(await count('batches')).to.equal(4);
+    expect(await count('jobs')).to.equal(2000);
+    // Not a terminal: plain progress lines, and a summary.
+    expect(run.stderr).to.match(/^progress \d+\/2000 /m);
+    expect(run.stderr).to.contain('2000 row(s): 2000 succeeded');
+    expect(existsSync(`${out}.state.json`), 'state file removed when done').to.equal(false);
+  });
+
+  it('resumes an interrupted run without submitting anything twice', async () => {
+    // ~2000 x 75 ms / 16 slots: about 10 s of work, long enough to interrupt the wait.
+    const url = await startServer('50-100');
+    const out = path.join(dir, 'results.jsonl');
+    const args = ['submit', SAMPLE, '--out', out, '--batch-size', '250'];
+    const first = cli(args, url);
+    const statePath = `${out}.state.json`;
+    const state = await eventually(
+      async () => {
+        if (!existsSync(statePath)) return false;
+        const s = JSON.parse(await fs.readFile(statePath, 'utf8').catch(() => '{}')) as {
+          batches?: string[];
+        };
+        return (s.batches?.length ?? 0) === 8 && s;
+      },
+      30_000,
+      'all 8 batches in the state file',
+    );
+    first.child.kill('SIGKILL');
+    await first.exited;
+    expect(await count('batches')).to.equal(8);
+    const unfinished = Number(
+      (
+        await db('jobs').whereIn('status', ['pending', 'running']).count<{ count: number }[]>('*')
+      )[0]?.count,
+    );
+    expect(unfinished, 'interrupted while jobs were still running').to.be.above(0);
+
+    // As if the kill had come right after the server committed batches 4..8 but before the
+    // state file recorded them: the rerun must send them again and get the same batches back.
+    await fs.writeFile(
+      statePath,
+      JSON.stringify({ ...state, batches: state.batches?.slice(0, 3) }),
+    );
+
+    const second = cli(args, url);
+    expect(await second.exited, second.stderr).to.equal(0);
+    expect(second.stderr).to.contain('already submitted');
+    expect(second.stderr.match(/were already submitted as/g)).to.have.length(5);
+    expect(await count('batches')).to.equal(8);
+    expect(await count('jobs')).to.equal(2000);
+
+    const lines = (await fs.readFile(out, 'utf8')).trim().split('\n');
+    expect(lines).to.have.length(2000);
+    const records = lines.map((l) => JSON.parse(l) as { line: number; status: string });
+    expect(records.map((r) => r.line)).to.deep.equal(records.map((_, i) => i + 2));
+    expect(records.every((r) => r.status === 'succeeded')).to.equal(true);
+  });
+
+  it('reports invalid rows with their line numbers and submits nothing', async () => {
+    const url = await startServer('0');
+    const file = path.join(dir, 'bad.csv');
+    await fs.writeFile(
+      file,
+      'date,description,amount,reference\n' +
+        '2026-04-03,Netflix,15.49,a\n' +
+        '2026-02-30,Spotify,9.99,b\n' +
+        '2026-04-03,"Multi\nline, quoted",1,c\n' +
+        '2026-04-03,,abc,d\n',
+    );
+    const run = cli(['submit', file], url);
+    expect(await run.exited).to.equal(2);
+    expect(run.stderr).to.contain(`${file}:3: date must be a real calendar date`);
+    expect(run.stderr).to.match(new RegExp(`${file}:6: .*description.*amount`));
+    expect(run.stderr).not.to.contain(`${file}:4:`);
+    expect(run.stderr).to.contain('2 invalid row(s); nothing was submitted');
+    expect(await count('jobs')).to.equal(0);
+
+    // --skip-invalid submits the rest, lists the invalid rows in the output, and exits 1.
+    const out = path.join(dir, 'bad.results.jsonl');
+    const skipping = cli(['submit', file, '--skip-invalid', '--out', out], url);
+    expect(await skipping.exited, skipping.stderr).to.equal(1);
+    const records = (await fs.readFile(out, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { line: number; status: string; reference: string });
+    expect(records.map((r) => [r.line, r.status, r.reference])).to.deep.equal([
+      [2, 'succeeded', 'a'],
+      [3, 'invalid', 'b'],
+      [4, 'succeeded', 'c'],
+      [6, 'invalid', 'd'],
+    ]);
+    expect(await count('jobs')).to.equal(2);
+  });
+
+  it('`status ID` prints a job or a batch; an unknown id exits 2', async () => {
+    const url = await startServer('0');
+    const res = await fetch(`${url}/normalize_merchant/batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', prefer: 'wait=10' },
+      body: JSON.stringify({
+        transactions: [{ date: '2026-04-03', description: 'NETFLIX.COM', amount: 15.49 }],
+      }),
+    });
+    const batch = (await res.json()) as { id: string; job_ids: string[] };
+    const ofJob = cli(['status', batch.job_ids[0] ?? ''], url);
+    expect(await ofJob.exited, ofJob.stderr).to.equal(0);
+    expect(JSON.parse(ofJob.stdout)).to.include({ id: batch.job_ids[0], status: 'succeeded' });
+    const ofBatch = cli(['status', batch.id, '--wait', '5'], url);
+    expect(await ofBatch.exited).to.equal(0);
+    expect(JSON.parse(ofBatch.stdout)).to.include({ id: batch.id, done: true });
+    const unknown = cli(['status', 'nope'], url);
+    expect(await unknown.exited).to.equal(2);
+    expect(unknown.stderr).to.contain('no job or batch');
+  });
+
+  it('exits 3 with a resumable message when the service cannot be reached', async () => {
+    const run = cli(
+      ['submit', SAMPLE, '--out', path.join(dir, 'x.csv'), '--retries', '1'],
+      `http://127.0.0.1:${await freePort()}`, // nothing listens there
+    );
+    expect(await run.exited).to.equal(3);
+    expect(run.stderr).to.contain('retrying in 1 s (attempt 1): network error: ECONNREFUSED');
+    expect(run.stderr).to.contain('cannot reach the service (ECONNREFUSED)');
+    expect(run.stderr).to.contain('rerun the same command to resume');
+  });
+});
