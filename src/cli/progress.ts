@@ -63,7 +63,8 @@ export class Progress {
     const pct = this.total === 0 ? 100 : (this.done / this.total) * 100;
     const seconds = (Date.now() - this.startedAt) / 1000;
     const rate = seconds > 0 ? (this.done - this.doneAtStart) / seconds : 0;
-    const eta = rate > 0 ? formatDuration((this.total - this.done) / rate) : '?';
+    const left = this.total - this.done;
+    const eta = left <= 0 ? '0:00' : rate > 0 ? formatDuration(left / rate) : '?';
     return `${this.done}/${this.total} ${pct.toFixed(1)}% ${rate.toFixed(1)} jobs/s ETA ${eta}`;
   }
 }
