@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import { JobCanceledError } from '../src/jobs/errors.js';
 import * as store from '../src/jobs/store.js';
 import { eventually } from './support/db.js';
-import { type Harness, startHarness } from './support/harness.js';
+import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
@@ -11,10 +11,7 @@ describe('DELETE /jobs/:id', () => {
   let h: Harness;
   afterEach(() => h.stop());
 
-  const submit = async (description: string) =>
-    (await h.http.post('/normalize_merchant').send(tx(description)).expect(202)).body as {
-      id: string;
-    };
+  const submit = (description: string) => submitJob(h, description);
 
   it('cancels a pending job at once; the heuristic never sees it', async () => {
     const heuristic = new TestHeuristic(echoAfter(0));

@@ -8,7 +8,7 @@ import { Runner } from '../src/jobs/runner.js';
 import { AttemptStats } from '../src/jobs/stats.js';
 import { createLogger } from '../src/log.js';
 import { testDatabaseUrl } from './support/db.js';
-import { type Harness, startHarness } from './support/harness.js';
+import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
@@ -16,10 +16,7 @@ describe('long-poll and conditional requests', () => {
   let h: Harness;
   afterEach(() => h.stop());
 
-  const submit = async (description: string) =>
-    (await h.http.post('/normalize_merchant').send(tx(description)).expect(202)).body as {
-      id: string;
-    };
+  const submit = (description: string) => submitJob(h, description);
 
   it('GET /jobs/:id?wait=N answers as soon as the job finishes, not when N runs out', async () => {
     const gate = new Gate();

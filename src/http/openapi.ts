@@ -114,6 +114,25 @@ const submitErrors = {
   '422': problem('Body does not match the schema (see `errors`), or Idempotency-Key reused.'),
 };
 
+/** A GET of a job or batch: long-poll, ETag, 304. */
+function conditionalGet(operationId: string, summary: string, schema: string, what: string) {
+  return {
+    operationId,
+    summary,
+    parameters: conditionalParameters,
+    responses: {
+      '200': {
+        description: `The ${what}.`,
+        headers: { ETag: headers.ETag, 'Retry-After': headers.RetryAfter },
+        content: json(ref(schema)),
+      },
+      '304': { description: 'Unchanged since If-None-Match.' },
+      '404': problem(`No such ${what}.`),
+      ...common4xx,
+    },
+  };
+}
+
 export function openApiDocument(version: string): Record<string, unknown> {
   const components = Object.fromEntries(
     ALL_SCHEMAS.map((schema) => [schema.$id, toComponent(schema)]),
@@ -191,21 +210,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
       '/jobs/{id}': {
         parameters: [idParameter('job')],
-        get: {
-          operationId: 'getJob',
-          summary: 'One job; long-poll with `wait`',
-          parameters: conditionalParameters,
-          responses: {
-            '200': {
-              description: 'The job.',
-              headers: { ETag: headers.ETag, 'Retry-After': headers.RetryAfter },
-              content: json(ref('Job')),
-            },
-            '304': { description: 'Unchanged since If-None-Match.' },
-            '404': problem('No such job.'),
-            ...common4xx,
-          },
-        },
+        get: conditionalGet('getJob', 'One job; long-poll with `wait`', 'Job', 'job'),
         delete: {
           operationId: 'cancelJob',
           summary: 'Cancel a pending or running job',
@@ -219,21 +224,12 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
       '/batches/{id}': {
         parameters: [idParameter('batch')],
-        get: {
-          operationId: 'getBatch',
-          summary: 'Progress of a batch; long-poll with `wait`',
-          parameters: conditionalParameters,
-          responses: {
-            '200': {
-              description: 'The batch.',
-              headers: { ETag: headers.ETag, 'Retry-After': headers.RetryAfter },
-              content: json(ref('Batch')),
-            },
-            '304': { description: 'Unchanged since If-None-Match.' },
-            '404': problem('No such batch.'),
-            ...common4xx,
-          },
-        },
+        get: conditionalGet(
+          'getBatch',
+          'Progress of a batch; long-poll with `wait`',
+          'Batch',
+          'batch',
+        ),
       },
       '/batches/{id}/results': {
         parameters: [idParameter('batch')],

@@ -10,6 +10,7 @@ import { AttemptStats } from '../../src/jobs/stats.js';
 import { FINISHED_CHANNEL } from '../../src/jobs/store.js';
 import { createLogger } from '../../src/log.js';
 import { freshDatabase, testDatabaseUrl } from './db.js';
+import { tx } from './heuristics.js';
 
 export interface Harness {
   db: Knex;
@@ -93,4 +94,10 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
       await db.destroy();
     },
   };
+}
+
+/** Submits one transaction through the harness's HTTP API; expects 202; returns the job. */
+export async function submitJob(h: Harness, description: string): Promise<{ id: string }> {
+  const res = await h.http.post('/normalize_merchant').send(tx(description)).expect(202);
+  return res.body as { id: string };
 }
