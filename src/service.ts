@@ -18,6 +18,7 @@ import { Runner } from './jobs/runner.js';
 import { AttemptStats } from './jobs/stats.js';
 import { FINISHED_CHANNEL, PENDING_CHANNEL } from './jobs/store.js';
 import type { Logger } from './log.js';
+import { Metrics } from './metrics.js';
 
 export interface Service {
   /** Base URL the HTTP server listens on. */
@@ -75,7 +76,15 @@ export async function startService(
     if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
 
     const stats = new AttemptStats();
+    let busySlots = () => 0;
+    const metrics = new Metrics({
+      db,
+      busySlots: () => busySlots(),
+      concurrency: config.runnerConcurrency,
+      waiters: () => events.size,
+    });
     runner = new Runner({
+      metrics,
       db,
       heuristic,
       log,
@@ -91,6 +100,7 @@ export async function startService(
     });
     const wake = runner.wake.bind(runner);
     const jobRunner = runner;
+    busySlots = () => jobRunner.busySlots;
     notifier = new PgNotifier({
       connectionString: databaseUrl,
       channels: {
@@ -119,6 +129,7 @@ export async function startService(
       jobMaxAttempts: config.jobMaxAttempts,
       onJobSubmitted: wake,
       isDraining: () => draining,
+      metrics,
     });
     const handle = app.callback();
     server = http.createServer((req, res) => void handle(req, res));

@@ -4,6 +4,7 @@ import type { Knex } from 'knex';
 import type { QueueEstimator } from '../jobs/eta.js';
 import type { JobEvents } from '../jobs/events.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { requestContext } from './middleware.js';
 import { batchRoutes } from './routes/batches.js';
 import { docsRoutes } from './routes/docs.js';
@@ -21,7 +22,18 @@ export interface AppDeps {
   jobMaxAttempts: number;
   onJobSubmitted: () => void;
   isDraining: () => boolean;
+  /** Prometheus metrics; without them there is no /metrics route. */
+  metrics?: Metrics;
 }
+
+/** Headers on every answer: an API that serves JSON has nothing to frame, embed or refer. */
+const SECURITY_HEADERS = {
+  'X-Content-Type-Options': 'nosniff',
+  'X-Frame-Options': 'DENY',
+  'Referrer-Policy': 'no-referrer',
+  'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'",
+  'Cross-Origin-Opener-Policy': 'same-origin',
+};
 
 /** The Koa application; the caller binds the port (tests use `app.callback()`). */
 export function createApp(deps: AppDeps): Koa {
@@ -29,9 +41,17 @@ export function createApp(deps: AppDeps): Koa {
   app.proxy = false;
   // Every error is rendered and logged by requestContext; keep Koa's own stderr printer quiet.
   app.silent = true;
-  app.use(requestContext(deps.log));
+  app.use(
+    requestContext(deps.log, (line) =>
+      deps.metrics?.httpSeconds.observe(
+        { method: line.method, route: line.route, status: String(line.status) },
+        line.durationMs / 1000,
+      ),
+    ),
+  );
   app.use(async (ctx, next) => {
-    ctx.set('X-Content-Type-Options', 'nosniff');
+    // The docs page replaces the Content-Security-Policy with one that lets it load its assets.
+    ctx.set(SECURITY_HEADERS);
     if (deps.isDraining()) ctx.set('Connection', 'close');
     await next();
   });
@@ -42,6 +62,14 @@ export function createApp(deps: AppDeps): Koa {
     batchRoutes(deps).routes(),
     docsRoutes().routes(),
   );
+  const metrics = deps.metrics;
+  if (metrics) {
+    router.get('/metrics', async (ctx) => {
+      ctx.set('Cache-Control', 'no-store');
+      ctx.type = metrics.registry.contentType;
+      ctx.body = await metrics.registry.metrics();
+    });
+  }
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;

@@ -16,7 +16,15 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/;
  * Outermost middleware: assigns the request id (the caller's X-Request-Id when sane), logs one
  * line per request, and renders every failure as problem+json.
  */
-export function requestContext(log: Logger) {
+export interface RequestLine {
+  method: string;
+  /** The route template (`/jobs/:id`), or the path when no route matched. */
+  route: string;
+  status: number;
+  durationMs: number;
+}
+
+export function requestContext(log: Logger, observe?: (line: RequestLine) => void) {
   return async (ctx: Context, next: Next) => {
     const started = performance.now();
     const incoming = ctx.get('X-Request-Id');
@@ -47,15 +55,17 @@ export function requestContext(log: Logger) {
     } catch (err) {
       renderProblem(ctx, err);
     } finally {
-      const route = (ctx as Context & { _matchedRoute?: string })._matchedRoute ?? ctx.path;
-      const line = {
+      // Unmatched paths are collapsed, so junk URLs cannot blow up metric label cardinality.
+      const route = (ctx as Context & { _matchedRoute?: string })._matchedRoute ?? '(unmatched)';
+      const line: RequestLine = {
         method: ctx.method,
         route,
         status: ctx.status,
         durationMs: Math.round((performance.now() - started) * 10) / 10,
       };
-      if (ctx.status >= 500) state.log.error(line, 'request');
-      else state.log.info(line, 'request');
+      if (ctx.status >= 500) state.log.error({ ...line, path: ctx.path }, 'request');
+      else state.log.info({ ...line, path: ctx.path }, 'request');
+      observe?.(line);
     }
   };
 }

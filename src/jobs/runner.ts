@@ -24,6 +24,7 @@ import {
   coerceError,
   jobErrorFrom,
 } from './errors.js';
+import type { AttemptOutcome } from '../metrics.js';
 import type { AttemptStats } from './stats.js';
 import * as store from './store.js';
 import type { Claim, JobRow } from './store.js';
@@ -49,6 +50,11 @@ export interface RunnerOptions {
   /** Identifies this runner in `locked_by`. @defaultValue host:pid:random */
   workerId?: string;
   random?: () => number;
+  /** Told about every attempt's outcome and each job the reaper failed. */
+  metrics?: {
+    attempt(outcome: AttemptOutcome, durationMs: number): void;
+    jobsFinished: { inc(labels: { outcome: string }, value?: number): void };
+  };
 }
 
 interface Attempt {
@@ -98,6 +104,13 @@ export class Runner {
     this.purgeTimer = setInterval(() => void this.purge(), this.opts.purgeIntervalMs);
     void this.poll();
     void this.purge();
+  }
+
+  /** Heuristic attempts running now (claimed and started, not yet recorded). */
+  get busySlots(): number {
+    let n = 0;
+    for (const a of this.attempts.values()) if (a.started && !a.settled) n += 1;
+    return n;
   }
 
   /**
@@ -186,6 +199,7 @@ export class Runner {
         });
         if (requeued + failed > 0) {
           this.opts.log.warn({ requeued, failed }, 'reaped jobs whose lease expired');
+          if (failed > 0) this.opts.metrics?.jobsFinished.inc({ outcome: 'failed' }, failed);
         }
         if (requeued + failed < REAP_BATCH) break;
       }
@@ -284,6 +298,7 @@ export class Runner {
       attempt: claim.attempts,
       durationMs: Math.round(durationMs),
     });
+    const count = (outcome: AttemptOutcome) => this.opts.metrics?.attempt(outcome, durationMs);
     try {
       if ('merchant' in outcome) {
         const row = await withDbRetry(() =>
@@ -296,18 +311,22 @@ export class Runner {
         if (row) {
           this.opts.stats.record(durationMs);
           log.info({ outcome: 'succeeded', matched: outcome.merchant !== null }, 'job attempt');
+          count('succeeded');
         } else {
           log.warn({ outcome: 'discarded' }, 'job attempt finished after losing its lease');
+          count('discarded');
         }
         return;
       }
       const { error } = outcome;
       if (error instanceof LeaseLostError) {
         log.warn({ outcome: 'lease_lost' }, 'job attempt aborted: lease lost');
+        count('lease_lost');
         return;
       }
       if (error instanceof JobCanceledError) {
         log.info({ outcome: 'canceled' }, 'job attempt aborted: the job was canceled');
+        count('canceled');
         return;
       }
       if (error instanceof ShutdownError) {
@@ -315,6 +334,7 @@ export class Runner {
           store.releaseClaims(this.opts.db, { workerId: this.workerId, claims: [claim] }),
         );
         log.info({ outcome: 'released' }, 'job attempt interrupted by shutdown; job handed back');
+        count('released');
         return;
       }
       this.opts.stats.record(durationMs);
@@ -336,11 +356,14 @@ export class Runner {
       const reason = error.message;
       if (!row) {
         log.warn({ outcome: 'discarded', reason }, 'job attempt failed after losing its lease');
+        count('discarded');
       } else if (row.status === 'pending') {
         log.warn({ outcome: 'retry', reason, retryInMs: delay }, 'job attempt failed; will retry');
+        count('retry');
         this.wakeAfter(delay);
       } else {
         log.error({ outcome: 'failed', reason }, 'job failed');
+        count('failed');
       }
     } catch (err) {
       log.error({ err }, 'could not record attempt outcome; the lease will expire and it reruns');

@@ -9,6 +9,7 @@ import { Runner, type RunnerOptions } from '../../src/jobs/runner.js';
 import { AttemptStats } from '../../src/jobs/stats.js';
 import { FINISHED_CHANNEL } from '../../src/jobs/store.js';
 import { createLogger } from '../../src/log.js';
+import { Metrics } from '../../src/metrics.js';
 import { freshDatabase, testDatabaseUrl } from './db.js';
 import { tx } from './heuristics.js';
 
@@ -41,7 +42,16 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
   const db = await freshDatabase(opts.poolMax);
   const log = createLogger('silent');
   const stats = new AttemptStats();
+  const events = new JobEvents();
+  let busySlots = () => 0;
+  const metrics = new Metrics({
+    db,
+    busySlots: () => busySlots(),
+    concurrency: 4,
+    waiters: () => events.size,
+  });
   const runner = new Runner({
+    metrics,
     db,
     heuristic: opts.heuristic,
     log,
@@ -56,7 +66,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
     purgeIntervalMs: 3_600_000,
     ...opts.runner,
   });
-  const events = new JobEvents();
+  busySlots = () => runner.busySlots;
   const notifier = new PgNotifier({
     connectionString: testDatabaseUrl(),
     channels: {
@@ -80,6 +90,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
     jobMaxAttempts: opts.jobMaxAttempts ?? 3,
     onJobSubmitted: () => runner.wake(),
     isDraining: () => false,
+    metrics,
   });
   return {
     db,

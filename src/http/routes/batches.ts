@@ -4,6 +4,7 @@ import type { Knex } from 'knex';
 import type { QueueEstimator } from '../../jobs/eta.js';
 import { type JobEvents, batchTopic } from '../../jobs/events.js';
 import { type BatchRow, getBatch, getBatchItems, insertBatch } from '../../jobs/store.js';
+import type { Metrics } from '../../metrics.js';
 import { checkReplay, idempotencyOf } from '../idempotency.js';
 import { requireJson } from '../middleware.js';
 import { notFound } from '../problem.js';
@@ -19,6 +20,7 @@ export interface BatchRoutesDeps {
   maxBatchBodyBytes: number;
   jobMaxAttempts: number;
   onJobSubmitted: () => void;
+  metrics?: Metrics;
 }
 
 export function batchRoutes(deps: BatchRoutesDeps): Router {
@@ -49,8 +51,10 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
         maxAttempts: deps.jobMaxAttempts,
         idempotency,
       });
-      if (inserted.created) deps.onJobSubmitted();
-      else if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');
+      if (inserted.created) {
+        deps.onJobSubmitted();
+        deps.metrics?.jobsSubmitted.inc({ via: 'batch' }, inserted.jobIds.length);
+      } else if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');
       const kind = batchKind(inserted.id);
       const row = await kind.load();
       if (!row) throw missing(inserted.id)(); // purged the same instant: nothing to show

@@ -13,6 +13,7 @@ import {
   insertJob,
   listJobs,
 } from '../../jobs/store.js';
+import type { Metrics } from '../../metrics.js';
 import { checkReplay, idempotencyOf } from '../idempotency.js';
 import { requireJson } from '../middleware.js';
 import { HttpProblem, PROBLEM_TYPES, notFound } from '../problem.js';
@@ -33,6 +34,7 @@ export interface JobRoutesDeps {
   jobMaxAttempts: number;
   /** Called after jobs are committed, so the local runner claims them at once. */
   onJobSubmitted: () => void;
+  metrics?: Metrics;
 }
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -74,8 +76,10 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
       maxAttempts: deps.jobMaxAttempts,
       idempotency,
     });
-    if (created) deps.onJobSubmitted();
-    else if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
+    if (created) {
+      deps.onJobSubmitted();
+      deps.metrics?.jobsSubmitted.inc({ via: 'single' });
+    } else if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
     await answerSubmit(ctx, jobKind(row.id), row, jobLocation(row.id));
   });
 
@@ -118,6 +122,7 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
     const kind = jobKind(id);
     const canceled = UUID.test(id) ? await cancelJob(deps.db, id.toLowerCase()) : undefined;
     if (canceled) {
+      deps.metrics?.jobsFinished.inc({ outcome: 'canceled' });
       ctx.set('Cache-Control', 'no-store');
       ctx.body = jobResource(canceled.row);
       return;

@@ -1,0 +1,108 @@
+/**
+ * Prometheus metrics (prom-client), served at GET /metrics. Counters are per process (sum them
+ * across instances); queue depth is read from Postgres at scrape time, so every instance
+ * reports the same shared queue.
+ */
+import type { Knex } from 'knex';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type AttemptOutcome =
+  'succeeded' | 'retry' | 'failed' | 'canceled' | 'lease_lost' | 'released' | 'discarded';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly jobsSubmitted: Counter<'via'>;
+  readonly jobsFinished: Counter<'outcome'>;
+  readonly attempts: Counter<'outcome'>;
+  readonly heuristicSeconds: Histogram;
+  readonly httpSeconds: Histogram<'method' | 'route' | 'status'>;
+
+  constructor(sources: {
+    db: Knex;
+    /** Heuristic attempts running in this process now. */
+    busySlots: () => number;
+    concurrency: number;
+    /** Long-poll requests waiting now. */
+    waiters: () => number;
+  }) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.jobsSubmitted = new Counter({
+      name: 'merchant_jobs_submitted_total',
+      help: 'Jobs accepted (202), by how they were submitted: single or batch.',
+      labelNames: ['via'],
+      registers,
+    });
+    this.jobsFinished = new Counter({
+      name: 'merchant_jobs_finished_total',
+      help: 'Jobs that reached a terminal status in this process, by outcome.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.attempts = new Counter({
+      name: 'merchant_job_attempts_total',
+      help: 'Heuristic attempts by outcome (succeeded, retry, failed, canceled, lease_lost, ...).',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.heuristicSeconds = new Histogram({
+      name: 'merchant_heuristic_duration_seconds',
+      help: 'Duration of heuristic attempts.',
+      buckets: [0.005, 0.05, 0.25, 1, 2.5, 5, 10, 20, 30, 60],
+      registers,
+    });
+    this.httpSeconds = new Histogram({
+      name: 'merchant_http_request_duration_seconds',
+      help: 'HTTP request duration by method, route template and status (long-polls included).',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 60],
+      registers,
+    });
+    new Gauge({
+      name: 'merchant_runner_busy_slots',
+      help: 'Heuristic attempts running in this process.',
+      registers,
+      collect() {
+        this.set(sources.busySlots());
+      },
+    });
+    new Gauge({
+      name: 'merchant_runner_slots',
+      help: 'RUNNER_CONCURRENCY of this process.',
+      registers,
+      collect() {
+        this.set(sources.concurrency);
+      },
+    });
+    new Gauge({
+      name: 'merchant_longpoll_waiting_requests',
+      help: 'Long-poll requests waiting in this process.',
+      registers,
+      collect() {
+        this.set(sources.waiters());
+      },
+    });
+    new Gauge({
+      name: 'merchant_jobs_queued',
+      help: 'Jobs not yet finished in the shared database, by status (pending, running).',
+      labelNames: ['status'],
+      registers,
+      async collect() {
+        const res = await sources.db.raw<{ rows: { status: string; n: number }[] }>(
+          `SELECT s.status, (SELECT count(*)::int FROM jobs WHERE status = s.status) AS n
+           FROM (VALUES ('pending'), ('running')) AS s(status)`,
+        );
+        for (const row of res.rows) this.set({ status: row.status }, row.n);
+      },
+    });
+  }
+
+  /** One heuristic attempt recorded by the runner. */
+  attempt(outcome: AttemptOutcome, durationMs: number): void {
+    this.attempts.inc({ outcome });
+    if (outcome !== 'released' && outcome !== 'lease_lost') {
+      this.heuristicSeconds.observe(durationMs / 1000);
+    }
+    if (outcome === 'succeeded' || outcome === 'failed') this.jobsFinished.inc({ outcome });
+  }
+}
