@@ -13,7 +13,7 @@ import { parse } from 'csv-parse/sync';
 import type { Knex } from 'knex';
 import { recogniseMerchant } from '../src/heuristic/recognise.js';
 import { freePort } from '../src/net.js';
-import { eventually, freshDatabase, testDatabaseUrl } from './support/db.js';
+import { eventually, freshDatabase, rowCount, testDatabaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -69,8 +69,7 @@ describe('CLI (merchant-normalizer)', function () {
     const listening = await server.waitForLog((l) => l.msg === 'listening', 30_000);
     return String(listening.url);
   };
-  const count = async (table: string) =>
-    Number((await db(table).count<{ count: number }[]>('*'))[0]?.count);
+  const count = (table: string) => rowCount(db, table);
 
   it('submits transactions-2k.csv and writes 2,000 results in input order', async () => {
     const url = await startServer('0');

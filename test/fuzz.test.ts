@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import fc from 'fast-check';
+import { rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { TestHeuristic, echoAfter } from './support/heuristics.js';
 
@@ -125,8 +126,7 @@ describe('fuzzing every route', function () {
     await h.stop();
   });
 
-  const jobCount = async () =>
-    Number((await h.db('jobs').count<{ count: number }[]>('*'))[0]?.count);
+  const jobCount = () => rowCount(h.db, 'jobs');
 
   it(`never answers 5xx, always problem+json on errors, and rejected requests create no job (${RUNS} runs)`, async () => {
     await fc.assert(

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import * as store from '../src/jobs/store.js';
-import { eventually } from './support/db.js';
+import { eventually, rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
@@ -12,8 +12,7 @@ describe('batches', () => {
   let h: Harness;
   afterEach(() => h.stop());
 
-  const count = async (table: string) =>
-    Number((await h.db(table).count<{ count: number }[]>('*'))[0]?.count);
+  const count = (table: string) => rowCount(h.db, table);
 
   describe('POST /normalize_merchant/batch', () => {
     beforeEach(async () => {

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
@@ -12,8 +13,7 @@ describe('Idempotency-Key', () => {
   });
   afterEach(() => h.stop());
 
-  const count = async (table: string) =>
-    Number((await h.db(table).count<{ count: number }[]>('*'))[0]?.count);
+  const count = (table: string) => rowCount(h.db, table);
 
   describe('on POST /normalize_merchant', () => {
     it('replays the same job, with no new work, for the same key and body', async () => {

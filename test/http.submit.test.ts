@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { TestHeuristic, echoAfter } from './support/heuristics.js';
@@ -13,8 +14,7 @@ describe('POST /normalize_merchant', () => {
   });
   afterEach(() => h.stop());
 
-  const jobCount = async () =>
-    Number((await h.db('jobs').count<{ count: number }[]>('*'))[0]?.count);
+  const jobCount = () => rowCount(h.db, 'jobs');
 
   it('answers 202 with Location, Retry-After and the pending job, after committing its row', async () => {
     const res = await h.http.post('/normalize_merchant').send(valid).expect(202);

@@ -49,9 +49,14 @@ export interface BatchResource {
   job_ids?: string[];
 }
 
+const finishedOf = (row: BatchRow) => row.succeeded + row.failed + row.canceled;
+
+/** Every job of the batch is terminal. */
+export const batchDone = (row: BatchRow) => finishedOf(row) === row.size;
+
 export function batchResource(row: BatchRow): BatchResource {
-  const finished = row.succeeded + row.failed + row.canceled;
-  const done = finished === row.size;
+  const finished = finishedOf(row);
+  const done = batchDone(row);
   return {
     id: row.id,
     size: row.size,

@@ -160,23 +160,33 @@ export async function insertBatch(
     maxAttempts: number;
     idempotency?: Idempotency;
   },
-): Promise<{ id: string; jobIds: string[]; created: boolean; requestHash: string | null }> {
+): Promise<{
+  id: string;
+  jobIds: string[];
+  created: boolean;
+  requestHash: string | null;
+  /** The new batch as getBatch would read it right after the insert; only when `created`. */
+  row?: BatchRow;
+}> {
   const { idempotency } = batch;
   for (let tries = 0; tries < 3; tries++) {
-    const res = await db.raw<{ rows: { id: string; job_ids: string[] }[] }>(
+    const res = await db.raw<{
+      rows: { id: string; created_at: Date; job_ids: string[]; last_seq: string }[];
+    }>(
       `WITH b AS (
          INSERT INTO batches (id, size, idempotency_key, request_hash) VALUES (?, ?, ?, ?)
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING id
+         RETURNING id, created_at
        ), j AS (
          INSERT INTO jobs (id, batch_id, batch_index, transaction, max_attempts)
          SELECT gen_random_uuid(), b.id, t.ord - 1, t.tx, ?
          FROM b, jsonb_array_elements(?::jsonb) WITH ORDINALITY AS t(tx, ord)
          ORDER BY t.ord
-         RETURNING id, batch_index
+         RETURNING id, batch_index, seq
        )
-       SELECT b.id, array_agg(j.id ORDER BY j.batch_index) AS job_ids, pg_notify(?, '')
-       FROM b, j GROUP BY b.id`,
+       SELECT b.id, b.created_at, array_agg(j.id ORDER BY j.batch_index) AS job_ids,
+              max(j.seq) AS last_seq, pg_notify(?, '')
+       FROM b, j GROUP BY b.id, b.created_at`,
       [
         batch.id,
         batch.transactions.length,
@@ -194,6 +204,19 @@ export async function insertBatch(
         jobIds: created.job_ids,
         created: true,
         requestHash: idempotency?.requestHash ?? null,
+        row: {
+          id: created.id,
+          size: batch.transactions.length,
+          created_at: created.created_at,
+          pending: batch.transactions.length,
+          running: 0,
+          succeeded: 0,
+          failed: 0,
+          canceled: 0,
+          started_at: null,
+          finished_at: null,
+          last_pending_seq: created.last_seq,
+        },
       };
     }
     if (!idempotency) throw new Error('batch insert returned no row');

@@ -19,6 +19,11 @@ export async function freshDatabase(poolMax = 10): Promise<Knex> {
   return db;
 }
 
+/** Rows in `table` (jobs, batches) right now. */
+export async function rowCount(db: Knex, table: string): Promise<number> {
+  return Number((await db(table).count<{ count: number }[]>('*'))[0]?.count);
+}
+
 export async function jobStatuses(db: Knex): Promise<Record<string, number>> {
   const rows = await db('jobs')
     .select('status')

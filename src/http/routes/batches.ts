@@ -10,7 +10,14 @@ import { requireJson } from '../middleware.js';
 import { notFound } from '../problem.js';
 import { type ResourceKind, answerGet, answerSubmit } from '../respond.js';
 import { invalidCursor, parseBatch, parsePageQuery, parseWaitQuery } from '../validation.js';
-import { type BatchResource, batchItem, batchLocation, batchResource, cursors } from '../views.js';
+import {
+  type BatchResource,
+  batchDone,
+  batchItem,
+  batchLocation,
+  batchResource,
+  cursors,
+} from '../views.js';
 import { UUID, jsonBody } from './jobs.js';
 
 export interface BatchRoutesDeps {
@@ -31,7 +38,7 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
     topic: batchTopic(id),
     load: () => (UUID.test(id) ? getBatch(deps.db, id.toLowerCase()) : Promise.resolve(undefined)),
     view: batchResource,
-    isFinal: (row) => batchResource(row).done,
+    isFinal: batchDone,
     retryAfter: (row) => deps.estimator.forBatch(row),
   });
   const missing = (id: string) => () => notFound(`No batch with id "${id}".`);
@@ -56,7 +63,8 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
         deps.metrics?.jobsSubmitted.inc({ via: 'batch' }, inserted.jobIds.length);
       } else if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');
       const kind = batchKind(inserted.id);
-      const row = await kind.load();
+      // A new batch is known from its insert; only a replay needs reading.
+      const row = inserted.row ?? (await kind.load());
       if (!row) throw missing(inserted.id)(); // purged the same instant: nothing to show
       await answerSubmit(ctx, kind, row, batchLocation(row.id), (view) => ({
         ...view,
