@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { issueKey } from '../src/auth/keys.js';
 import { createKnex, migrateLatest } from '../src/db/knex.js';
 import { createLogger } from '../src/log.js';
 import { freePort } from '../src/net.js';
@@ -48,7 +49,8 @@ async function main() {
   }
   const db = createKnex(databaseUrl, 4);
   await migrateLatest(db);
-  await db.raw('TRUNCATE jobs, batches');
+  await db.raw('TRUNCATE jobs, batches, api_keys, clients');
+  AUTH.authorization = `Bearer ${(await issueKey(db, 'bench')).key}`;
 
   const { server, base } = await startServer(databaseUrl, '0');
   const rssIdle = await rssMb(server.pid!);
@@ -65,7 +67,7 @@ async function main() {
         const t0 = performance.now();
         const res = await fetch(`${base}/normalize_merchant`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json' },
+          headers: { 'content-type': 'application/json', ...AUTH },
           body: JSON.stringify({ date: '2026-04-03', description: `OPENAI ${i}`, amount: i }),
         });
         await res.arrayBuffer();
@@ -119,7 +121,7 @@ async function main() {
         }));
         const res = await fetch(`${base}/normalize_merchant/batch`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json' },
+          headers: { 'content-type': 'application/json', ...AUTH },
           body: JSON.stringify({ transactions }),
         });
         await res.arrayBuffer();
@@ -146,7 +148,7 @@ async function main() {
     }));
     const res = await fetch(`${slow.base}/normalize_merchant/batch`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...AUTH },
       body: JSON.stringify({ transactions }),
     });
     ids.push(...((await res.json()) as { job_ids: string[] }).job_ids);
@@ -156,7 +158,7 @@ async function main() {
   await Promise.all(
     ids.map(async (id) => {
       const askedAt = Date.now();
-      const res = await fetch(`${slow.base}/jobs/${id}?wait=60`);
+      const res = await fetch(`${slow.base}/jobs/${id}?wait=60`, { headers: AUTH });
       const answeredAt = Date.now();
       const job = (await res.json()) as { status: string; finished_at: string | null };
       if (job.status !== 'succeeded' || !job.finished_at) throw new Error(`job ${id} unfinished`);
@@ -201,6 +203,8 @@ async function main() {
 }
 
 const servers: ChildProcess[] = [];
+/** The bench client's Authorization header, set once its key exists. */
+const AUTH: Record<string, string> = {};
 
 /** The real server as `npm start` runs it, on `databaseUrl`, with the given heuristic delay. */
 async function startServer(databaseUrl: string, delay: string) {

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as createJobs from './migrations/0001_create_jobs.js';
 import * as batchesIdempotency from './migrations/0002_batches_idempotency.js';
+import * as clients from './migrations/0003_clients.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -15,6 +16,7 @@ interface Migration {
 const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
   ['0001_create_jobs', createJobs],
   ['0002_batches_idempotency', batchesIdempotency],
+  ['0003_clients', clients],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

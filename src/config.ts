@@ -55,6 +55,10 @@ export interface Config {
   maxBodyBytes: number;
   /** Largest accepted body for `POST /normalize_merchant/batch`. @defaultValue 2097152 (2 MiB) */
   maxBatchBodyBytes: number;
+  /** Pending jobs one client may have; a submit beyond it gets 429. @defaultValue 100000 */
+  clientMaxPending: number;
+  /** Pending jobs of all clients together; a submit beyond it gets 503. @defaultValue 1000000 */
+  maxPendingJobs: number;
   /** pino level. @defaultValue info */
   logLevel: LogLevel;
 }
@@ -163,11 +167,16 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 20_000, 0, 10 * 60 * 1000),
     maxBodyBytes: int('MAX_BODY_BYTES', 16 * 1024, 1024, 10 * 1024 * 1024),
     maxBatchBodyBytes: int('MAX_BATCH_BODY_BYTES', 2 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+    clientMaxPending: int('CLIENT_MAX_PENDING', 100_000, 1, 100_000_000),
+    maxPendingJobs: int('MAX_PENDING_JOBS', 1_000_000, 1, 1_000_000_000),
     logLevel,
   };
 
   if (config.jobBackoffMaxMs < config.jobBackoffBaseMs) {
     problems.push('JOB_BACKOFF_MAX_MS must be at least JOB_BACKOFF_BASE_MS');
+  }
+  if (config.maxPendingJobs < config.clientMaxPending) {
+    problems.push('MAX_PENDING_JOBS must be at least CLIENT_MAX_PENDING');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

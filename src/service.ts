@@ -5,12 +5,16 @@
 import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Authenticator } from './auth/authenticator.js';
+import { KEYS_REVOKED_CHANNEL } from './auth/keys.js';
+import { ensureLocalKey } from './auth/local-key.js';
 import type { Config } from './config.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
 import { createKnex, migrateLatest } from './db/knex.js';
 import { createMockHeuristic } from './heuristic/mock.js';
 import type { Heuristic } from './heuristic/types.js';
 import { createApp } from './http/app.js';
+import { Admission } from './jobs/admission.js';
 import { QueueEstimator } from './jobs/eta.js';
 import { JobEvents } from './jobs/events.js';
 import { PgNotifier } from './jobs/notifier.js';
@@ -74,6 +78,9 @@ export async function startService(
   try {
     const applied = await migrateLatest(db);
     if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
+    // Zero setup: the embedded database comes with a key; a shared one gets keys from the CLI.
+    if (embedded) await ensureLocalKey(db, config.dataDir, log);
+    const auth = new Authenticator(db);
 
     const stats = new AttemptStats();
     let busySlots = () => 0;
@@ -109,21 +116,29 @@ export async function startService(
           events.publishFinished(payload);
           jobRunner.onJobFinished(payload.split(' ')[0] ?? '');
         },
+        [KEYS_REVOKED_CHANNEL]: (keyId) => auth.forget(keyId),
       },
       onReconnect: () => {
         wake();
         events.wakeAll();
+        auth.forgetAll();
       },
       log,
     });
     await notifier.start();
     runner.start();
 
+    const estimator = new QueueEstimator(db, stats, config.runnerConcurrency);
     const app = createApp({
       db,
       log,
+      auth,
+      admission: new Admission(db, estimator, {
+        clientMaxPending: config.clientMaxPending,
+        maxPending: config.maxPendingJobs,
+      }),
       events,
-      estimator: new QueueEstimator(db, stats, config.runnerConcurrency),
+      estimator,
       maxBodyBytes: config.maxBodyBytes,
       maxBatchBodyBytes: config.maxBatchBodyBytes,
       jobMaxAttempts: config.jobMaxAttempts,

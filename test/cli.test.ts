@@ -15,6 +15,7 @@ import { recogniseMerchant } from '../src/heuristic/recognise.js';
 import { freePort } from '../src/net.js';
 import { eventually, freshDatabase, rowCount, testDatabaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
+import { issueKey } from '../src/auth/keys.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SAMPLE = path.resolve(ROOT, '../shared/data/transactions-2k.csv');
@@ -26,10 +27,21 @@ interface Run {
   exited: Promise<number | null>;
 }
 
-function cli(args: string[], url: string): Run {
+/** Client "a"'s key, made by startServer: what `cli` sends unless `env` says otherwise. */
+let apiKey = '';
+
+function cli(args: string[], url: string, env: Record<string, string> = {}): Run {
+  const base = { ...process.env };
+  delete base.DATABASE_URL;
   const child = spawn(process.execPath, [path.join(ROOT, 'src/cli/bin.js'), ...args], {
     cwd: ROOT,
-    env: { ...process.env, MERCHANT_API_URL: url },
+    env: {
+      ...base,
+      MERCHANT_API_URL: url,
+      MERCHANT_API_KEY: apiKey,
+      MERCHANT_API_KEY_FILE: path.join(os.tmpdir(), 'mn-no-such-key-file'),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const run: Run = {
@@ -67,6 +79,7 @@ describe('CLI (merchant-normalizer)', function () {
       RUNNER_CONCURRENCY: '16',
     });
     const listening = await server.waitForLog((l) => l.msg === 'listening', 30_000);
+    apiKey = (await issueKey(db, 'a')).key;
     return String(listening.url);
   };
   const count = (table: string) => rowCount(db, table);
@@ -193,7 +206,11 @@ describe('CLI (merchant-normalizer)', function () {
     const url = await startServer('0');
     const res = await fetch(`${url}/normalize_merchant/batch`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', prefer: 'wait=10' },
+      headers: {
+        'content-type': 'application/json',
+        prefer: 'wait=10',
+        authorization: `Bearer ${apiKey}`,
+      },
       body: JSON.stringify({
         transactions: [{ date: '2026-04-03', description: 'NETFLIX.COM', amount: 15.49 }],
       }),
@@ -219,5 +236,68 @@ describe('CLI (merchant-normalizer)', function () {
     expect(run.stderr).to.contain('retrying in 1 s (attempt 1): network error: ECONNREFUSED');
     expect(run.stderr).to.contain('cannot reach the service (ECONNREFUSED)');
     expect(run.stderr).to.contain('rerun the same command to resume');
+  });
+
+  describe('keys', () => {
+    const admin = (args: string[]) =>
+      cli(['keys', ...args], 'http://unused', { DATABASE_URL: testDatabaseUrl() });
+
+    it('creates, lists and revokes a key; the revoked key gets 401 at once', async () => {
+      const url = await startServer('0');
+      const created = admin(['create', '--client', 'acme']);
+      expect(await created.exited, created.stderr).to.equal(0);
+      const key = created.stdout.trim();
+      expect(key).to.match(/^mn_[0-9a-f]{12}_[\w-]{43}$/);
+      const keyId = key.slice(3, 15);
+      expect(created.stderr).to.contain(`Created key ${keyId} for client "acme"`);
+
+      const listed = admin(['list']);
+      expect(await listed.exited, listed.stderr).to.equal(0);
+      expect(listed.stdout).to.match(new RegExp(`^${keyId}\\s+acme\\s+\\S+\\s+active$`, 'm'));
+      expect(listed.stdout, 'a key is shown once, never listed').not.to.contain(key);
+
+      const jobs = () => fetch(`${url}/jobs`, { headers: { authorization: `Bearer ${key}` } });
+      expect((await jobs()).status).to.equal(200); // now cached as verified
+
+      const revoked = admin(['revoke', keyId]);
+      expect(await revoked.exited, revoked.stderr).to.equal(0);
+      // The server heard the revocation (NOTIFY): its cache does not keep the key alive.
+      await eventually(async () => (await jobs()).status === 401, 3000, 'a 401 after revoke');
+      const after = await jobs();
+      expect(after.headers.get('www-authenticate')).to.contain('error="invalid_token"');
+
+      const again = admin(['revoke', keyId]);
+      expect(await again.exited).to.equal(1);
+      expect(again.stderr).to.contain('No active key');
+      const relisted = admin(['list', '--client', 'acme']);
+      await relisted.exited;
+      expect(relisted.stdout).to.match(new RegExp(`^${keyId}\\s+acme\\s+\\S+\\s+revoked `, 'm'));
+    });
+
+    it('refuses a bad client name with exit 2', async () => {
+      const run = admin(['create', '--client', 'no spaces']);
+      expect(await run.exited).to.equal(2);
+      expect(run.stderr).to.contain('--client must be');
+    });
+  });
+
+  it('reads the key from --api-key-file; without a key it exits 3 and says how to send one', async () => {
+    const url = await startServer('0');
+    const keyFile = path.join(dir, 'api-key');
+    await fs.writeFile(keyFile, `${apiKey}\n`, { mode: 0o600 });
+    const input = path.join(dir, 'in.csv');
+    await fs.writeFile(input, 'date,description,amount\n2026-04-03,NETFLIX.COM,15.49\n');
+
+    const withFile = cli(['submit', input, '--api-key-file', keyFile], url, {
+      MERCHANT_API_KEY: '',
+    });
+    expect(await withFile.exited, withFile.stderr).to.equal(0);
+
+    const without = cli(['submit', input, '--fresh', '--out', path.join(dir, 'o.csv')], url, {
+      MERCHANT_API_KEY: '',
+    });
+    expect(await without.exited).to.equal(3);
+    expect(without.stderr).to.contain('401 Unauthorized');
+    expect(without.stderr).to.contain('hint: pass --api-key, set MERCHANT_API_KEY');
   });
 });

@@ -16,6 +16,8 @@ describe('loadConfig(env)', () => {
       jobMaxAttempts: 3,
       jobRetentionMs: 7 * 24 * 3_600_000,
       shutdownGraceMs: 20_000,
+      clientMaxPending: 100_000,
+      maxPendingJobs: 1_000_000,
       logLevel: 'info',
     });
     expect(config.heuristicDelayMs).to.deep.equal({ min: 1000, max: 30_000 });
@@ -44,6 +46,8 @@ describe('loadConfig(env)', () => {
       JOB_LEASE_MS: '1000',
       JOB_MAX_ATTEMPTS: '5',
       JOB_RETENTION_DAYS: '1.5',
+      CLIENT_MAX_PENDING: '50',
+      MAX_PENDING_JOBS: '500',
       LOG_LEVEL: 'DEBUG',
     });
     expect(config).to.include({
@@ -56,6 +60,8 @@ describe('loadConfig(env)', () => {
       jobLeaseMs: 1000,
       jobMaxAttempts: 5,
       jobRetentionMs: 36 * 3_600_000,
+      clientMaxPending: 50,
+      maxPendingJobs: 500,
       logLevel: 'debug',
     });
   });
@@ -93,5 +99,12 @@ describe('loadConfig(env)', () => {
       expect(err).to.be.instanceOf(ConfigError);
       expect((err as ConfigError).problems).to.have.length(2);
     }
+  });
+
+  it('refuses a global pending cap below the per-client one', () => {
+    expect(() => loadConfig({ CLIENT_MAX_PENDING: '10', MAX_PENDING_JOBS: '5' }))
+      .to.throw(ConfigError)
+      .with.property('message')
+      .that.contains('MAX_PENDING_JOBS must be at least CLIENT_MAX_PENDING');
   });
 });

@@ -7,11 +7,14 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import fc from 'fast-check';
+import { type IssuedKey, issueKey, revokeKey } from '../src/auth/keys.js';
 import { rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { TestHeuristic, echoAfter } from './support/heuristics.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 3000);
+/** What anyone may read without an API key. */
+const OPEN_PATHS = /^\/(healthz|readyz|metrics|openapi\.json|docs(\/.*)?)$/;
 
 const uuid = fc.uuid();
 const junk = fc.string({ maxLength: 40 });
@@ -99,6 +102,20 @@ const headers = fc.record(
   { requiredKeys: [] },
 );
 
+// Mostly client "a"'s key, so most runs get past authentication; also another client's, a
+// revoked one, none, and junk.
+const credential = fc.oneof(
+  { arbitrary: fc.constant({ kind: 'valid' as const }), weight: 8 },
+  { arbitrary: fc.constantFrom('other' as const, 'revoked' as const, 'none' as const), weight: 2 },
+  { arbitrary: printable.map((raw) => ({ kind: 'raw' as const, raw })), weight: 1 },
+  {
+    arbitrary: fc
+      .string({ maxLength: 43 })
+      .map((raw) => ({ kind: 'raw' as const, raw: `Bearer mn_0123456789ab_${raw}` })),
+    weight: 1,
+  },
+);
+
 // Weighted towards the methods the routes answer, so most runs get past routing.
 const method = fc.oneof(
   { arbitrary: fc.constantFrom('GET', 'POST'), weight: 6 },
@@ -111,6 +128,8 @@ describe('fuzzing every route', function () {
   let h: Harness;
   let server: http.Server;
   let base: string;
+  let other: string;
+  let revoked: IssuedKey;
 
   before(async () => {
     // The runner stays stopped: accepted jobs stay pending, and nothing but requests runs.
@@ -119,6 +138,9 @@ describe('fuzzing every route', function () {
     server = http.createServer((req, res) => void handle(req, res)).listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    other = (await issueKey(h.db, 'b')).key;
+    revoked = await issueKey(h.db, 'a');
+    await revokeKey(h.db, revoked.keyId);
   });
   after(async () => {
     server.closeAllConnections();
@@ -130,36 +152,62 @@ describe('fuzzing every route', function () {
 
   it(`never answers 5xx, always problem+json on errors, and rejected requests create no job (${RUNS} runs)`, async () => {
     await fc.assert(
-      fc.asyncProperty(method, path, query, headers, body, async (m, p, q, hs, b) => {
-        const before = await jobCount();
-        const sendsBody = m !== 'GET' && m !== 'HEAD' && b !== undefined;
-        const cleanHeaders = Object.fromEntries(
-          Object.entries(hs).filter(
-            ([k, v]) => v !== '' && (k !== 'prefer' || !/wait/i.test(v) || /wait=[01]\b/.test(v)),
-          ),
-        );
-        const res = await fetch(`${base}${p}${q}`, {
-          method: m,
-          headers: cleanHeaders,
-          body: sendsBody ? b : undefined,
-          signal: AbortSignal.timeout(10_000),
-        });
-        const text = await res.text();
-        const where = `${m} ${p}${q} -> ${res.status} ${text.slice(0, 300)}`;
-        expect(res.status, where).to.be.below(500);
-        expect(res.headers.get('x-request-id'), where).to.be.a('string');
-        if (res.status >= 400) {
-          if (m !== 'HEAD') {
-            expect(res.headers.get('content-type'), where).to.match(/^application\/problem\+json/);
-            const problem = JSON.parse(text) as { type: unknown; title: unknown; status: unknown };
-            expect(problem.status, where).to.equal(res.status);
-            expect(problem.type, where).to.be.a('string');
-            expect(problem.title, where).to.be.a('string');
-            expect(text, where).not.to.match(/\bat .+\.(ts|js):\d+/); // no stack traces
+      fc.asyncProperty(
+        method,
+        path,
+        query,
+        headers,
+        body,
+        credential,
+        async (m, p, q, hs, b, c) => {
+          const before = await jobCount();
+          const authorization =
+            typeof c === 'object'
+              ? c.kind === 'valid'
+                ? `Bearer ${h.key.key}`
+                : c.raw
+              : { other: `Bearer ${other}`, revoked: `Bearer ${revoked.key}`, none: '' }[c];
+          const sendsBody = m !== 'GET' && m !== 'HEAD' && b !== undefined;
+          const cleanHeaders = Object.fromEntries(
+            Object.entries(hs).filter(
+              ([k, v]) => v !== '' && (k !== 'prefer' || !/wait/i.test(v) || /wait=[01]\b/.test(v)),
+            ),
+          );
+          const res = await fetch(`${base}${p}${q}`, {
+            method: m,
+            headers: authorization ? { ...cleanHeaders, authorization } : cleanHeaders,
+            body: sendsBody ? b : undefined,
+            signal: AbortSignal.timeout(10_000),
+          });
+          const text = await res.text();
+          const where = `${m} ${p}${q} -> ${res.status} ${text.slice(0, 300)}`;
+          expect(res.status, where).to.be.below(500);
+          const keyless =
+            authorization !== `Bearer ${h.key.key}` && authorization !== `Bearer ${other}`;
+          // OPTIONS answers which methods a path allows, to anyone; it reveals no data.
+          if (keyless && res.status < 400 && m !== 'OPTIONS') {
+            expect(p, `answered without a valid key: ${where}`).to.match(OPEN_PATHS);
           }
-          expect(await jobCount(), `rejected but stored: ${where}`).to.equal(before);
-        }
-      }),
+          expect(res.headers.get('x-request-id'), where).to.be.a('string');
+          if (res.status >= 400) {
+            if (m !== 'HEAD') {
+              expect(res.headers.get('content-type'), where).to.match(
+                /^application\/problem\+json/,
+              );
+              const problem = JSON.parse(text) as {
+                type: unknown;
+                title: unknown;
+                status: unknown;
+              };
+              expect(problem.status, where).to.equal(res.status);
+              expect(problem.type, where).to.be.a('string');
+              expect(problem.title, where).to.be.a('string');
+              expect(text, where).not.to.match(/\bat .+\.(ts|js):\d+/); // no stack traces
+            }
+            expect(await jobCount(), `rejected but stored: ${where}`).to.equal(before);
+          }
+        },
+      ),
       { numRuns: RUNS },
     );
   });

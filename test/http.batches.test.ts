@@ -180,13 +180,16 @@ describe('batches', () => {
   describe('retention', () => {
     it('purges a batch whole once all its jobs finished before the cutoff, never half of it', async () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const owner = h.key.client.id;
       const old = await store.insertBatch(h.db, {
         id: crypto.randomUUID(),
+        clientId: owner,
         transactions: items(3),
         maxAttempts: 1,
       });
       const unfinished = await store.insertBatch(h.db, {
         id: crypto.randomUUID(),
+        clientId: owner,
         transactions: items(2),
         maxAttempts: 1,
       });
@@ -207,11 +210,11 @@ describe('batches', () => {
       expect(await store.purgeFinishedBatches(h.db, { before: new Date(), limit: 100 })).to.equal(
         1,
       );
-      expect(await store.getBatch(h.db, old.id)).to.equal(undefined);
+      expect(await store.getBatch(h.db, old.id, null)).to.equal(undefined);
       expect(
         await h.db('jobs').whereIn('id', old.jobIds).count<{ count: number }[]>('*'),
       ).to.deep.equal([{ count: '0' }]);
-      expect((await store.getBatch(h.db, unfinished.id))?.size).to.equal(2);
+      expect((await store.getBatch(h.db, unfinished.id, null))?.size).to.equal(2);
     });
   });
 });

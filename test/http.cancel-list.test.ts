@@ -22,9 +22,11 @@ describe('DELETE /jobs/:id', () => {
     expect(res.body.finished_at).to.be.a('string');
     h.runner.start();
     const other = await submit('Spotify');
-    await eventually(async () => (await store.getJob(h.db, other.id))?.status === 'succeeded');
+    await eventually(
+      async () => (await store.getJob(h.db, other.id, null))?.status === 'succeeded',
+    );
     expect(heuristic.calls.map((c) => c.description)).to.deep.equal(['Spotify']);
-    expect((await store.getJob(h.db, job.id))?.status).to.equal('canceled');
+    expect((await store.getJob(h.db, job.id, null))?.status).to.equal('canceled');
   });
 
   it('aborts a running attempt through its AbortSignal and discards its result', async () => {
@@ -38,7 +40,7 @@ describe('DELETE /jobs/:id', () => {
     await eventually(async () => gate.aborted.length === 1, 5000, 'the attempt to be aborted');
     expect(gate.aborted[0]).to.be.instanceOf(JobCanceledError);
     await eventually(async () => heuristic.running === 0);
-    const row = await store.getJob(h.db, job.id);
+    const row = await store.getJob(h.db, job.id, null);
     expect(row).to.include({ status: 'canceled', result: null, locked_by: null });
   });
 
@@ -56,20 +58,22 @@ describe('DELETE /jobs/:id', () => {
     release();
     await eventually(async () => heuristic.running === 0);
     await sleep(100);
-    expect(await store.getJob(h.db, job.id)).to.include({ status: 'canceled', result: null });
+    expect(await store.getJob(h.db, job.id, null)).to.include({ status: 'canceled', result: null });
   });
 
   it('answers 409 for a finished job, saying its status, and 404 for an unknown one', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
     const job = await submit('Netflix');
-    await eventually(async () => (await store.getJob(h.db, job.id))?.status === 'succeeded');
+    await eventually(async () => (await store.getJob(h.db, job.id, null))?.status === 'succeeded');
     const res = await h.http.delete(`/jobs/${job.id}`).expect(409);
     expectProblem(res, '/problems/job-already-finished', 409);
     expect(res.body.job_status).to.equal('succeeded');
-    expect((await store.getJob(h.db, job.id))?.status).to.equal('succeeded');
+    expect((await store.getJob(h.db, job.id, null))?.status).to.equal('succeeded');
 
     const again = await submit('Spotify');
-    await eventually(async () => (await store.getJob(h.db, again.id))?.status === 'succeeded');
+    await eventually(
+      async () => (await store.getJob(h.db, again.id, null))?.status === 'succeeded',
+    );
     expectProblem(
       await h.http.delete('/jobs/6f1c1d57-8a52-4d8c-9d1e-3f0a2b9c4e11').expect(404),
       '/problems/not-found',

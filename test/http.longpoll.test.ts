@@ -85,15 +85,19 @@ describe('long-poll and conditional requests', () => {
     const server = http.createServer((req, res) => void handle(req, res)).listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const auth = { authorization: `Bearer ${h.key.key}` };
     try {
       const waiters = Array.from({ length: 300 }, () =>
-        fetch(`${base}/jobs/${job.id}?wait=30`).then(
+        fetch(`${base}/jobs/${job.id}?wait=30`, { headers: auth }).then(
           async (r) => (await r.json()) as { status: string },
         ),
       );
       await eventuallyTrue(() => h.events.size === 300);
       // Were each waiter holding a connection, this would queue behind them for the pool.
-      const plain = await fetch(`${base}/jobs/${job.id}`, { signal: AbortSignal.timeout(5000) });
+      const plain = await fetch(`${base}/jobs/${job.id}`, {
+        headers: auth,
+        signal: AbortSignal.timeout(5000),
+      });
       expect(plain.status).to.equal(200);
       expect(((await plain.json()) as { status: string }).status).to.equal('running');
 

@@ -44,9 +44,14 @@ describe('GET /metrics', () => {
 
     await h.http.delete(`/jobs/${single.id}`).expect(200);
     gate.release();
+    // The canceled attempt is counted when the runner has aborted it, which races the others.
     await eventually(async () => {
       const text = await scrape();
-      return sample(text, 'merchant_jobs_finished_total', 'outcome="succeeded"') === 5 && text;
+      return (
+        sample(text, 'merchant_jobs_finished_total', 'outcome="succeeded"') === 5 &&
+        sample(text, 'merchant_job_attempts_total', 'outcome="canceled"') === 1 &&
+        text
+      );
     });
     const after = await scrape();
     expect(sample(after, 'merchant_jobs_finished_total', 'outcome="canceled"')).to.equal(1);

@@ -9,6 +9,8 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { eventually, freshDatabase, jobStatuses, testDatabaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
+import { issueKey, revokeKey } from '../src/auth/keys.js';
+import { createKnex } from '../src/db/knex.js';
 
 const transaction = (i: number) => ({
   date: '2026-04-03',
@@ -33,6 +35,7 @@ describe('server process (src/main.ts)', function () {
   async function start(env: Record<string, string>) {
     const server = await ServerProcess.start({ DATABASE_URL: testDatabaseUrl(), ...env });
     servers.push(server);
+    server.apiKey = (await issueKey(db, 'a')).key;
     return server;
   }
 
@@ -119,6 +122,45 @@ describe('server process (src/main.ts)', function () {
     expect(server.logs.some((l) => l.msg.startsWith('grace period over'))).to.equal(true);
   });
 
+  it('logs one line per request and per attempt, with client and request id, never the key or description', async () => {
+    const server = await start({ HEURISTIC_DELAY_MS: '0' });
+    const description = 'Payment Netflix APRIL*** do-not-log-me';
+    const res = await server.post('/normalize_merchant', {
+      date: '2026-04-03',
+      description,
+      amount: 1,
+    });
+    expect(res.status).to.equal(202);
+    const { id } = (await res.json()) as { id: string };
+    const attempt = await server.waitForLog((l) => l.msg === 'job attempt' && l.jobId === id);
+    expect(attempt).to.include({ attempt: 1, outcome: 'succeeded' });
+    expect(attempt.durationMs).to.be.a('number');
+    expect(attempt.clientId).to.be.a('string');
+    const request = await server.waitForLog((l) => l.msg === 'request' && l.method === 'POST');
+    expect(request).to.include({ route: '/normalize_merchant', status: 202, client: 'a' });
+    expect(request.durationMs).to.be.a('number');
+    expect(request.requestId).to.equal(res.headers.get('x-request-id'));
+    const output = server.output();
+    expect(output).not.to.contain('do-not-log-me');
+    expect(output).not.to.contain(server.apiKey.slice(16));
+  });
+
+  it('makes no API key by itself with DATABASE_URL', async () => {
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'merchant-nokey-'));
+    try {
+      const server = await ServerProcess.start({
+        DATABASE_URL: testDatabaseUrl(),
+        DATA_DIR: dataDir,
+      });
+      servers.push(server);
+      expect(await db('clients').count<{ count: string }[]>('*')).to.deep.equal([{ count: '0' }]);
+      expect(await fs.readdir(dataDir)).to.deep.equal([]);
+      expect((await server.get('/jobs')).status).to.equal(401);
+    } finally {
+      await fs.rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses to start on a bad config value, naming the variable', async () => {
     const server = ServerProcess.spawn({
       DATABASE_URL: testDatabaseUrl(),
@@ -143,18 +185,59 @@ describe('server process (src/main.ts)', function () {
       await fs.rm(dataDir, { recursive: true, force: true });
     });
 
+    /** Started on `dataDir`, with the key the first start wrote there (if any yet). */
     const startEmbedded = async () => {
       const server = await ServerProcess.start({ DATA_DIR: dataDir, HEURISTIC_DELAY_MS: '20' });
       servers.push(server);
       return server;
     };
+    const withLocalKey = async (server: ServerProcess) => {
+      server.apiKey = (await fs.readFile(path.join(dataDir, 'api-key'), 'utf8')).trim();
+      return server;
+    };
     const getJob = async (server: ServerProcess, id: string) => {
-      const res = await fetch(`${server.url}/jobs/${id}`);
+      const res = await server.get(`/jobs/${id}`);
       return (await res.json()) as { status: string; result: { merchant: { name: string } } };
     };
 
+    it('creates a local API key on first start: a 0600 file under DATA_DIR, never logged', async () => {
+      const server = await startEmbedded();
+      const keyFile = path.join(dataDir, 'api-key');
+      const key = (await fs.readFile(keyFile, 'utf8')).trim();
+      expect(key).to.match(/^mn_[0-9a-f]{12}_[\w-]{43}$/);
+      expect((await fs.stat(keyFile)).mode & 0o777).to.equal(0o600);
+      const created = server.logs.find((l) => l.msg === 'created an API key for the local client');
+      expect(created).to.include({ keyFile: path.resolve(keyFile), client: 'local' });
+      expect(String(created?.usage)).to.contain(
+        `Authorization: Bearer $(cat ${path.resolve(keyFile)})`,
+      );
+      expect(server.output()).not.to.contain(key);
+
+      expect((await server.get('/jobs')).status).to.equal(401);
+      server.apiKey = key;
+      expect((await server.get('/jobs')).status).to.equal(200);
+
+      // Revoked (or a reset database): the next start replaces the key in the file.
+      const started = server.logs.find((l) => l.msg === 'embedded Postgres started');
+      const embeddedDb = createKnex(String(started?.databaseUrl), 1);
+      try {
+        expect(await revokeKey(embeddedDb, key.slice(3, 15))).to.equal(true);
+      } finally {
+        await embeddedDb.destroy();
+      }
+      expect((await server.kill('SIGTERM')).code).to.equal(0);
+      const again = await startEmbedded();
+      const replaced = (await fs.readFile(keyFile, 'utf8')).trim();
+      expect(replaced).not.to.equal(key);
+      expect(again.logs.some((l) => l.msg === 'created an API key for the local client')).to.equal(
+        true,
+      );
+      again.apiKey = replaced;
+      expect((await again.get('/jobs')).status).to.equal(200);
+    });
+
     it('keeps its data across a SIGKILL and restart, and stops its Postgres on SIGTERM', async () => {
-      const first = await startEmbedded();
+      const first = await withLocalKey(await startEmbedded());
       const res = await first.post('/normalize_merchant', {
         date: '2026-04-03',
         description: 'Payment Netflix APRIL***',
@@ -170,7 +253,10 @@ describe('server process (src/main.ts)', function () {
 
       // SIGKILL leaves the embedded Postgres orphaned; the next start must take over cleanly.
       await first.kill('SIGKILL');
-      const second = await startEmbedded();
+      const second = await withLocalKey(await startEmbedded());
+      expect(second.logs.some((l) => l.msg === 'created an API key for the local client')).to.equal(
+        false,
+      );
       expect((await fetch(`${second.url}/readyz`)).status).to.equal(200);
       expect((await getJob(second, id)).status).to.equal('succeeded');
 

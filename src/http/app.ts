@@ -1,6 +1,8 @@
 import Router from '@koa/router';
 import Koa from 'koa';
 import type { Knex } from 'knex';
+import type { Authenticator } from '../auth/authenticator.js';
+import type { Admission } from '../jobs/admission.js';
 import type { QueueEstimator } from '../jobs/eta.js';
 import type { JobEvents } from '../jobs/events.js';
 import type { Logger } from '../log.js';
@@ -14,6 +16,10 @@ import { jobRoutes } from './routes/jobs.js';
 export interface AppDeps {
   db: Knex;
   log: Logger;
+  /** API keys: every call about jobs and batches needs one. */
+  auth: Authenticator;
+  /** Pending-job caps, per client and overall. */
+  admission: Admission;
   /** "Job finished" events, fed by LISTEN: what long-poll requests wait on. */
   events: JobEvents;
   estimator: QueueEstimator;

@@ -1,13 +1,38 @@
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Context, Next } from 'koa';
+import type { Authenticator, Principal } from '../auth/authenticator.js';
 import { isTransientDbError } from '../db/transient.js';
 import type { Logger } from '../log.js';
 import { HttpProblem, PROBLEM_TYPES, type ProblemBody } from './problem.js';
 
 export interface State {
   requestId: string;
+  /** Carries the request id, and the client once authenticated. */
   log: Logger;
+  /** The authenticated client (set by `authenticate` on the calls that need a key). */
+  client?: Principal;
+}
+
+/**
+ * Requires an API key (`Authorization: Bearer …`): 401 without a valid one. Runs before the body
+ * is read, so an unauthenticated request costs no parsing.
+ */
+export function authenticate(auth: Authenticator) {
+  return async (ctx: Context, next: Next) => {
+    const client = await auth.authenticate(ctx.get('Authorization'));
+    const state = ctx.state as State;
+    state.client = client;
+    state.log = state.log.child({ client: client.name });
+    await next();
+  };
+}
+
+/** The authenticated client of a request that went through `authenticate`. */
+export function clientOf(ctx: Context): Principal {
+  const client = (ctx.state as State).client;
+  if (!client) throw new Error('route is missing the authenticate middleware');
+  return client;
 }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;

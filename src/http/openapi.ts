@@ -102,8 +102,13 @@ const conditionalParameters = [
   },
 ];
 
+const unauthorized = problem(
+  'No API key, or not a valid one (unknown, mistyped, revoked); see `WWW-Authenticate`.',
+);
+
 const common4xx = {
   '400': problem('Invalid query parameter or Idempotency-Key.'),
+  '401': unauthorized,
   '503': problem('The database is unreachable; retry after Retry-After.'),
 };
 
@@ -112,7 +117,18 @@ const submitErrors = {
   '413': problem('Body larger than the limit.'),
   '415': problem('Body is not JSON.'),
   '422': problem('Body does not match the schema (see `errors`), or Idempotency-Key reused.'),
+  '429': problem(
+    'Accepting it would exceed your pending-job limit (CLIENT_MAX_PENDING); nothing was ' +
+      'stored. Retry after Retry-After.',
+  ),
+  '503': problem(
+    'The database is unreachable, or the service holds its maximum of pending jobs ' +
+      '(MAX_PENDING_JOBS); nothing was stored. Retry after Retry-After.',
+  ),
 };
+
+/** Operations anyone may call, without an API key. */
+const open = { security: [] };
 
 /** A GET of a job or batch: long-poll, ETag, 304. */
 function conditionalGet(operationId: string, summary: string, schema: string, what: string) {
@@ -145,7 +161,8 @@ export function openApiDocument(version: string): Record<string, unknown> {
       summary: 'Asynchronous merchant-name normalization for card transactions.',
       description:
         'Submit a transaction (or a batch of up to 1000), get a job id at once, and poll or ' +
-        'long-poll (`?wait=N`) for the merchant. Errors are RFC 9457 problem+json.',
+        'long-poll (`?wait=N`) for the merchant. Errors are RFC 9457 problem+json. Calls about ' +
+        'jobs and batches need `Authorization: Bearer <API key>`.',
     },
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
     paths: {
@@ -216,6 +233,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
           summary: 'Cancel a pending or running job',
           responses: {
             '200': { description: 'Canceled.', content: json(ref('Job')) },
+            '401': unauthorized,
             '404': problem('No such job.'),
             '409': problem('Already finished (`job_status` says how).'),
             '503': common4xx['503'],
@@ -246,6 +264,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
       '/healthz': {
         get: {
+          ...open,
           operationId: 'liveness',
           summary: 'Liveness: the process answers',
           responses: { '200': { description: 'Alive.' } },
@@ -253,12 +272,26 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
       '/readyz': {
         get: {
+          ...open,
           operationId: 'readiness',
           summary: 'Readiness: database reachable, migrations applied',
           responses: { '200': { description: 'Ready.' }, '503': problem('Not ready.') },
         },
       },
     },
-    components: { schemas: components },
+    security: [{ apiKey: [] }],
+    components: {
+      schemas: components,
+      securitySchemes: {
+        apiKey: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            'An API key (`mn_…`) from `merchant-normalizer keys create`, or the local key file ' +
+            "the embedded start writes. Every job and batch belongs to the key's client; " +
+            "another client's are not found (404).",
+        },
+      },
+    },
   };
 }

@@ -37,6 +37,9 @@ export const PROBLEM_TYPES = {
   notFound: '/problems/not-found',
   methodNotAllowed: '/problems/method-not-allowed',
   unavailable: '/problems/service-unavailable',
+  unauthorized: '/problems/unauthorized',
+  quotaExceeded: '/problems/pending-quota-exceeded',
+  queueFull: '/problems/queue-full',
 } as const;
 
 export class HttpProblem extends Error {

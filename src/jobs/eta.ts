@@ -65,6 +65,12 @@ export class QueueEstimator {
     return this.pendingBehind(batch.last_pending_seq);
   }
 
+  /** Seconds until `ahead` more jobs have started: Retry-After for a refused submit. */
+  async forBacklog(ahead: number): Promise<number> {
+    const slots = await this.slots();
+    return estimateSeconds({ status: 'pending', ahead, slots, meanMs: this.stats.meanMs });
+  }
+
   private async pendingBehind(seq: string): Promise<number> {
     const [ahead, slots] = await Promise.all([
       store.countPendingBefore(this.db, seq, AHEAD_CAP),

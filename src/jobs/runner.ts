@@ -295,6 +295,7 @@ export class Runner {
     const { claim } = attempt;
     const log = this.opts.log.child({
       jobId: claim.id,
+      clientId: attempt.job.client_id,
       attempt: claim.attempts,
       durationMs: Math.round(durationMs),
     });

@@ -32,8 +32,15 @@ export interface Idempotency {
   requestHash: string;
 }
 
+/**
+ * Whose rows a read may see: a client id, or `null` for the service itself (runner, purge,
+ * tests). Routes always pass the authenticated client, so another client's job is "not found".
+ */
+export type Owner = string | null;
+
 export interface JobRow {
   id: string;
+  client_id: string;
   /** Submission order (bigint as a decimal string). */
   seq: string;
   batch_id: string | null;
@@ -55,6 +62,7 @@ export interface JobRow {
 /** A batch with the state of its jobs, counted per status. */
 export interface BatchRow {
   id: string;
+  client_id: string;
   size: number;
   created_at: Date;
   pending: number;
@@ -86,7 +94,7 @@ export interface Claim {
   attempts: number;
 }
 
-const COLUMNS = `id, seq, batch_id, batch_index, status, transaction, result, error, attempts,
+const COLUMNS = `id, client_id, seq, batch_id, batch_index, status, transaction, result, error, attempts,
   max_attempts, run_after, locked_by, locked_until, created_at, started_at, finished_at`;
 
 /** COLUMNS qualified with a table name, for statements that join. */
@@ -110,21 +118,28 @@ async function rows(
 // (`created: false`) with the hash of the body it was submitted with.
 export async function insertJob(
   db: Knex,
-  job: { id: string; transaction: Transaction; maxAttempts: number; idempotency?: Idempotency },
+  job: {
+    id: string;
+    clientId: string;
+    transaction: Transaction;
+    maxAttempts: number;
+    idempotency?: Idempotency;
+  },
 ): Promise<{ row: JobRow; created: boolean; requestHash: string | null }> {
   const { idempotency } = job;
   for (let tries = 0; tries < 3; tries++) {
     const [row] = await rows(
       db,
       `WITH inserted AS (
-         INSERT INTO jobs (id, transaction, max_attempts, idempotency_key, request_hash)
-         VALUES (?, ?::jsonb, ?, ?, ?)
-         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash)
+         VALUES (?, ?, ?::jsonb, ?, ?, ?)
+         ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING ${COLUMNS}
        )
        SELECT inserted.*, pg_notify(?, '') AS notified FROM inserted`,
       [
         job.id,
+        job.clientId,
         JSON.stringify(job.transaction),
         job.maxAttempts,
         idempotency?.key ?? null,
@@ -136,8 +151,8 @@ export async function insertJob(
     if (!idempotency) throw new Error('insert returned no row');
     const [existing] = await db
       .raw<{ rows: (JobRow & { request_hash: string })[] }>(
-        `SELECT ${COLUMNS}, request_hash FROM jobs WHERE idempotency_key = ?`,
-        [idempotency.key],
+        `SELECT ${COLUMNS}, request_hash FROM jobs WHERE client_id = ? AND idempotency_key = ?`,
+        [job.clientId, idempotency.key],
       )
       .then((r) => r.rows);
     if (existing) {
@@ -156,6 +171,7 @@ export async function insertBatch(
   db: Knex,
   batch: {
     id: string;
+    clientId: string;
     transactions: readonly Transaction[];
     maxAttempts: number;
     idempotency?: Idempotency;
@@ -174,12 +190,13 @@ export async function insertBatch(
       rows: { id: string; created_at: Date; job_ids: string[]; last_seq: string }[];
     }>(
       `WITH b AS (
-         INSERT INTO batches (id, size, idempotency_key, request_hash) VALUES (?, ?, ?, ?)
-         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING id, created_at
+         INSERT INTO batches (id, client_id, size, idempotency_key, request_hash)
+         VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING id, client_id, created_at
        ), j AS (
-         INSERT INTO jobs (id, batch_id, batch_index, transaction, max_attempts)
-         SELECT gen_random_uuid(), b.id, t.ord - 1, t.tx, ?
+         INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts)
+         SELECT gen_random_uuid(), b.client_id, b.id, t.ord - 1, t.tx, ?
          FROM b, jsonb_array_elements(?::jsonb) WITH ORDINALITY AS t(tx, ord)
          ORDER BY t.ord
          RETURNING id, batch_index, seq
@@ -189,6 +206,7 @@ export async function insertBatch(
        FROM b, j GROUP BY b.id, b.created_at`,
       [
         batch.id,
+        batch.clientId,
         batch.transactions.length,
         idempotency?.key ?? null,
         idempotency?.requestHash ?? null,
@@ -206,6 +224,7 @@ export async function insertBatch(
         requestHash: idempotency?.requestHash ?? null,
         row: {
           id: created.id,
+          client_id: batch.clientId,
           size: batch.transactions.length,
           created_at: created.created_at,
           pending: batch.transactions.length,
@@ -226,8 +245,8 @@ export async function insertBatch(
       `SELECT b.id, b.request_hash,
          (SELECT array_agg(j.id ORDER BY j.batch_index) FROM jobs j WHERE j.batch_id = b.id)
            AS job_ids
-       FROM batches b WHERE b.idempotency_key = ?`,
-      [idempotency.key],
+       FROM batches b WHERE b.client_id = ? AND b.idempotency_key = ?`,
+      [batch.clientId, idempotency.key],
     );
     const [found] = existing.rows;
     if (found) {
@@ -242,16 +261,26 @@ export async function insertBatch(
   throw new Error('idempotent batch insert kept conflicting with a purge');
 }
 
-// Reads one job; changes nothing.
-export async function getJob(db: Knex, id: string): Promise<JobRow | undefined> {
-  const [row] = await rows(db, `SELECT ${COLUMNS} FROM jobs WHERE id = ?`, [id]);
+/** SQL condition (with its binding) limiting `alias` rows to `owner`'s. */
+function ownedBy(alias: string, owner: Owner): [string, Knex.RawBinding[]] {
+  return owner === null ? ['TRUE', []] : [`${alias}.client_id = ?`, [owner]];
+}
+
+// Reads one job of `owner`; changes nothing.
+export async function getJob(db: Knex, id: string, owner: Owner): Promise<JobRow | undefined> {
+  const [own, ownBindings] = ownedBy('jobs', owner);
+  const [row] = await rows(db, `SELECT ${COLUMNS} FROM jobs WHERE id = ? AND ${own}`, [
+    id,
+    ...ownBindings,
+  ]);
   return row;
 }
 
-// Reads one batch and counts its jobs per status; changes nothing.
-export async function getBatch(db: Knex, id: string): Promise<BatchRow | undefined> {
+// Reads one batch of `owner` and counts its jobs per status; changes nothing.
+export async function getBatch(db: Knex, id: string, owner: Owner): Promise<BatchRow | undefined> {
+  const [own, ownBindings] = ownedBy('b', owner);
   const res = await db.raw<{ rows: BatchRow[] }>(
-    `SELECT b.id, b.size, b.created_at,
+    `SELECT b.id, b.client_id, b.size, b.created_at,
        count(*) FILTER (WHERE j.status = 'pending')::int   AS pending,
        count(*) FILTER (WHERE j.status = 'running')::int   AS running,
        count(*) FILTER (WHERE j.status = 'succeeded')::int AS succeeded,
@@ -261,35 +290,44 @@ export async function getBatch(db: Knex, id: string): Promise<BatchRow | undefin
        max(j.finished_at) AS finished_at,
        max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq
      FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
-     WHERE b.id = ?
+     WHERE b.id = ? AND ${own}
      GROUP BY b.id`,
-    [id],
+    [id, ...ownBindings],
   );
   return res.rows[0];
 }
 
-// Reads up to `limit` items of a batch with batch_index > `afterIndex`, in submission order.
+// Reads up to `limit` items of one of `owner`'s batches with batch_index > `afterIndex`, in
+// submission order.
 export async function getBatchItems(
   db: Knex,
-  opts: { batchId: string; afterIndex: number; limit: number },
+  opts: { batchId: string; owner: Owner; afterIndex: number; limit: number },
 ): Promise<BatchItemRow[]> {
+  const [own, ownBindings] = ownedBy('jobs', opts.owner);
   const res = await db.raw<{ rows: BatchItemRow[] }>(
     `SELECT id, batch_index, status, transaction->>'reference' AS reference, result, error
-     FROM jobs WHERE batch_id = ? AND batch_index > ?
+     FROM jobs WHERE batch_id = ? AND batch_index > ? AND ${own}
      ORDER BY batch_index LIMIT ?`,
-    [opts.batchId, opts.afterIndex, opts.limit],
+    [opts.batchId, opts.afterIndex, ...ownBindings, opts.limit],
   );
   return res.rows;
 }
 
-// Reads up to `limit` jobs newest first (seq below `beforeSeq` when given), optionally only in
-// `statuses` and only of one batch; changes nothing.
+// Reads up to `limit` of `owner`'s jobs newest first (seq below `beforeSeq` when given),
+// optionally only in `statuses` and only of one batch; changes nothing.
 export function listJobs(
   db: Knex,
-  opts: { statuses?: readonly JobStatus[]; batchId?: string; beforeSeq?: string; limit: number },
+  opts: {
+    owner: Owner;
+    statuses?: readonly JobStatus[];
+    batchId?: string;
+    beforeSeq?: string;
+    limit: number;
+  },
 ): Promise<JobRow[]> {
-  const where: string[] = [];
-  const bindings: Knex.RawBinding[] = [];
+  const [own, ownBindings] = ownedBy('jobs', opts.owner);
+  const where: string[] = [own];
+  const bindings: Knex.RawBinding[] = [...ownBindings];
   if (opts.statuses) {
     where.push('status = ANY(?::text[])');
     bindings.push([...opts.statuses]);
@@ -302,7 +340,7 @@ export function listJobs(
     where.push('seq < ?::bigint');
     bindings.push(opts.beforeSeq);
   }
-  const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
+  const filter = `WHERE ${where.join(' AND ')}`;
   return rows(db, `SELECT ${COLUMNS} FROM jobs ${filter} ORDER BY seq DESC LIMIT ?`, [
     ...bindings,
     opts.limit,
@@ -328,17 +366,20 @@ export async function countActiveWorkers(db: Knex): Promise<number> {
   return res.rows[0]?.n ?? 0;
 }
 
-// Sets status=canceled and finished_at=now() on a pending or running job (clearing any lease,
-// so the running attempt's fenced writes change nothing) and NOTIFYs FINISHED_CHANNEL, which
-// tells the runner holding it to abort. Returns nothing when the job is missing or terminal.
+// Sets status=canceled and finished_at=now() on a pending or running job of `owner` (clearing
+// any lease, so the running attempt's fenced writes change nothing) and NOTIFYs
+// FINISHED_CHANNEL, which tells the runner holding it to abort. Returns nothing when the job is
+// missing, someone else's, or terminal.
 export async function cancelJob(
   db: Knex,
   id: string,
+  owner: Owner,
 ): Promise<{ row: JobRow; previousStatus: JobStatus } | undefined> {
+  const [own, ownBindings] = ownedBy('jobs', owner);
   const res = await db.raw<{ rows: (JobRow & { previous_status: JobStatus })[] }>(
     `WITH target AS (
        SELECT id, status FROM jobs
-       WHERE id = ? AND status IN ('pending', 'running')
+       WHERE id = ? AND status IN ('pending', 'running') AND ${own}
        FOR UPDATE
      ), canceled AS (
        UPDATE jobs SET status = 'canceled', finished_at = now(),
@@ -347,7 +388,7 @@ export async function cancelJob(
        RETURNING ${prefixed('jobs')}, target.status AS previous_status
      )
      SELECT canceled.*, pg_notify(?, ${FINISHED_PAYLOAD}) AS notified FROM canceled`,
-    [id, FINISHED_CHANNEL],
+    [id, ...ownBindings, FINISHED_CHANNEL],
   );
   const [found] = res.rows;
   if (!found) return undefined;
@@ -356,26 +397,73 @@ export async function cancelJob(
 }
 
 // Sets status=running, locked_by, locked_until=now()+lease, started_at=now(), attempts+1 for up to
-// `limit` due pending jobs, oldest first, skipping rows other claimers hold.
+// `limit` due pending jobs, skipping rows other claimers hold, and last_claimed_at=now() on the
+// clients served. Fair share: clients take turns, longest unserved first, each contributing its
+// oldest due job per turn; so one client's backlog of any size delays another client's first
+// job by at most one turn per client with due work.
 export function claimJobs(
   db: Knex,
   opts: { workerId: string; limit: number; leaseMs: number },
 ): Promise<JobRow[]> {
+  // Candidates beyond `limit` let concurrent claimers (other processes) skip each other's rows.
+  const window = opts.limit * 4;
   return rows(
     db,
-    `UPDATE jobs SET status = 'running', locked_by = ?,
-       locked_until = now() + make_interval(secs => ? / 1000.0),
-       started_at = now(), attempts = attempts + 1
-     WHERE id IN (
-       SELECT id FROM jobs
-       WHERE status = 'pending' AND run_after <= now()
-       ORDER BY run_after, seq
+    `WITH turns AS (
+       SELECT c.id, row_number() OVER (ORDER BY c.last_claimed_at NULLS FIRST, c.id) AS turn
+       FROM clients c
+       WHERE EXISTS (SELECT 1 FROM jobs j
+                     WHERE j.client_id = c.id AND j.status = 'pending' AND j.run_after <= now())
+       ORDER BY c.last_claimed_at NULLS FIRST, c.id
        LIMIT ?
-       FOR UPDATE SKIP LOCKED
+     ), candidates AS (
+       SELECT q.id, q.rank, t.turn
+       FROM turns t CROSS JOIN LATERAL (
+         SELECT id, row_number() OVER (ORDER BY run_after, seq) AS rank FROM (
+           SELECT id, run_after, seq FROM jobs
+           WHERE client_id = t.id AND status = 'pending' AND run_after <= now()
+           ORDER BY run_after, seq
+           LIMIT ?
+         ) oldest
+       ) q
+       ORDER BY q.rank, t.turn
+       LIMIT ?
+     ), picked AS (
+       SELECT j.id FROM jobs j JOIN candidates c ON c.id = j.id
+       WHERE j.status = 'pending' AND j.run_after <= now()
+       ORDER BY c.rank, c.turn
+       LIMIT ?
+       FOR UPDATE OF j SKIP LOCKED
+     ), claimed AS (
+       UPDATE jobs SET status = 'running', locked_by = ?,
+         locked_until = now() + make_interval(secs => ? / 1000.0),
+         started_at = now(), attempts = attempts + 1
+       FROM picked WHERE jobs.id = picked.id
+       RETURNING ${prefixed('jobs')}
+     ), served AS (
+       UPDATE clients SET last_claimed_at = clock_timestamp()
+       FROM (SELECT id FROM clients WHERE id IN (SELECT client_id FROM claimed)
+             ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) s
+       WHERE clients.id = s.id
      )
-     RETURNING ${COLUMNS}`,
-    [opts.workerId, opts.leaseMs, opts.limit],
+     SELECT * FROM claimed`,
+    [window, opts.limit, window, opts.limit, opts.workerId, opts.leaseMs],
   );
+}
+
+// Counts pending jobs (of one client, or all), stopping at `cap` (a bounded index scan).
+export async function countPending(
+  db: Knex,
+  opts: { clientId?: string; cap: number },
+): Promise<number> {
+  const [own, ownBindings] = ownedBy('jobs', opts.clientId ?? null);
+  const res = await db.raw<{ rows: { n: number }[] }>(
+    `SELECT count(*)::int AS n FROM (
+       SELECT 1 FROM jobs WHERE status = 'pending' AND ${own} LIMIT ?
+     ) counted`,
+    [...ownBindings, opts.cap],
+  );
+  return res.rows[0]?.n ?? 0;
 }
 
 // Extends locked_until to now()+lease for this worker's claims that still hold; returns their ids.

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
+import { ensureClient } from '../../src/auth/keys.js';
 import { createKnex, migrateLatest } from '../../src/db/knex.js';
 import * as store from '../../src/jobs/store.js';
 import { createLogger } from '../../src/log.js';
@@ -15,7 +16,7 @@ export function testDatabaseUrl(): string {
 export async function freshDatabase(poolMax = 10): Promise<Knex> {
   const db = createKnex(testDatabaseUrl(), poolMax, createLogger('warn'));
   await migrateLatest(db);
-  await db.raw('TRUNCATE jobs, batches');
+  await db.raw('TRUNCATE jobs, batches, api_keys, clients');
   return db;
 }
 
@@ -48,13 +49,23 @@ export async function eventually<T>(
   }
 }
 
-/** A pending job inserted straight into the table, as another process would (no local wake-up). */
-export function insertPending(
+/** The id of client `name`, created if needed. */
+export async function clientId(db: Knex, name = 'a'): Promise<string> {
+  return (await ensureClient(db, name)).id;
+}
+
+/**
+ * A pending job inserted straight into the table, as another process would (no local wake-up);
+ * it belongs to client "a" unless another client is named.
+ */
+export async function insertPending(
   db: Knex,
   description: string,
   maxAttempts = 3,
+  client = 'a',
 ): Promise<store.JobRow> {
+  const owner = await clientId(db, client);
   return store
-    .insertJob(db, { id: randomUUID(), transaction: tx(description), maxAttempts })
+    .insertJob(db, { id: randomUUID(), clientId: owner, transaction: tx(description), maxAttempts })
     .then((r) => r.row);
 }

@@ -1,7 +1,10 @@
 import type { Knex } from 'knex';
 import supertest from 'supertest';
+import { Authenticator } from '../../src/auth/authenticator.js';
+import { type IssuedKey, KEYS_REVOKED_CHANNEL, issueKey } from '../../src/auth/keys.js';
 import { createApp } from '../../src/http/app.js';
 import type { Heuristic } from '../../src/heuristic/types.js';
+import { Admission, type AdmissionOptions } from '../../src/jobs/admission.js';
 import { QueueEstimator } from '../../src/jobs/eta.js';
 import { JobEvents } from '../../src/jobs/events.js';
 import { PgNotifier } from '../../src/jobs/notifier.js';
@@ -18,7 +21,14 @@ export interface Harness {
   runner: Runner;
   events: JobEvents;
   app: ReturnType<typeof createApp>;
-  http: ReturnType<typeof supertest>;
+  /** Requests as client "a" (its key set on every request). */
+  http: supertest.Agent;
+  /** Requests without a key. */
+  anon: ReturnType<typeof supertest>;
+  /** Client "a": what `http` sends. */
+  key: IssuedKey;
+  /** Requests with another key. */
+  as(key: string): supertest.Agent;
   stop(): Promise<void>;
 }
 
@@ -30,13 +40,16 @@ export interface HarnessOptions {
   jobMaxAttempts?: number;
   /** Pool size of the app's and runner's knex. @defaultValue 10 */
   poolMax?: number;
+  /** Pending-job caps. @defaultValue 100000 per client, 1000000 overall */
+  quota?: Partial<AdmissionOptions>;
 }
 
 /**
  * The app and a runner in this process on a clean test database, with fast test settings; the
  * poll is an hour so that anything that happens quickly happened through a wake-up. "Job
- * finished" NOTIFYs reach long-poll waiters and the runner as in the service; the "pending"
- * channel is not listened to, so only local submits wake the runner.
+ * finished" NOTIFYs reach long-poll waiters and the runner, and key revocations the key cache,
+ * as in the service; the "pending" channel is not listened to, so only local submits wake the
+ * runner. Client "a" and its key are made here.
  */
 export async function startHarness(opts: HarnessOptions): Promise<Harness> {
   const db = await freshDatabase(opts.poolMax);
@@ -67,6 +80,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
     ...opts.runner,
   });
   busySlots = () => runner.busySlots;
+  const auth = new Authenticator(db);
   const notifier = new PgNotifier({
     connectionString: testDatabaseUrl(),
     channels: {
@@ -74,17 +88,25 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
         events.publishFinished(payload);
         runner.onJobFinished(payload.split(' ')[0] ?? '');
       },
+      [KEYS_REVOKED_CHANNEL]: (keyId) => auth.forget(keyId),
     },
     onReconnect: () => events.wakeAll(),
     log,
   });
   await notifier.start();
   if (opts.startRunner ?? true) runner.start();
+  const estimator = new QueueEstimator(db, stats, 4);
   const app = createApp({
     db,
     log,
+    auth,
+    admission: new Admission(db, estimator, {
+      clientMaxPending: 100_000,
+      maxPending: 1_000_000,
+      ...opts.quota,
+    }),
     events,
-    estimator: new QueueEstimator(db, stats, 4),
+    estimator,
     maxBodyBytes: 16 * 1024,
     maxBatchBodyBytes: 1024 * 1024,
     jobMaxAttempts: opts.jobMaxAttempts ?? 3,
@@ -92,12 +114,18 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
     isDraining: () => false,
     metrics,
   });
+  const key = await issueKey(db, 'a');
+  const callback = app.callback();
+  const as = (apiKey: string) => supertest.agent(callback).set('Authorization', `Bearer ${apiKey}`);
   return {
     db,
     runner,
     events,
     app,
-    http: supertest(app.callback()),
+    http: as(key.key),
+    anon: supertest(callback),
+    key,
+    as,
     async stop() {
       events.close();
       await runner.stop(0);

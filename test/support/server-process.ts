@@ -16,6 +16,8 @@ export class ServerProcess {
   readonly logs: LogLine[] = [];
   stderr = '';
   url = '';
+  /** Sent with `post` and `get` when set. */
+  apiKey = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   private constructor(readonly child: ChildProcess) {
@@ -81,9 +83,17 @@ export class ServerProcess {
   async post(pathname: string, body: unknown): Promise<Response> {
     return fetch(this.url + pathname, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...this.auth() },
       body: JSON.stringify(body),
     });
+  }
+
+  async get(pathname: string): Promise<Response> {
+    return fetch(this.url + pathname, { headers: this.auth() });
+  }
+
+  private auth(): Record<string, string> {
+    return this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {};
   }
 
   /** Sends `signal` and resolves with the exit status. */

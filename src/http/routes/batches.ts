@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Knex } from 'knex';
+import type { Authenticator } from '../../auth/authenticator.js';
+import type { Admission } from '../../jobs/admission.js';
 import type { QueueEstimator } from '../../jobs/eta.js';
 import { type JobEvents, batchTopic } from '../../jobs/events.js';
 import { type BatchRow, getBatch, getBatchItems, insertBatch } from '../../jobs/store.js';
 import type { Metrics } from '../../metrics.js';
 import { checkReplay, idempotencyOf } from '../idempotency.js';
-import { requireJson } from '../middleware.js';
+import { authenticate, clientOf, requireJson } from '../middleware.js';
 import { notFound } from '../problem.js';
 import { type ResourceKind, answerGet, answerSubmit } from '../respond.js';
 import { invalidCursor, parseBatch, parsePageQuery, parseWaitQuery } from '../validation.js';
@@ -22,6 +24,8 @@ import { UUID, jsonBody } from './jobs.js';
 
 export interface BatchRoutesDeps {
   db: Knex;
+  auth: Authenticator;
+  admission: Admission;
   events: JobEvents;
   estimator: QueueEstimator;
   maxBatchBodyBytes: number;
@@ -33,10 +37,13 @@ export interface BatchRoutesDeps {
 export function batchRoutes(deps: BatchRoutesDeps): Router {
   const router = new Router();
 
-  const batchKind = (id: string): ResourceKind<BatchRow, BatchResource> => ({
+  const auth = authenticate(deps.auth);
+  // Another client's batch is "not found", exactly like a batch that does not exist.
+  const batchKind = (id: string, owner: string): ResourceKind<BatchRow, BatchResource> => ({
     events: deps.events,
     topic: batchTopic(id),
-    load: () => (UUID.test(id) ? getBatch(deps.db, id.toLowerCase()) : Promise.resolve(undefined)),
+    load: () =>
+      UUID.test(id) ? getBatch(deps.db, id.toLowerCase(), owner) : Promise.resolve(undefined),
     view: batchResource,
     isFinal: batchDone,
     retryAfter: (row) => deps.estimator.forBatch(row),
@@ -47,22 +54,33 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
   // committed, with the job ids in submission order.
   router.post(
     '/normalize_merchant/batch',
+    auth,
     requireJson,
     jsonBody(deps.maxBatchBodyBytes),
     async (ctx) => {
+      const client = clientOf(ctx);
       const { transactions } = parseBatch(ctx.request.body);
       const idempotency = idempotencyOf(ctx, { transactions });
+      const n = transactions.length;
+      await deps.admission.admit(client.id, n);
       const inserted = await insertBatch(deps.db, {
         id: randomUUID(),
+        clientId: client.id,
         transactions,
         maxAttempts: deps.jobMaxAttempts,
         idempotency,
+      }).catch((err: unknown) => {
+        deps.admission.release(client.id, n);
+        throw err;
       });
       if (inserted.created) {
         deps.onJobSubmitted();
-        deps.metrics?.jobsSubmitted.inc({ via: 'batch' }, inserted.jobIds.length);
-      } else if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');
-      const kind = batchKind(inserted.id);
+        deps.metrics?.jobsSubmitted.inc({ via: 'batch' }, n);
+      } else {
+        deps.admission.release(client.id, n);
+        if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');
+      }
+      const kind = batchKind(inserted.id, client.id);
       // A new batch is known from its insert; only a replay needs reading.
       const row = inserted.row ?? (await kind.load());
       if (!row) throw missing(inserted.id)(); // purged the same instant: nothing to show
@@ -75,22 +93,24 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
 
   // Counts per status, done, progress; `?wait=N` long-polls until done (or, with
   // If-None-Match, until anything changed).
-  router.get('/batches/:id', async (ctx) => {
+  router.get('/batches/:id', auth, async (ctx) => {
     const { wait = 0 } = parseWaitQuery(ctx.query);
     const id = ctx.params.id ?? '';
-    await answerGet(ctx, batchKind(id), wait, missing(id));
+    await answerGet(ctx, batchKind(id, clientOf(ctx).id), wait, missing(id));
   });
 
   // One item per transaction in submission order, cursor-paginated.
-  router.get('/batches/:id/results', async (ctx) => {
+  router.get('/batches/:id/results', auth, async (ctx) => {
     const { limit, cursor } = parsePageQuery(ctx.query);
     const afterIndex = cursor === undefined ? '-1' : cursors.decode('index', cursor);
     if (afterIndex === undefined) throw invalidCursor();
     const id = ctx.params.id ?? '';
-    const batch = await batchKind(id).load();
+    const owner = clientOf(ctx).id;
+    const batch = await batchKind(id, owner).load();
     if (!batch) throw missing(id)();
     const rows = await getBatchItems(deps.db, {
       batchId: batch.id,
+      owner,
       afterIndex: Number(afterIndex),
       limit: limit + 1,
     });

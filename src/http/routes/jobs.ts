@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import { koaBody } from 'koa-body';
 import type { Knex } from 'knex';
+import type { Authenticator } from '../../auth/authenticator.js';
+import type { Admission } from '../../jobs/admission.js';
 import type { QueueEstimator } from '../../jobs/eta.js';
 import { type JobEvents, jobTopic } from '../../jobs/events.js';
 import {
@@ -15,7 +17,7 @@ import {
 } from '../../jobs/store.js';
 import type { Metrics } from '../../metrics.js';
 import { checkReplay, idempotencyOf } from '../idempotency.js';
-import { requireJson } from '../middleware.js';
+import { authenticate, clientOf, requireJson } from '../middleware.js';
 import { HttpProblem, PROBLEM_TYPES, notFound } from '../problem.js';
 import { type ResourceKind, answerGet, answerSubmit } from '../respond.js';
 import {
@@ -28,6 +30,8 @@ import { type JobResource, cursors, jobLocation, jobResource } from '../views.js
 
 export interface JobRoutesDeps {
   db: Knex;
+  auth: Authenticator;
+  admission: Admission;
   events: JobEvents;
   estimator: QueueEstimator;
   maxBodyBytes: number;
@@ -56,10 +60,13 @@ export function jsonBody(limitBytes: number) {
 export function jobRoutes(deps: JobRoutesDeps): Router {
   const router = new Router();
 
-  const jobKind = (id: string): ResourceKind<JobRow, JobResource> => ({
+  const auth = authenticate(deps.auth);
+  // Another client's job is "not found", exactly like a job that does not exist.
+  const jobKind = (id: string, owner: string): ResourceKind<JobRow, JobResource> => ({
     events: deps.events,
     topic: jobTopic(id),
-    load: () => (UUID.test(id) ? getJob(deps.db, id.toLowerCase()) : Promise.resolve(undefined)),
+    load: () =>
+      UUID.test(id) ? getJob(deps.db, id.toLowerCase(), owner) : Promise.resolve(undefined),
     view: jobResource,
     isFinal: (row) => isTerminal(row.status),
     retryAfter: (row) => deps.estimator.forJob(row),
@@ -67,28 +74,44 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
   const missing = (id: string) => () => notFound(`No job with id "${id}".`);
 
   // Accept one transaction: 202 once its pending job row is committed.
-  router.post('/normalize_merchant', requireJson, jsonBody(deps.maxBodyBytes), async (ctx) => {
-    const transaction = parseTransaction(ctx.request.body);
-    const idempotency = idempotencyOf(ctx, transaction);
-    const { row, created, requestHash } = await insertJob(deps.db, {
-      id: randomUUID(),
-      transaction,
-      maxAttempts: deps.jobMaxAttempts,
-      idempotency,
-    });
-    if (created) {
-      deps.onJobSubmitted();
-      deps.metrics?.jobsSubmitted.inc({ via: 'single' });
-    } else if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
-    await answerSubmit(ctx, jobKind(row.id), row, jobLocation(row.id));
-  });
+  router.post(
+    '/normalize_merchant',
+    auth,
+    requireJson,
+    jsonBody(deps.maxBodyBytes),
+    async (ctx) => {
+      const client = clientOf(ctx);
+      const transaction = parseTransaction(ctx.request.body);
+      const idempotency = idempotencyOf(ctx, transaction);
+      await deps.admission.admit(client.id, 1);
+      const { row, created, requestHash } = await insertJob(deps.db, {
+        id: randomUUID(),
+        clientId: client.id,
+        transaction,
+        maxAttempts: deps.jobMaxAttempts,
+        idempotency,
+      }).catch((err: unknown) => {
+        deps.admission.release(client.id, 1);
+        throw err;
+      });
+      if (created) {
+        deps.onJobSubmitted();
+        deps.metrics?.jobsSubmitted.inc({ via: 'single' });
+      } else {
+        deps.admission.release(client.id, 1);
+        if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
+      }
+      await answerSubmit(ctx, jobKind(row.id, client.id), row, jobLocation(row.id));
+    },
+  );
 
   // The caller's jobs, newest first, cursor-paginated; filters: status (comma list), batch.
-  router.get('/jobs', async (ctx) => {
+  router.get('/jobs', auth, async (ctx) => {
     const query = parseListJobsQuery(ctx.query);
     const beforeSeq = query.cursor === undefined ? undefined : cursors.decode('seq', query.cursor);
     if (query.cursor !== undefined && beforeSeq === undefined) throw invalidCursor();
     const rows = await listJobs(deps.db, {
+      owner: clientOf(ctx).id,
       statuses: query.status?.split(',') as JobStatus[] | undefined,
       batchId: query.batch?.toLowerCase(),
       beforeSeq,
@@ -109,19 +132,22 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
   });
 
   // One job; `?wait=N` long-polls until it is finished; ETag / If-None-Match -> 304.
-  router.get('/jobs/:id', async (ctx) => {
+  router.get('/jobs/:id', auth, async (ctx) => {
     const { wait = 0 } = parseWaitQuery(ctx.query);
     const id = ctx.params.id ?? '';
-    await answerGet(ctx, jobKind(id), wait, missing(id));
+    await answerGet(ctx, jobKind(id, clientOf(ctx).id), wait, missing(id));
   });
 
   // Cancel: pending -> canceled at once; running -> canceled, and the runner holding it aborts
   // the attempt (its result is discarded); finished -> 409.
-  router.delete('/jobs/:id', async (ctx) => {
+  router.delete('/jobs/:id', auth, async (ctx) => {
     const id = ctx.params.id ?? '';
-    const kind = jobKind(id);
-    const canceled = UUID.test(id) ? await cancelJob(deps.db, id.toLowerCase()) : undefined;
+    const owner = clientOf(ctx).id;
+    const kind = jobKind(id, owner);
+    const canceled = UUID.test(id) ? await cancelJob(deps.db, id.toLowerCase(), owner) : undefined;
     if (canceled) {
+      // A canceled pending job no longer counts against the client's cap.
+      if (canceled.previousStatus === 'pending') deps.admission.release(owner, 1);
       deps.metrics?.jobsFinished.inc({ outcome: 'canceled' });
       ctx.set('Cache-Control', 'no-store');
       ctx.body = jobResource(canceled.row);

@@ -1,0 +1,125 @@
+/**
+ * Backpressure on submits: a cap on each client's pending jobs (429) and on all pending jobs
+ * (503), both with Retry-After.
+ *
+ * Counting pending jobs on every submit would cost a scan as long as the queue. Instead each
+ * process keeps the counts it last read (a bounded index count, at most every `refreshMs`) and
+ * adds what it admits itself; before refusing it counts again, so a client whose jobs started
+ * is let in at once. Within one process this is exact up to the submits in flight while a count
+ * is read; with several processes, a cap can be overshot by what the others admit within one
+ * refresh interval. A cap is a guard rail, not an invoice.
+ */
+import type { Knex } from 'knex';
+import { HttpProblem, PROBLEM_TYPES } from '../http/problem.js';
+import type { QueueEstimator } from './eta.js';
+import { countPending } from './store.js';
+
+export interface AdmissionOptions {
+  /** Pending jobs one client may have. */
+  clientMaxPending: number;
+  /** Pending jobs of all clients together. */
+  maxPending: number;
+  /** How long a count is trusted. @defaultValue 1000 */
+  refreshMs?: number;
+}
+
+/** Before refusing, a count older than this is read again. */
+const RECHECK_MS = 100;
+const MAX_TRACKED_CLIENTS = 10_000;
+
+interface Count {
+  value: number;
+  at: number;
+  reading?: Promise<void>;
+}
+
+export class Admission {
+  private readonly refreshMs: number;
+  private readonly global: Count = { value: 0, at: 0 };
+  private readonly clients = new Map<string, Count>();
+
+  constructor(
+    private readonly db: Knex,
+    private readonly estimator: QueueEstimator,
+    private readonly opts: AdmissionOptions,
+  ) {
+    this.refreshMs = opts.refreshMs ?? 1000;
+  }
+
+  /**
+   * Admits `n` new pending jobs for `clientId`, or throws 429 (the client's cap) or 503 (the
+   * global cap). Call `release` if the admitted jobs were not inserted after all.
+   */
+  async admit(clientId: string, n: number): Promise<void> {
+    let client = this.clients.get(clientId);
+    if (!client) {
+      if (this.clients.size >= MAX_TRACKED_CLIENTS) this.clients.clear();
+      client = { value: 0, at: 0 };
+      this.clients.set(clientId, client);
+    }
+    const globalCap = this.opts.maxPending;
+    const clientCap = this.opts.clientMaxPending;
+    const readGlobal = () => countPending(this.db, { cap: globalCap + 1 });
+    const readClient = () => countPending(this.db, { clientId, cap: clientCap + 1 });
+    await Promise.all([
+      this.fresh(this.global, readGlobal, n, globalCap),
+      this.fresh(client, readClient, n, clientCap),
+    ]);
+    if (this.global.value + n > globalCap) {
+      throw await this.refusal(503, this.global.value + n - globalCap, n, globalCap);
+    }
+    if (client.value + n > clientCap) {
+      throw await this.refusal(429, client.value + n - clientCap, n, clientCap);
+    }
+    this.global.value += n;
+    client.value += n;
+  }
+
+  /** Gives back an admission that inserted nothing (an idempotent replay). */
+  release(clientId: string, n: number): void {
+    this.global.value = Math.max(0, this.global.value - n);
+    const client = this.clients.get(clientId);
+    if (client) client.value = Math.max(0, client.value - n);
+  }
+
+  /** Reads `count` again when it is stale, or when it would refuse and is not brand new. */
+  private async fresh(count: Count, read: () => Promise<number>, n: number, cap: number) {
+    const age = Date.now() - count.at;
+    if (age < this.refreshMs && (count.value + n <= cap || age < RECHECK_MS)) return;
+    // One read at a time per count; requests arriving meanwhile share it.
+    count.reading ??= read()
+      .then((value) => {
+        count.value = value;
+        count.at = Date.now();
+      })
+      .finally(() => (count.reading = undefined));
+    await count.reading;
+  }
+
+  private async refusal(status: 429 | 503, excess: number, n: number, cap: number) {
+    const seconds = await this.estimator.forBacklog(excess);
+    const headers = { 'Retry-After': String(seconds) };
+    const jobs = n === 1 ? 'a job' : `${n} jobs`;
+    if (status === 429) {
+      return new HttpProblem(
+        429,
+        PROBLEM_TYPES.quotaExceeded,
+        'Too Many Pending Jobs',
+        `Accepting ${jobs} would exceed your limit of ${cap} pending jobs; nothing was stored. ` +
+          'Retry after Retry-After seconds, when some have started.',
+        undefined,
+        headers,
+        { limit: cap },
+      );
+    }
+    return new HttpProblem(
+      503,
+      PROBLEM_TYPES.queueFull,
+      'Queue Full',
+      `The service holds its maximum of ${cap} pending jobs; nothing was stored. ` +
+        'Retry after Retry-After seconds.',
+      undefined,
+      headers,
+    );
+  }
+}
