@@ -98,9 +98,37 @@ describe('createMockHeuristic()', () => {
     expect(err).to.be.instanceOf(InjectedFailure);
   });
 
-  it('keys a transaction by its normalised descriptor', () => {
+  describe('key(tx)', () => {
     const heuristic = createMockHeuristic({ delayMs: { min: 0, max: 0 }, failureRate: 0 });
-    expect(heuristic.key(tx('  Payment  Netflix april*** '))).to.equal('PAYMENT NETFLIX APRIL***');
-    expect(heuristic.version).to.be.a('string').and.not.be.empty;
+    const key = (description: string) => heuristic.key(tx(description));
+
+    it('folds away store numbers, phone numbers, reference codes, case and spacing', () => {
+      const variants = [
+        ['COSTCO WHSE #7740 SAN FRANCISCO CA', 'costco  whse #0012 Seattle WA'],
+        ['PAYPAL *SPOTIFY 853-536-8723 CA', 'PayPal *Spotify 800-555-0101'],
+        ['AMZN Mktp US*M89E8FS8H5', 'AMAZON.COM*YASCCW AMZN.COM/BILL WA'],
+        ['Payment Netflix APRIL***', 'NETFLIX.COM LOS GATOS CA'],
+        ['GRUBHUB*4YTYBW9P 837-512-4671', 'GRUBHUB*77QX2ZP1 415-000-0000'],
+        ['SQ *BLUE BOTTLE COFFEE DENVER CO', 'SQ* Blue  Bottle Coffee 1234 OAKLAND CA'],
+      ];
+      for (const [a, b] of variants) expect(key(a ?? ''), `${a} ~ ${b}`).to.equal(key(b ?? ''));
+      expect(key('NETFLIX.COM')).not.to.equal(key('SPOTIFY USA'));
+      expect(heuristic.version).to.be.a('string').and.not.be.empty;
+    });
+
+    it('gives one key per answer on transactions-2k.csv: equal keys never mean different merchants', () => {
+      const rows = fs.readFileSync(SAMPLE, 'utf8').trim().split('\n').slice(1);
+      const descriptions = rows.map((r) => r.slice(11, r.lastIndexOf(',')).replace(/^"|"$/g, ''));
+      const answerOf = new Map<string, string | null>();
+      for (const d of descriptions) {
+        const k = key(d) ?? '';
+        const answer = recogniseMerchant(d);
+        if (answerOf.has(k)) expect(answerOf.get(k), `${d} (key ${k})`).to.equal(answer);
+        answerOf.set(k, answer);
+      }
+      const distinctAnswers = new Set(descriptions.map(recogniseMerchant)).size;
+      expect(answerOf.size, 'distinct keys').to.equal(distinctAnswers);
+      expect(answerOf.size).to.be.below(descriptions.length / 5);
+    });
   });
 });

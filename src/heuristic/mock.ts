@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DelayRange } from '../config.js';
-import { normaliseDescriptor, recogniseMerchant } from './recognise.js';
+import { merchantSignature, recogniseMerchant } from './recognise.js';
 import type { Heuristic } from './types.js';
 
 export interface MockHeuristicOptions {
@@ -27,8 +27,9 @@ export function createMockHeuristic(opts: MockHeuristicOptions): Heuristic {
   const random = opts.random ?? Math.random;
   const { min, max } = opts.delayMs;
   return {
-    version: 'mock-1',
-    key: (tx) => normaliseDescriptor(tx.description),
+    version: 'mock-2',
+    // The recogniser's signature: exactly what its answer depends on (see merchantSignature).
+    key: (tx) => merchantSignature(tx.description),
     async match(tx, signal) {
       const delay = min + Math.round(random() * (max - min));
       if (delay > 0) await sleep(delay, undefined, { signal });

@@ -11,14 +11,33 @@ export function normaliseDescriptor(description: string): string {
  * processor ("SQ *THAI PALACE") is cleaned up and title-cased.
  */
 export function recogniseMerchant(description: string): string | null {
+  return analyse(description).name;
+}
+
+/**
+ * What the recogniser's answer depends on, and nothing else: the catalogue entry that matched,
+ * or the name words left behind a processor prefix, or the processor's fallback. Store numbers,
+ * phone numbers, reference codes, case and spacing fall away, so one merchant's varying
+ * descriptors share a signature; two descriptors with one signature always get one answer.
+ */
+export function merchantSignature(description: string): string {
+  return analyse(description).signature;
+}
+
+function analyse(description: string): { name: string | null; signature: string } {
   const text = normaliseDescriptor(description);
   for (const processor of PROCESSORS) {
     const prefix = processor.prefix.exec(text);
     if (!prefix) continue;
     const rest = text.slice(prefix[0].length);
-    return lookup(rest) ?? displayName(rest) ?? processor.fallback;
+    const found = lookup(rest);
+    if (found) return { name: found, signature: `entry:${found}` };
+    const display = displayName(rest);
+    if (display) return { name: display, signature: `name:${display}` };
+    return { name: processor.fallback, signature: `fallback:${processor.fallback ?? ''}` };
   }
-  return lookup(text);
+  const found = lookup(text);
+  return { name: found, signature: found ? `entry:${found}` : 'none' };
 }
 
 function lookup(text: string): string | null {
