@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import * as createJobs from './migrations/0001_create_jobs.js';
 import * as batchesIdempotency from './migrations/0002_batches_idempotency.js';
 import * as clients from './migrations/0003_clients.js';
+import * as resultCache from './migrations/0004_result_cache.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -17,6 +18,7 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0001_create_jobs', createJobs],
   ['0002_batches_idempotency', batchesIdempotency],
   ['0003_clients', clients],
+  ['0004_result_cache', resultCache],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

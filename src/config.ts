@@ -59,6 +59,11 @@ export interface Config {
   clientMaxPending: number;
   /** Pending jobs of all clients together; a submit beyond it gets 503. @defaultValue 1000000 */
   maxPendingJobs: number;
+  /**
+   * How long a computed answer stays in the result cache; 0 turns the cache and single-flight
+   * off (every job calls the heuristic). @defaultValue 7 days
+   */
+  resultCacheTtlMs: number;
   /** pino level. @defaultValue info */
   logLevel: LogLevel;
 }
@@ -169,6 +174,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxBatchBodyBytes: int('MAX_BATCH_BODY_BYTES', 2 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     clientMaxPending: int('CLIENT_MAX_PENDING', 100_000, 1, 100_000_000),
     maxPendingJobs: int('MAX_PENDING_JOBS', 1_000_000, 1, 1_000_000_000),
+    resultCacheTtlMs: int('RESULT_CACHE_TTL_MS', 7 * DAY, 0, 3650 * DAY),
     logLevel,
   };
 

@@ -7,7 +7,20 @@ import type { Knex } from 'knex';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export type AttemptOutcome =
-  'succeeded' | 'retry' | 'failed' | 'canceled' | 'lease_lost' | 'released' | 'discarded';
+  | 'succeeded'
+  | 'retry'
+  | 'failed'
+  | 'canceled'
+  | 'lease_lost'
+  | 'released'
+  | 'discarded'
+  /** Answered from the result cache when claimed: no heuristic call. */
+  | 'cached'
+  /** Another job was computing the same key: handed back to be completed by it. */
+  | 'coalesced';
+
+/** How a job got its answer without its own heuristic call. */
+export type CacheVia = 'submit' | 'claim' | 'shared';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -16,6 +29,7 @@ export class Metrics {
   readonly attempts: Counter<'outcome'>;
   readonly heuristicSeconds: Histogram;
   readonly httpSeconds: Histogram<'method' | 'route' | 'status'>;
+  readonly cacheHits: Counter<'via'>;
 
   constructor(sources: {
     db: Knex;
@@ -56,6 +70,14 @@ export class Metrics {
       help: 'HTTP request duration by method, route template and status (long-polls included).',
       labelNames: ['method', 'route', 'status'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 60],
+      registers,
+    });
+    this.cacheHits = new Counter({
+      name: 'merchant_result_cache_hits_total',
+      help:
+        'Jobs answered without their own heuristic call: from the result cache at submit or ' +
+        'at claim, or shared from another job computing the same key (single-flight).',
+      labelNames: ['via'],
       registers,
     });
     new Gauge({
@@ -100,9 +122,19 @@ export class Metrics {
   /** One heuristic attempt recorded by the runner. */
   attempt(outcome: AttemptOutcome, durationMs: number): void {
     this.attempts.inc({ outcome });
-    if (outcome !== 'released' && outcome !== 'lease_lost') {
-      this.heuristicSeconds.observe(durationMs / 1000);
-    }
+    const heuristicRan = !['released', 'lease_lost', 'cached', 'coalesced'].includes(outcome);
+    if (heuristicRan) this.heuristicSeconds.observe(durationMs / 1000);
     if (outcome === 'succeeded' || outcome === 'failed') this.jobsFinished.inc({ outcome });
+    if (outcome === 'cached') {
+      this.jobsFinished.inc({ outcome: 'succeeded' });
+      this.cacheHits.inc({ via: 'claim' });
+    }
+  }
+
+  /** `n` jobs answered by another job's heuristic call (single-flight) or at submit. */
+  answeredWithoutCall(via: 'submit' | 'shared', n: number): void {
+    if (n <= 0) return;
+    this.cacheHits.inc({ via }, n);
+    if (via === 'shared') this.jobsFinished.inc({ outcome: 'succeeded' }, n);
   }
 }

@@ -12,7 +12,7 @@ import type { Config } from './config.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
 import { createKnex, migrateLatest } from './db/knex.js';
 import { createMockHeuristic } from './heuristic/mock.js';
-import type { Heuristic } from './heuristic/types.js';
+import { type Heuristic, cacheKeyOf } from './heuristic/types.js';
 import { createApp } from './http/app.js';
 import { Admission } from './jobs/admission.js';
 import { QueueEstimator } from './jobs/eta.js';
@@ -104,6 +104,7 @@ export async function startService(
       pollMs: config.runnerPollMs,
       retentionMs: config.jobRetentionMs,
       purgeIntervalMs: config.purgeIntervalMs,
+      cacheTtlMs: config.resultCacheTtlMs,
     });
     const wake = runner.wake.bind(runner);
     const jobRunner = runner;
@@ -142,6 +143,7 @@ export async function startService(
       maxBodyBytes: config.maxBodyBytes,
       maxBatchBodyBytes: config.maxBatchBodyBytes,
       jobMaxAttempts: config.jobMaxAttempts,
+      cacheKey: (tx) => (config.resultCacheTtlMs > 0 ? cacheKeyOf(heuristic, tx) : null),
       onJobSubmitted: wake,
       isDraining: () => draining,
       metrics,

@@ -72,11 +72,12 @@ describe('CLI (merchant-normalizer)', function () {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  const startServer = async (delay: string) => {
+  const startServer = async (delay: string, env: Record<string, string> = {}) => {
     server = ServerProcess.spawn({
       DATABASE_URL: testDatabaseUrl(),
       HEURISTIC_DELAY_MS: delay,
       RUNNER_CONCURRENCY: '16',
+      ...env,
     });
     const listening = await server.waitForLog((l) => l.msg === 'listening', 30_000);
     apiKey = (await issueKey(db, 'a')).key;
@@ -118,8 +119,9 @@ describe('CLI (merchant-normalizer)', function () {
   });
 
   it('resumes an interrupted run without submitting anything twice', async () => {
-    // ~2000 x 75 ms / 16 slots: about 10 s of work, long enough to interrupt the wait.
-    const url = await startServer('50-100');
+    // ~2000 x 75 ms / 16 slots: about 10 s of work, long enough to interrupt the wait (with
+    // the result cache off: it would answer most rows at once).
+    const url = await startServer('50-100', { RESULT_CACHE_TTL_MS: '0' });
     const out = path.join(dir, 'results.jsonl');
     const args = ['submit', SAMPLE, '--out', out, '--batch-size', '250'];
     const first = cli(args, url);

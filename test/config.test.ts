@@ -18,6 +18,7 @@ describe('loadConfig(env)', () => {
       shutdownGraceMs: 20_000,
       clientMaxPending: 100_000,
       maxPendingJobs: 1_000_000,
+      resultCacheTtlMs: 7 * 24 * 3_600_000,
       logLevel: 'info',
     });
     expect(config.heuristicDelayMs).to.deep.equal({ min: 1000, max: 30_000 });

@@ -33,7 +33,12 @@ describe('server process (src/main.ts)', function () {
   });
 
   async function start(env: Record<string, string>) {
-    const server = await ServerProcess.start({ DATABASE_URL: testDatabaseUrl(), ...env });
+    // These tests follow every job through its own attempts: no result cache or single-flight.
+    const server = await ServerProcess.start({
+      DATABASE_URL: testDatabaseUrl(),
+      RESULT_CACHE_TTL_MS: '0',
+      ...env,
+    });
     servers.push(server);
     server.apiKey = (await issueKey(db, 'a')).key;
     return server;
@@ -159,6 +164,35 @@ describe('server process (src/main.ts)', function () {
     } finally {
       await fs.rm(dataDir, { recursive: true, force: true });
     }
+  });
+
+  it('runs the heuristic once for one key submitted to two processes at once (single-flight)', async () => {
+    const env = {
+      HEURISTIC_DELAY_MS: '1500',
+      RESULT_CACHE_TTL_MS: '60000',
+      RUNNER_CONCURRENCY: '4',
+    };
+    const [a, b] = await Promise.all([start(env), start(env)]);
+    // Variants of one merchant's descriptor: the mock gives them one key.
+    const ids = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const res = await (i % 2 ? a : b).post('/normalize_merchant', {
+          date: '2026-04-03',
+          description: `NETFLIX.COM ${1000 + i} Los Gatos CA`,
+          amount: i,
+        });
+        expect(res.status).to.equal(202);
+        return ((await res.json()) as { id: string }).id;
+      }),
+    );
+    await eventually(allSucceeded(12), 20_000, 'all 12 jobs');
+    const ran = [...a.logs, ...b.logs].filter(
+      (l) => l.msg === 'job attempt' && l.outcome === 'succeeded',
+    );
+    expect(ran, 'heuristic runs').to.have.length(1);
+    const rows = await db('jobs').whereIn('id', ids).select('attempts', 'result');
+    expect(rows.map((r) => r.attempts).sort()).to.deep.equal([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    for (const row of rows) expect(row.result).to.deep.equal({ merchant: { name: 'Netflix' } });
   });
 
   it('refuses to start on a bad config value, naming the variable', async () => {

@@ -62,6 +62,7 @@ describe('POST /normalize_merchant with the database down', () => {
       maxBodyBytes: 16 * 1024,
       maxBatchBodyBytes: 1024 * 1024,
       jobMaxAttempts: 3,
+      cacheKey: () => null,
       onJobSubmitted: () => undefined,
       isDraining: () => false,
     });

@@ -34,3 +34,9 @@ export interface Heuristic {
   /** The merchant, or `null` when none is recognised (a successful answer, not a failure). */
   match(tx: Transaction, signal: AbortSignal): Promise<Merchant | null>;
 }
+
+/** The result-cache key of `tx`: "version:key", or null when the heuristic says not to cache. */
+export function cacheKeyOf(heuristic: Pick<Heuristic, 'version' | 'key'>, tx: Transaction) {
+  const key = heuristic.key(tx);
+  return key === null ? null : `${heuristic.version}:${key}`;
+}

@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import type { Knex } from 'knex';
 import type { Authenticator } from '../auth/authenticator.js';
+import type { Transaction } from '../heuristic/types.js';
 import type { Admission } from '../jobs/admission.js';
 import type { QueueEstimator } from '../jobs/eta.js';
 import type { JobEvents } from '../jobs/events.js';
@@ -26,6 +27,8 @@ export interface AppDeps {
   maxBodyBytes: number;
   maxBatchBodyBytes: number;
   jobMaxAttempts: number;
+  /** The result-cache key of a transaction ("version:key"), or null: not cacheable. */
+  cacheKey: (tx: Transaction) => string | null;
   onJobSubmitted: () => void;
   isDraining: () => boolean;
   /** Prometheus metrics; without them there is no /metrics route. */

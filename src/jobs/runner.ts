@@ -50,9 +50,12 @@ export interface RunnerOptions {
   /** Identifies this runner in `locked_by`. @defaultValue host:pid:random */
   workerId?: string;
   random?: () => number;
+  /** How long a computed answer stays in the result cache; 0 stores nothing. @defaultValue 0 */
+  cacheTtlMs?: number;
   /** Told about every attempt's outcome and each job the reaper failed. */
   metrics?: {
     attempt(outcome: AttemptOutcome, durationMs: number): void;
+    answeredWithoutCall(via: 'shared', n: number): void;
     jobsFinished: { inc(labels: { outcome: string }, value?: number): void };
   };
 }
@@ -68,7 +71,8 @@ interface Attempt {
   markDone: () => void;
 }
 
-type Outcome = { merchant: Merchant | null } | { error: Error };
+type Outcome =
+  { merchant: Merchant | null; cached?: true } | { error: Error } | { coalesced: true };
 
 const REAP_BATCH = 1000;
 const PURGE_BATCH = 1000;
@@ -272,6 +276,16 @@ export class Runner {
       this.opts.timeoutMs,
     );
     const startedAt = performance.now();
+    const flight = await this.beginFlight(job);
+    if (flight.role !== 'leader') {
+      clearTimeout(timer);
+      const outcome: Outcome =
+        flight.role === 'cached'
+          ? { merchant: flight.merchant, cached: true }
+          : { coalesced: true };
+      await this.record(attempt, outcome, performance.now() - startedAt);
+      return;
+    }
     // Canceled while it waited for a slot: the heuristic is not called at all.
     const call = Promise.resolve().then(() => {
       signal.throwIfAborted();
@@ -291,6 +305,24 @@ export class Runner {
     await call.catch(() => undefined);
   }
 
+  /**
+   * Single-flight: a job with a cache key takes the cached answer, or becomes the key's leader,
+   * or (another job computes the key right now) a follower. Without the database it runs the
+   * heuristic itself: a duplicate call is better than a stuck job.
+   */
+  private async beginFlight(job: JobRow): Promise<store.Flight> {
+    if (job.cache_key === null) return { role: 'leader' };
+    try {
+      return await store.beginFlight(this.opts.db, {
+        cacheKey: job.cache_key,
+        claim: { id: job.id, attempts: job.attempts },
+      });
+    } catch (err) {
+      this.opts.log.warn({ err, jobId: job.id }, 'single-flight check failed; running anyway');
+      return { role: 'leader' };
+    }
+  }
+
   private async record(attempt: Attempt, outcome: Outcome, durationMs: number) {
     const { claim } = attempt;
     const log = this.opts.log.child({
@@ -301,18 +333,37 @@ export class Runner {
     });
     const count = (outcome: AttemptOutcome) => this.opts.metrics?.attempt(outcome, durationMs);
     try {
+      if ('coalesced' in outcome) {
+        // Back to pending, attempt not counted; claims skip it until the leader completes it.
+        await withDbRetry(() =>
+          store.releaseClaims(this.opts.db, { workerId: this.workerId, claims: [claim] }),
+        );
+        log.info({ outcome: 'coalesced' }, 'job attempt: its key is being computed by another job');
+        count('coalesced');
+        return;
+      }
       if ('merchant' in outcome) {
         const row = await withDbRetry(() =>
           store.completeJob(this.opts.db, {
             workerId: this.workerId,
             claim,
             merchant: outcome.merchant,
+            cacheTtlMs: this.opts.cacheTtlMs ?? 0,
           }),
         );
         if (row) {
-          this.opts.stats.record(durationMs);
-          log.info({ outcome: 'succeeded', matched: outcome.merchant !== null }, 'job attempt');
-          count('succeeded');
+          const cached = outcome.cached === true;
+          if (!cached) this.opts.stats.record(durationMs);
+          log.info(
+            {
+              outcome: cached ? 'cached' : 'succeeded',
+              matched: outcome.merchant !== null,
+              ...(row.followers > 0 && { followers: row.followers }),
+            },
+            'job attempt',
+          );
+          count(cached ? 'cached' : 'succeeded');
+          this.opts.metrics?.answeredWithoutCall('shared', row.followers);
         } else {
           log.warn({ outcome: 'discarded' }, 'job attempt finished after losing its lease');
           count('discarded');
@@ -366,6 +417,8 @@ export class Runner {
         log.error({ outcome: 'failed', reason }, 'job failed');
         count('failed');
       }
+      // Jobs that waited on this attempt's key are claimable now: one of them computes it.
+      if (row?.cache_key) this.wake();
     } catch (err) {
       log.error({ err }, 'could not record attempt outcome; the lease will expire and it reruns');
     } finally {
@@ -422,6 +475,13 @@ export class Runner {
       }
       if (total > 0)
         this.opts.log.info({ purged: total, before }, 'purged finished jobs and batches');
+      let expired = 0;
+      for (;;) {
+        const n = await store.purgeExpiredResults(this.opts.db, { limit: PURGE_BATCH });
+        expired += n;
+        if (n < PURGE_BATCH || this.state !== 'running') break;
+      }
+      if (expired > 0) this.opts.log.info({ expired }, 'purged expired result-cache entries');
     } catch (err) {
       this.opts.log.error({ err }, 'purging finished jobs failed; will retry');
     }

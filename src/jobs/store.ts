@@ -41,6 +41,8 @@ export type Owner = string | null;
 export interface JobRow {
   id: string;
   client_id: string;
+  /** Heuristic version and key ("version:key") for the result cache; null: not cacheable. */
+  cache_key: string | null;
   /** Submission order (bigint as a decimal string). */
   seq: string;
   batch_id: string | null;
@@ -94,8 +96,16 @@ export interface Claim {
   attempts: number;
 }
 
-const COLUMNS = `id, client_id, seq, batch_id, batch_index, status, transaction, result, error, attempts,
+const COLUMNS = `id, client_id, cache_key, seq, batch_id, batch_index, status, transaction, result, error, attempts,
   max_attempts, run_after, locked_by, locked_until, created_at, started_at, finished_at`;
+
+/** Columns a submit sets from the result cache: succeeded at once on a hit, else pending. */
+const CACHED_COLUMNS = 'status, result, started_at, finished_at';
+function cachedValues(hit: string): string {
+  return `CASE WHEN ${hit} IS NULL THEN 'pending' ELSE 'succeeded' END, ${hit},
+    CASE WHEN ${hit} IS NULL THEN NULL ELSE now() END,
+    CASE WHEN ${hit} IS NULL THEN NULL ELSE now() END`;
+}
 
 /** COLUMNS qualified with a table name, for statements that join. */
 function prefixed(table: string): string {
@@ -124,26 +134,35 @@ export async function insertJob(
     transaction: Transaction;
     maxAttempts: number;
     idempotency?: Idempotency;
+    /** Result-cache key; a cached answer stores the job already succeeded. */
+    cacheKey?: string | null;
   },
 ): Promise<{ row: JobRow; created: boolean; requestHash: string | null }> {
   const { idempotency } = job;
   for (let tries = 0; tries < 3; tries++) {
     const [row] = await rows(
       db,
-      `WITH inserted AS (
-         INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash)
-         VALUES (?, ?, ?::jsonb, ?, ?, ?)
+      `WITH hit AS (
+         SELECT result FROM results WHERE cache_key = ? AND expires_at > now()
+       ), inserted AS (
+         INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash,
+                           cache_key, ${CACHED_COLUMNS})
+         SELECT ?, ?, ?::jsonb, ?, ?, ?, ?::text, ${cachedValues('hit.result')}
+         FROM (SELECT 1) AS one LEFT JOIN hit ON true
          ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING ${COLUMNS}
        )
-       SELECT inserted.*, pg_notify(?, '') AS notified FROM inserted`,
+       SELECT inserted.*, CASE WHEN status = 'pending' THEN pg_notify(?, '') END AS notified
+       FROM inserted`,
       [
+        job.cacheKey ?? null,
         job.id,
         job.clientId,
         JSON.stringify(job.transaction),
         job.maxAttempts,
         idempotency?.key ?? null,
         idempotency?.requestHash ?? null,
+        job.cacheKey ?? null,
         PENDING_CHANNEL,
       ],
     );
@@ -175,6 +194,8 @@ export async function insertBatch(
     transactions: readonly Transaction[];
     maxAttempts: number;
     idempotency?: Idempotency;
+    /** Result-cache key per transaction (null: not cacheable); hits are stored succeeded. */
+    cacheKeys?: readonly (string | null)[];
   },
 ): Promise<{
   id: string;
@@ -187,7 +208,14 @@ export async function insertBatch(
   const { idempotency } = batch;
   for (let tries = 0; tries < 3; tries++) {
     const res = await db.raw<{
-      rows: { id: string; created_at: Date; job_ids: string[]; last_seq: string }[];
+      rows: {
+        id: string;
+        created_at: Date;
+        job_ids: string[];
+        last_pending_seq: string | null;
+        cached: number;
+        finished_at: Date | null;
+      }[];
     }>(
       `WITH b AS (
          INSERT INTO batches (id, client_id, size, idempotency_key, request_hash)
@@ -195,14 +223,21 @@ export async function insertBatch(
          ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id, client_id, created_at
        ), j AS (
-         INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts)
-         SELECT gen_random_uuid(), b.client_id, b.id, t.ord - 1, t.tx, ?
+         INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts,
+                           cache_key, ${CACHED_COLUMNS})
+         SELECT gen_random_uuid(), b.client_id, b.id, t.ord - 1, t.tx, ?, k.key,
+                ${cachedValues('r.result')}
          FROM b, jsonb_array_elements(?::jsonb) WITH ORDINALITY AS t(tx, ord)
+         JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS k(key, ord) ON k.ord = t.ord
+         LEFT JOIN results r ON r.cache_key = k.key AND r.expires_at > now()
          ORDER BY t.ord
-         RETURNING id, batch_index, seq
+         RETURNING id, batch_index, seq, status, finished_at
        )
        SELECT b.id, b.created_at, array_agg(j.id ORDER BY j.batch_index) AS job_ids,
-              max(j.seq) AS last_seq, pg_notify(?, '')
+              max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq,
+              count(*) FILTER (WHERE j.status = 'succeeded')::int AS cached,
+              max(j.finished_at) AS finished_at,
+              CASE WHEN bool_or(j.status = 'pending') THEN pg_notify(?, '') END
        FROM b, j GROUP BY b.id, b.created_at`,
       [
         batch.id,
@@ -212,6 +247,7 @@ export async function insertBatch(
         idempotency?.requestHash ?? null,
         batch.maxAttempts,
         JSON.stringify(batch.transactions),
+        JSON.stringify(batch.transactions.map((_, i) => batch.cacheKeys?.[i] ?? null)),
         PENDING_CHANNEL,
       ],
     );
@@ -227,14 +263,14 @@ export async function insertBatch(
           client_id: batch.clientId,
           size: batch.transactions.length,
           created_at: created.created_at,
-          pending: batch.transactions.length,
+          pending: batch.transactions.length - created.cached,
           running: 0,
-          succeeded: 0,
+          succeeded: created.cached,
           failed: 0,
           canceled: 0,
-          started_at: null,
-          finished_at: null,
-          last_pending_seq: created.last_seq,
+          started_at: created.finished_at,
+          finished_at: created.finished_at,
+          last_pending_seq: created.last_pending_seq,
         },
       };
     }
@@ -396,8 +432,20 @@ export async function cancelJob(
   return { row, previousStatus };
 }
 
+/**
+ * SQL condition: the job in `alias` is not waiting on a flight, i.e. no other job is computing
+ * its cache key right now (its leader's completion will complete it).
+ */
+function notInFlight(alias: string): string {
+  return `(${alias}.cache_key IS NULL OR NOT EXISTS (
+    SELECT 1 FROM flights f JOIN jobs leader ON leader.id = f.job_id
+    WHERE f.cache_key = ${alias}.cache_key
+      AND leader.status = 'running' AND leader.attempts = f.attempts))`;
+}
+
 // Sets status=running, locked_by, locked_until=now()+lease, started_at=now(), attempts+1 for up to
-// `limit` due pending jobs, skipping rows other claimers hold, and last_claimed_at=now() on the
+// `limit` due pending jobs (not those waiting on another job computing their cache key),
+// skipping rows other claimers hold, and last_claimed_at=now() on the
 // clients served. Fair share: clients take turns, longest unserved first, each contributing its
 // oldest due job per turn; so one client's backlog of any size delays another client's first
 // job by at most one turn per client with due work.
@@ -420,8 +468,9 @@ export function claimJobs(
        SELECT q.id, q.rank, t.turn
        FROM turns t CROSS JOIN LATERAL (
          SELECT id, row_number() OVER (ORDER BY run_after, seq) AS rank FROM (
-           SELECT id, run_after, seq FROM jobs
+           SELECT id, run_after, seq FROM jobs AS due
            WHERE client_id = t.id AND status = 'pending' AND run_after <= now()
+             AND ${notInFlight('due')}
            ORDER BY run_after, seq
            LIMIT ?
          ) oldest
@@ -484,34 +533,94 @@ export async function renewLeases(
 }
 
 // Sets status=succeeded, result, finished_at=now() and clears the lease, if the claim still holds;
-// NOTIFYs FINISHED_CHANNEL.
+// NOTIFYs FINISHED_CHANNEL. With a cache key (and `cacheTtlMs` > 0) it also stores the answer
+// in `results`, completes every pending job waiting on the same key (`followers`, NOTIFYing
+// each) and ends this job's flight.
 export async function completeJob(
   db: Knex,
-  opts: { workerId: string; claim: Claim; merchant: Merchant | null },
-): Promise<JobRow | undefined> {
-  const [row] = await rows(
-    db,
-    `WITH done AS (
-       UPDATE jobs SET status = 'succeeded', result = ?::jsonb, error = NULL,
-         finished_at = now(), locked_by = NULL, locked_until = NULL
-       WHERE id = ? AND attempts = ? AND status = 'running' AND locked_by = ?
-       RETURNING ${COLUMNS}
-     )
-     SELECT done.*, pg_notify(?, ${FINISHED_PAYLOAD}) AS notified FROM done`,
-    [
-      JSON.stringify({ merchant: opts.merchant }),
-      opts.claim.id,
-      opts.claim.attempts,
-      opts.workerId,
-      FINISHED_CHANNEL,
-    ],
-  );
+  opts: { workerId: string; claim: Claim; merchant: Merchant | null; cacheTtlMs?: number },
+): Promise<(JobRow & { followers: number }) | undefined> {
+  const [row] = await db
+    .raw<{ rows: (JobRow & { followers: number })[] }>(
+      `WITH done AS (
+         UPDATE jobs SET status = 'succeeded', result = ?::jsonb, error = NULL,
+           finished_at = now(), locked_by = NULL, locked_until = NULL
+         WHERE id = ? AND attempts = ? AND status = 'running' AND locked_by = ?
+         RETURNING ${COLUMNS}
+       ), cached AS (
+         INSERT INTO results (cache_key, result, expires_at)
+         SELECT cache_key, result, now() + make_interval(secs => ? / 1000.0) FROM done
+         WHERE cache_key IS NOT NULL AND ? > 0
+         ON CONFLICT (cache_key) DO UPDATE
+           SET result = excluded.result, created_at = now(), expires_at = excluded.expires_at
+       ), followers AS (
+         UPDATE jobs SET status = 'succeeded', result = done.result, error = NULL,
+           started_at = now(), finished_at = now()
+         FROM done
+         WHERE done.cache_key IS NOT NULL AND jobs.cache_key = done.cache_key
+           AND jobs.status = 'pending'
+         RETURNING jobs.id, jobs.batch_id
+       ), followers_notified AS (
+         SELECT pg_notify(?, ${FINISHED_PAYLOAD}) FROM followers
+       ), landed AS (
+         DELETE FROM flights USING done
+         WHERE flights.cache_key = done.cache_key AND flights.job_id = done.id
+       )
+       SELECT done.*, pg_notify(?, ${FINISHED_PAYLOAD}) AS notified,
+              (SELECT count(*) FROM followers_notified)::int AS followers
+       FROM done`,
+      [
+        JSON.stringify({ merchant: opts.merchant }),
+        opts.claim.id,
+        opts.claim.attempts,
+        opts.workerId,
+        opts.cacheTtlMs ?? 0,
+        opts.cacheTtlMs ?? 0,
+        FINISHED_CHANNEL,
+        FINISHED_CHANNEL,
+      ],
+    )
+    .then((r) => r.rows);
   return row;
 }
 
+export type Flight =
+  { role: 'cached'; merchant: Merchant | null } | { role: 'leader' } | { role: 'follower' };
+
+// Before an attempt of a job with a cache key: returns the cached answer if there is one;
+// else makes this attempt the key's flight (leader) unless another job's running attempt
+// already is (follower: it should hand the job back; the leader's completion completes it).
+export async function beginFlight(
+  db: Knex,
+  opts: { cacheKey: string; claim: Claim },
+): Promise<Flight> {
+  const res = await db.raw<{
+    rows: { cached: { merchant: Merchant | null } | null; leader: boolean }[];
+  }>(
+    `WITH hit AS (
+       SELECT result FROM results WHERE cache_key = ? AND expires_at > now()
+     ), flight AS (
+       INSERT INTO flights (cache_key, job_id, attempts)
+       SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM hit)
+       ON CONFLICT (cache_key) DO UPDATE SET job_id = excluded.job_id, attempts = excluded.attempts
+         WHERE (flights.job_id, flights.attempts) = (excluded.job_id, excluded.attempts)
+            OR NOT EXISTS (
+              SELECT 1 FROM jobs leader WHERE leader.id = flights.job_id
+                AND leader.status = 'running' AND leader.attempts = flights.attempts)
+       RETURNING job_id
+     )
+     SELECT (SELECT result FROM hit) AS cached, EXISTS (SELECT 1 FROM flight) AS leader`,
+    [opts.cacheKey, opts.cacheKey, opts.claim.id, opts.claim.attempts],
+  );
+  const row = res.rows[0];
+  if (row?.cached) return { role: 'cached', merchant: row.cached.merchant };
+  return row?.leader ? { role: 'leader' } : { role: 'follower' };
+}
+
 // Records a failed attempt if the claim still holds: back to pending with run_after=now()+retryDelay
-// when `retry` and attempts remain (NOTIFYing runners), else status=failed with finished_at=now()
-// (NOTIFYing FINISHED_CHANNEL).
+// when `retry` and attempts remain, else status=failed with finished_at=now() (NOTIFYing
+// FINISHED_CHANNEL). NOTIFYs runners when it is due again, or when jobs with its cache key may
+// have waited on this attempt (they are claimable now).
 export async function failAttempt(
   db: Knex,
   opts: { workerId: string; claim: Claim; error: JobError; retry: boolean; retryDelayMs: number },
@@ -528,7 +637,8 @@ export async function failAttempt(
        WHERE id = ? AND attempts = ? AND status = 'running' AND locked_by = ?
        RETURNING ${COLUMNS}
      )
-     SELECT failed.*, CASE WHEN status = 'pending' AND run_after <= now()
+     SELECT failed.*, CASE WHEN (status = 'pending' AND run_after <= now())
+                                OR cache_key IS NOT NULL
                            THEN pg_notify(?, '') END AS notified,
             CASE WHEN status = 'failed' THEN pg_notify(?, ${FINISHED_PAYLOAD}) END AS finished
      FROM failed`,
@@ -649,4 +759,23 @@ export async function purgeFinishedBatches(
     [opts.before, opts.before, opts.limit],
   );
   return res.rowCount;
+}
+
+// Deletes up to `limit` expired cache entries, and flights whose attempt is over (a flight is
+// normally removed by its completion; a failed or crashed leader leaves one behind).
+export async function purgeExpiredResults(db: Knex, opts: { limit: number }): Promise<number> {
+  const res = await db.raw<{ rows: { n: number }[] }>(
+    `WITH expired AS (
+       DELETE FROM results WHERE cache_key IN (
+         SELECT cache_key FROM results WHERE expires_at < now() LIMIT ?)
+       RETURNING 1
+     ), landed AS (
+       DELETE FROM flights f WHERE NOT EXISTS (
+         SELECT 1 FROM jobs leader WHERE leader.id = f.job_id
+           AND leader.status = 'running' AND leader.attempts = f.attempts)
+     )
+     SELECT count(*)::int AS n FROM expired`,
+    [opts.limit],
+  );
+  return res.rows[0]?.n ?? 0;
 }

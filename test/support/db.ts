@@ -16,7 +16,7 @@ export function testDatabaseUrl(): string {
 export async function freshDatabase(poolMax = 10): Promise<Knex> {
   const db = createKnex(testDatabaseUrl(), poolMax, createLogger('warn'));
   await migrateLatest(db);
-  await db.raw('TRUNCATE jobs, batches, api_keys, clients');
+  await db.raw('TRUNCATE jobs, batches, api_keys, clients, results, flights');
   return db;
 }
 

@@ -3,7 +3,7 @@ import supertest from 'supertest';
 import { Authenticator } from '../../src/auth/authenticator.js';
 import { type IssuedKey, KEYS_REVOKED_CHANNEL, issueKey } from '../../src/auth/keys.js';
 import { createApp } from '../../src/http/app.js';
-import type { Heuristic } from '../../src/heuristic/types.js';
+import { type Heuristic, cacheKeyOf } from '../../src/heuristic/types.js';
 import { Admission, type AdmissionOptions } from '../../src/jobs/admission.js';
 import { QueueEstimator } from '../../src/jobs/eta.js';
 import { JobEvents } from '../../src/jobs/events.js';
@@ -42,6 +42,8 @@ export interface HarnessOptions {
   poolMax?: number;
   /** Pending-job caps. @defaultValue 100000 per client, 1000000 overall */
   quota?: Partial<AdmissionOptions>;
+  /** Result-cache TTL. @defaultValue 1 h */
+  cacheTtlMs?: number;
 }
 
 /**
@@ -77,6 +79,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
     pollMs: 3_600_000,
     retentionMs: 7 * 24 * 3_600_000,
     purgeIntervalMs: 3_600_000,
+    cacheTtlMs: opts.cacheTtlMs ?? 3_600_000,
     ...opts.runner,
   });
   busySlots = () => runner.busySlots;
@@ -110,6 +113,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
     maxBodyBytes: 16 * 1024,
     maxBatchBodyBytes: 1024 * 1024,
     jobMaxAttempts: opts.jobMaxAttempts ?? 3,
+    cacheKey: (t) => cacheKeyOf(opts.heuristic, t),
     onJobSubmitted: () => runner.wake(),
     isDraining: () => false,
     metrics,

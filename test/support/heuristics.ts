@@ -17,10 +17,17 @@ export class TestHeuristic implements Heuristic {
   running = 0;
   maxRunning = 0;
 
-  constructor(private readonly behaviour: Behaviour) {}
+  /**
+   * @param keyed - key transactions by description (result cache and single-flight apply);
+   *   by default nothing is cacheable, so every job calls the heuristic.
+   */
+  constructor(
+    private readonly behaviour: Behaviour,
+    private readonly keyed = false,
+  ) {}
 
-  key(tx: Transaction): string {
-    return tx.description;
+  key(tx: Transaction): string | null {
+    return this.keyed ? tx.description : null;
   }
 
   async match(tx: Transaction, signal: AbortSignal): Promise<Merchant | null> {

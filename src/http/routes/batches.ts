@@ -3,6 +3,7 @@ import Router from '@koa/router';
 import type { Knex } from 'knex';
 import type { Authenticator } from '../../auth/authenticator.js';
 import type { Admission } from '../../jobs/admission.js';
+import type { Transaction } from '../../heuristic/types.js';
 import type { QueueEstimator } from '../../jobs/eta.js';
 import { type JobEvents, batchTopic } from '../../jobs/events.js';
 import { type BatchRow, getBatch, getBatchItems, insertBatch } from '../../jobs/store.js';
@@ -30,6 +31,7 @@ export interface BatchRoutesDeps {
   estimator: QueueEstimator;
   maxBatchBodyBytes: number;
   jobMaxAttempts: number;
+  cacheKey: (tx: Transaction) => string | null;
   onJobSubmitted: () => void;
   metrics?: Metrics;
 }
@@ -69,13 +71,18 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
         transactions,
         maxAttempts: deps.jobMaxAttempts,
         idempotency,
+        cacheKeys: transactions.map(deps.cacheKey),
       }).catch((err: unknown) => {
         deps.admission.release(client.id, n);
         throw err;
       });
       if (inserted.created) {
-        deps.onJobSubmitted();
         deps.metrics?.jobsSubmitted.inc({ via: 'batch' }, n);
+        const cached = inserted.row?.succeeded ?? 0;
+        // Answered from the result cache: those never queued.
+        deps.admission.release(client.id, cached);
+        deps.metrics?.answeredWithoutCall('submit', cached);
+        if (cached < n) deps.onJobSubmitted();
       } else {
         deps.admission.release(client.id, n);
         if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');

@@ -4,6 +4,7 @@ import { koaBody } from 'koa-body';
 import type { Knex } from 'knex';
 import type { Authenticator } from '../../auth/authenticator.js';
 import type { Admission } from '../../jobs/admission.js';
+import type { Transaction } from '../../heuristic/types.js';
 import type { QueueEstimator } from '../../jobs/eta.js';
 import { type JobEvents, jobTopic } from '../../jobs/events.js';
 import {
@@ -36,6 +37,7 @@ export interface JobRoutesDeps {
   estimator: QueueEstimator;
   maxBodyBytes: number;
   jobMaxAttempts: number;
+  cacheKey: (tx: Transaction) => string | null;
   /** Called after jobs are committed, so the local runner claims them at once. */
   onJobSubmitted: () => void;
   metrics?: Metrics;
@@ -90,13 +92,19 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
         transaction,
         maxAttempts: deps.jobMaxAttempts,
         idempotency,
+        cacheKey: deps.cacheKey(transaction),
       }).catch((err: unknown) => {
         deps.admission.release(client.id, 1);
         throw err;
       });
       if (created) {
-        deps.onJobSubmitted();
         deps.metrics?.jobsSubmitted.inc({ via: 'single' });
+        if (row.status === 'pending') deps.onJobSubmitted();
+        else {
+          // Answered from the result cache: it never queued.
+          deps.admission.release(client.id, 1);
+          deps.metrics?.answeredWithoutCall('submit', 1);
+        }
       } else {
         deps.admission.release(client.id, 1);
         if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
