@@ -3,6 +3,8 @@
  * down. A bad value stops start-up with a message naming the variable.
  */
 
+import os from 'node:os';
+
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 /** Inclusive latency range of the bundled mock heuristic, in milliseconds. */
@@ -32,6 +34,10 @@ export interface Config {
   heuristicDelayMs: DelayRange;
   /** Probability (0..1) that a mock heuristic attempt throws. @defaultValue 0 */
   heuristicFailureRate: number;
+  /** CPU time each mock heuristic call burns, on worker threads. @defaultValue 0 */
+  heuristicCpuMs: number;
+  /** Worker threads for CPU-bound heuristic work. @defaultValue cores - 1, at least 1 */
+  heuristicThreads: number;
   /** How long a claim is valid without a heartbeat. @defaultValue 30000 */
   jobLeaseMs: number;
   /** Per-attempt time limit; the attempt's AbortSignal fires then. @defaultValue 60000 */
@@ -162,6 +168,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     runnerPollMs: int('RUNNER_POLL_MS', 5000, 50, DAY),
     heuristicDelayMs: delay('HEURISTIC_DELAY_MS', { min: 1000, max: 30_000 }),
     heuristicFailureRate: decimal('HEURISTIC_FAILURE_RATE', 0, { min: 0, max: 1 }),
+    heuristicCpuMs: int('HEURISTIC_CPU_MS', 0, 0, 600_000),
+    heuristicThreads: int('HEURISTIC_THREADS', Math.max(1, os.availableParallelism() - 1), 1, 256),
     jobLeaseMs: int('JOB_LEASE_MS', 30_000, 300, DAY),
     jobTimeoutMs: int('JOB_TIMEOUT_MS', 60_000, 10, DAY),
     jobMaxAttempts: int('JOB_MAX_ATTEMPTS', 3, 1, 100),

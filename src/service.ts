@@ -11,6 +11,7 @@ import { ensureLocalKey } from './auth/local-key.js';
 import type { Config } from './config.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
 import { createKnex, migrateLatest } from './db/knex.js';
+import { CpuPool } from './heuristic/cpu-pool.js';
 import { createMockHeuristic } from './heuristic/mock.js';
 import { type Heuristic, cacheKeyOf } from './heuristic/types.js';
 import { createApp } from './http/app.js';
@@ -34,11 +35,22 @@ export interface Service {
 export async function startService(
   config: Readonly<Config>,
   log: Logger,
-  heuristic: Heuristic = createMockHeuristic({
-    delayMs: config.heuristicDelayMs,
-    failureRate: config.heuristicFailureRate,
-  }),
+  /** The bundled mock (configured by HEURISTIC_*) unless another one is given. */
+  customHeuristic?: Heuristic,
 ): Promise<Service> {
+  // CPU-bound work goes to worker threads, never more at once than the runner's slots.
+  const cpuPool =
+    customHeuristic === undefined && config.heuristicCpuMs > 0
+      ? new CpuPool(Math.min(config.heuristicThreads, config.runnerConcurrency))
+      : undefined;
+  const heuristic =
+    customHeuristic ??
+    createMockHeuristic({
+      delayMs: config.heuristicDelayMs,
+      failureRate: config.heuristicFailureRate,
+      cpuMs: config.heuristicCpuMs,
+      cpuPool,
+    });
   let embedded: EmbeddedPostgres | undefined;
   let databaseUrl = config.databaseUrl;
   if (databaseUrl === undefined) {
@@ -70,6 +82,7 @@ export async function startService(
       await closed;
     }
     await runner?.stop(config.shutdownGraceMs);
+    await cpuPool?.close();
     await notifier?.stop();
     await db.destroy();
     await embedded?.stop();

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DelayRange } from '../config.js';
 import { merchantSignature, recogniseMerchant } from './recognise.js';
+import type { CpuPool } from './cpu-pool.js';
 import type { Heuristic } from './types.js';
 
 export interface MockHeuristicOptions {
@@ -10,6 +11,12 @@ export interface MockHeuristicOptions {
   failureRate: number;
   /** Source of randomness, injectable for deterministic tests. @defaultValue Math.random */
   random?: () => number;
+  /**
+   * CPU time each call burns after its delay, like a compute-heavy heuristic; it runs on
+   * `cpuPool`'s worker threads, off the event loop. @defaultValue 0
+   */
+  cpuMs?: number;
+  cpuPool?: CpuPool;
 }
 
 export class InjectedFailure extends Error {
@@ -35,7 +42,11 @@ export function createMockHeuristic(opts: MockHeuristicOptions): Heuristic {
       if (delay > 0) await sleep(delay, undefined, { signal });
       signal.throwIfAborted();
       if (opts.failureRate > 0 && random() < opts.failureRate) throw new InjectedFailure();
-      const name = recogniseMerchant(tx.description);
+      const cpuMs = opts.cpuMs ?? 0;
+      const name =
+        cpuMs > 0 && opts.cpuPool
+          ? await opts.cpuPool.run({ description: tx.description, cpuMs }, signal)
+          : recogniseMerchant(tx.description);
       return name === null ? null : { name };
     },
   };

@@ -1,0 +1,100 @@
+/**
+ * CPU-bound heuristics (HEURISTIC_CPU_MS) run on worker threads: the event loop, and so the HTTP
+ * API, stays responsive while they burn.
+ */
+import { expect } from 'chai';
+import { CpuPool } from '../src/heuristic/cpu-pool.js';
+import { createMockHeuristic } from '../src/heuristic/mock.js';
+import { eventually } from './support/db.js';
+import { type Harness, startHarness } from './support/harness.js';
+import { tx } from './support/heuristics.js';
+
+/** Largest gap between event-loop turns while `work` runs (a 5 ms timer that should tick). */
+async function maxLoopGap<T>(work: () => Promise<T>): Promise<{ gapMs: number; value: T }> {
+  let last = performance.now();
+  let gapMs = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    gapMs = Math.max(gapMs, now - last);
+    last = now;
+  }, 5);
+  try {
+    const value = await work();
+    return { gapMs, value };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+describe('CPU-bound heuristics on worker threads', function () {
+  this.timeout(30_000);
+  let pool: CpuPool | undefined;
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    await pool?.close();
+    h = undefined;
+    pool = undefined;
+  });
+
+  it('burns HEURISTIC_CPU_MS off the event loop and still answers correctly', async () => {
+    pool = new CpuPool(1);
+    const heuristic = createMockHeuristic({
+      delayMs: { min: 0, max: 0 },
+      failureRate: 0,
+      cpuMs: 400,
+      cpuPool: pool,
+    });
+    const signal = new AbortController().signal;
+    const started = performance.now();
+    const { gapMs, value } = await maxLoopGap(() =>
+      Promise.all([
+        heuristic.match(tx('Payment Netflix APRIL***'), signal),
+        heuristic.match(tx('SQ *BLUE BOTTLE COFFEE DENVER CO'), signal),
+      ]),
+    );
+    expect(value).to.deep.equal([{ name: 'Netflix' }, { name: 'Blue Bottle Coffee' }]);
+    // One thread: the two burns ran one after the other, while the loop kept ticking.
+    expect(performance.now() - started).to.be.at.least(780);
+    expect(gapMs, 'longest event-loop stall').to.be.below(150);
+  });
+
+  it('stops a burning attempt as soon as its signal aborts', async () => {
+    pool = new CpuPool(1);
+    const heuristic = createMockHeuristic({
+      delayMs: { min: 0, max: 0 },
+      failureRate: 0,
+      cpuMs: 10_000,
+      cpuPool: pool,
+    });
+    const controller = new AbortController();
+    const started = performance.now();
+    const attempt = heuristic.match(tx('Netflix'), controller.signal).catch((e: Error) => e.name);
+    setTimeout(() => controller.abort(new Error('timed out')), 200);
+    expect(await attempt).to.equal('AbortError');
+    expect(performance.now() - started).to.be.below(2000);
+  });
+
+  it('keeps GET answering while the runner is busy with CPU-heavy attempts', async () => {
+    pool = new CpuPool(1);
+    const heuristic = createMockHeuristic({
+      delayMs: { min: 0, max: 0 },
+      failureRate: 0,
+      cpuMs: 300,
+      cpuPool: pool,
+    });
+    h = await startHarness({ heuristic });
+    const ids: string[] = [];
+    for (const d of ['NETFLIX.COM', 'SPOTIFY USA', 'UBER TRIP', 'LYFT RIDE']) {
+      ids.push((await h.http.post('/normalize_merchant').send(tx(d)).expect(202)).body.id);
+    }
+    const { gapMs } = await maxLoopGap(async () => {
+      for (let i = 0; i < 20; i++) await h!.http.get(`/jobs/${ids[0]}`).expect(200);
+      await eventually(async () => {
+        const res = await h!.http.get('/jobs?status=succeeded').expect(200);
+        return res.body.jobs.length === 4;
+      }, 10_000);
+    });
+    expect(gapMs, 'longest event-loop stall while 4 x 300 ms of CPU ran').to.be.below(150);
+  });
+});
