@@ -7,7 +7,7 @@ import { estimateSeconds } from '../src/jobs/eta.js';
 import { Runner } from '../src/jobs/runner.js';
 import { AttemptStats } from '../src/jobs/stats.js';
 import { createLogger } from '../src/log.js';
-import { testDatabaseUrl } from './support/db.js';
+import { eventually, testDatabaseUrl } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
@@ -144,7 +144,11 @@ describe('long-poll and conditional requests', () => {
       const gate = new Gate();
       h = await startHarness({ heuristic: new TestHeuristic(gate.behaviour) });
       const job = await submit('Netflix');
-      const first = await h.http.get(`/jobs/${job.id}`).expect(200);
+      // Running (held at the gate): nothing changes until the gate opens.
+      const first = await eventually(async () => {
+        const res = await h!.http.get(`/jobs/${job.id}`).expect(200);
+        return res.body.status === 'running' && res;
+      });
       const etag = first.headers.etag as string;
       const same = await h.http.get(`/jobs/${job.id}`).set('If-None-Match', etag).expect(304);
       expect(same.headers.etag).to.equal(etag);

@@ -15,6 +15,8 @@ export interface ResourceKind<Row, View> {
   /** Terminal: nothing about it will change any more. */
   isFinal: (row: Row) => boolean;
   retryAfter: (row: Row) => Promise<number>;
+  /** Retry-After in the answer to a submit: an estimate that costs no query. */
+  retryAfterSubmitted: (row: Row) => number;
 }
 
 /**
@@ -77,7 +79,7 @@ export async function answerSubmit<Row, View>(
     ctx.set('Content-Location', location);
   } else {
     ctx.status = 202;
-    if (!kind.isFinal(current)) ctx.set('Retry-After', String(await kind.retryAfter(current)));
+    if (!kind.isFinal(current)) ctx.set('Retry-After', String(kind.retryAfterSubmitted(current)));
   }
   ctx.body = decorate(body);
 }

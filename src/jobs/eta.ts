@@ -12,6 +12,7 @@ export const MAX_RETRY_AFTER_SECONDS = 60;
 /** Counting pending jobs ahead stops here: beyond it the answer is the maximum anyway. */
 const AHEAD_CAP = 10_000;
 const WORKERS_TTL_MS = 2000;
+const PENDING_TTL_MS = 1000;
 
 /**
  * Seconds until a job is likely finished: `ahead` jobs queue before it and `slots` heuristics run
@@ -35,6 +36,9 @@ export class QueueEstimator {
   private workers = 1;
   private workersAt = 0;
   private refreshing: Promise<void> | undefined;
+  private pendingCount = 0;
+  private pendingAt = 0;
+  private addedSinceCount = 0;
 
   constructor(
     private readonly db: Knex,
@@ -63,6 +67,30 @@ export class QueueEstimator {
       return estimateSeconds({ status: 'running', ahead: 0, slots: 1, meanMs: this.stats.meanMs });
     }
     return this.pendingBehind(batch.last_pending_seq);
+  }
+
+  /**
+   * Retry-After for `own` jobs just submitted (and committed): they queue behind the pending
+   * jobs as last counted plus those submitted here since. The count is refreshed in the
+   * background at most once a second, so answering a submit costs no query.
+   */
+  forSubmitted(own: number): number {
+    this.addedSinceCount += own;
+    if (Date.now() - this.pendingAt > PENDING_TTL_MS) {
+      this.pendingAt = Date.now();
+      // The count will include what was committed before it started.
+      const included = this.addedSinceCount;
+      store
+        .countPending(this.db, { cap: AHEAD_CAP })
+        .then((n) => {
+          this.pendingCount = n;
+          this.addedSinceCount -= included;
+        })
+        .catch(() => undefined); // a stale hint is fine; a later submit counts again
+    }
+    const slots = this.workers * this.concurrency;
+    const ahead = Math.max(0, this.pendingCount + this.addedSinceCount - own);
+    return estimateSeconds({ status: 'pending', ahead, slots, meanMs: this.stats.meanMs });
   }
 
   /** Seconds until `ahead` more jobs have started: Retry-After for a refused submit. */

@@ -15,6 +15,7 @@ import type { Heuristic, Merchant } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { withDbRetry } from '../db/transient.js';
 import { retryDelayMs } from './backoff.js';
+import { GroupCommit } from './group-commit.js';
 import {
   AttemptTimeoutError,
   JobCanceledError,
@@ -79,6 +80,17 @@ const PURGE_BATCH = 1000;
 
 export class Runner {
   readonly workerId: string;
+  /** Successful attempts are recorded together: one statement per group (group commit). */
+  private readonly completions = new GroupCommit(
+    (items: { claim: Claim; merchant: Merchant | null }[]) =>
+      withDbRetry(() =>
+        store.completeJobs(this.opts.db, {
+          workerId: this.workerId,
+          items,
+          cacheTtlMs: this.opts.cacheTtlMs ?? 0,
+        }),
+      ),
+  );
   private readonly queue: PQueue;
   private readonly attempts = new Map<string, Attempt>();
   private readonly wakeTimers = new Set<NodeJS.Timeout>();
@@ -343,14 +355,7 @@ export class Runner {
         return;
       }
       if ('merchant' in outcome) {
-        const row = await withDbRetry(() =>
-          store.completeJob(this.opts.db, {
-            workerId: this.workerId,
-            claim,
-            merchant: outcome.merchant,
-            cacheTtlMs: this.opts.cacheTtlMs ?? 0,
-          }),
-        );
+        const row = await this.completions.submit({ claim, merchant: outcome.merchant });
         if (row) {
           const cached = outcome.cached === true;
           if (!cached) this.opts.stats.record(durationMs);

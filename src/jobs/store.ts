@@ -532,55 +532,80 @@ export async function renewLeases(
   return new Set(res.rows.map((r) => r.id));
 }
 
-// Sets status=succeeded, result, finished_at=now() and clears the lease, if the claim still holds;
-// NOTIFYs FINISHED_CHANNEL. With a cache key (and `cacheTtlMs` > 0) it also stores the answer
-// in `results`, completes every pending job waiting on the same key (`followers`, NOTIFYing
-// each) and ends this job's flight.
+// For each item whose claim still holds: status=succeeded, result, finished_at=now(), lease
+// cleared, NOTIFY FINISHED_CHANNEL; with a cache key (and `cacheTtlMs` > 0) the answer is stored
+// in `results`, every pending job waiting on the same key is completed too (`followers`, each
+// NOTIFYed) and the flight ends. One statement for any number of items (group commit). Returns
+// one entry per item, in order: the completed row, or undefined when its claim was lost.
+export async function completeJobs(
+  db: Knex,
+  opts: {
+    workerId: string;
+    items: readonly { claim: Claim; merchant: Merchant | null }[];
+    cacheTtlMs?: number;
+  },
+): Promise<((JobRow & { followers: number }) | undefined)[]> {
+  if (opts.items.length === 0) return [];
+  const ttl = opts.cacheTtlMs ?? 0;
+  const res = await db.raw<{ rows: (JobRow & { followers: number })[] }>(
+    `WITH input AS (
+       SELECT * FROM unnest(?::uuid[], ?::int[], ?::jsonb[]) AS i(id, attempts, result)
+     ), done AS (
+       UPDATE jobs SET status = 'succeeded', result = input.result, error = NULL,
+         finished_at = now(), locked_by = NULL, locked_until = NULL
+       FROM input
+       WHERE jobs.id = input.id AND jobs.attempts = input.attempts
+         AND jobs.status = 'running' AND jobs.locked_by = ?
+       RETURNING ${prefixed('jobs')}
+     ), keyed AS (
+       SELECT DISTINCT ON (cache_key) cache_key, result, id AS leader_id FROM done
+       WHERE cache_key IS NOT NULL ORDER BY cache_key, id
+     ), cached AS (
+       INSERT INTO results (cache_key, result, expires_at)
+       SELECT cache_key, result, now() + make_interval(secs => ? / 1000.0) FROM keyed WHERE ? > 0
+       ON CONFLICT (cache_key) DO UPDATE
+         SET result = excluded.result, created_at = now(), expires_at = excluded.expires_at
+     ), followers AS (
+       UPDATE jobs SET status = 'succeeded', result = keyed.result, error = NULL,
+         started_at = now(), finished_at = now()
+       FROM keyed
+       WHERE jobs.cache_key = keyed.cache_key AND jobs.status = 'pending'
+       RETURNING jobs.id, jobs.batch_id, keyed.leader_id
+     ), followers_notified AS (
+       SELECT leader_id, pg_notify(?, ${FINISHED_PAYLOAD}) FROM followers
+     ), landed AS (
+       DELETE FROM flights USING done
+       WHERE flights.cache_key = done.cache_key AND flights.job_id = done.id
+     )
+     SELECT done.*, pg_notify(?, ${FINISHED_PAYLOAD}) AS notified,
+            (SELECT count(*) FROM followers_notified f WHERE f.leader_id = done.id)::int
+              AS followers
+     FROM done`,
+    [
+      opts.items.map((i) => i.claim.id),
+      opts.items.map((i) => i.claim.attempts),
+      opts.items.map((i) => JSON.stringify({ merchant: i.merchant })),
+      opts.workerId,
+      ttl,
+      ttl,
+      FINISHED_CHANNEL,
+      FINISHED_CHANNEL,
+    ],
+  );
+  const byId = new Map(res.rows.map((r) => [r.id, r]));
+  return opts.items.map((i) => byId.get(i.claim.id));
+}
+
+/** completeJobs for one job. */
 export async function completeJob(
   db: Knex,
   opts: { workerId: string; claim: Claim; merchant: Merchant | null; cacheTtlMs?: number },
 ): Promise<(JobRow & { followers: number }) | undefined> {
-  const [row] = await db
-    .raw<{ rows: (JobRow & { followers: number })[] }>(
-      `WITH done AS (
-         UPDATE jobs SET status = 'succeeded', result = ?::jsonb, error = NULL,
-           finished_at = now(), locked_by = NULL, locked_until = NULL
-         WHERE id = ? AND attempts = ? AND status = 'running' AND locked_by = ?
-         RETURNING ${COLUMNS}
-       ), cached AS (
-         INSERT INTO results (cache_key, result, expires_at)
-         SELECT cache_key, result, now() + make_interval(secs => ? / 1000.0) FROM done
-         WHERE cache_key IS NOT NULL AND ? > 0
-         ON CONFLICT (cache_key) DO UPDATE
-           SET result = excluded.result, created_at = now(), expires_at = excluded.expires_at
-       ), followers AS (
-         UPDATE jobs SET status = 'succeeded', result = done.result, error = NULL,
-           started_at = now(), finished_at = now()
-         FROM done
-         WHERE done.cache_key IS NOT NULL AND jobs.cache_key = done.cache_key
-           AND jobs.status = 'pending'
-         RETURNING jobs.id, jobs.batch_id
-       ), followers_notified AS (
-         SELECT pg_notify(?, ${FINISHED_PAYLOAD}) FROM followers
-       ), landed AS (
-         DELETE FROM flights USING done
-         WHERE flights.cache_key = done.cache_key AND flights.job_id = done.id
-       )
-       SELECT done.*, pg_notify(?, ${FINISHED_PAYLOAD}) AS notified,
-              (SELECT count(*) FROM followers_notified)::int AS followers
-       FROM done`,
-      [
-        JSON.stringify({ merchant: opts.merchant }),
-        opts.claim.id,
-        opts.claim.attempts,
-        opts.workerId,
-        opts.cacheTtlMs ?? 0,
-        opts.cacheTtlMs ?? 0,
-        FINISHED_CHANNEL,
-        FINISHED_CHANNEL,
-      ],
-    )
-    .then((r) => r.rows);
+  const [row] = await completeJobs(db, {
+    workerId: opts.workerId,
+    items: [{ claim: opts.claim, merchant: opts.merchant }],
+    cacheTtlMs: opts.cacheTtlMs,
+  });
   return row;
 }
 

@@ -49,6 +49,7 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
     view: batchResource,
     isFinal: batchDone,
     retryAfter: (row) => deps.estimator.forBatch(row),
+    retryAfterSubmitted: (row) => deps.estimator.forSubmitted(row.pending),
   });
   const missing = (id: string) => () => notFound(`No batch with id "${id}".`);
 

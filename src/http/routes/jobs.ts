@@ -72,6 +72,7 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
     view: jobResource,
     isFinal: (row) => isTerminal(row.status),
     retryAfter: (row) => deps.estimator.forJob(row),
+    retryAfterSubmitted: () => deps.estimator.forSubmitted(1),
   });
   const missing = (id: string) => () => notFound(`No job with id "${id}".`);
 
