@@ -76,6 +76,8 @@ type Outcome =
   { merchant: Merchant | null; cached?: true } | { error: Error } | { coalesced: true };
 
 const REAP_BATCH = 1000;
+/** Attempts shorter than this on average make claims fetch ahead (see `prefetch`). */
+const PREFETCH_BELOW_MS = 50;
 const PURGE_BATCH = 1000;
 
 export class Runner {
@@ -239,7 +241,7 @@ export class Runner {
   private async claimLoop() {
     try {
       while (this.state === 'running' && this.mayHaveWork) {
-        const free = this.opts.concurrency - this.attempts.size;
+        const free = this.opts.concurrency + this.prefetch() - this.attempts.size;
         if (free <= 0) return;
         this.claimRequested = false;
         const jobs = await store.claimJobs(this.opts.db, {
@@ -254,6 +256,15 @@ export class Runner {
     } catch (err) {
       this.opts.log.error({ err }, 'claiming jobs failed; will retry on next poll');
     }
+  }
+
+  /**
+   * Jobs claimed beyond the free slots, to wait here for one: a claim per job costs more than a
+   * job that takes a few milliseconds, so for such jobs one claim fetches up to `concurrency`
+   * more. Never for slow heuristics: a claimed job waiting here could have run elsewhere.
+   */
+  private prefetch(): number {
+    return this.opts.stats.meanMs < PREFETCH_BELOW_MS ? this.opts.concurrency : 0;
   }
 
   private dispatch(job: JobRow) {
