@@ -639,7 +639,15 @@ export async function beginFlight(
   );
   const row = res.rows[0];
   if (row?.cached) return { role: 'cached', merchant: row.cached.merchant };
-  return row?.leader ? { role: 'leader' } : { role: 'follower' };
+  if (!row?.leader) return { role: 'follower' };
+  // The previous leader may have committed its answer (and ended its flight) while this
+  // statement waited for the flight row: a new statement sees it. Rare: once per key and TTL.
+  const again = await db.raw<{ rows: { result: { merchant: Merchant | null } }[] }>(
+    `SELECT result FROM results WHERE cache_key = ? AND expires_at > now()`,
+    [opts.cacheKey],
+  );
+  const late = again.rows[0];
+  return late ? { role: 'cached', merchant: late.result.merchant } : { role: 'leader' };
 }
 
 // Records a failed attempt if the claim still holds: back to pending with run_after=now()+retryDelay
