@@ -7,6 +7,7 @@
  * lost its lease changes nothing.
  */
 import type { Knex } from 'knex';
+import { prepared } from '../db/prepared.js';
 import type { Merchant, Transaction } from '../heuristic/types.js';
 import type { JobError } from './errors.js';
 
@@ -114,6 +115,16 @@ function prefixed(table: string): string {
     .join(', ');
 }
 
+/** `rows` through a named prepared statement (see db/prepared.ts): for the hot statements. */
+async function preparedRows(
+  db: Knex,
+  name: string,
+  sql: string,
+  bindings: readonly Knex.RawBinding[],
+): Promise<JobRow[]> {
+  return (await prepared<JobRow>(db, name, sql, bindings)).rows;
+}
+
 async function rows(
   db: Knex,
   sql: string,
@@ -140,8 +151,9 @@ export async function insertJob(
 ): Promise<{ row: JobRow; created: boolean; requestHash: string | null }> {
   const { idempotency } = job;
   for (let tries = 0; tries < 3; tries++) {
-    const [row] = await rows(
+    const [row] = await preparedRows(
       db,
+      'merchant_insert_job',
       `WITH hit AS (
          SELECT result FROM results WHERE cache_key = ? AND expires_at > now()
        ), inserted AS (
@@ -207,16 +219,16 @@ export async function insertBatch(
 }> {
   const { idempotency } = batch;
   for (let tries = 0; tries < 3; tries++) {
-    const res = await db.raw<{
-      rows: {
-        id: string;
-        created_at: Date;
-        job_ids: string[];
-        last_pending_seq: string | null;
-        cached: number;
-        finished_at: Date | null;
-      }[];
+    const res = await prepared<{
+      id: string;
+      created_at: Date;
+      job_ids: string[];
+      last_pending_seq: string | null;
+      cached: number;
+      finished_at: Date | null;
     }>(
+      db,
+      'merchant_insert_batch',
       `WITH b AS (
          INSERT INTO batches (id, client_id, size, idempotency_key, request_hash)
          VALUES (?, ?, ?, ?, ?)
@@ -305,10 +317,13 @@ function ownedBy(alias: string, owner: Owner): [string, Knex.RawBinding[]] {
 // Reads one job of `owner`; changes nothing.
 export async function getJob(db: Knex, id: string, owner: Owner): Promise<JobRow | undefined> {
   const [own, ownBindings] = ownedBy('jobs', owner);
-  const [row] = await rows(db, `SELECT ${COLUMNS} FROM jobs WHERE id = ? AND ${own}`, [
-    id,
-    ...ownBindings,
-  ]);
+  const name = owner === null ? 'merchant_get_job_any' : 'merchant_get_job';
+  const [row] = await preparedRows(
+    db,
+    name,
+    `SELECT ${COLUMNS} FROM jobs WHERE id = ? AND ${own}`,
+    [id, ...ownBindings],
+  );
   return row;
 }
 
@@ -455,8 +470,9 @@ export function claimJobs(
 ): Promise<JobRow[]> {
   // Candidates beyond `limit` let concurrent claimers (other processes) skip each other's rows.
   const window = opts.limit * 4;
-  return rows(
+  return preparedRows(
     db,
+    'merchant_claim_jobs',
     `WITH turns AS (
        SELECT c.id, row_number() OVER (ORDER BY c.last_claimed_at NULLS FIRST, c.id) AS turn
        FROM clients c
@@ -547,7 +563,9 @@ export async function completeJobs(
 ): Promise<((JobRow & { followers: number }) | undefined)[]> {
   if (opts.items.length === 0) return [];
   const ttl = opts.cacheTtlMs ?? 0;
-  const res = await db.raw<{ rows: (JobRow & { followers: number })[] }>(
+  const res = await prepared<JobRow & { followers: number }>(
+    db,
+    'merchant_complete_jobs',
     `WITH input AS (
        SELECT * FROM unnest(?::uuid[], ?::int[], ?::jsonb[]) AS i(id, attempts, result)
      ), done AS (
