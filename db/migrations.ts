@@ -3,6 +3,7 @@ import * as createJobs from './migrations/0001_create_jobs.js';
 import * as batchesIdempotency from './migrations/0002_batches_idempotency.js';
 import * as clients from './migrations/0003_clients.js';
 import * as resultCache from './migrations/0004_result_cache.js';
+import * as leanIndexes from './migrations/0005_lean_indexes.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -19,6 +20,7 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0002_batches_idempotency', batchesIdempotency],
   ['0003_clients', clients],
   ['0004_result_cache', resultCache],
+  ['0005_lean_indexes', leanIndexes],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

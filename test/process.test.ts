@@ -89,6 +89,9 @@ describe('server process (src/main.ts)', function () {
       server.logs
         .filter((l) => l.msg === 'job attempt' && l.outcome === 'succeeded')
         .map((l) => String(l.jobId));
+    // A log line can trail its job's commit by a moment.
+    await eventually(async () => ranOn(a).length + ranOn(b).length >= 80, 5000, '80 log lines');
+    await new Promise((resolve) => setTimeout(resolve, 200));
     const onA = ranOn(a);
     const onB = ranOn(b);
     expect([...onA, ...onB]).to.have.members(ids); // each job once, none twice
