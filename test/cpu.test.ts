@@ -30,6 +30,16 @@ describe('CPU-bound heuristics on worker threads', function () {
   this.timeout(30_000);
   let pool: CpuPool | undefined;
   let h: Harness | undefined;
+  /** The mock heuristic burning `cpuMs` per call on a pool of one thread. */
+  const burning = (cpuMs: number) => {
+    pool = new CpuPool(1);
+    return createMockHeuristic({
+      delayMs: { min: 0, max: 0 },
+      failureRate: 0,
+      cpuMs,
+      cpuPool: pool,
+    });
+  };
   afterEach(async () => {
     await h?.stop();
     await pool?.close();
@@ -38,13 +48,7 @@ describe('CPU-bound heuristics on worker threads', function () {
   });
 
   it('burns HEURISTIC_CPU_MS off the event loop and still answers correctly', async () => {
-    pool = new CpuPool(1);
-    const heuristic = createMockHeuristic({
-      delayMs: { min: 0, max: 0 },
-      failureRate: 0,
-      cpuMs: 400,
-      cpuPool: pool,
-    });
+    const heuristic = burning(400);
     const signal = new AbortController().signal;
     const started = performance.now();
     const { gapMs, value } = await maxLoopGap(() =>
@@ -60,13 +64,7 @@ describe('CPU-bound heuristics on worker threads', function () {
   });
 
   it('stops a burning attempt as soon as its signal aborts', async () => {
-    pool = new CpuPool(1);
-    const heuristic = createMockHeuristic({
-      delayMs: { min: 0, max: 0 },
-      failureRate: 0,
-      cpuMs: 10_000,
-      cpuPool: pool,
-    });
+    const heuristic = burning(10_000);
     const controller = new AbortController();
     const started = performance.now();
     const attempt = heuristic.match(tx('Netflix'), controller.signal).catch((e: Error) => e.name);
@@ -76,13 +74,7 @@ describe('CPU-bound heuristics on worker threads', function () {
   });
 
   it('keeps GET answering while the runner is busy with CPU-heavy attempts', async () => {
-    pool = new CpuPool(1);
-    const heuristic = createMockHeuristic({
-      delayMs: { min: 0, max: 0 },
-      failureRate: 0,
-      cpuMs: 300,
-      cpuPool: pool,
-    });
+    const heuristic = burning(300);
     h = await startHarness({ heuristic });
     const ids: string[] = [];
     for (const d of ['NETFLIX.COM', 'SPOTIFY USA', 'UBER TRIP', 'LYFT RIDE']) {

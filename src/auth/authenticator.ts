@@ -7,16 +7,14 @@
  * revocation reaches every process at once through NOTIFY (`forget`), and the cache TTL bounds
  * the delay if a notification is ever missed.
  */
-import { timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 import { HttpProblem, PROBLEM_TYPES } from '../http/problem.js';
-import { type Client, findKey, hashKey, keyIdOf } from './keys.js';
+import { type Client, activeKey, hashKey } from './keys.js';
 
 export interface Principal extends Client {
   keyId: string;
 }
 
-const DUMMY_HASH = hashKey('mn_000000000000_dummy');
 const MAX_CACHED = 10_000;
 
 export class Authenticator {
@@ -45,10 +43,8 @@ export class Authenticator {
     const cached = this.verified.get(cacheKey);
     if (cached && cached.until > Date.now()) return cached.principal;
 
-    const keyId = keyIdOf(key);
-    const record = keyId ? await findKey(this.db, keyId) : undefined;
-    const matches = timingSafeEqual(hash, record?.key_hash ?? DUMMY_HASH);
-    if (!record || !matches || record.revoked_at !== null) {
+    const record = await activeKey(this.db, key);
+    if (!record) {
       this.verified.delete(cacheKey);
       throw unauthorized(
         'The API key is not valid (unknown, mistyped or revoked).',

@@ -6,7 +6,7 @@
  * 256 bits of entropy, so a fast hash is enough (a slow password hash protects guessable
  * secrets, and would cost every request). The key is shown once, when it is created.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
 
 /** NOTIFY channel on which a revocation is announced (payload: the key id). */
@@ -86,6 +86,17 @@ export async function findKey(db: Knex, keyId: string): Promise<KeyRecord | unde
     [keyId],
   );
   return res.rows[0];
+}
+
+const DUMMY_HASH = hashKey('mn_000000000000_dummy');
+
+// Reads the record of `key` if it is a stored, unrevoked key: its hash is compared in constant
+// time (against a dummy when the id is unknown, so a miss costs the same); changes nothing.
+export async function activeKey(db: Knex, key: string): Promise<KeyRecord | undefined> {
+  const keyId = keyIdOf(key);
+  const record = keyId ? await findKey(db, keyId) : undefined;
+  const matches = timingSafeEqual(hashKey(key), record?.key_hash ?? DUMMY_HASH);
+  return record && matches && record.revoked_at === null ? record : undefined;
 }
 
 // Reads every key (optionally one client's), newest first; changes nothing.

@@ -6,8 +6,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Knex } from 'knex';
 import type { Logger } from '../log.js';
-import { timingSafeEqual } from 'node:crypto';
-import { findKey, hashKey, issueKey, keyIdOf } from './keys.js';
+import { activeKey, issueKey } from './keys.js';
 
 export const LOCAL_CLIENT = 'local';
 export const KEY_FILE_NAME = 'api-key';
@@ -28,7 +27,7 @@ export async function ensureLocalKey(db: Knex, dataDir: string, log: Logger): Pr
     () => undefined,
   );
   if (existing !== undefined) {
-    if (await isActive(db, existing)) {
+    if (await activeKey(db, existing)) {
       log.info({ keyFile: file }, 'the API key of the local client is in the key file');
       return file;
     }
@@ -51,14 +50,4 @@ export async function ensureLocalKey(db: Knex, dataDir: string, log: Logger): Pr
     'created an API key for the local client',
   );
   return file;
-}
-
-async function isActive(db: Knex, key: string): Promise<boolean> {
-  const keyId = keyIdOf(key);
-  const record = keyId ? await findKey(db, keyId) : undefined;
-  return (
-    record !== undefined &&
-    record.revoked_at === null &&
-    timingSafeEqual(hashKey(key), record.key_hash)
-  );
 }

@@ -123,21 +123,28 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
  * `postmaster.pid`; `undefined` when none runs there.
  */
 export async function runningEmbeddedUrl(dataDir: string): Promise<string | undefined> {
+  const running = await runningPostmaster(path.join(path.resolve(dataDir), 'pg'));
+  return running && running.port > 0
+    ? `postgres://postgres@127.0.0.1:${running.port}/postgres`
+    : undefined;
+}
+
+/** The live postmaster of a cluster, from its `postmaster.pid` (pid; port on line 4). */
+async function runningPostmaster(
+  pgData: string,
+): Promise<{ pid: number; port: number } | undefined> {
   let lines: string[];
   try {
-    const pidFile = path.join(path.resolve(dataDir), 'pg', 'postmaster.pid');
-    lines = (await fsp.readFile(pidFile, 'utf8')).split('\n');
+    lines = (await fsp.readFile(path.join(pgData, 'postmaster.pid'), 'utf8')).split('\n');
   } catch {
     return undefined;
   }
   const pid = Number(lines[0]);
-  const port = Number(lines[3]);
   if (!Number.isInteger(pid) || pid <= 0 || !alive(pid) || !(await isPostgres(pid))) {
     return undefined;
   }
-  return Number.isInteger(port) && port > 0
-    ? `postgres://postgres@127.0.0.1:${port}/postgres`
-    : undefined;
+  const port = Number(lines[3]);
+  return { pid, port: Number.isInteger(port) ? port : 0 };
 }
 
 async function loadBinaries(): Promise<Binaries> {
@@ -177,14 +184,8 @@ async function postgresOwner(log: Logger): Promise<{ uid: number; gid: number } 
 
 /** A postmaster left running by a process that was killed: ask it to shut down, and wait. */
 async function stopOrphan(pgData: string, log: Logger): Promise<void> {
-  let pid: number;
-  try {
-    const content = await fsp.readFile(path.join(pgData, 'postmaster.pid'), 'utf8');
-    pid = Number(content.split('\n')[0]);
-  } catch {
-    return;
-  }
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid) || !(await isPostgres(pid))) return;
+  const { pid } = (await runningPostmaster(pgData)) ?? {};
+  if (pid === undefined) return;
   log.warn({ pid }, 'embedded Postgres from an earlier run is still running; shutting it down');
   signal(pid, 'SIGINT');
   const deadline = Date.now() + 60_000;
