@@ -35,6 +35,20 @@ export interface AppDeps {
   metrics?: Metrics;
 }
 
+/** What the job and batch routes use. */
+export type ResourceRouteDeps = Pick<
+  AppDeps,
+  | 'db'
+  | 'auth'
+  | 'admission'
+  | 'events'
+  | 'estimator'
+  | 'jobMaxAttempts'
+  | 'cacheKey'
+  | 'onJobSubmitted'
+  | 'metrics'
+>;
+
 /** Headers on every answer: an API that serves JSON has nothing to frame, embed or refer. */
 const SECURITY_HEADERS = {
   'X-Content-Type-Options': 'nosniff',

@@ -75,6 +75,29 @@ export class Admission {
     client.value += n;
   }
 
+  /**
+   * Admits `n` jobs, runs `insert`, and gives back what did not end up queued: everything if
+   * `insert` throws, else `n - queued(result)` (an idempotent replay queues nothing, a result
+   * answered from the cache at once does not queue).
+   */
+  async admitting<T>(
+    clientId: string,
+    n: number,
+    insert: () => Promise<T>,
+    queued: (result: T) => number,
+  ): Promise<T> {
+    await this.admit(clientId, n);
+    let result: T;
+    try {
+      result = await insert();
+    } catch (err) {
+      this.release(clientId, n);
+      throw err;
+    }
+    this.release(clientId, n - queued(result));
+    return result;
+  }
+
   /** Gives back an admission that inserted nothing (an idempotent replay). */
   release(clientId: string, n: number): void {
     this.global.value = Math.max(0, this.global.value - n);

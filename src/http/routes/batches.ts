@@ -1,13 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
-import type { Knex } from 'knex';
-import type { Authenticator } from '../../auth/authenticator.js';
-import type { Admission } from '../../jobs/admission.js';
-import type { Transaction } from '../../heuristic/types.js';
-import type { QueueEstimator } from '../../jobs/eta.js';
-import { type JobEvents, batchTopic } from '../../jobs/events.js';
+import { batchTopic } from '../../jobs/events.js';
 import { type BatchRow, getBatch, getBatchItems, insertBatch } from '../../jobs/store.js';
-import type { Metrics } from '../../metrics.js';
 import { checkReplay, idempotencyOf } from '../idempotency.js';
 import { authenticate, clientOf, requireJson } from '../middleware.js';
 import { notFound } from '../problem.js';
@@ -21,20 +15,10 @@ import {
   batchResource,
   cursors,
 } from '../views.js';
-import { UUID, jsonBody } from './jobs.js';
+import { byUuid, jsonBody } from './jobs.js';
+import type { AppDeps, ResourceRouteDeps } from '../app.js';
 
-export interface BatchRoutesDeps {
-  db: Knex;
-  auth: Authenticator;
-  admission: Admission;
-  events: JobEvents;
-  estimator: QueueEstimator;
-  maxBatchBodyBytes: number;
-  jobMaxAttempts: number;
-  cacheKey: (tx: Transaction) => string | null;
-  onJobSubmitted: () => void;
-  metrics?: Metrics;
-}
+export type BatchRoutesDeps = ResourceRouteDeps & Pick<AppDeps, 'maxBatchBodyBytes'>;
 
 export function batchRoutes(deps: BatchRoutesDeps): Router {
   const router = new Router();
@@ -44,8 +28,7 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
   const batchKind = (id: string, owner: string): ResourceKind<BatchRow, BatchResource> => ({
     events: deps.events,
     topic: batchTopic(id),
-    load: () =>
-      UUID.test(id) ? getBatch(deps.db, id.toLowerCase(), owner) : Promise.resolve(undefined),
+    load: () => byUuid(id, (uuid) => getBatch(deps.db, uuid, owner)),
     view: batchResource,
     isFinal: batchDone,
     retryAfter: (row) => deps.estimator.forBatch(row),
@@ -65,29 +48,27 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
       const { transactions } = parseBatch(ctx.request.body);
       const idempotency = idempotencyOf(ctx, { transactions });
       const n = transactions.length;
-      await deps.admission.admit(client.id, n);
-      const inserted = await insertBatch(deps.db, {
-        id: randomUUID(),
-        clientId: client.id,
-        transactions,
-        maxAttempts: deps.jobMaxAttempts,
-        idempotency,
-        cacheKeys: transactions.map(deps.cacheKey),
-      }).catch((err: unknown) => {
-        deps.admission.release(client.id, n);
-        throw err;
-      });
+      const inserted = await deps.admission.admitting(
+        client.id,
+        n,
+        () =>
+          insertBatch(deps.db, {
+            id: randomUUID(),
+            clientId: client.id,
+            transactions,
+            maxAttempts: deps.jobMaxAttempts,
+            idempotency,
+            cacheKeys: transactions.map(deps.cacheKey),
+          }),
+        (r) => (r.created ? (r.row?.pending ?? 0) : 0),
+      );
       if (inserted.created) {
         deps.metrics?.jobsSubmitted.inc({ via: 'batch' }, n);
+        // Answered from the result cache, those never queued.
         const cached = inserted.row?.succeeded ?? 0;
-        // Answered from the result cache: those never queued.
-        deps.admission.release(client.id, cached);
         deps.metrics?.answeredWithoutCall('submit', cached);
         if (cached < n) deps.onJobSubmitted();
-      } else {
-        deps.admission.release(client.id, n);
-        if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');
-      }
+      } else if (idempotency) checkReplay(ctx, idempotency, inserted.requestHash, 'batch');
       const kind = batchKind(inserted.id, client.id);
       // A new batch is known from its insert; only a replay needs reading.
       const row = inserted.row ?? (await kind.load());

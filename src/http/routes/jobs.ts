@@ -1,12 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import { koaBody } from 'koa-body';
-import type { Knex } from 'knex';
-import type { Authenticator } from '../../auth/authenticator.js';
-import type { Admission } from '../../jobs/admission.js';
-import type { Transaction } from '../../heuristic/types.js';
-import type { QueueEstimator } from '../../jobs/eta.js';
-import { type JobEvents, jobTopic } from '../../jobs/events.js';
+import { jobTopic } from '../../jobs/events.js';
 import {
   type JobRow,
   type JobStatus,
@@ -16,7 +11,6 @@ import {
   insertJob,
   listJobs,
 } from '../../jobs/store.js';
-import type { Metrics } from '../../metrics.js';
 import { checkReplay, idempotencyOf } from '../idempotency.js';
 import { authenticate, clientOf, requireJson } from '../middleware.js';
 import { HttpProblem, PROBLEM_TYPES, notFound } from '../problem.js';
@@ -28,22 +22,16 @@ import {
   invalidCursor,
 } from '../validation.js';
 import { type JobResource, cursors, jobLocation, jobResource } from '../views.js';
+import type { AppDeps, ResourceRouteDeps } from '../app.js';
 
-export interface JobRoutesDeps {
-  db: Knex;
-  auth: Authenticator;
-  admission: Admission;
-  events: JobEvents;
-  estimator: QueueEstimator;
-  maxBodyBytes: number;
-  jobMaxAttempts: number;
-  cacheKey: (tx: Transaction) => string | null;
-  /** Called after jobs are committed, so the local runner claims them at once. */
-  onJobSubmitted: () => void;
-  metrics?: Metrics;
-}
+export type JobRoutesDeps = ResourceRouteDeps & Pick<AppDeps, 'maxBodyBytes'>;
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** `read(id)` for a well-formed id (lower-cased); nothing for anything else. */
+export function byUuid<T>(id: string, read: (uuid: string) => Promise<T | undefined>) {
+  return UUID.test(id) ? read(id.toLowerCase()) : Promise.resolve(undefined);
+}
 
 export const isTerminal = (status: JobStatus) => TERMINAL_STATUSES.includes(status);
 
@@ -67,8 +55,7 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
   const jobKind = (id: string, owner: string): ResourceKind<JobRow, JobResource> => ({
     events: deps.events,
     topic: jobTopic(id),
-    load: () =>
-      UUID.test(id) ? getJob(deps.db, id.toLowerCase(), owner) : Promise.resolve(undefined),
+    load: () => byUuid(id, (uuid) => getJob(deps.db, uuid, owner)),
     view: jobResource,
     isFinal: (row) => isTerminal(row.status),
     retryAfter: (row) => deps.estimator.forJob(row),
@@ -86,30 +73,26 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
       const client = clientOf(ctx);
       const transaction = parseTransaction(ctx.request.body);
       const idempotency = idempotencyOf(ctx, transaction);
-      await deps.admission.admit(client.id, 1);
-      const { row, created, requestHash } = await insertJob(deps.db, {
-        id: randomUUID(),
-        clientId: client.id,
-        transaction,
-        maxAttempts: deps.jobMaxAttempts,
-        idempotency,
-        cacheKey: deps.cacheKey(transaction),
-      }).catch((err: unknown) => {
-        deps.admission.release(client.id, 1);
-        throw err;
-      });
+      const { row, created, requestHash } = await deps.admission.admitting(
+        client.id,
+        1,
+        () =>
+          insertJob(deps.db, {
+            id: randomUUID(),
+            clientId: client.id,
+            transaction,
+            maxAttempts: deps.jobMaxAttempts,
+            idempotency,
+            cacheKey: deps.cacheKey(transaction),
+          }),
+        (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
+      );
       if (created) {
         deps.metrics?.jobsSubmitted.inc({ via: 'single' });
+        // Answered from the result cache, it never queued.
         if (row.status === 'pending') deps.onJobSubmitted();
-        else {
-          // Answered from the result cache: it never queued.
-          deps.admission.release(client.id, 1);
-          deps.metrics?.answeredWithoutCall('submit', 1);
-        }
-      } else {
-        deps.admission.release(client.id, 1);
-        if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
-      }
+        else deps.metrics?.answeredWithoutCall('submit', 1);
+      } else if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
       await answerSubmit(ctx, jobKind(row.id, client.id), row, jobLocation(row.id));
     },
   );
@@ -153,7 +136,7 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
     const id = ctx.params.id ?? '';
     const owner = clientOf(ctx).id;
     const kind = jobKind(id, owner);
-    const canceled = UUID.test(id) ? await cancelJob(deps.db, id.toLowerCase(), owner) : undefined;
+    const canceled = await byUuid(id, (uuid) => cancelJob(deps.db, uuid, owner));
     if (canceled) {
       // A canceled pending job no longer counts against the client's cap.
       if (canceled.previousStatus === 'pending') deps.admission.release(owner, 1);
