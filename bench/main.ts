@@ -31,7 +31,7 @@ const CONCURRENCY = 16;
 const CONNECTIONS = 64;
 const PICKUPS = 200;
 const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? 6379);
-const SAMPLE = path.resolve(import.meta.dirname, '../../shared/data/transactions-2k.csv');
+const SAMPLE = path.resolve(import.meta.dirname, '../test/fixtures/transactions-2k.csv');
 
 const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
 const say = (line: string) => console.log(`bench: ${line}`);

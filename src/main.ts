@@ -18,7 +18,7 @@ async function main() {
     throw err;
   }
   const log = createLogger(config.logLevel);
-  const service = await startService(config, log).catch((err: unknown) => {
+  const service = await startService(config, { log }).catch((err: unknown) => {
     log.fatal({ err }, 'start-up failed');
     process.exit(1);
   });

@@ -1,10 +1,14 @@
 /**
- * Wires the parts together: database (embedded or DATABASE_URL), migrations, runner, LISTEN,
- * HTTP server; and takes them apart again in the right order on shutdown.
+ * The one wiring of the service, used by `src/main.ts` and by the tests: database (embedded or
+ * DATABASE_URL), migrations, runner, LISTEN, HTTP app and server; and taking them apart again in
+ * the right order on shutdown. Tests pass a config of their own and a heuristic, and may leave
+ * the port unbound (driving `app.callback()`) or the runner unstarted; nothing else differs.
  */
 import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type Koa from 'koa';
+import type { Knex } from 'knex';
 import { Authenticator } from './auth/authenticator.js';
 import { KEYS_REVOKED_CHANNEL } from './auth/keys.js';
 import { ensureLocalKey } from './auth/local-key.js';
@@ -22,22 +26,39 @@ import { PgNotifier } from './jobs/notifier.js';
 import { Runner } from './jobs/runner.js';
 import { AttemptStats } from './jobs/stats.js';
 import { FINISHED_CHANNEL, PENDING_CHANNEL } from './jobs/store.js';
-import type { Logger } from './log.js';
+import { type Logger, createLogger } from './log.js';
 import { Metrics } from './metrics.js';
 
+export interface ServiceOptions {
+  /** @defaultValue a JSON logger at `config.logLevel` */
+  log?: Logger;
+  /** The heuristic behind the runner. @defaultValue the bundled mock, configured by HEURISTIC_* */
+  heuristic?: Heuristic;
+  /** Bind `config.host:config.port`; without it, drive `app.callback()`. @defaultValue true */
+  listen?: boolean;
+  /** Start claiming jobs at once; otherwise call `runner.start()`. @defaultValue true */
+  startRunner?: boolean;
+}
+
 export interface Service {
-  /** Base URL the HTTP server listens on. */
-  readonly url: string;
+  /** Base URL the HTTP server listens on (`undefined` when started without `listen`). */
+  readonly url: string | undefined;
+  readonly app: Koa;
+  /** The service's own pool. */
+  readonly db: Knex;
+  readonly runner: Runner;
+  readonly events: JobEvents;
+  readonly metrics: Metrics;
   /** Graceful: stop accepting, finish or hand back running attempts, close everything. */
   stop(): Promise<void>;
 }
 
 export async function startService(
   config: Readonly<Config>,
-  log: Logger,
-  /** The bundled mock (configured by HEURISTIC_*) unless another one is given. */
-  customHeuristic?: Heuristic,
+  options: ServiceOptions = {},
 ): Promise<Service> {
+  const log = options.log ?? createLogger(config.logLevel);
+  const customHeuristic = options.heuristic;
   // CPU-bound work goes to worker threads, never more at once than the runner's slots.
   const cpuPool =
     customHeuristic === undefined && config.heuristicCpuMs > 0
@@ -64,18 +85,18 @@ export async function startService(
   }
 
   const db = createKnex(databaseUrl, config.databasePoolMax, log);
+  const events = new JobEvents();
   let runner: Runner | undefined;
   let notifier: PgNotifier | undefined;
   let server: http.Server | undefined;
   let draining = false;
-  const events = new JobEvents();
 
   const teardown = async () => {
     draining = true;
     // Long-poll requests answer now with what they have, so closing the server does not wait
     // up to a minute for them.
     events.close();
-    if (server) {
+    if (server?.listening) {
       const closed = once(server, 'close');
       server.close();
       server.closeIdleConnections();
@@ -103,7 +124,7 @@ export async function startService(
       concurrency: config.runnerConcurrency,
       waiters: () => events.size,
     });
-    runner = new Runner({
+    const jobRunner = new Runner({
       metrics,
       db,
       heuristic,
@@ -119,8 +140,8 @@ export async function startService(
       purgeIntervalMs: config.purgeIntervalMs,
       cacheTtlMs: config.resultCacheTtlMs,
     });
-    const wake = runner.wake.bind(runner);
-    const jobRunner = runner;
+    runner = jobRunner;
+    const wake = () => jobRunner.wake();
     busySlots = () => jobRunner.busySlots;
     notifier = new PgNotifier({
       connectionString: databaseUrl,
@@ -140,7 +161,7 @@ export async function startService(
       log,
     });
     await notifier.start();
-    runner.start();
+    if (options.startRunner ?? true) jobRunner.start();
 
     const estimator = new QueueEstimator(db, stats, config.runnerConcurrency);
     const app = createApp({
@@ -161,30 +182,38 @@ export async function startService(
       isDraining: () => draining,
       metrics,
     });
-    const handle = app.callback();
-    server = http.createServer((req, res) => void handle(req, res));
-    // Slow or stalled clients must not hold sockets forever; a long-poll may take 60 s.
-    server.requestTimeout = 75_000;
-    server.headersTimeout = 10_000;
-    server.keepAliveTimeout = 5_000;
-    server.listen(config.port, config.host);
-    await once(server, 'listening');
+
+    let url: string | undefined;
+    if (options.listen ?? true) {
+      const handle = app.callback();
+      server = http.createServer((req, res) => void handle(req, res));
+      // Slow or stalled clients must not hold sockets forever; a long-poll may take 60 s.
+      server.requestTimeout = 75_000;
+      server.headersTimeout = 10_000;
+      server.keepAliveTimeout = 5_000;
+      server.listen(config.port, config.host);
+      await once(server, 'listening');
+      const { port } = server.address() as AddressInfo;
+      const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+      url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+      log.info(
+        { url, port, workerId: jobRunner.workerId, concurrency: config.runnerConcurrency },
+        'listening',
+      );
+    }
+
+    let stopping: Promise<void> | undefined;
+    return {
+      url,
+      app,
+      db,
+      runner: jobRunner,
+      events,
+      metrics,
+      stop: () => (stopping ??= teardown()),
+    };
   } catch (err) {
     await teardown().catch(() => undefined);
     throw err;
   }
-
-  const { port } = server.address() as AddressInfo;
-  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  log.info(
-    { url, port, workerId: runner.workerId, concurrency: config.runnerConcurrency },
-    'listening',
-  );
-
-  let stopping: Promise<void> | undefined;
-  return {
-    url,
-    stop: () => (stopping ??= teardown()),
-  };
 }

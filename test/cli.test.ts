@@ -13,12 +13,12 @@ import { parse } from 'csv-parse/sync';
 import type { Knex } from 'knex';
 import { recogniseMerchant } from '../src/heuristic/recognise.js';
 import { freePort } from '../src/net.js';
-import { eventually, freshDatabase, rowCount, testDatabaseUrl } from './support/db.js';
+import { eventually, freshDatabase, rowCount, databaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
 import { issueKey } from '../src/auth/keys.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SAMPLE = path.resolve(ROOT, '../shared/data/transactions-2k.csv');
+const SAMPLE = path.resolve(ROOT, 'test/fixtures/transactions-2k.csv');
 
 interface Run {
   child: ChildProcess;
@@ -74,7 +74,7 @@ describe('CLI (merchant-normalizer)', function () {
 
   const startServer = async (delay: string, env: Record<string, string> = {}) => {
     server = ServerProcess.spawn({
-      DATABASE_URL: testDatabaseUrl(),
+      DATABASE_URL: databaseUrl(db),
       HEURISTIC_DELAY_MS: delay,
       RUNNER_CONCURRENCY: '16',
       ...env,
@@ -242,7 +242,7 @@ describe('CLI (merchant-normalizer)', function () {
 
   describe('keys', () => {
     const admin = (args: string[]) =>
-      cli(['keys', ...args], 'http://unused', { DATABASE_URL: testDatabaseUrl() });
+      cli(['keys', ...args], 'http://unused', { DATABASE_URL: databaseUrl(db) });
 
     it('creates, lists and revokes a key; the revoked key gets 401 at once', async () => {
       const url = await startServer('0');

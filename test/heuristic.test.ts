@@ -9,7 +9,7 @@ import { tx } from './support/heuristics.js';
 
 const SAMPLE = path.resolve(
   path.dirname(fileURLToPath(import.meta.url)),
-  '../../shared/data/transactions-2k.csv',
+  'fixtures/transactions-2k.csv',
 );
 
 describe('recogniseMerchant(description)', () => {

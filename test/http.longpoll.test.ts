@@ -7,7 +7,7 @@ import { estimateSeconds } from '../src/jobs/eta.js';
 import { Runner } from '../src/jobs/runner.js';
 import { AttemptStats } from '../src/jobs/stats.js';
 import { createLogger } from '../src/log.js';
-import { eventually, testDatabaseUrl } from './support/db.js';
+import { eventually, databaseUrl } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
@@ -50,7 +50,7 @@ describe('long-poll and conditional requests', () => {
     const job = await submit('Spotify');
     const waiting = h.http.get(`/jobs/${job.id}?wait=20`).then((r) => r);
     await sleep(200);
-    const otherDb = createKnex(testDatabaseUrl(), 2, createLogger('silent'));
+    const otherDb = createKnex(databaseUrl(h.db), 2, createLogger('silent'));
     const other = new Runner({
       db: otherDb,
       heuristic: new TestHeuristic(echoAfter(0)),

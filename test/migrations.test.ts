@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { createKnex, migrateLatest, migrationsApplied } from '../src/db/knex.js';
 import { migrationNames } from '../db/migrations.js';
-import { freshDatabase, testDatabaseUrl } from './support/db.js';
+import { freshDatabase, databaseUrl } from './support/db.js';
 
 describe('migrations', () => {
   it('apply up, down and up again', async () => {
@@ -24,7 +24,7 @@ describe('migrations', () => {
     await setup.migrate.rollback(undefined, true);
     await setup.schema.dropTableIfExists('knex_migrations');
     await setup.schema.dropTableIfExists('knex_migrations_lock');
-    const pools = Array.from({ length: 4 }, () => createKnex(testDatabaseUrl(), 2));
+    const pools = Array.from({ length: 4 }, () => createKnex(databaseUrl(setup), 2));
     try {
       const applied = await Promise.all(pools.map((db) => migrateLatest(db)));
       expect(applied.flat()).to.deep.equal([...migrationNames]);

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { eventually, freshDatabase, jobStatuses, testDatabaseUrl } from './support/db.js';
+import { eventually, freshDatabase, jobStatuses, databaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
 import { issueKey, revokeKey } from '../src/auth/keys.js';
 import { createKnex } from '../src/db/knex.js';
@@ -35,7 +35,7 @@ describe('server process (src/main.ts)', function () {
   async function start(env: Record<string, string>) {
     // These tests follow every job through its own attempts: no result cache or single-flight.
     const server = await ServerProcess.start({
-      DATABASE_URL: testDatabaseUrl(),
+      DATABASE_URL: databaseUrl(db),
       RESULT_CACHE_TTL_MS: '0',
       ...env,
     });
@@ -157,7 +157,7 @@ describe('server process (src/main.ts)', function () {
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'merchant-nokey-'));
     try {
       const server = await ServerProcess.start({
-        DATABASE_URL: testDatabaseUrl(),
+        DATABASE_URL: databaseUrl(db),
         DATA_DIR: dataDir,
       });
       servers.push(server);
@@ -202,7 +202,7 @@ describe('server process (src/main.ts)', function () {
 
   it('refuses to start on a bad config value, naming the variable', async () => {
     const server = ServerProcess.spawn({
-      DATABASE_URL: testDatabaseUrl(),
+      DATABASE_URL: databaseUrl(db),
       RUNNER_CONCURRENCY: 'lots',
       HEURISTIC_DELAY_MS: '5-1',
     });

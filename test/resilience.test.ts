@@ -1,86 +1,89 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
-import supertest from 'supertest';
-import { createKnex } from '../src/db/knex.js';
-import { createApp } from '../src/http/app.js';
-import { PgNotifier } from '../src/jobs/notifier.js';
-import { Authenticator } from '../src/auth/authenticator.js';
-import { Admission } from '../src/jobs/admission.js';
-import { QueueEstimator } from '../src/jobs/eta.js';
-import { JobEvents } from '../src/jobs/events.js';
-import { AttemptStats } from '../src/jobs/stats.js';
+import type { Knex } from 'knex';
+import { issueKey, revokeKey } from '../src/auth/keys.js';
 import * as store from '../src/jobs/store.js';
-import { createLogger } from '../src/log.js';
 import { expectProblem } from './support/problem.js';
-import { eventually, freshDatabase, insertPending, testDatabaseUrl } from './support/db.js';
+import { eventually, insertPending } from './support/db.js';
+import { type Harness, startHarness } from './support/harness.js';
+import { Gate, TestHeuristic, tx } from './support/heuristics.js';
 
-describe('PgNotifier', () => {
-  it('reconnects after its connection is killed, and wakes the runner to catch up', async () => {
-    const db = await freshDatabase();
-    let wakes = 0;
-    const notifier = new PgNotifier({
-      connectionString: testDatabaseUrl(),
-      channels: { [store.PENDING_CHANNEL]: () => (wakes += 1) },
-      onReconnect: () => (wakes += 1),
-      log: createLogger('silent'),
-    });
-    await notifier.start();
-    try {
-      await insertPending(db, 'a');
-      await eventually(async () => wakes === 1, 3000, 'the first NOTIFY');
+/** Backends of this test's own database LISTENing for the service (never another test's). */
+async function listeners(db: Knex): Promise<number[]> {
+  const res = await db.raw<{ rows: { pid: number }[] }>(
+    `SELECT pid FROM pg_stat_activity
+     WHERE application_name = 'merchant-normalizer-listener' AND datname = current_database()`,
+  );
+  return res.rows.map((r) => r.pid);
+}
 
-      const killed = await db.raw<{ rows: unknown[] }>(
-        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE application_name = 'merchant-normalizer-listener' AND pid <> pg_backend_pid()`,
-      );
-      expect(killed.rows).to.have.length(1);
-      // The reconnect itself wakes the runner: notifications sent meanwhile were lost.
-      await eventually(async () => wakes === 2, 5000, 'the wake-up after reconnecting');
+describe('the service after its LISTEN connection is lost', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
 
-      await sleep(100);
-      await insertPending(db, 'b');
-      await eventually(async () => wakes === 3, 3000, 'a NOTIFY on the new connection');
-    } finally {
-      await notifier.stop();
-      await db.destroy();
-    }
+  it('catches up on reconnect: claims work, answers waiters and forgets keys whose NOTIFYs it missed', async () => {
+    const gate = new Gate();
+    gate.release('Fresh');
+    // The service reaches Postgres through the proxy; the test's own pool goes around it.
+    h = await startHarness({ heuristic: new TestHeuristic(gate.behaviour), proxy: true });
+    const proxy = h.proxy!;
+    const held = (await h.http.post('/normalize_merchant').send(tx('Held')).expect(202)).body;
+    await eventually(async () => h?.runner.busySlots === 1, 5000, 'the held attempt');
+    const waiter = h.http.get(`/jobs/${held.id}?wait=30`).then((r) => r);
+    await eventually(async () => h?.events.size === 1, 5000, 'the waiter to register');
+    const other = await issueKey(h.db, 'b');
+    await h.as(other.key).get('/jobs').expect(200); // its key is cached now
+
+    // Lose the LISTEN connection, and keep it lost: the proxy refuses the reconnects.
+    proxy.refuseNew(true);
+    const pids = await listeners(h.db);
+    expect(pids).to.have.length(1);
+    await h.db.raw('SELECT pg_terminate_backend(pid) FROM unnest(?::int[]) AS pid', [pids]);
+    await eventually(async () => (await listeners(h!.db)).length === 0, 5000, 'no listener');
+    // What happens meanwhile sends NOTIFYs nobody hears.
+    await store.cancelJob(h.db, held.id, null);
+    const fresh = await insertPending(h.db, 'Fresh');
+    expect(await revokeKey(h.db, other.keyId)).to.equal(true);
+    await eventually(async () => proxy.refused > 0, 5000, 'a refused reconnect');
+    expect((await store.getJob(h.db, fresh.id, null))?.status).to.equal('pending');
+
+    proxy.refuseNew(false);
+    const answered = await waiter;
+    expect(answered.body.status).to.equal('canceled');
+    await eventually(
+      async () => (await store.getJob(h!.db, fresh.id, null))?.status === 'succeeded',
+      5000,
+      'the job inserted while deaf to be claimed',
+    );
+    await h.as(other.key).get('/jobs').expect(401);
   });
 });
 
-describe('POST /normalize_merchant with the database down', () => {
-  it('answers 503 problem+json with Retry-After, not 500', async () => {
-    // Nothing listens on port 1: every query fails to connect.
-    const db = createKnex('postgres://postgres@127.0.0.1:1/none', 2, createLogger('silent'));
-    const estimator = new QueueEstimator(db, new AttemptStats(), 4);
-    const app = createApp({
-      db,
-      log: createLogger('silent'),
-      auth: new Authenticator(db),
-      admission: new Admission(db, estimator, { clientMaxPending: 10, maxPending: 10 }),
-      events: new JobEvents(),
-      estimator,
-      maxBodyBytes: 16 * 1024,
-      maxBatchBodyBytes: 1024 * 1024,
-      jobMaxAttempts: 3,
-      cacheKey: () => null,
-      onJobSubmitted: () => undefined,
-      isDraining: () => false,
-    });
-    try {
-      // A well-formed key: checking it needs the database, which is down.
-      const res = await supertest(app.callback())
-        .post('/normalize_merchant')
-        .set('Authorization', `Bearer mn_0123456789ab_${'k'.repeat(43)}`)
-        .send({ date: '2026-04-03', description: 'Netflix', amount: 1 })
-        .expect(503);
-      expectProblem(res, '/problems/service-unavailable', 503);
-      expect(res.headers['retry-after']).to.equal('5');
-      expect(res.body.detail).to.contain('nothing was stored');
+describe('the service with the database down', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
 
-      const ready = await supertest(app.callback()).get('/readyz').expect(503);
-      expect(ready.body.detail).to.contain('unreachable');
-    } finally {
-      await db.destroy();
-    }
+  it('answers 503 problem+json with Retry-After, not 500, and readiness fails', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(async () => null), proxy: true });
+    const proxy = h.proxy!;
+    proxy.refuseNew(true);
+    proxy.dropAll();
+    // A well-formed key: checking it needs the database, which is down.
+    const res = await h.anon
+      .post('/normalize_merchant')
+      .set('Authorization', `Bearer mn_0123456789ab_${'k'.repeat(43)}`)
+      .send(tx('Netflix'))
+      .expect(503);
+    expectProblem(res, '/problems/service-unavailable', 503);
+    expect(res.headers['retry-after']).to.equal('5');
+    expect(res.body.detail).to.contain('nothing was stored');
+
+    const ready = await h.anon.get('/readyz').expect(503);
+    expect(ready.body.detail).to.contain('unreachable');
   });
 });

@@ -1,23 +1,114 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
+import pg from 'pg';
 import { ensureClient } from '../../src/auth/keys.js';
-import { createKnex, migrateLatest } from '../../src/db/knex.js';
+import { createKnex } from '../../src/db/knex.js';
 import * as store from '../../src/jobs/store.js';
 import { createLogger } from '../../src/log.js';
 import { tx } from './heuristics.js';
 
-export function testDatabaseUrl(): string {
+/**
+ * The Postgres server the tests run on (set by the global fixture). Tests never use the
+ * database it names: each gets its own from `freshDatabase`.
+ */
+function serverUrl(): string {
   const url = process.env.TEST_DATABASE_URL;
   if (!url) throw new Error('TEST_DATABASE_URL is not set: run the tests through mocha (npm test)');
   return url;
 }
 
-/** A pool on the test database with migrations applied and no jobs left from earlier tests. */
+/** The server's URL with another database name. */
+export function withDatabase(name: string): string {
+  const url = new URL(serverUrl());
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Test databases are named `mnt_<pid of the mocha process>_<n>`; the template `…_tpl`. */
+const PREFIX = 'mnt_';
+export const templateName = () => `${PREFIX}${process.pid}_tpl`;
+let created = 0;
+
+let admin: pg.Client | undefined;
+let adminQueue: Promise<unknown> = Promise.resolve();
+
+/** Runs one statement on the server's own database (CREATE/DROP DATABASE), one at a time. */
+export function adminQuery<R extends pg.QueryResultRow = pg.QueryResultRow>(
+  sql: string,
+): Promise<pg.QueryResult<R>> {
+  const run = adminQueue.then(async () => {
+    if (!admin) {
+      admin = new pg.Client({ connectionString: serverUrl(), application_name: 'mnt-admin' });
+      admin.on('error', () => (admin = undefined)); // the next statement reconnects
+      await admin.connect();
+    }
+    return admin.query<R>(sql);
+  });
+  adminQueue = run.catch(() => undefined);
+  return run;
+}
+
+export async function dropDatabase(name: string): Promise<void> {
+  await adminQuery(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+}
+
+/**
+ * Drops test databases left behind: those of mocha process `pid` (and then closes the admin
+ * connection), or (without it) those of processes no longer running (a run that was killed
+ * before its teardown).
+ */
+export async function dropLeftovers(pid?: number): Promise<void> {
+  const res = await adminQuery<{ datname: string }>(
+    `SELECT datname FROM pg_database WHERE datname LIKE '${PREFIX}%' ORDER BY datname`,
+  );
+  for (const { datname } of res.rows) {
+    const owner = Number(/^mnt_(\d+)_/.exec(datname)?.[1]);
+    if (!Number.isInteger(owner)) continue;
+    const mine = pid !== undefined && owner === pid;
+    if (mine || (pid === undefined && !alive(owner))) await dropDatabase(datname);
+  }
+  if (pid !== undefined) {
+    await admin?.end();
+    admin = undefined;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const urls = new WeakMap<Knex, string>();
+
+/**
+ * A database of this test's own, cloned from the migrated template, and a pool on it.
+ * `destroy()` closes the pool and drops the database (ending any connection still open to it,
+ * such as a killed server's).
+ */
 export async function freshDatabase(poolMax = 10): Promise<Knex> {
-  const db = createKnex(testDatabaseUrl(), poolMax, createLogger('warn'));
-  await migrateLatest(db);
-  await db.raw('TRUNCATE jobs, batches, api_keys, clients, results, flights');
+  const name = `${PREFIX}${process.pid}_${++created}`;
+  await adminQuery(`CREATE DATABASE "${name}" TEMPLATE "${templateName()}"`);
+  const url = withDatabase(name);
+  const db = createKnex(url, poolMax, createLogger('warn'));
+  urls.set(db, url);
+  const destroy = db.destroy.bind(db);
+  let dropped: Promise<void> | undefined;
+  // knex defines `destroy` read-only but configurable.
+  Object.defineProperty(db, 'destroy', {
+    value: () => (dropped ??= destroy().then(() => dropDatabase(name))),
+  });
   return db;
+}
+
+/** The connection string of a database made by `freshDatabase`: for servers, notifiers, CLIs. */
+export function databaseUrl(db: Knex): string {
+  const url = urls.get(db);
+  if (!url) throw new Error('not a database from freshDatabase()');
+  return url;
 }
 
 /** Rows in `table` (jobs, batches) right now. */

@@ -1,26 +1,24 @@
 import type { Knex } from 'knex';
 import supertest from 'supertest';
-import { Authenticator } from '../../src/auth/authenticator.js';
-import { type IssuedKey, KEYS_REVOKED_CHANNEL, issueKey } from '../../src/auth/keys.js';
-import { createApp } from '../../src/http/app.js';
-import { type Heuristic, cacheKeyOf } from '../../src/heuristic/types.js';
-import { Admission, type AdmissionOptions } from '../../src/jobs/admission.js';
-import { QueueEstimator } from '../../src/jobs/eta.js';
-import { JobEvents } from '../../src/jobs/events.js';
-import { PgNotifier } from '../../src/jobs/notifier.js';
-import { Runner, type RunnerOptions } from '../../src/jobs/runner.js';
-import { AttemptStats } from '../../src/jobs/stats.js';
-import { FINISHED_CHANNEL } from '../../src/jobs/store.js';
+import { type IssuedKey, issueKey } from '../../src/auth/keys.js';
+import { type Config, loadConfig } from '../../src/config.js';
+import type { Heuristic } from '../../src/heuristic/types.js';
+import type { JobEvents } from '../../src/jobs/events.js';
+import type { Runner } from '../../src/jobs/runner.js';
 import { createLogger } from '../../src/log.js';
-import { Metrics } from '../../src/metrics.js';
-import { freshDatabase, testDatabaseUrl } from './db.js';
+import { type Service, startService } from '../../src/service.js';
+import { databaseUrl, freshDatabase } from './db.js';
 import { tx } from './heuristics.js';
+import { TcpProxy } from './tcp-proxy.js';
 
 export interface Harness {
+  /** A pool of the test's own on its database, for looking behind the API. */
   db: Knex;
+  /** The service, wired by `startService` exactly as `npm start` wires it. */
+  service: Service;
   runner: Runner;
   events: JobEvents;
-  app: ReturnType<typeof createApp>;
+  app: Service['app'];
   /** Requests as client "a" (its key set on every request). */
   http: supertest.Agent;
   /** Requests without a key. */
@@ -29,111 +27,106 @@ export interface Harness {
   key: IssuedKey;
   /** Requests with another key. */
   as(key: string): supertest.Agent;
+  /** With `proxy: true`: what stands between the service and Postgres. */
+  proxy: TcpProxy | undefined;
   stop(): Promise<void>;
 }
 
 export interface HarnessOptions {
   heuristic: Heuristic;
-  runner?: Partial<Omit<RunnerOptions, 'db' | 'heuristic' | 'log' | 'stats'>>;
+  /** Runner settings, by their names in RunnerOptions. */
+  runner?: Partial<{
+    concurrency: number;
+    leaseMs: number;
+    timeoutMs: number;
+    backoffBaseMs: number;
+    backoffMaxMs: number;
+    pollMs: number;
+  }>;
   /** Start the runner (claiming jobs). @defaultValue true */
   startRunner?: boolean;
   jobMaxAttempts?: number;
-  /** Pool size of the app's and runner's knex. @defaultValue 10 */
+  /** Pool size of the service's knex. @defaultValue 10 */
   poolMax?: number;
   /** Pending-job caps. @defaultValue 100000 per client, 1000000 overall */
-  quota?: Partial<AdmissionOptions>;
+  quota?: Partial<{ clientMaxPending: number; maxPending: number }>;
   /** Result-cache TTL. @defaultValue 1 h */
   cacheTtlMs?: number;
+  /** Any other setting. */
+  config?: Partial<Config>;
+  /** Put a TcpProxy between the service and Postgres (the test's own pool goes around it). */
+  proxy?: boolean;
 }
 
 /**
- * The app and a runner in this process on a clean test database, with fast test settings; the
- * poll is an hour so that anything that happens quickly happened through a wake-up. "Job
- * finished" NOTIFYs reach long-poll waiters and the runner, and key revocations the key cache,
- * as in the service; the "pending" channel is not listened to, so only local submits wake the
- * runner. Client "a" and its key are made here.
+ * The configuration tests run with: the service's defaults, on `url`, with fast settings. The
+ * poll is an hour, so anything that happens quickly happened through a wake-up (a local submit
+ * or a NOTIFY); shutdown gives running attempts no grace.
  */
-export async function startHarness(opts: HarnessOptions): Promise<Harness> {
-  const db = await freshDatabase(opts.poolMax);
-  const log = createLogger('silent');
-  const stats = new AttemptStats();
-  const events = new JobEvents();
-  let busySlots = () => 0;
-  const metrics = new Metrics({
-    db,
-    busySlots: () => busySlots(),
-    concurrency: 4,
-    waiters: () => events.size,
-  });
-  const runner = new Runner({
-    metrics,
-    db,
-    heuristic: opts.heuristic,
-    log,
-    stats,
-    concurrency: 4,
-    leaseMs: 5000,
-    timeoutMs: 5000,
-    backoffBaseMs: 10,
-    backoffMaxMs: 40,
-    pollMs: 3_600_000,
-    retentionMs: 7 * 24 * 3_600_000,
+export function testConfig(url: string, opts: Omit<HarnessOptions, 'heuristic'> = {}): Config {
+  const r = opts.runner ?? {};
+  return Object.freeze({
+    ...loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent', HOST: '127.0.0.1', PORT: '0' }),
+    databasePoolMax: opts.poolMax ?? 10,
+    runnerConcurrency: r.concurrency ?? 4,
+    jobLeaseMs: r.leaseMs ?? 5000,
+    jobTimeoutMs: r.timeoutMs ?? 5000,
+    jobBackoffBaseMs: r.backoffBaseMs ?? 10,
+    jobBackoffMaxMs: r.backoffMaxMs ?? 40,
+    runnerPollMs: r.pollMs ?? 3_600_000,
     purgeIntervalMs: 3_600_000,
-    cacheTtlMs: opts.cacheTtlMs ?? 3_600_000,
-    ...opts.runner,
-  });
-  busySlots = () => runner.busySlots;
-  const auth = new Authenticator(db);
-  const notifier = new PgNotifier({
-    connectionString: testDatabaseUrl(),
-    channels: {
-      [FINISHED_CHANNEL]: (payload) => {
-        events.publishFinished(payload);
-        runner.onJobFinished(payload.split(' ')[0] ?? '');
-      },
-      [KEYS_REVOKED_CHANNEL]: (keyId) => auth.forget(keyId),
-    },
-    onReconnect: () => events.wakeAll(),
-    log,
-  });
-  await notifier.start();
-  if (opts.startRunner ?? true) runner.start();
-  const estimator = new QueueEstimator(db, stats, 4);
-  const app = createApp({
-    db,
-    log,
-    auth,
-    admission: new Admission(db, estimator, {
-      clientMaxPending: 100_000,
-      maxPending: 1_000_000,
-      ...opts.quota,
-    }),
-    events,
-    estimator,
-    maxBodyBytes: 16 * 1024,
+    shutdownGraceMs: 0,
     maxBatchBodyBytes: 1024 * 1024,
     jobMaxAttempts: opts.jobMaxAttempts ?? 3,
-    cacheKey: (t) => cacheKeyOf(opts.heuristic, t),
-    onJobSubmitted: () => runner.wake(),
-    isDraining: () => false,
-    metrics,
+    clientMaxPending: opts.quota?.clientMaxPending ?? 100_000,
+    maxPendingJobs: opts.quota?.maxPending ?? 1_000_000,
+    resultCacheTtlMs: opts.cacheTtlMs ?? 3_600_000,
+    ...opts.config,
   });
+}
+
+/**
+ * The service (`startService`, the wiring `npm start` uses) on a database of this test's own,
+ * without binding a port: requests go through `app.callback()`. Client "a" and its key are made
+ * here.
+ */
+export async function startHarness(opts: HarnessOptions): Promise<Harness> {
+  const db = await freshDatabase();
+  let service: Service;
+  let proxy: TcpProxy | undefined;
+  try {
+    proxy = opts.proxy ? await TcpProxy.start(databaseUrl(db)) : undefined;
+    const url = proxy ? proxy.urlFor(databaseUrl(db)) : databaseUrl(db);
+    service = await startService(testConfig(url, opts), {
+      log: createLogger('silent'),
+      heuristic: opts.heuristic,
+      listen: false,
+      startRunner: opts.startRunner ?? true,
+    });
+  } catch (err) {
+    await proxy?.close();
+    await db.destroy();
+    throw err;
+  }
   const key = await issueKey(db, 'a');
-  const callback = app.callback();
+  const callback = service.app.callback();
   const as = (apiKey: string) => supertest.agent(callback).set('Authorization', `Bearer ${apiKey}`);
   return {
     db,
-    runner,
-    events,
-    app,
+    service,
+    runner: service.runner,
+    events: service.events,
+    app: service.app,
     http: as(key.key),
     anon: supertest(callback),
     key,
     as,
+    proxy,
     async stop() {
-      events.close();
-      await runner.stop(0);
-      await notifier.stop();
+      proxy?.stall(false);
+      proxy?.refuseNew(false);
+      await service.stop();
+      await proxy?.close();
       await db.destroy();
     },
   };
