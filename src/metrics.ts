@@ -4,6 +4,7 @@
  * reports the same shared queue.
  */
 import type { Knex } from 'knex';
+import type { EventCounts } from './db/sql/events.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export type AttemptOutcome =
@@ -26,6 +27,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly jobsSubmitted: Counter<'via'>;
   readonly jobsFinished: Counter<'outcome'>;
+  readonly batchesCompleted: Counter;
   readonly attempts: Counter<'outcome'>;
   readonly heuristicSeconds: Histogram;
   readonly httpSeconds: Histogram<'method' | 'route' | 'status'>;
@@ -49,8 +51,15 @@ export class Metrics {
     });
     this.jobsFinished = new Counter({
       name: 'merchant_jobs_finished_total',
-      help: 'Jobs that reached a terminal status in this process, by outcome.',
+      help:
+        'Jobs that reached a terminal status by a statement of this process (each counted once ' +
+        'across processes, answers from the cache included), by outcome.',
       labelNames: ['outcome'],
+      registers,
+    });
+    this.batchesCompleted = new Counter({
+      name: 'merchant_batches_completed_total',
+      help: 'Batches whose last job finished by a statement of this process.',
       registers,
     });
     this.attempts = new Counter({
@@ -124,17 +133,21 @@ export class Metrics {
     this.attempts.inc({ outcome });
     const heuristicRan = !['released', 'lease_lost', 'cached', 'coalesced'].includes(outcome);
     if (heuristicRan) this.heuristicSeconds.observe(durationMs / 1000);
-    if (outcome === 'succeeded' || outcome === 'failed') this.jobsFinished.inc({ outcome });
-    if (outcome === 'cached') {
-      this.jobsFinished.inc({ outcome: 'succeeded' });
-      this.cacheHits.inc({ via: 'claim' });
-    }
+    if (outcome === 'cached') this.cacheHits.inc({ via: 'claim' });
   }
 
   /** `n` jobs answered by another job's heuristic call (single-flight) or at submit. */
   answeredWithoutCall(via: 'submit' | 'shared', n: number): void {
-    if (n <= 0) return;
-    this.cacheHits.inc({ via }, n);
-    if (via === 'shared') this.jobsFinished.inc({ outcome: 'succeeded' }, n);
+    if (n > 0) this.cacheHits.inc({ via }, n);
+  }
+
+  /** Events a statement of this process appended: the only place finished jobs are counted. */
+  eventsAppended(counts: EventCounts): void {
+    for (const outcome of ['succeeded', 'failed', 'canceled'] as const) {
+      const n = counts[`job.${outcome}`] ?? 0;
+      if (n > 0) this.jobsFinished.inc({ outcome }, n);
+    }
+    const batches = counts['batch.completed'] ?? 0;
+    if (batches > 0) this.batchesCompleted.inc(batches);
   }
 }

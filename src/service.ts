@@ -1,33 +1,35 @@
 /**
  * The one wiring of the service, used by `src/main.ts` and by the tests: database (embedded or
- * DATABASE_URL), migrations, runner, LISTEN, HTTP app and server; and taking them apart again in
- * the right order on shutdown. Tests pass a config of their own and a heuristic, and may leave
- * the port unbound (driving `app.callback()`) or the runner unstarted; nothing else differs.
+ * DATABASE_URL), migrations, store, runner, the event feed on LISTEN, use-cases, HTTP app and
+ * server; and taking them apart again in the right order on shutdown. Tests pass a config of
+ * their own and a heuristic, and may leave the port unbound (driving `app.callback()`) or the
+ * runner unstarted; nothing else differs.
  */
-import { once } from 'node:events';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import type Koa from 'koa';
 import type { Knex } from 'knex';
 import { Authenticator } from './auth/authenticator.js';
-import { KEYS_REVOKED_CHANNEL } from './auth/keys.js';
 import { ensureLocalKey } from './auth/local-key.js';
 import type { Config } from './config.js';
+import { EVENTS_CHANNEL, KEYS_REVOKED_CHANNEL, PENDING_CHANNEL } from './db/channels.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
-import { createKnex, migrateLatest } from './db/knex.js';
+import { createKnex, migrateLatest, migrationsApplied } from './db/knex.js';
+import { PgNotifier } from './db/notifier.js';
+import { createStore } from './db/store.js';
 import { CpuPool } from './heuristic/cpu-pool.js';
 import { createMockHeuristic } from './heuristic/mock.js';
 import { type Heuristic, cacheKeyOf } from './heuristic/types.js';
 import { createApp } from './http/app.js';
+import { close, listen } from './http/server.js';
 import { Admission } from './jobs/admission.js';
 import { QueueEstimator } from './jobs/eta.js';
-import { JobEvents } from './jobs/events.js';
-import { PgNotifier } from './jobs/notifier.js';
-import { Runner } from './jobs/runner.js';
-import { AttemptStats } from './jobs/stats.js';
-import { FINISHED_CHANNEL, PENDING_CHANNEL } from './jobs/store.js';
+import { EventFeed } from './jobs/events.js';
+import { JobEvents } from './jobs/hub.js';
+import { Jobs } from './jobs/usecases.js';
 import { type Logger, createLogger } from './log.js';
 import { Metrics } from './metrics.js';
+import { Runner } from './runner/runner.js';
+import { AttemptStats } from './runner/stats.js';
 
 export interface ServiceOptions {
   /** @defaultValue a JSON logger at `config.logLevel` */
@@ -38,6 +40,8 @@ export interface ServiceOptions {
   listen?: boolean;
   /** Start claiming jobs at once; otherwise call `runner.start()`. @defaultValue true */
   startRunner?: boolean;
+  /** Randomness of the retry jitter. @defaultValue Math.random */
+  random?: () => number;
 }
 
 export interface Service {
@@ -47,10 +51,29 @@ export interface Service {
   /** The service's own pool. */
   readonly db: Knex;
   readonly runner: Runner;
+  /** Long-poll waiters (the hub the event feed wakes). */
   readonly events: JobEvents;
+  /** The event log as this process hears it. */
+  readonly feed: EventFeed;
   readonly metrics: Metrics;
   /** Graceful: stop accepting, finish or hand back running attempts, close everything. */
   stop(): Promise<void>;
+}
+
+/** The heuristic configured by HEURISTIC_*, and what must be closed with it. */
+function configuredHeuristic(config: Readonly<Config>) {
+  // CPU-bound work goes to worker threads, never more at once than the runner's slots.
+  const cpuPool =
+    config.heuristicCpuMs > 0
+      ? new CpuPool(Math.min(config.heuristicThreads, config.runnerConcurrency))
+      : undefined;
+  const heuristic = createMockHeuristic({
+    delayMs: config.heuristicDelayMs,
+    failureRate: config.heuristicFailureRate,
+    cpuMs: config.heuristicCpuMs,
+    cpuPool,
+  });
+  return { heuristic, close: async () => cpuPool?.close() };
 }
 
 export async function startService(
@@ -58,20 +81,8 @@ export async function startService(
   options: ServiceOptions = {},
 ): Promise<Service> {
   const log = options.log ?? createLogger(config.logLevel);
-  const customHeuristic = options.heuristic;
-  // CPU-bound work goes to worker threads, never more at once than the runner's slots.
-  const cpuPool =
-    customHeuristic === undefined && config.heuristicCpuMs > 0
-      ? new CpuPool(Math.min(config.heuristicThreads, config.runnerConcurrency))
-      : undefined;
-  const heuristic =
-    customHeuristic ??
-    createMockHeuristic({
-      delayMs: config.heuristicDelayMs,
-      failureRate: config.heuristicFailureRate,
-      cpuMs: config.heuristicCpuMs,
-      cpuPool,
-    });
+  const configured = options.heuristic ? undefined : configuredHeuristic(config);
+  const heuristic = options.heuristic ?? configured!.heuristic;
   let embedded: EmbeddedPostgres | undefined;
   let databaseUrl = config.databaseUrl;
   if (databaseUrl === undefined) {
@@ -96,18 +107,15 @@ export async function startService(
     // Long-poll requests answer now with what they have, so closing the server does not wait
     // up to a minute for them.
     events.close();
-    if (server?.listening) {
-      const closed = once(server, 'close');
-      server.close();
-      server.closeIdleConnections();
-      await closed;
-    }
+    if (server) await close(server);
     await runner?.stop(config.shutdownGraceMs);
-    await cpuPool?.close();
+    await configured?.close();
     await notifier?.stop();
+    await feed.idle();
     await db.destroy();
     await embedded?.stop();
   };
+  const feed = new EventFeed(db, log);
 
   try {
     const applied = await migrateLatest(db);
@@ -124,12 +132,13 @@ export async function startService(
       concurrency: config.runnerConcurrency,
       waiters: () => events.size,
     });
+    const store = createStore(db, { onEvents: (counts) => metrics.eventsAppended(counts) });
     const jobRunner = new Runner({
-      metrics,
-      db,
+      store: store.runner,
       heuristic,
       log,
       stats,
+      metrics,
       concurrency: config.runnerConcurrency,
       leaseMs: config.jobLeaseMs,
       timeoutMs: config.jobTimeoutMs,
@@ -139,65 +148,78 @@ export async function startService(
       retentionMs: config.jobRetentionMs,
       purgeIntervalMs: config.purgeIntervalMs,
       cacheTtlMs: config.resultCacheTtlMs,
+      random: options.random,
     });
     runner = jobRunner;
-    const wake = () => jobRunner.wake();
     busySlots = () => jobRunner.busySlots;
+    const wake = () => jobRunner.wake();
+
+    // What the event log tells this process: waiters wake, canceled attempts abort.
+    feed.subscribe((appended) => {
+      for (const event of appended) {
+        events.publish(event.job_id, event.batch_id);
+        if (event.type === 'job.canceled' && event.job_id) jobRunner.onJobFinished(event.job_id);
+      }
+    });
+    feed.onCatchUp(() => {
+      wake();
+      events.wakeAll();
+      auth.forgetAll();
+    });
     notifier = new PgNotifier({
       connectionString: databaseUrl,
       channels: {
         [PENDING_CHANNEL]: wake,
-        [FINISHED_CHANNEL]: (payload) => {
-          events.publishFinished(payload);
-          jobRunner.onJobFinished(payload.split(' ')[0] ?? '');
-        },
+        [EVENTS_CHANNEL]: (txId) => feed.notified(txId),
         [KEYS_REVOKED_CHANNEL]: (keyId) => auth.forget(keyId),
       },
-      onReconnect: () => {
-        wake();
-        events.wakeAll();
-        auth.forgetAll();
-      },
+      onReconnect: () => feed.caughtUp(),
       log,
     });
     await notifier.start();
     if (options.startRunner ?? true) jobRunner.start();
 
-    const estimator = new QueueEstimator(db, stats, config.runnerConcurrency);
-    const app = createApp({
-      db,
-      log,
-      auth,
-      admission: new Admission(db, estimator, {
+    const estimator = new QueueEstimator(store, stats, config.runnerConcurrency);
+    const jobs = new Jobs({
+      store,
+      admission: new Admission(store, estimator, {
         clientMaxPending: config.clientMaxPending,
         maxPending: config.maxPendingJobs,
       }),
-      events,
       estimator,
-      maxBodyBytes: config.maxBodyBytes,
-      maxBatchBodyBytes: config.maxBatchBodyBytes,
+      events,
       jobMaxAttempts: config.jobMaxAttempts,
       cacheKey: (tx) => (config.resultCacheTtlMs > 0 ? cacheKeyOf(heuristic, tx) : null),
       onJobSubmitted: wake,
-      isDraining: () => draining,
       metrics,
+    });
+    const app = createApp({
+      log,
+      jobs,
+      auth,
+      metrics,
+      maxBodyBytes: config.maxBodyBytes,
+      maxBatchBodyBytes: config.maxBatchBodyBytes,
+      isDraining: () => draining,
+      checkDatabase: () =>
+        migrationsApplied(db).then(
+          (applied) => (applied ? 'ok' : 'migrations missing'),
+          () => 'unreachable' as const,
+        ),
     });
 
     let url: string | undefined;
     if (options.listen ?? true) {
-      const handle = app.callback();
-      server = http.createServer((req, res) => void handle(req, res));
-      // Slow or stalled clients must not hold sockets forever; a long-poll may take 60 s.
-      server.requestTimeout = 75_000;
-      server.headersTimeout = 10_000;
-      server.keepAliveTimeout = 5_000;
-      server.listen(config.port, config.host);
-      await once(server, 'listening');
-      const { port } = server.address() as AddressInfo;
-      const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-      url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+      const bound = await listen(app, config.host, config.port);
+      server = bound.server;
+      url = bound.url;
       log.info(
-        { url, port, workerId: jobRunner.workerId, concurrency: config.runnerConcurrency },
+        {
+          url,
+          port: bound.port,
+          workerId: jobRunner.workerId,
+          concurrency: config.runnerConcurrency,
+        },
         'listening',
       );
     }
@@ -209,6 +231,7 @@ export async function startService(
       db,
       runner: jobRunner,
       events,
+      feed,
       metrics,
       stop: () => (stopping ??= teardown()),
     };

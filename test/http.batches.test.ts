@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import * as store from '../src/jobs/store.js';
 import { eventually, rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
@@ -181,13 +180,13 @@ describe('batches', () => {
     it('purges a batch whole once all its jobs finished before the cutoff, never half of it', async () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
       const owner = h.key.client.id;
-      const old = await store.insertBatch(h.db, {
+      const old = await h.store.insertBatch({
         id: crypto.randomUUID(),
         clientId: owner,
         transactions: items(3),
         maxAttempts: 1,
       });
-      const unfinished = await store.insertBatch(h.db, {
+      const unfinished = await h.store.insertBatch({
         id: crypto.randomUUID(),
         clientId: owner,
         transactions: items(2),
@@ -205,16 +204,14 @@ describe('batches', () => {
         .where({ id: unfinished.jobIds[0] })
         .update({ status: 'succeeded', finished_at: longAgo });
       // A finished job inside a batch is not purged on its own either.
-      expect(await store.purgeFinishedJobs(h.db, { before: new Date(), limit: 100 })).to.equal(0);
+      expect(await h.store.runner.purgeJobs({ before: new Date(), limit: 100 })).to.equal(0);
 
-      expect(await store.purgeFinishedBatches(h.db, { before: new Date(), limit: 100 })).to.equal(
-        1,
-      );
-      expect(await store.getBatch(h.db, old.id, null)).to.equal(undefined);
+      expect(await h.store.runner.purgeBatches({ before: new Date(), limit: 100 })).to.equal(1);
+      expect(await h.store.getBatch(old.id, null)).to.equal(undefined);
       expect(
         await h.db('jobs').whereIn('id', old.jobIds).count<{ count: number }[]>('*'),
       ).to.deep.equal([{ count: '0' }]);
-      expect((await store.getBatch(h.db, unfinished.id, null))?.size).to.equal(2);
+      expect((await h.store.getBatch(unfinished.id, null))?.size).to.equal(2);
     });
   });
 });

@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
-import { JobCanceledError } from '../src/jobs/errors.js';
-import * as store from '../src/jobs/store.js';
+import { JobCanceledError } from '../src/runner/errors.js';
 import { eventually } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
@@ -22,11 +21,9 @@ describe('DELETE /jobs/:id', () => {
     expect(res.body.finished_at).to.be.a('string');
     h.runner.start();
     const other = await submit('Spotify');
-    await eventually(
-      async () => (await store.getJob(h.db, other.id, null))?.status === 'succeeded',
-    );
+    await eventually(async () => (await h.store.getJob(other.id, null))?.status === 'succeeded');
     expect(heuristic.calls.map((c) => c.description)).to.deep.equal(['Spotify']);
-    expect((await store.getJob(h.db, job.id, null))?.status).to.equal('canceled');
+    expect((await h.store.getJob(job.id, null))?.status).to.equal('canceled');
   });
 
   it('aborts a running attempt through its AbortSignal and discards its result', async () => {
@@ -40,7 +37,7 @@ describe('DELETE /jobs/:id', () => {
     await eventually(async () => gate.aborted.length === 1, 5000, 'the attempt to be aborted');
     expect(gate.aborted[0]).to.be.instanceOf(JobCanceledError);
     await eventually(async () => heuristic.running === 0);
-    const row = await store.getJob(h.db, job.id, null);
+    const row = await h.store.getJob(job.id, null);
     expect(row).to.include({ status: 'canceled', result: null, locked_by: null });
   });
 
@@ -58,22 +55,20 @@ describe('DELETE /jobs/:id', () => {
     release();
     await eventually(async () => heuristic.running === 0);
     await sleep(100);
-    expect(await store.getJob(h.db, job.id, null)).to.include({ status: 'canceled', result: null });
+    expect(await h.store.getJob(job.id, null)).to.include({ status: 'canceled', result: null });
   });
 
   it('answers 409 for a finished job, saying its status, and 404 for an unknown one', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
     const job = await submit('Netflix');
-    await eventually(async () => (await store.getJob(h.db, job.id, null))?.status === 'succeeded');
+    await eventually(async () => (await h.store.getJob(job.id, null))?.status === 'succeeded');
     const res = await h.http.delete(`/jobs/${job.id}`).expect(409);
     expectProblem(res, '/problems/job-already-finished', 409);
     expect(res.body.job_status).to.equal('succeeded');
-    expect((await store.getJob(h.db, job.id, null))?.status).to.equal('succeeded');
+    expect((await h.store.getJob(job.id, null))?.status).to.equal('succeeded');
 
     const again = await submit('Spotify');
-    await eventually(
-      async () => (await store.getJob(h.db, again.id, null))?.status === 'succeeded',
-    );
+    await eventually(async () => (await h.store.getJob(again.id, null))?.status === 'succeeded');
     expectProblem(
       await h.http.delete('/jobs/6f1c1d57-8a52-4d8c-9d1e-3f0a2b9c4e11').expect(404),
       '/problems/not-found',

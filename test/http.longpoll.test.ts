@@ -2,13 +2,11 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
-import { createKnex } from '../src/db/knex.js';
 import { estimateSeconds } from '../src/jobs/eta.js';
-import { Runner } from '../src/jobs/runner.js';
-import { AttemptStats } from '../src/jobs/stats.js';
 import { createLogger } from '../src/log.js';
+import { startService } from '../src/service.js';
 import { eventually, databaseUrl } from './support/db.js';
-import { type Harness, startHarness, submitJob } from './support/harness.js';
+import { type Harness, startHarness, submitJob, testConfig } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
@@ -50,30 +48,19 @@ describe('long-poll and conditional requests', () => {
     const job = await submit('Spotify');
     const waiting = h.http.get(`/jobs/${job.id}?wait=20`).then((r) => r);
     await sleep(200);
-    const otherDb = createKnex(databaseUrl(h.db), 2, createLogger('silent'));
-    const other = new Runner({
-      db: otherDb,
+    // Another process: the same service wiring, on its own pool and LISTEN connection.
+    const started = Date.now();
+    const other = await startService(testConfig(databaseUrl(h.db)), {
       heuristic: new TestHeuristic(echoAfter(0)),
       log: createLogger('silent'),
-      stats: new AttemptStats(),
-      concurrency: 1,
-      leaseMs: 5000,
-      timeoutMs: 5000,
-      backoffBaseMs: 10,
-      backoffMaxMs: 10,
-      pollMs: 3_600_000,
-      retentionMs: 86_400_000,
-      purgeIntervalMs: 3_600_000,
+      listen: false,
     });
-    const started = Date.now();
-    other.start();
     try {
       const res = await waiting;
       expect(res.body.status).to.equal('succeeded');
       expect(Date.now() - started).to.be.below(10_000);
     } finally {
-      await other.stop(0);
-      await otherDb.destroy();
+      await other.stop();
     }
   });
 

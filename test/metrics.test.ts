@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { eventually } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
-import { Gate, TestHeuristic, tx } from './support/heuristics.js';
+import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
 /** The value of one sample line (`name{labels} value`) in a Prometheus text scrape. */
 function sample(text: string, name: string, labels = ''): number {
@@ -73,6 +73,27 @@ describe('GET /metrics', () => {
         'method="DELETE",route="/jobs/:id",status="200"',
       ),
     ).to.equal(1);
+  });
+
+  it('counts every finished job once, answers from the cache at submit included', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0), true) });
+    const scrape = async () => (await h.http.get('/metrics').expect(200)).text;
+    const first = (await h.http.post('/normalize_merchant').send(tx('Cached')).expect(202)).body;
+    await eventually(
+      async () => (await h.http.get(`/jobs/${first.id}`)).body.status === 'succeeded',
+    );
+    const hit = await h.http.post('/normalize_merchant').send(tx('Cached')).expect(202);
+    expect(hit.body.status).to.equal('succeeded');
+    const batch = await h.http
+      .post('/normalize_merchant/batch')
+      .send({ transactions: [tx('Cached'), tx('Cached'), tx('Cached')] })
+      .expect(202);
+    expect(batch.body.done).to.equal(true);
+    const text = await scrape();
+    // 1 computed + 1 single hit + 3 batch hits; the batch completed at its insert.
+    expect(sample(text, 'merchant_jobs_finished_total', 'outcome="succeeded"')).to.equal(5);
+    expect(sample(text, 'merchant_result_cache_hits_total', 'via="submit"')).to.equal(4);
+    expect(sample(text, 'merchant_batches_completed_total')).to.equal(1);
   });
 
   it('collapses unmatched paths into one route label', async () => {

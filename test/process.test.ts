@@ -9,7 +9,8 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { eventually, freshDatabase, jobStatuses, databaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
-import { issueKey, revokeKey } from '../src/auth/keys.js';
+import { issueKey } from '../src/auth/keys.js';
+import { revokeKey } from '../src/db/sql/clients.js';
 import { createKnex } from '../src/db/knex.js';
 
 const transaction = (i: number) => ({

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { issueKey, revokeKey } from '../src/auth/keys.js';
-import * as store from '../src/jobs/store.js';
+import { issueKey } from '../src/auth/keys.js';
+import { revokeKey } from '../src/db/sql/clients.js';
 import { expectProblem } from './support/problem.js';
 import { eventually, insertPending } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
@@ -43,17 +43,17 @@ describe('the service after its LISTEN connection is lost', () => {
     await h.db.raw('SELECT pg_terminate_backend(pid) FROM unnest(?::int[]) AS pid', [pids]);
     await eventually(async () => (await listeners(h!.db)).length === 0, 5000, 'no listener');
     // What happens meanwhile sends NOTIFYs nobody hears.
-    await store.cancelJob(h.db, held.id, null);
+    await h.store.cancelJob(held.id, null);
     const fresh = await insertPending(h.db, 'Fresh');
     expect(await revokeKey(h.db, other.keyId)).to.equal(true);
     await eventually(async () => proxy.refused > 0, 5000, 'a refused reconnect');
-    expect((await store.getJob(h.db, fresh.id, null))?.status).to.equal('pending');
+    expect((await h.store.getJob(fresh.id, null))?.status).to.equal('pending');
 
     proxy.refuseNew(false);
     const answered = await waiter;
     expect(answered.body.status).to.equal('canceled');
     await eventually(
-      async () => (await store.getJob(h!.db, fresh.id, null))?.status === 'succeeded',
+      async () => (await h!.store.getJob(fresh.id, null))?.status === 'succeeded',
       5000,
       'the job inserted while deaf to be claimed',
     );

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
-import { NonRetryableError } from '../src/jobs/errors.js';
-import * as store from '../src/jobs/store.js';
+import { NonRetryableError } from '../src/heuristic/errors.js';
+import { type JobRow, TERMINAL_STATUSES } from '../src/db/sql/rows.js';
 import { eventually, insertPending, jobStatuses } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
@@ -20,11 +20,11 @@ describe('Runner', () => {
     return res.body.id as string;
   }
 
-  async function finished(id: string, timeoutMs = 10_000): Promise<store.JobRow> {
+  async function finished(id: string, timeoutMs = 10_000): Promise<JobRow> {
     return eventually(
       async () => {
-        const row = await store.getJob(h!.db, id, null);
-        return row && store.TERMINAL_STATUSES.includes(row.status) && row;
+        const row = await h!.store.getJob(id, null);
+        return row && TERMINAL_STATUSES.includes(row.status) && row;
       },
       timeoutMs,
       `job ${id} to finish`,
@@ -168,7 +168,7 @@ describe('Runner', () => {
         runner: { pollMs: 100 },
       });
       const job = await insertPending(h.db, 'Audible');
-      const [claimed] = await store.claimJobs(h.db, { workerId: 'dead', limit: 1, leaseMs: 300 });
+      const [claimed] = await h.store.runner.claim({ workerId: 'dead', limit: 1, leaseMs: 300 });
       expect(claimed?.id).to.equal(job.id);
       h.runner.start();
       const row = await finished(job.id);
@@ -178,13 +178,13 @@ describe('Runner', () => {
     it('fails a job whose lease expired on its last attempt', async () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
       const job = await insertPending(h.db, 'Poison', 1);
-      await store.claimJobs(h.db, { workerId: 'dead', limit: 1, leaseMs: 300 });
+      await h.store.runner.claim({ workerId: 'dead', limit: 1, leaseMs: 300 });
       await sleep(400);
-      expect(await store.reapExpiredLeases(h.db, { limit: 10 })).to.deep.equal({
+      expect(await h.store.runner.reap({ limit: 10 })).to.deep.equal({
         requeued: 0,
         failed: 1,
       });
-      const row = await store.getJob(h.db, job.id, null);
+      const row = await h.store.getJob(job.id, null);
       expect(row).to.include({ status: 'failed', attempts: 1 });
       expect(row?.error).to.include({ code: 'lease_expired' });
     });
@@ -192,20 +192,19 @@ describe('Runner', () => {
     it('ignores a late answer from an attempt that lost its lease (fenced completion)', async () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
       const job = await insertPending(h.db, 'Etsy');
-      const [a] = await store.claimJobs(h.db, { workerId: 'A', limit: 1, leaseMs: 300 });
+      const [a] = await h.store.runner.claim({ workerId: 'A', limit: 1, leaseMs: 300 });
       await sleep(400);
-      await store.reapExpiredLeases(h.db, { limit: 10 });
-      const [b] = await store.claimJobs(h.db, { workerId: 'B', limit: 1, leaseMs: 30_000 });
+      await h.store.runner.reap({ limit: 10 });
+      const [b] = await h.store.runner.claim({ workerId: 'B', limit: 1, leaseMs: 30_000 });
       expect(b?.attempts).to.equal(2);
 
       const claimA = { id: job.id, attempts: a!.attempts };
-      const late = await store.completeJob(h.db, {
+      const [late] = await h.store.runner.complete({
         workerId: 'A',
-        claim: claimA,
-        merchant: { name: 'stale' },
+        items: [{ claim: claimA, merchant: { name: 'stale' } }],
       });
       expect(late).to.equal(undefined);
-      const lateFailure = await store.failAttempt(h.db, {
+      const lateFailure = await h.store.runner.fail({
         workerId: 'A',
         claim: claimA,
         error: { code: 'heuristic_error', message: 'x', attempt: 1 },
@@ -213,15 +212,14 @@ describe('Runner', () => {
         retryDelayMs: 0,
       });
       expect(lateFailure).to.equal(undefined);
-      expect(await store.getJob(h.db, job.id, null)).to.include({
+      expect(await h.store.getJob(job.id, null)).to.include({
         status: 'running',
         locked_by: 'B',
       });
 
-      const done = await store.completeJob(h.db, {
+      const [done] = await h.store.runner.complete({
         workerId: 'B',
-        claim: { id: job.id, attempts: 2 },
-        merchant: { name: 'Etsy' },
+        items: [{ claim: { id: job.id, attempts: 2 }, merchant: { name: 'Etsy' } }],
       });
       expect(done?.result).to.deep.equal({ merchant: { name: 'Etsy' } });
     });
@@ -233,7 +231,7 @@ describe('Runner', () => {
       let reaped = 0;
       const reaper = (async () => {
         for (let i = 0; i < 30; i++) {
-          const r = await store.reapExpiredLeases(h.db, { limit: 10 });
+          const r = await h.store.runner.reap({ limit: 10 });
           reaped += r.requeued + r.failed;
           await sleep(50);
         }
@@ -262,7 +260,7 @@ describe('Runner', () => {
       await eventually(async () => abortReason !== undefined, 3000, 'the attempt to be aborted');
       expect((abortReason as Error).name).to.equal('LeaseLostError');
       await sleep(100);
-      expect(await store.getJob(h.db, id, null)).to.include({
+      expect(await h.store.getJob(id, null)).to.include({
         status: 'running',
         locked_by: 'thief',
         result: null,
@@ -298,9 +296,9 @@ describe('Runner', () => {
         });
 
       h.runner.start(); // purges on start, then every purgeIntervalMs
-      await eventually(async () => !(await store.getJob(h!.db, old.id, null)), 5000, 'the purge');
-      expect(await store.getJob(h.db, recent.id, null)).to.include({ status: 'succeeded' });
-      expect(await store.getJob(h.db, pending.id, null)).to.include({ status: 'pending' });
+      await eventually(async () => !(await h!.store.getJob(old.id, null)), 5000, 'the purge');
+      expect(await h.store.getJob(recent.id, null)).to.include({ status: 'succeeded' });
+      expect(await h.store.getJob(pending.id, null)).to.include({ status: 'pending' });
     });
   });
 
@@ -312,7 +310,7 @@ describe('Runner', () => {
       await eventually(async () => heuristic.running === 2);
       await h.runner.stop(5000);
       expect(await jobStatuses(h.db)).to.deep.equal({ succeeded: 2 });
-      for (const id of ids) expect((await store.getJob(h.db, id, null))?.attempts).to.equal(1);
+      for (const id of ids) expect((await h.store.getJob(id, null))?.attempts).to.equal(1);
     });
 
     it('hands attempts that outlive the grace period back as pending, attempt not counted', async () => {

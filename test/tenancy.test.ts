@@ -5,8 +5,8 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import type { Response } from 'supertest';
-import { type IssuedKey, issueKey, revokeKey } from '../src/auth/keys.js';
-import * as store from '../src/jobs/store.js';
+import { type IssuedKey, issueKey } from '../src/auth/keys.js';
+import { revokeKey } from '../src/db/sql/clients.js';
 import { clientId, eventually, rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
@@ -218,7 +218,7 @@ describe('fair share', () => {
     });
     try {
       await backlog(h.db, 'a', 100_000);
-      const claim = () => store.claimJobs(h.db, { workerId: 'w', limit: 1, leaseMs: 60_000 });
+      const claim = () => h.store.runner.claim({ workerId: 'w', limit: 1, leaseMs: 60_000 });
       // A has been served for a while: its backlog is mid-flight.
       for (let i = 0; i < 5; i++) expect((await claim())[0]?.client_id).to.equal(h.key.client.id);
 
@@ -231,7 +231,7 @@ describe('fair share', () => {
       }
       expect(claimed, "B's job among the next 2 claims").to.include(job.id);
       // And A goes on where it was: nothing of A's was skipped or lost.
-      const pendingOfA = await store.countPending(h.db, {
+      const pendingOfA = await h.store.countPending({
         clientId: h.key.client.id,
         cap: 200_000,
       });

@@ -8,8 +8,9 @@
  * the delay if a notification is ever missed.
  */
 import type { Knex } from 'knex';
-import { HttpProblem, PROBLEM_TYPES } from '../http/problem.js';
-import { type Client, activeKey, hashKey } from './keys.js';
+import type { Client } from '../db/sql/clients.js';
+import { UnauthorizedError } from '../errors.js';
+import { activeKey, hashKey } from './keys.js';
 
 export interface Principal extends Client {
   keyId: string;
@@ -26,11 +27,11 @@ export class Authenticator {
     private readonly cacheMs = 30_000,
   ) {}
 
-  /** The client a request's Authorization header names; throws a 401 problem otherwise. */
+  /** The client a request's Authorization header names; throws UnauthorizedError otherwise. */
   async authenticate(header: string): Promise<Principal> {
     const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
     if (!match?.[1]) {
-      throw unauthorized(
+      throw new UnauthorizedError(
         header
           ? 'The Authorization header must read "Bearer <API key>".'
           : 'This call needs an API key: send "Authorization: Bearer <API key>".',
@@ -46,7 +47,7 @@ export class Authenticator {
     const record = await activeKey(this.db, key);
     if (!record) {
       this.verified.delete(cacheKey);
-      throw unauthorized(
+      throw new UnauthorizedError(
         'The API key is not valid (unknown, mistyped or revoked).',
         'invalid_token',
       );
@@ -68,11 +69,4 @@ export class Authenticator {
   forgetAll(): void {
     this.verified.clear();
   }
-}
-
-function unauthorized(detail: string, error?: 'invalid_request' | 'invalid_token'): HttpProblem {
-  const challenge = `Bearer realm="merchant-normalizer"${error ? `, error="${error}"` : ''}`;
-  return new HttpProblem(401, PROBLEM_TYPES.unauthorized, 'Unauthorized', detail, undefined, {
-    'WWW-Authenticate': challenge,
-  });
 }

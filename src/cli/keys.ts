@@ -5,7 +5,8 @@
  * for the command otherwise.
  */
 import type { Knex } from 'knex';
-import { issueKey, listKeys, revokeKey } from '../auth/keys.js';
+import { issueKey } from '../auth/keys.js';
+import { listKeys, revokeKey } from '../db/sql/clients.js';
 import { runningEmbeddedUrl, startEmbeddedPostgres } from '../db/embedded.js';
 import { createKnex, migrateLatest } from '../db/knex.js';
 import { createLogger } from '../log.js';

@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { CLIENT_NAME } from '../auth/keys.js';
+import { CLIENT_NAME } from '../db/sql/clients.js';
 import { localKeyFile } from '../auth/local-key.js';
 import { ApiError, MerchantClient } from '../client/client.js';
 import { VERSION } from '../version.js';

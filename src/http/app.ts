@@ -1,53 +1,34 @@
-import Router from '@koa/router';
+/**
+ * The Koa application: request context (ids, logs, problem+json), security headers, and the
+ * routes, mounted from the same list the OpenAPI document is built from. The caller binds the
+ * port (tests use `app.callback()`).
+ */
 import Koa from 'koa';
-import type { Knex } from 'knex';
 import type { Authenticator } from '../auth/authenticator.js';
-import type { Transaction } from '../heuristic/types.js';
-import type { Admission } from '../jobs/admission.js';
-import type { QueueEstimator } from '../jobs/eta.js';
-import type { JobEvents } from '../jobs/events.js';
+import type { Jobs } from '../jobs/usecases.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { VERSION } from '../version.js';
 import { requestContext } from './middleware.js';
+import { openApiDocument } from './openapi.js';
+import { type Route, mount } from './route.js';
 import { batchRoutes } from './routes/batches.js';
 import { docsRoutes } from './routes/docs.js';
-import { healthRoutes } from './routes/health.js';
+import { type HealthDeps, healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
+import { metricsRoutes } from './routes/metrics.js';
 
-export interface AppDeps {
-  db: Knex;
+export interface AppDeps extends HealthDeps {
   log: Logger;
+  /** The use-cases behind every job and batch route. */
+  jobs: Jobs;
   /** API keys: every call about jobs and batches needs one. */
   auth: Authenticator;
-  /** Pending-job caps, per client and overall. */
-  admission: Admission;
-  /** "Job finished" events, fed by LISTEN: what long-poll requests wait on. */
-  events: JobEvents;
-  estimator: QueueEstimator;
   maxBodyBytes: number;
   maxBatchBodyBytes: number;
-  jobMaxAttempts: number;
-  /** The result-cache key of a transaction ("version:key"), or null: not cacheable. */
-  cacheKey: (tx: Transaction) => string | null;
-  onJobSubmitted: () => void;
-  isDraining: () => boolean;
   /** Prometheus metrics; without them there is no /metrics route. */
   metrics?: Metrics;
 }
-
-/** What the job and batch routes use. */
-export type ResourceRouteDeps = Pick<
-  AppDeps,
-  | 'db'
-  | 'auth'
-  | 'admission'
-  | 'events'
-  | 'estimator'
-  | 'jobMaxAttempts'
-  | 'cacheKey'
-  | 'onJobSubmitted'
-  | 'metrics'
->;
 
 /** Headers on every answer: an API that serves JSON has nothing to frame, embed or refer. */
 const SECURITY_HEADERS = {
@@ -58,7 +39,19 @@ const SECURITY_HEADERS = {
   'Cross-Origin-Opener-Policy': 'same-origin',
 };
 
-/** The Koa application; the caller binds the port (tests use `app.callback()`). */
+/** Every route the service serves, documented or not. */
+export function appRoutes(deps: AppDeps): Route[] {
+  const api: Route[] = [
+    ...healthRoutes(deps),
+    ...jobRoutes(deps),
+    ...batchRoutes(deps),
+    ...(deps.metrics ? metricsRoutes(deps.metrics) : []),
+  ];
+  let document: unknown;
+  const describe = () => (document ??= openApiDocument(VERSION, api));
+  return [...api, ...docsRoutes(describe)];
+}
+
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   app.proxy = false;
@@ -78,21 +71,7 @@ export function createApp(deps: AppDeps): Koa {
     if (deps.isDraining()) ctx.set('Connection', 'close');
     await next();
   });
-  const router = new Router();
-  router.use(
-    healthRoutes(deps).routes(),
-    jobRoutes(deps).routes(),
-    batchRoutes(deps).routes(),
-    docsRoutes().routes(),
-  );
-  const metrics = deps.metrics;
-  if (metrics) {
-    router.get('/metrics', async (ctx) => {
-      ctx.set('Cache-Control', 'no-store');
-      ctx.type = metrics.registry.contentType;
-      ctx.body = await metrics.registry.metrics();
-    });
-  }
+  const router = mount(appRoutes(deps));
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;

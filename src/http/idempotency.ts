@@ -1,12 +1,13 @@
 /**
  * `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header): a client that retries a POST
  * with the same key gets the job or batch the first request created, and no new work. The key is
- * stored on that row with a fingerprint of the body; the same key with another body is a 422.
+ * stored on that row with a fingerprint of the body; the same key with another body is refused
+ * (the use-case throws IdempotencyKeyReusedError, a 422).
  * Keys live as long as their row (JOB_RETENTION_DAYS after it finished, at least a day).
  */
 import { createHash } from 'node:crypto';
 import type { Context } from 'koa';
-import type { Idempotency } from '../jobs/store.js';
+import type { Idempotency } from '../db/sql/rows.js';
 import { HttpProblem, PROBLEM_TYPES } from './problem.js';
 
 // The draft's value is a Structured Field string; a bare token is accepted too.
@@ -44,26 +45,4 @@ function canonicalJson(value: unknown): string {
     return `{${entries.join(',')}}`;
   }
   return JSON.stringify(value);
-}
-
-/**
- * After an insert that found the key taken: a replay (same fingerprint) is answered like the
- * original, marked `Idempotent-Replayed: true`; another body under the key is a 422.
- */
-export function checkReplay(
-  ctx: Context,
-  sent: Idempotency,
-  storedHash: string | null,
-  what: 'job' | 'batch',
-): void {
-  if (storedHash !== sent.requestHash) {
-    throw new HttpProblem(
-      422,
-      PROBLEM_TYPES.idempotencyKeyReused,
-      'Idempotency-Key reused',
-      `This Idempotency-Key was already used for a different ${what} request body. Use a new ` +
-        'key for a new request, or resend the original body to get the original result.',
-    );
-  }
-  ctx.set('Idempotent-Replayed', 'true');
 }

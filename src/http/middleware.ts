@@ -4,7 +4,7 @@ import type { Context, Next } from 'koa';
 import type { Authenticator, Principal } from '../auth/authenticator.js';
 import { isTransientDbError } from '../db/transient.js';
 import type { Logger } from '../log.js';
-import { HttpProblem, PROBLEM_TYPES, type ProblemBody } from './problem.js';
+import { HttpProblem, PROBLEM_TYPES, type ProblemBody, problemOf } from './problem.js';
 
 export interface State {
   requestId: string;
@@ -96,13 +96,19 @@ export function requestContext(log: Logger, observe?: (line: RequestLine) => voi
 }
 
 function renderProblem(ctx: Context, err: unknown) {
+  const problem = problemOf(err) ?? unexpected(ctx, err);
+  ctx.status = problem.status;
+  for (const [name, value] of Object.entries(problem.headers)) ctx.set(name, value);
+  ctx.type = 'application/problem+json';
+  ctx.body = problem.toBody() satisfies ProblemBody;
+}
+
+/** Anything that is not a domain or client error: a database outage (503), or a 500. */
+function unexpected(ctx: Context, err: unknown): HttpProblem {
   const log = (ctx.state as State).log;
-  let problem: HttpProblem;
-  if (err instanceof HttpProblem) {
-    problem = err;
-  } else if (isTransientDbError(err)) {
+  if (isTransientDbError(err)) {
     log.error({ err }, 'database unavailable');
-    problem = new HttpProblem(
+    return new HttpProblem(
       503,
       PROBLEM_TYPES.unavailable,
       'Service Unavailable',
@@ -110,14 +116,10 @@ function renderProblem(ctx: Context, err: unknown) {
       undefined,
       { 'Retry-After': '5' },
     );
-  } else {
-    problem = fromHttpError(err);
-    if (problem.status >= 500) log.error({ err }, 'unhandled error');
   }
-  ctx.status = problem.status;
-  for (const [name, value] of Object.entries(problem.headers)) ctx.set(name, value);
-  ctx.type = 'application/problem+json';
-  ctx.body = problem.toBody() satisfies ProblemBody;
+  const problem = fromHttpError(err);
+  if (problem.status >= 500) log.error({ err }, 'unhandled error');
+  return problem;
 }
 
 /** Errors thrown by koa, koa-body (co-body/raw-body) or the router, mapped to our problems. */
@@ -165,18 +167,4 @@ function bodyTooLarge(e: object): string {
   return typeof limit === 'number'
     ? `The request body is larger than the limit of ${limit} bytes.`
     : 'The request body is larger than the limit.';
-}
-
-/** Answers 415 unless the request declares a JSON body. */
-export function requireJson(ctx: Context, next: Next) {
-  if (!ctx.is('application/json')) {
-    const got = ctx.get('Content-Type') || 'none';
-    throw new HttpProblem(
-      415,
-      PROBLEM_TYPES.unsupportedMediaType,
-      'Unsupported Media Type',
-      `Send the body as JSON with "Content-Type: application/json" (got: ${got}).`,
-    );
-  }
-  return next();
 }

@@ -1,15 +1,10 @@
 /**
- * The OpenAPI 3.1 document, built from the JSON Schemas in schemas.ts (the ones ajv validates
- * requests with), so the docs cannot drift from what the service accepts.
+ * The OpenAPI 3.1 document: components from the JSON Schemas in schemas.ts (the ones ajv
+ * validates requests with), paths from the routes themselves (route.ts), so the docs cannot
+ * drift from what the service accepts or serves. The pieces operations share are here.
  */
-import {
-  ALL_SCHEMAS,
-  MAX_BATCH_SIZE,
-  MAX_WAIT_SECONDS,
-  listJobsQuerySchema,
-  pageQuerySchema,
-  waitQuerySchema,
-} from './schemas.js';
+import { type Route, openApiPaths } from './route.js';
+import { ALL_SCHEMAS, MAX_WAIT_SECONDS, waitQuerySchema } from './schemas.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -30,22 +25,22 @@ function toComponent(schema: unknown): Json {
   return schema as Json;
 }
 
-const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
-const json = (schema: Json) => ({ 'application/json': { schema } });
-const problem = (description: string) => ({
+export const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+export const json = (schema: Json) => ({ 'application/json': { schema } });
+export const problem = (description: string) => ({
   description,
   content: { 'application/problem+json': { schema: ref('Problem') } },
 });
 
 /** Query parameters from a query schema's properties. */
-function queryParameters(schema: { properties: Record<string, object> }) {
+export function queryParameters(schema: { properties: Record<string, object> }) {
   return Object.entries(schema.properties).map(([name, prop]) => {
     const { description, ...rest } = prop as { description?: string };
     return { name, in: 'query', required: false, description, schema: toComponent(rest) };
   });
 }
 
-const idParameter = (what: string) => ({
+export const idParameter = (what: 'job' | 'batch') => ({
   name: 'id',
   in: 'path',
   required: true,
@@ -53,7 +48,7 @@ const idParameter = (what: string) => ({
   schema: { type: 'string', format: 'uuid' },
 });
 
-const headers = {
+export const headers = {
   Location: { description: 'Where to poll.', schema: { type: 'string' } },
   RetryAfter: {
     description:
@@ -69,7 +64,7 @@ const headers = {
   RequestId: { description: 'Echoed or generated request id.', schema: { type: 'string' } },
 };
 
-const submitParameters = [
+export const submitParameters = [
   {
     name: 'Idempotency-Key',
     in: 'header',
@@ -89,7 +84,7 @@ const submitParameters = [
   },
 ];
 
-const conditionalParameters = [
+export const conditionalParameters = [
   ...queryParameters(waitQuerySchema),
   {
     name: 'If-None-Match',
@@ -102,17 +97,17 @@ const conditionalParameters = [
   },
 ];
 
-const unauthorized = problem(
+export const unauthorized = problem(
   'No API key, or not a valid one (unknown, mistyped, revoked); see `WWW-Authenticate`.',
 );
 
-const common4xx = {
+export const common4xx = {
   '400': problem('Invalid query parameter or Idempotency-Key.'),
   '401': unauthorized,
   '503': problem('The database is unreachable; retry after Retry-After.'),
 };
 
-const submitErrors = {
+export const submitErrors = {
   ...common4xx,
   '413': problem('Body larger than the limit.'),
   '415': problem('Body is not JSON.'),
@@ -128,14 +123,19 @@ const submitErrors = {
 };
 
 /** Operations anyone may call, without an API key. */
-const open = { security: [] };
+export const open = { security: [] };
 
 /** A GET of a job or batch: long-poll, ETag, 304. */
-function conditionalGet(operationId: string, summary: string, schema: string, what: string) {
+export function conditionalGet(
+  operationId: string,
+  summary: string,
+  schema: string,
+  what: 'job' | 'batch',
+) {
   return {
     operationId,
     summary,
-    parameters: conditionalParameters,
+    parameters: [idParameter(what), ...conditionalParameters],
     responses: {
       '200': {
         description: `The ${what}.`,
@@ -149,7 +149,10 @@ function conditionalGet(operationId: string, summary: string, schema: string, wh
   };
 }
 
-export function openApiDocument(version: string): Record<string, unknown> {
+export function openApiDocument(
+  version: string,
+  routes: readonly Route[],
+): Record<string, unknown> {
   const components = Object.fromEntries(
     ALL_SCHEMAS.map((schema) => [schema.$id, toComponent(schema)]),
   );
@@ -165,120 +168,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
         'jobs and batches need `Authorization: Bearer <API key>`.',
     },
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
-    paths: {
-      '/normalize_merchant': {
-        post: {
-          operationId: 'submitTransaction',
-          summary: 'Submit one transaction',
-          parameters: submitParameters,
-          requestBody: { required: true, content: json(ref('Transaction')) },
-          responses: {
-            '200': {
-              description: 'Finished within `Prefer: wait`.',
-              content: json(ref('Job')),
-            },
-            '202': {
-              description: 'Accepted: the job is stored; poll its Location.',
-              headers: {
-                Location: headers.Location,
-                'Retry-After': headers.RetryAfter,
-                'Idempotent-Replayed': headers.IdempotentReplayed,
-              },
-              content: json(ref('Job')),
-            },
-            ...submitErrors,
-          },
-        },
-      },
-      '/normalize_merchant/batch': {
-        post: {
-          operationId: 'submitBatch',
-          summary: `Submit 1..${MAX_BATCH_SIZE} transactions, all or nothing`,
-          parameters: submitParameters,
-          requestBody: { required: true, content: json(ref('BatchRequest')) },
-          responses: {
-            '200': { description: 'Done within `Prefer: wait`.', content: json(ref('Batch')) },
-            '202': {
-              description: 'Accepted: the batch and its jobs are stored (`job_ids` in order).',
-              headers: {
-                Location: headers.Location,
-                'Retry-After': headers.RetryAfter,
-                'Idempotent-Replayed': headers.IdempotentReplayed,
-              },
-              content: json(ref('Batch')),
-            },
-            ...submitErrors,
-          },
-        },
-      },
-      '/jobs': {
-        get: {
-          operationId: 'listJobs',
-          summary: 'Jobs, newest first, cursor-paginated',
-          parameters: queryParameters(listJobsQuerySchema),
-          responses: {
-            '200': {
-              description: 'One page; `Link: <…>; rel="next"` when there is another.',
-              content: json(ref('JobList')),
-            },
-            ...common4xx,
-          },
-        },
-      },
-      '/jobs/{id}': {
-        parameters: [idParameter('job')],
-        get: conditionalGet('getJob', 'One job; long-poll with `wait`', 'Job', 'job'),
-        delete: {
-          operationId: 'cancelJob',
-          summary: 'Cancel a pending or running job',
-          responses: {
-            '200': { description: 'Canceled.', content: json(ref('Job')) },
-            '401': unauthorized,
-            '404': problem('No such job.'),
-            '409': problem('Already finished (`job_status` says how).'),
-            '503': common4xx['503'],
-          },
-        },
-      },
-      '/batches/{id}': {
-        parameters: [idParameter('batch')],
-        get: conditionalGet(
-          'getBatch',
-          'Progress of a batch; long-poll with `wait`',
-          'Batch',
-          'batch',
-        ),
-      },
-      '/batches/{id}/results': {
-        parameters: [idParameter('batch')],
-        get: {
-          operationId: 'getBatchResults',
-          summary: 'One item per transaction, in submission order',
-          parameters: queryParameters(pageQuerySchema),
-          responses: {
-            '200': { description: 'One page.', content: json(ref('BatchResults')) },
-            '404': problem('No such batch.'),
-            ...common4xx,
-          },
-        },
-      },
-      '/healthz': {
-        get: {
-          ...open,
-          operationId: 'liveness',
-          summary: 'Liveness: the process answers',
-          responses: { '200': { description: 'Alive.' } },
-        },
-      },
-      '/readyz': {
-        get: {
-          ...open,
-          operationId: 'readiness',
-          summary: 'Readiness: database reachable, migrations applied',
-          responses: { '200': { description: 'Ready.' }, '503': problem('Not ready.') },
-        },
-      },
-    },
+    paths: openApiPaths(routes),
     security: [{ apiKey: [] }],
     components: {
       schemas: components,

@@ -1,7 +1,16 @@
 /**
  * RFC 9457 problem details. Every error response is one of these, rendered by the error
- * middleware; client errors say what was wrong, server errors only their status text.
+ * middleware; client errors say what was wrong, server errors only their status text. The one
+ * map from domain errors to HTTP statuses is `problemOf`.
  */
+import {
+  AlreadyFinishedError,
+  IdempotencyKeyReusedError,
+  NotFoundError,
+  QueueFullError,
+  QuotaExceededError,
+  UnauthorizedError,
+} from '../errors.js';
 
 export type FieldError =
   | {
@@ -73,3 +82,58 @@ export class HttpProblem extends Error {
 
 export const notFound = (detail: string) =>
   new HttpProblem(404, PROBLEM_TYPES.notFound, 'Not Found', detail);
+
+/** The problem a domain error stands for; `undefined` for anything that is not one. */
+export function problemOf(err: unknown): HttpProblem | undefined {
+  if (err instanceof HttpProblem) return err;
+  if (err instanceof NotFoundError) return notFound(err.message);
+  if (err instanceof AlreadyFinishedError) {
+    return new HttpProblem(
+      409,
+      PROBLEM_TYPES.jobFinished,
+      'Job already finished',
+      err.message,
+      undefined,
+      {},
+      { job_status: err.status },
+    );
+  }
+  if (err instanceof QuotaExceededError) {
+    return new HttpProblem(
+      429,
+      PROBLEM_TYPES.quotaExceeded,
+      'Too Many Pending Jobs',
+      err.message,
+      undefined,
+      { 'Retry-After': String(err.retryAfterSeconds) },
+      { limit: err.limit },
+    );
+  }
+  if (err instanceof QueueFullError) {
+    return new HttpProblem(503, PROBLEM_TYPES.queueFull, 'Queue Full', err.message, undefined, {
+      'Retry-After': String(err.retryAfterSeconds),
+    });
+  }
+  if (err instanceof UnauthorizedError) {
+    const challenge = `Bearer realm="merchant-normalizer"${err.code ? `, error="${err.code}"` : ''}`;
+    return new HttpProblem(
+      401,
+      PROBLEM_TYPES.unauthorized,
+      'Unauthorized',
+      err.message,
+      undefined,
+      {
+        'WWW-Authenticate': challenge,
+      },
+    );
+  }
+  if (err instanceof IdempotencyKeyReusedError) {
+    return new HttpProblem(
+      422,
+      PROBLEM_TYPES.idempotencyKeyReused,
+      'Idempotency-Key reused',
+      err.message,
+    );
+  }
+  return undefined;
+}

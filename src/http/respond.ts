@@ -3,20 +3,24 @@
  * the answer to a submit (202, or 200 once finished within `Prefer: wait`).
  */
 import type { Context } from 'koa';
-import type { JobEvents } from '../jobs/events.js';
-import type { HttpProblem } from './problem.js';
-import { etagOf, ifNoneMatch, matchesAny, preferredWait, waitFor } from './waiting.js';
+import type { Jobs, Watched } from '../jobs/usecases.js';
+import { NotFoundError } from '../errors.js';
+import { etagOf, ifNoneMatch, matchesAny, preferredWait, whileConnected } from './waiting.js';
 
-export interface ResourceKind<Row, View> {
-  events: JobEvents;
-  topic: string;
-  load: () => Promise<Row | undefined>;
-  view: (row: Row) => View;
-  /** Terminal: nothing about it will change any more. */
-  isFinal: (row: Row) => boolean;
-  retryAfter: (row: Row) => Promise<number>;
-  /** Retry-After in the answer to a submit: an estimate that costs no query. */
-  retryAfterSubmitted: (row: Row) => number;
+/** Waits (long-poll) for `watched` while the client stays connected. */
+async function waitWhileConnected<Row>(
+  ctx: Context,
+  jobs: Jobs,
+  watched: Watched<Row>,
+  seconds: number,
+  settled: (row: Row) => boolean,
+): Promise<Row | undefined> {
+  const connection = whileConnected(ctx);
+  try {
+    return await jobs.wait(watched, { seconds, settled, signal: connection.signal });
+  } finally {
+    connection.done();
+  }
 }
 
 /**
@@ -25,26 +29,26 @@ export interface ResourceKind<Row, View> {
  */
 export async function answerGet<Row, View>(
   ctx: Context,
-  kind: ResourceKind<Row, View>,
+  jobs: Jobs,
+  watched: Watched<Row>,
+  view: (row: Row) => View,
   waitSeconds: number,
-  missing: () => HttpProblem,
 ): Promise<void> {
   const tags = ifNoneMatch(ctx);
-  const row = await waitFor(ctx, {
-    events: kind.events,
-    topic: kind.topic,
+  const row = await waitWhileConnected(
+    ctx,
+    jobs,
+    watched,
     waitSeconds,
-    load: kind.load,
-    settled: (r) =>
-      kind.isFinal(r) || (tags !== undefined && !matchesAny(tags, etagOf(kind.view(r)))),
-  });
-  if (row === undefined) throw missing();
-  const body = kind.view(row);
+    (r) => watched.isFinal(r) || (tags !== undefined && !matchesAny(tags, etagOf(view(r)))),
+  );
+  if (row === undefined) throw new NotFoundError(watched.kind, watched.id);
+  const body = view(row);
   const etag = etagOf(body);
   ctx.set('ETag', etag);
   // Caches may keep it but must revalidate: the state changes until it is final.
   ctx.set('Cache-Control', 'no-cache');
-  if (!kind.isFinal(row)) ctx.set('Retry-After', String(await kind.retryAfter(row)));
+  if (!watched.isFinal(row)) ctx.set('Retry-After', String(await watched.retryAfter(row)));
   if (matchesAny(tags, etag)) {
     ctx.status = 304;
     return;
@@ -58,28 +62,35 @@ export async function answerGet<Row, View>(
  */
 export async function answerSubmit<Row, View>(
   ctx: Context,
-  kind: ResourceKind<Row, View>,
-  row: Row,
+  jobs: Jobs,
+  submitted: { watched: Watched<Row>; row: Row; replayed: boolean },
+  view: (row: Row) => View,
   location: string,
-  decorate: (view: View) => unknown = (view) => view,
+  decorate: (view: View) => unknown = (v) => v,
 ): Promise<void> {
+  const { watched, row } = submitted;
+  if (submitted.replayed) ctx.set('Idempotent-Replayed', 'true');
   const waitSeconds = preferredWait(ctx);
   let current = row;
   if (waitSeconds > 0) {
     ctx.set('Preference-Applied', `wait=${waitSeconds}`);
-    if (!kind.isFinal(row)) {
-      current = (await waitFor(ctx, { ...kind, waitSeconds, settled: kind.isFinal })) ?? row;
+    if (!watched.isFinal(row)) {
+      current =
+        (await waitWhileConnected(ctx, jobs, watched, waitSeconds, (r) => watched.isFinal(r))) ??
+        row;
     }
   }
   ctx.set('Location', location);
-  const body = kind.view(current);
+  const body = view(current);
   ctx.set('ETag', etagOf(body));
-  if (waitSeconds > 0 && kind.isFinal(current)) {
+  if (waitSeconds > 0 && watched.isFinal(current)) {
     ctx.status = 200;
     ctx.set('Content-Location', location);
   } else {
     ctx.status = 202;
-    if (!kind.isFinal(current)) ctx.set('Retry-After', String(kind.retryAfterSubmitted(current)));
+    if (!watched.isFinal(current)) {
+      ctx.set('Retry-After', String(watched.retryAfterSubmitted(current)));
+    }
   }
   ctx.body = decorate(body);
 }

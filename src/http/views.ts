@@ -1,4 +1,5 @@
-import type { BatchItemRow, BatchRow, JobRow } from '../jobs/store.js';
+import type { BatchItemRow, BatchRow, JobRow } from '../db/sql/rows.js';
+import { batchDone } from '../jobs/usecases.js';
 
 /** A job as the API shows it. Timestamps are ISO 8601 UTC; `started_at` is the latest attempt's. */
 export interface JobResource {
@@ -50,9 +51,6 @@ export interface BatchResource {
 }
 
 const finishedOf = (row: BatchRow) => row.succeeded + row.failed + row.canceled;
-
-/** Every job of the batch is terminal. */
-export const batchDone = (row: BatchRow) => finishedOf(row) === row.size;
 
 export function batchResource(row: BatchRow): BatchResource {
   const finished = finishedOf(row);

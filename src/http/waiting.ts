@@ -1,13 +1,9 @@
 /**
- * Long-poll (`?wait=N`, `Prefer: wait=N`) and conditional requests (`ETag`, `If-None-Match`).
- *
- * A waiting request subscribes to the job's or batch's topic in JobEvents, reads the resource,
- * and sleeps until a FINISHED_CHANNEL notification for it arrives (from any process), the time
- * is up, or the client goes away. While it sleeps it holds no database connection.
+ * Conditional requests (`ETag`, `If-None-Match`) and the HTTP side of long-poll (`?wait=N`,
+ * `Prefer: wait=N`): the wait itself is jobs/waiting.ts; here the request's close aborts it.
  */
 import { createHash } from 'node:crypto';
 import type { Context } from 'koa';
-import type { JobEvents } from '../jobs/events.js';
 import { MAX_WAIT_SECONDS } from './schemas.js';
 
 /** A strong ETag over the JSON a client would receive. */
@@ -33,38 +29,10 @@ export function preferredWait(ctx: Context): number {
   return match ? Math.min(MAX_WAIT_SECONDS, Number(match[1])) : 0;
 }
 
-/**
- * Reads with `load` until `settled` holds for what it read, `waitSeconds` pass, the client
- * disconnects or the service shuts down; returns the last read (`undefined`: it does not exist).
- */
-export async function waitFor<T>(
-  ctx: Context,
-  opts: {
-    events: JobEvents;
-    topic: string;
-    waitSeconds: number;
-    load: () => Promise<T | undefined>;
-    settled: (value: T) => boolean;
-  },
-): Promise<T | undefined> {
-  if (opts.waitSeconds <= 0) return opts.load();
-  const deadline = Date.now() + opts.waitSeconds * 1000;
+/** An AbortSignal that fires when the client goes away; `done()` stops watching. */
+export function whileConnected(ctx: Context): { signal: AbortSignal; done: () => void } {
   const gone = new AbortController();
   const onClose = () => gone.abort();
   ctx.res.once('close', onClose);
-  // Subscribe before the first read, so a finish between the read and the sleep is not missed.
-  const sub = opts.events.subscribe(opts.topic);
-  try {
-    for (;;) {
-      const value = await opts.load();
-      if (value === undefined || opts.settled(value)) return value;
-      const left = deadline - Date.now();
-      if (left <= 0 || gone.signal.aborted || opts.events.closed) return value;
-      await sub.next(left, gone.signal);
-      if (gone.signal.aborted) return value;
-    }
-  } finally {
-    sub.close();
-    ctx.res.off('close', onClose);
-  }
+  return { signal: gone.signal, done: () => ctx.res.off('close', onClose) };
 }

@@ -9,10 +9,9 @@
  * is read; with several processes, a cap can be overshot by what the others admit within one
  * refresh interval. A cap is a guard rail, not an invoice.
  */
-import type { Knex } from 'knex';
-import { HttpProblem, PROBLEM_TYPES } from '../http/problem.js';
+import type { JobStore } from '../db/store.js';
+import { QueueFullError, QuotaExceededError } from '../errors.js';
 import type { QueueEstimator } from './eta.js';
-import { countPending } from './store.js';
 
 export interface AdmissionOptions {
   /** Pending jobs one client may have. */
@@ -39,7 +38,7 @@ export class Admission {
   private readonly clients = new Map<string, Count>();
 
   constructor(
-    private readonly db: Knex,
+    private readonly store: Pick<JobStore, 'countPending'>,
     private readonly estimator: QueueEstimator,
     private readonly opts: AdmissionOptions,
   ) {
@@ -47,8 +46,8 @@ export class Admission {
   }
 
   /**
-   * Admits `n` new pending jobs for `clientId`, or throws 429 (the client's cap) or 503 (the
-   * global cap). Call `release` if the admitted jobs were not inserted after all.
+   * Admits `n` new pending jobs for `clientId`, or throws QuotaExceededError (the client's cap)
+   * or QueueFullError (the global cap). Call `release` if the admitted jobs were not inserted after all.
    */
   async admit(clientId: string, n: number): Promise<void> {
     let client = this.clients.get(clientId);
@@ -59,17 +58,19 @@ export class Admission {
     }
     const globalCap = this.opts.maxPending;
     const clientCap = this.opts.clientMaxPending;
-    const readGlobal = () => countPending(this.db, { cap: globalCap + 1 });
-    const readClient = () => countPending(this.db, { clientId, cap: clientCap + 1 });
+    const readGlobal = () => this.store.countPending({ cap: globalCap + 1 });
+    const readClient = () => this.store.countPending({ clientId, cap: clientCap + 1 });
     await Promise.all([
       this.fresh(this.global, readGlobal, n, globalCap),
       this.fresh(client, readClient, n, clientCap),
     ]);
     if (this.global.value + n > globalCap) {
-      throw await this.refusal(503, this.global.value + n - globalCap, n, globalCap);
+      const retryAfter = await this.estimator.forBacklog(this.global.value + n - globalCap);
+      throw new QueueFullError(globalCap, retryAfter);
     }
     if (client.value + n > clientCap) {
-      throw await this.refusal(429, client.value + n - clientCap, n, clientCap);
+      const retryAfter = await this.estimator.forBacklog(client.value + n - clientCap);
+      throw new QuotaExceededError(clientCap, n, retryAfter);
     }
     this.global.value += n;
     client.value += n;
@@ -117,32 +118,5 @@ export class Admission {
       })
       .finally(() => (count.reading = undefined));
     await count.reading;
-  }
-
-  private async refusal(status: 429 | 503, excess: number, n: number, cap: number) {
-    const seconds = await this.estimator.forBacklog(excess);
-    const headers = { 'Retry-After': String(seconds) };
-    const jobs = n === 1 ? 'a job' : `${n} jobs`;
-    if (status === 429) {
-      return new HttpProblem(
-        429,
-        PROBLEM_TYPES.quotaExceeded,
-        'Too Many Pending Jobs',
-        `Accepting ${jobs} would exceed your limit of ${cap} pending jobs; nothing was stored. ` +
-          'Retry after Retry-After seconds, when some have started.',
-        undefined,
-        headers,
-        { limit: cap },
-      );
-    }
-    return new HttpProblem(
-      503,
-      PROBLEM_TYPES.queueFull,
-      'Queue Full',
-      `The service holds its maximum of ${cap} pending jobs; nothing was stored. ` +
-        'Retry after Retry-After seconds.',
-      undefined,
-      headers,
-    );
   }
 }

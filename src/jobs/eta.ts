@@ -2,10 +2,9 @@
  * Retry-After: when a client polling a job or batch should look again, from the queue ahead of
  * it, the slots serving the queue and the observed heuristic duration (instead of a constant).
  */
-import type { Knex } from 'knex';
-import type { AttemptStats } from './stats.js';
-import * as store from './store.js';
-import type { BatchRow, JobRow } from './store.js';
+import type { BatchRow, JobRow } from '../db/sql/rows.js';
+import type { JobStore } from '../db/store.js';
+import type { AttemptStats } from '../runner/stats.js';
 
 /** Retry-After is a hint for the next look, not a forecast: never more than this. */
 export const MAX_RETRY_AFTER_SECONDS = 60;
@@ -41,7 +40,10 @@ export class QueueEstimator {
   private addedSinceCount = 0;
 
   constructor(
-    private readonly db: Knex,
+    private readonly store: Pick<
+      JobStore,
+      'countPending' | 'countPendingBefore' | 'countActiveWorkers'
+    >,
     private readonly stats: AttemptStats,
     /** Heuristics one runner process runs at once. */
     private readonly concurrency: number,
@@ -80,8 +82,8 @@ export class QueueEstimator {
       this.pendingAt = Date.now();
       // The count will include what was committed before it started.
       const included = this.addedSinceCount;
-      store
-        .countPending(this.db, { cap: AHEAD_CAP })
+      this.store
+        .countPending({ cap: AHEAD_CAP })
         .then((n) => {
           this.pendingCount = n;
           this.addedSinceCount -= included;
@@ -101,7 +103,7 @@ export class QueueEstimator {
 
   private async pendingBehind(seq: string): Promise<number> {
     const [ahead, slots] = await Promise.all([
-      store.countPendingBefore(this.db, seq, AHEAD_CAP),
+      this.store.countPendingBefore(seq, AHEAD_CAP),
       this.slots(),
     ]);
     return estimateSeconds({ status: 'pending', ahead, slots, meanMs: this.stats.meanMs });
@@ -110,8 +112,8 @@ export class QueueEstimator {
   /** Heuristic slots across all runners: this process's concurrency times the active workers. */
   private async slots(): Promise<number> {
     if (Date.now() - this.workersAt > WORKERS_TTL_MS) {
-      this.refreshing ??= store
-        .countActiveWorkers(this.db)
+      this.refreshing ??= this.store
+        .countActiveWorkers()
         .then((n) => {
           this.workers = Math.max(1, n);
           this.workersAt = Date.now();

@@ -1,109 +1,73 @@
 /**
- * In-process fan-out of "job finished" events for long-poll waiters. The one LISTEN connection
- * (PgNotifier) feeds it every FINISHED_CHANNEL payload, whichever process finished the job; a
- * waiting request holds only a subscription here (a timer and a set entry), never a database
- * connection.
+ * The event log's in-process consumers. Every process hears one EVENTS_CHANNEL notification per
+ * committed transaction that appended events (payload: its transaction id), reads those events
+ * once, and hands them on: long-poll waiters wake (hub.ts), the runner aborts an attempt whose
+ * job was canceled, and any other subscriber (the event stream, webhooks) gets them in order.
+ *
+ * Notifications can be lost while the LISTEN connection is down; `caughtUp()` after a reconnect
+ * tells every consumer to look again instead.
  */
+import type { Knex } from 'knex';
+import { coerceError } from '../errors.js';
+import { type EventRow, eventsOfTransaction } from '../db/sql/events.js';
+import type { Logger } from '../log.js';
 
-/** Subscription key for one job. */
-export const jobTopic = (id: string) => `job:${id}`;
-/** Subscription key for every job of one batch. */
-export const batchTopic = (id: string) => `batch:${id}`;
+export type EventListener = (events: readonly EventRow[]) => void;
 
-export class Subscription {
-  private fired = false;
-  private release: (() => void) | undefined;
+export class EventFeed {
+  private readonly listeners = new Set<EventListener>();
+  private readonly reconnectListeners = new Set<() => void>();
+  /** Reads in flight, so `idle()` can wait for them. */
+  private readonly reading = new Set<Promise<void>>();
 
   constructor(
-    private readonly hub: JobEvents,
-    readonly topic: string,
+    private readonly db: Knex,
+    private readonly log: Logger,
   ) {}
 
-  /** Marks an event; wakes `next()` if it is waiting, else the next call returns at once. */
-  notify(): void {
-    this.fired = true;
-    this.release?.();
+  /** Calls `listener` with each transaction's events; returns the unsubscribe function. */
+  subscribe(listener: EventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
-  /**
-   * Resolves when an event arrived since the last call (or arrives now), after `ms`, when
-   * `signal` aborts, or when the hub closes.
-   */
-  next(ms: number, signal?: AbortSignal): Promise<void> {
-    if (this.fired || this.hub.closed || signal?.aborted || ms <= 0) {
-      this.fired = false;
-      return Promise.resolve();
+  /** Calls `listener` after a LISTEN reconnect (events may have been missed). */
+  onCatchUp(listener: () => void): () => void {
+    this.reconnectListeners.add(listener);
+    return () => this.reconnectListeners.delete(listener);
+  }
+
+  /** An EVENTS_CHANNEL notification: read that transaction's events and hand them on. */
+  notified(txId: string): void {
+    if (!/^\d{1,20}$/.test(txId)) return;
+    const read = eventsOfTransaction(this.db, txId)
+      .then((events) => this.deliver(events))
+      .catch((err: unknown) => {
+        // The waiters' own timeouts and the runner's heartbeat cover a lost read.
+        this.log.warn({ err: coerceError(err), txId }, 'reading appended events failed');
+      })
+      .finally(() => this.reading.delete(read));
+    this.reading.add(read);
+  }
+
+  /** After a LISTEN reconnect: notifications sent meanwhile are lost. */
+  caughtUp(): void {
+    for (const listener of this.reconnectListeners) listener();
+  }
+
+  /** Resolves once every read started so far has been delivered. */
+  async idle(): Promise<void> {
+    await Promise.all([...this.reading]);
+  }
+
+  private deliver(events: readonly EventRow[]) {
+    if (events.length === 0) return;
+    for (const listener of this.listeners) {
+      try {
+        listener(events);
+      } catch (err) {
+        this.log.error({ err }, 'an event listener failed');
+      }
     }
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', done);
-        this.release = undefined;
-        this.fired = false;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal?.addEventListener('abort', done, { once: true });
-      this.release = done;
-    });
-  }
-
-  close(): void {
-    this.hub.unsubscribe(this);
-    this.release?.();
-  }
-}
-
-export class JobEvents {
-  private readonly topics = new Map<string, Set<Subscription>>();
-  private isClosed = false;
-
-  get closed(): boolean {
-    return this.isClosed;
-  }
-
-  /** Number of open subscriptions (waiting requests). */
-  get size(): number {
-    let n = 0;
-    for (const subs of this.topics.values()) n += subs.size;
-    return n;
-  }
-
-  subscribe(topic: string): Subscription {
-    const sub = new Subscription(this, topic);
-    let subs = this.topics.get(topic);
-    if (!subs) this.topics.set(topic, (subs = new Set()));
-    subs.add(sub);
-    return sub;
-  }
-
-  unsubscribe(sub: Subscription): void {
-    const subs = this.topics.get(sub.topic);
-    if (!subs) return;
-    subs.delete(sub);
-    if (subs.size === 0) this.topics.delete(sub.topic);
-  }
-
-  /** A FINISHED_CHANNEL payload: "jobId" or "jobId batchId". */
-  publishFinished(payload: string): void {
-    const [jobId, batchId] = payload.split(' ');
-    if (jobId) this.emit(jobTopic(jobId));
-    if (batchId) this.emit(batchTopic(batchId));
-  }
-
-  /** Wakes every waiter (they look again): after a LISTEN reconnect, when events were lost. */
-  wakeAll(): void {
-    for (const subs of this.topics.values()) for (const sub of subs) sub.notify();
-  }
-
-  /** Shutdown: every waiter answers now with what it has, and new waits return at once. */
-  close(): void {
-    this.isClosed = true;
-    this.wakeAll();
-  }
-
-  private emit(topic: string) {
-    const subs = this.topics.get(topic);
-    if (subs) for (const sub of subs) sub.notify();
   }
 }

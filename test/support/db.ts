@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import pg from 'pg';
-import { ensureClient } from '../../src/auth/keys.js';
+import { ensureClient } from '../../src/db/sql/clients.js';
 import { createKnex } from '../../src/db/knex.js';
-import * as store from '../../src/jobs/store.js';
+import type { JobRow } from '../../src/db/sql/rows.js';
+import { insertJob } from '../../src/db/sql/jobs.js';
 import { createLogger } from '../../src/log.js';
 import { tx } from './heuristics.js';
 
@@ -154,9 +155,12 @@ export async function insertPending(
   description: string,
   maxAttempts = 3,
   client = 'a',
-): Promise<store.JobRow> {
+): Promise<JobRow> {
   const owner = await clientId(db, client);
-  return store
-    .insertJob(db, { id: randomUUID(), clientId: owner, transaction: tx(description), maxAttempts })
-    .then((r) => r.row);
+  return insertJob(db, {
+    id: randomUUID(),
+    clientId: owner,
+    transaction: tx(description),
+    maxAttempts,
+  }).then((r) => r.row);
 }

@@ -3,8 +3,9 @@ import supertest from 'supertest';
 import { type IssuedKey, issueKey } from '../../src/auth/keys.js';
 import { type Config, loadConfig } from '../../src/config.js';
 import type { Heuristic } from '../../src/heuristic/types.js';
-import type { JobEvents } from '../../src/jobs/events.js';
-import type { Runner } from '../../src/jobs/runner.js';
+import { type Store, createStore } from '../../src/db/store.js';
+import type { JobEvents } from '../../src/jobs/hub.js';
+import type { Runner } from '../../src/runner/runner.js';
 import { createLogger } from '../../src/log.js';
 import { type Service, startService } from '../../src/service.js';
 import { databaseUrl, freshDatabase } from './db.js';
@@ -14,6 +15,8 @@ import { TcpProxy } from './tcp-proxy.js';
 export interface Harness {
   /** A pool of the test's own on its database, for looking behind the API. */
   db: Knex;
+  /** The store on `db`: the statements the runner and the use-cases run, for tests to call. */
+  store: Store;
   /** The service, wired by `startService` exactly as `npm start` wires it. */
   service: Service;
   runner: Runner;
@@ -113,6 +116,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
   const as = (apiKey: string) => supertest.agent(callback).set('Authorization', `Bearer ${apiKey}`);
   return {
     db,
+    store: createStore(db),
     service,
     runner: service.runner,
     events: service.events,

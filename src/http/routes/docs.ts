@@ -1,9 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import Router from '@koa/router';
-import { VERSION } from '../../version.js';
-import { openApiDocument } from '../openapi.js';
+import type { Route } from '../route.js';
 
 const require = createRequire(import.meta.url);
 const SWAGGER_UI_DIR = path.dirname(require.resolve('swagger-ui-dist/package.json'));
@@ -45,43 +43,66 @@ const CSP =
   "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
   "frame-ancestors 'none'";
 
-export function docsRoutes(): Router {
-  const router = new Router();
-  const document = openApiDocument(VERSION);
+/** The API's own description and its docs page; `document` is the OpenAPI document. */
+export function docsRoutes(document: () => unknown): Route[] {
   const cache = new Map<string, Buffer>();
-
-  router.get('/openapi.json', (ctx) => {
-    ctx.set('Cache-Control', 'no-cache');
-    ctx.body = document;
-  });
-
-  router.get('/docs', (ctx) => {
-    ctx.set('Content-Security-Policy', CSP);
-    ctx.type = 'text/html; charset=utf-8';
-    ctx.body = PAGE;
-  });
-
-  router.get('/docs/init.js', (ctx) => {
-    ctx.type = 'text/javascript; charset=utf-8';
-    ctx.body = INIT;
-  });
-
-  router.get('/docs/assets/:file', async (ctx, next) => {
-    const file = ctx.params.file ?? '';
-    const type = ASSETS[file];
-    if (!type) {
-      await next(); // 404 problem
-      return;
-    }
-    let content = cache.get(file);
-    if (!content) {
-      content = await readFile(path.join(SWAGGER_UI_DIR, file));
-      cache.set(file, content);
-    }
-    ctx.set('Cache-Control', 'public, max-age=86400');
-    ctx.type = type;
-    ctx.body = content;
-  });
-
-  return router;
+  return [
+    {
+      method: 'get',
+      path: '/openapi.json',
+      handle: [
+        (ctx) => {
+          ctx.set('Cache-Control', 'no-cache');
+          ctx.body = document();
+        },
+      ],
+      doc: false,
+    },
+    {
+      method: 'get',
+      path: '/docs',
+      handle: [
+        (ctx) => {
+          ctx.set('Content-Security-Policy', CSP);
+          ctx.type = 'text/html; charset=utf-8';
+          ctx.body = PAGE;
+        },
+      ],
+      doc: false,
+    },
+    {
+      method: 'get',
+      path: '/docs/init.js',
+      handle: [
+        (ctx) => {
+          ctx.type = 'text/javascript; charset=utf-8';
+          ctx.body = INIT;
+        },
+      ],
+      doc: false,
+    },
+    {
+      method: 'get',
+      path: '/docs/assets/:file',
+      handle: [
+        async (ctx, next) => {
+          const file = (ctx.params as { file?: string }).file ?? '';
+          const type = ASSETS[file];
+          if (!type) {
+            await next(); // 404 problem
+            return;
+          }
+          let content = cache.get(file);
+          if (!content) {
+            content = await readFile(path.join(SWAGGER_UI_DIR, file));
+            cache.set(file, content);
+          }
+          ctx.set('Cache-Control', 'public, max-age=86400');
+          ctx.type = type;
+          ctx.body = content;
+        },
+      ],
+      doc: false,
+    },
+  ];
 }

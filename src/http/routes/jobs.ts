@@ -1,162 +1,179 @@
-import { randomUUID } from 'node:crypto';
-import Router from '@koa/router';
-import { koaBody } from 'koa-body';
-import { jobTopic } from '../../jobs/events.js';
+/**
+ * Jobs: submit one transaction, read (and long-poll) one job, list the caller's jobs, cancel.
+ */
+import type { Context } from 'koa';
+import type { Authenticator } from '../../auth/authenticator.js';
+import type { JobStatus } from '../../db/sql/rows.js';
+import type { Jobs } from '../../jobs/usecases.js';
+import { jsonBody, requireJson } from '../body.js';
+import { idempotencyOf } from '../idempotency.js';
+import { authenticate, clientOf } from '../middleware.js';
 import {
-  type JobRow,
-  type JobStatus,
-  TERMINAL_STATUSES,
-  cancelJob,
-  getJob,
-  insertJob,
-  listJobs,
-} from '../../jobs/store.js';
-import { checkReplay, idempotencyOf } from '../idempotency.js';
-import { authenticate, clientOf, requireJson } from '../middleware.js';
-import { HttpProblem, PROBLEM_TYPES, notFound } from '../problem.js';
-import { type ResourceKind, answerGet, answerSubmit } from '../respond.js';
+  common4xx,
+  conditionalGet,
+  idParameter,
+  json,
+  problem,
+  queryParameters,
+  ref,
+  headers,
+  submitErrors,
+  submitParameters,
+  unauthorized,
+} from '../openapi.js';
+import { answerGet, answerSubmit } from '../respond.js';
+import type { Route } from '../route.js';
+import { listJobsQuerySchema } from '../schemas.js';
 import {
+  invalidCursor,
   parseListJobsQuery,
   parseTransaction,
   parseWaitQuery,
-  invalidCursor,
 } from '../validation.js';
-import { type JobResource, cursors, jobLocation, jobResource } from '../views.js';
-import type { AppDeps, ResourceRouteDeps } from '../app.js';
+import { cursors, jobLocation, jobResource } from '../views.js';
 
-export type JobRoutesDeps = ResourceRouteDeps & Pick<AppDeps, 'maxBodyBytes'>;
-
-export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** `read(id)` for a well-formed id (lower-cased); nothing for anything else. */
-export function byUuid<T>(id: string, read: (uuid: string) => Promise<T | undefined>) {
-  return UUID.test(id) ? read(id.toLowerCase()) : Promise.resolve(undefined);
+export interface JobRoutesDeps {
+  jobs: Jobs;
+  auth: Authenticator;
+  maxBodyBytes: number;
 }
 
-export const isTerminal = (status: JobStatus) => TERMINAL_STATUSES.includes(status);
+const idOf = (ctx: Context) => (ctx.params as { id?: string }).id ?? '';
 
-/** A JSON body parser with a size limit; everything but JSON is refused earlier (415). */
-export function jsonBody(limitBytes: number) {
-  return koaBody({
-    json: true,
-    jsonLimit: limitBytes,
-    jsonStrict: false,
-    urlencoded: false,
-    text: false,
-    multipart: false,
-  });
-}
-
-export function jobRoutes(deps: JobRoutesDeps): Router {
-  const router = new Router();
-
+export function jobRoutes(deps: JobRoutesDeps): Route[] {
+  const { jobs } = deps;
   const auth = authenticate(deps.auth);
-  // Another client's job is "not found", exactly like a job that does not exist.
-  const jobKind = (id: string, owner: string): ResourceKind<JobRow, JobResource> => ({
-    events: deps.events,
-    topic: jobTopic(id),
-    load: () => byUuid(id, (uuid) => getJob(deps.db, uuid, owner)),
-    view: jobResource,
-    isFinal: (row) => isTerminal(row.status),
-    retryAfter: (row) => deps.estimator.forJob(row),
-    retryAfterSubmitted: () => deps.estimator.forSubmitted(1),
-  });
-  const missing = (id: string) => () => notFound(`No job with id "${id}".`);
-
-  // Accept one transaction: 202 once its pending job row is committed.
-  router.post(
-    '/normalize_merchant',
-    auth,
-    requireJson,
-    jsonBody(deps.maxBodyBytes),
-    async (ctx) => {
-      const client = clientOf(ctx);
-      const transaction = parseTransaction(ctx.request.body);
-      const idempotency = idempotencyOf(ctx, transaction);
-      const { row, created, requestHash } = await deps.admission.admitting(
-        client.id,
-        1,
-        () =>
-          insertJob(deps.db, {
-            id: randomUUID(),
-            clientId: client.id,
+  return [
+    {
+      // Accept one transaction: 202 once its pending job row is committed.
+      method: 'post',
+      path: '/normalize_merchant',
+      handle: [
+        auth,
+        requireJson,
+        jsonBody(deps.maxBodyBytes),
+        async (ctx) => {
+          const owner = clientOf(ctx).id;
+          const transaction = parseTransaction(ctx.request.body);
+          const { row, replayed } = await jobs.submitJob(
+            owner,
             transaction,
-            maxAttempts: deps.jobMaxAttempts,
-            idempotency,
-            cacheKey: deps.cacheKey(transaction),
-          }),
-        (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
-      );
-      if (created) {
-        deps.metrics?.jobsSubmitted.inc({ via: 'single' });
-        // Answered from the result cache, it never queued.
-        if (row.status === 'pending') deps.onJobSubmitted();
-        else deps.metrics?.answeredWithoutCall('submit', 1);
-      } else if (idempotency) checkReplay(ctx, idempotency, requestHash, 'job');
-      await answerSubmit(ctx, jobKind(row.id, client.id), row, jobLocation(row.id));
+            idempotencyOf(ctx, transaction),
+          );
+          const watched = jobs.job(owner, row.id);
+          await answerSubmit(
+            ctx,
+            jobs,
+            { watched, row, replayed },
+            jobResource,
+            jobLocation(row.id),
+          );
+        },
+      ],
+      doc: {
+        operationId: 'submitTransaction',
+        summary: 'Submit one transaction',
+        parameters: submitParameters,
+        requestBody: { required: true, content: json(ref('Transaction')) },
+        responses: {
+          '200': { description: 'Finished within `Prefer: wait`.', content: json(ref('Job')) },
+          '202': {
+            description: 'Accepted: the job is stored; poll its Location.',
+            headers: {
+              Location: headers.Location,
+              'Retry-After': headers.RetryAfter,
+              'Idempotent-Replayed': headers.IdempotentReplayed,
+            },
+            content: json(ref('Job')),
+          },
+          ...submitErrors,
+        },
+      },
     },
-  );
-
-  // The caller's jobs, newest first, cursor-paginated; filters: status (comma list), batch.
-  router.get('/jobs', auth, async (ctx) => {
-    const query = parseListJobsQuery(ctx.query);
-    const beforeSeq = query.cursor === undefined ? undefined : cursors.decode('seq', query.cursor);
-    if (query.cursor !== undefined && beforeSeq === undefined) throw invalidCursor();
-    const rows = await listJobs(deps.db, {
-      owner: clientOf(ctx).id,
-      statuses: query.status?.split(',') as JobStatus[] | undefined,
-      batchId: query.batch?.toLowerCase(),
-      beforeSeq,
-      limit: query.limit + 1,
-    });
-    const page = rows.slice(0, query.limit);
-    const last = page.at(-1);
-    const nextCursor = rows.length > query.limit && last ? cursors.encode('seq', last.seq) : null;
-    if (nextCursor) {
-      const next = new URLSearchParams({ ...ctx.query, cursor: nextCursor } as Record<
-        string,
-        string
-      >);
-      ctx.set('Link', `</jobs?${next.toString()}>; rel="next"`);
-    }
-    ctx.set('Cache-Control', 'no-store');
-    ctx.body = { jobs: page.map(jobResource), next_cursor: nextCursor };
-  });
-
-  // One job; `?wait=N` long-polls until it is finished; ETag / If-None-Match -> 304.
-  router.get('/jobs/:id', auth, async (ctx) => {
-    const { wait = 0 } = parseWaitQuery(ctx.query);
-    const id = ctx.params.id ?? '';
-    await answerGet(ctx, jobKind(id, clientOf(ctx).id), wait, missing(id));
-  });
-
-  // Cancel: pending -> canceled at once; running -> canceled, and the runner holding it aborts
-  // the attempt (its result is discarded); finished -> 409.
-  router.delete('/jobs/:id', auth, async (ctx) => {
-    const id = ctx.params.id ?? '';
-    const owner = clientOf(ctx).id;
-    const kind = jobKind(id, owner);
-    const canceled = await byUuid(id, (uuid) => cancelJob(deps.db, uuid, owner));
-    if (canceled) {
-      // A canceled pending job no longer counts against the client's cap.
-      if (canceled.previousStatus === 'pending') deps.admission.release(owner, 1);
-      deps.metrics?.jobsFinished.inc({ outcome: 'canceled' });
-      ctx.set('Cache-Control', 'no-store');
-      ctx.body = jobResource(canceled.row);
-      return;
-    }
-    const row = await kind.load();
-    if (!row) throw missing(id)();
-    throw new HttpProblem(
-      409,
-      PROBLEM_TYPES.jobFinished,
-      'Job already finished',
-      `Job ${row.id} is already ${row.status}; only pending or running jobs can be canceled.`,
-      undefined,
-      {},
-      { job_status: row.status },
-    );
-  });
-
-  return router;
+    {
+      // The caller's jobs, newest first, cursor-paginated; filters: status (comma list), batch.
+      method: 'get',
+      path: '/jobs',
+      handle: [
+        auth,
+        async (ctx) => {
+          const query = parseListJobsQuery(ctx.query);
+          const beforeSeq =
+            query.cursor === undefined ? undefined : cursors.decode('seq', query.cursor);
+          if (query.cursor !== undefined && beforeSeq === undefined) throw invalidCursor();
+          const rows = await jobs.listJobs(clientOf(ctx).id, {
+            statuses: query.status?.split(',') as JobStatus[] | undefined,
+            batchId: query.batch?.toLowerCase(),
+            beforeSeq,
+            limit: query.limit + 1,
+          });
+          const page = rows.slice(0, query.limit);
+          const last = page.at(-1);
+          const nextCursor =
+            rows.length > query.limit && last ? cursors.encode('seq', last.seq) : null;
+          if (nextCursor) {
+            const next = new URLSearchParams({ ...ctx.query, cursor: nextCursor } as Record<
+              string,
+              string
+            >);
+            ctx.set('Link', `</jobs?${next.toString()}>; rel="next"`);
+          }
+          ctx.set('Cache-Control', 'no-store');
+          ctx.body = { jobs: page.map(jobResource), next_cursor: nextCursor };
+        },
+      ],
+      doc: {
+        operationId: 'listJobs',
+        summary: 'Jobs, newest first, cursor-paginated',
+        parameters: queryParameters(listJobsQuerySchema),
+        responses: {
+          '200': {
+            description: 'One page; `Link: <…>; rel="next"` when there is another.',
+            content: json(ref('JobList')),
+          },
+          ...common4xx,
+        },
+      },
+    },
+    {
+      // One job; `?wait=N` long-polls until it is finished; ETag / If-None-Match -> 304.
+      method: 'get',
+      path: '/jobs/:id',
+      handle: [
+        auth,
+        async (ctx) => {
+          const { wait = 0 } = parseWaitQuery(ctx.query);
+          const id = idOf(ctx);
+          await answerGet(ctx, jobs, jobs.job(clientOf(ctx).id, id), jobResource, wait);
+        },
+      ],
+      doc: conditionalGet('getJob', 'One job; long-poll with `wait`', 'Job', 'job'),
+    },
+    {
+      // Cancel: pending -> canceled at once; running -> canceled, and the runner holding it
+      // aborts the attempt (its result is discarded); finished -> 409.
+      method: 'delete',
+      path: '/jobs/:id',
+      handle: [
+        auth,
+        async (ctx) => {
+          const row = await jobs.cancelJob(clientOf(ctx).id, idOf(ctx));
+          ctx.set('Cache-Control', 'no-store');
+          ctx.body = jobResource(row);
+        },
+      ],
+      doc: {
+        operationId: 'cancelJob',
+        summary: 'Cancel a pending or running job',
+        parameters: [idParameter('job')],
+        responses: {
+          '200': { description: 'Canceled.', content: json(ref('Job')) },
+          '401': unauthorized,
+          '404': problem('No such job.'),
+          '409': problem('Already finished (`job_status` says how).'),
+          '503': common4xx['503'],
+        },
+      },
+    },
+  ];
 }

@@ -7,7 +7,7 @@
  */
 import pg from 'pg';
 import type { Logger } from '../log.js';
-import { coerceError } from './errors.js';
+import { coerceError } from '../errors.js';
 
 export interface NotifierOptions {
   connectionString: string;

@@ -1,0 +1,15 @@
+/**
+ * NOTIFY channels. Every process LISTENs on all of them over one connection (PgNotifier).
+ */
+
+/** Jobs became claimable (a submit, a retry due now, a job handed back). No payload. */
+export const PENDING_CHANNEL = 'merchant_jobs_pending';
+
+/**
+ * Events were appended to the log (job_events): payload is the appending transaction's id;
+ * sent by a trigger once per such transaction, when it commits.
+ */
+export const EVENTS_CHANNEL = 'merchant_events';
+
+/** An API key was revoked (payload: the key id): every process drops it from its cache. */
+export const KEYS_REVOKED_CHANNEL = 'merchant_keys_revoked';

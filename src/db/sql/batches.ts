@@ -1,0 +1,200 @@
+/**
+ * Statements about batches: submit (the batch and its jobs in one statement), read, list
+ * items, purge.
+ */
+import type { Knex } from 'knex';
+import { PENDING_CHANNEL } from '../channels.js';
+import type { Transaction } from '../../heuristic/types.js';
+import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
+import { CACHED_COLUMNS, cachedValues } from './jobs.js';
+import {
+  type BatchItemRow,
+  type BatchRow,
+  type Idempotency,
+  type Owner,
+  ownedBy,
+  preparedRows,
+  rows,
+} from './rows.js';
+
+// Inserts a batch and one job per transaction (batch_index = position), in one statement:
+// pending, or succeeded at once from the result cache (with their events, and batch.completed
+// when nothing is left to run); NOTIFYs runners when any is pending. With an idempotency key
+// already taken, inserts nothing and returns the batch that holds the key (`created: false`)
+// with its body hash.
+export async function insertBatch(
+  db: Knex,
+  batch: {
+    id: string;
+    clientId: string;
+    transactions: readonly Transaction[];
+    maxAttempts: number;
+    idempotency?: Idempotency;
+    /** Result-cache key per transaction (null: not cacheable); hits are stored succeeded. */
+    cacheKeys?: readonly (string | null)[];
+  },
+): Promise<{
+  id: string;
+  jobIds: string[];
+  created: boolean;
+  requestHash: string | null;
+  /** The new batch as getBatch would read it right after the insert; only when `created`. */
+  row?: BatchRow;
+  events: EventCounts;
+}> {
+  const { idempotency } = batch;
+  for (let tries = 0; tries < 3; tries++) {
+    const [created] = await preparedRows<{
+      id: string;
+      created_at: Date;
+      job_ids: string[];
+      last_pending_seq: string | null;
+      cached: number;
+      finished_at: Date | null;
+      events: unknown;
+    }>(
+      db,
+      'merchant_insert_batch',
+      `WITH t AS (
+         SELECT t.tx, t.ord, k.key, r.result
+         FROM jsonb_array_elements(?::jsonb) WITH ORDINALITY AS t(tx, ord)
+         JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS k(key, ord) ON k.ord = t.ord
+         LEFT JOIN results r ON r.cache_key = k.key AND r.expires_at > now()
+       ), b AS (
+         INSERT INTO batches (id, client_id, size, unfinished, idempotency_key, request_hash)
+         SELECT ?, ?, ?, (SELECT count(*) FROM t WHERE t.result IS NULL), ?, ?
+         ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING id, client_id, created_at, unfinished
+       ), j AS (
+         INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts,
+                           cache_key, ${CACHED_COLUMNS})
+         SELECT gen_random_uuid(), b.client_id, b.id, t.ord - 1, t.tx, ?, t.key,
+                ${cachedValues('t.result')}
+         FROM b, t
+         ORDER BY t.ord
+         RETURNING id, client_id, batch_id, batch_index, seq, status, finished_at
+       ), finished AS (
+         SELECT id, client_id, batch_id, status FROM j WHERE status = 'succeeded'
+       ), ${logFinished('finished', { inserted: 'b' })}
+       SELECT b.id, b.created_at, array_agg(j.id ORDER BY j.batch_index) AS job_ids,
+              max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq,
+              count(*) FILTER (WHERE j.status = 'succeeded')::int AS cached,
+              max(j.finished_at) AS finished_at,
+              CASE WHEN bool_or(j.status = 'pending') THEN pg_notify(?, '') END,
+              ${EVENT_COUNTS} AS events
+       FROM b, j GROUP BY b.id, b.created_at`,
+      [
+        JSON.stringify(batch.transactions),
+        JSON.stringify(batch.transactions.map((_, i) => batch.cacheKeys?.[i] ?? null)),
+        batch.id,
+        batch.clientId,
+        batch.transactions.length,
+        idempotency?.key ?? null,
+        idempotency?.requestHash ?? null,
+        batch.maxAttempts,
+        PENDING_CHANNEL,
+      ],
+    );
+    if (created) {
+      return {
+        id: created.id,
+        jobIds: created.job_ids,
+        created: true,
+        requestHash: idempotency?.requestHash ?? null,
+        row: {
+          id: created.id,
+          client_id: batch.clientId,
+          size: batch.transactions.length,
+          created_at: created.created_at,
+          pending: batch.transactions.length - created.cached,
+          running: 0,
+          succeeded: created.cached,
+          failed: 0,
+          canceled: 0,
+          started_at: created.finished_at,
+          finished_at: created.finished_at,
+          last_pending_seq: created.last_pending_seq,
+        },
+        events: eventCounts(created.events),
+      };
+    }
+    if (!idempotency) throw new Error('batch insert returned no row');
+    const [found] = await rows<{ id: string; request_hash: string; job_ids: string[] | null }>(
+      db,
+      `SELECT b.id, b.request_hash,
+         (SELECT array_agg(j.id ORDER BY j.batch_index) FROM jobs j WHERE j.batch_id = b.id)
+           AS job_ids
+       FROM batches b WHERE b.client_id = ? AND b.idempotency_key = ?`,
+      [batch.clientId, idempotency.key],
+    );
+    if (found) {
+      return {
+        id: found.id,
+        jobIds: found.job_ids ?? [],
+        created: false,
+        requestHash: found.request_hash,
+        events: {},
+      };
+    }
+    // The batch holding the key was purged between the two statements: insert again.
+  }
+  throw new Error('idempotent batch insert kept conflicting with a purge');
+}
+
+// Reads one batch of `owner` and counts its jobs per status; changes nothing.
+export async function getBatch(db: Knex, id: string, owner: Owner): Promise<BatchRow | undefined> {
+  const [own, ownBindings] = ownedBy('b', owner);
+  const res = await db.raw<{ rows: BatchRow[] }>(
+    `SELECT b.id, b.client_id, b.size, b.created_at,
+       count(*) FILTER (WHERE j.status = 'pending')::int   AS pending,
+       count(*) FILTER (WHERE j.status = 'running')::int   AS running,
+       count(*) FILTER (WHERE j.status = 'succeeded')::int AS succeeded,
+       count(*) FILTER (WHERE j.status = 'failed')::int    AS failed,
+       count(*) FILTER (WHERE j.status = 'canceled')::int  AS canceled,
+       min(j.started_at) AS started_at,
+       max(j.finished_at) AS finished_at,
+       max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq
+     FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
+     WHERE b.id = ? AND ${own}
+     GROUP BY b.id`,
+    [id, ...ownBindings],
+  );
+  return res.rows[0];
+}
+
+// Reads up to `limit` items of one of `owner`'s batches with batch_index > `afterIndex`, in
+// submission order.
+export async function getBatchItems(
+  db: Knex,
+  opts: { batchId: string; owner: Owner; afterIndex: number; limit: number },
+): Promise<BatchItemRow[]> {
+  const [own, ownBindings] = ownedBy('jobs', opts.owner);
+  const res = await db.raw<{ rows: BatchItemRow[] }>(
+    `SELECT id, batch_index, status, transaction->>'reference' AS reference, result, error
+     FROM jobs WHERE batch_id = ? AND batch_index > ? AND ${own}
+     ORDER BY batch_index LIMIT ?`,
+    [opts.batchId, opts.afterIndex, ...ownBindings, opts.limit],
+  );
+  return res.rows;
+}
+
+// Deletes up to `limit` batches (and, by cascade, their jobs) whose jobs all finished before
+// `before`: a batch is kept whole until its last job ages out.
+export async function purgeFinishedBatches(
+  db: Knex,
+  opts: { before: Date; limit: number },
+): Promise<number> {
+  const res = await db.raw<{ rowCount: number }>(
+    `DELETE FROM batches WHERE id IN (
+       SELECT b.id FROM batches b
+       WHERE b.created_at < ?
+         AND NOT EXISTS (
+           SELECT 1 FROM jobs j WHERE j.batch_id = b.id
+             AND (j.status NOT IN ('succeeded', 'failed', 'canceled') OR j.finished_at >= ?)
+         )
+       LIMIT ?
+     )`,
+    [opts.before, opts.before, opts.limit],
+  );
+  return res.rowCount;
+}

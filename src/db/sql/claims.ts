@@ -1,0 +1,289 @@
+/**
+ * The runner's statements: claim due jobs, renew leases, and record what each attempt came to
+ * (complete, fail, hand back), and reap leases whose process died.
+ *
+ * Fencing: a claim increments `attempts` and sets `locked_by`; every later write for that attempt
+ * matches on (id, status = 'running', locked_by, attempts), so an answer from an attempt that
+ * lost its lease changes nothing. Every write that makes a job terminal appends its event
+ * (events.ts) in the same statement.
+ */
+import type { Knex } from 'knex';
+import { PENDING_CHANNEL } from '../channels.js';
+import type { Merchant } from '../../heuristic/types.js';
+import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
+import {
+  COLUMNS,
+  type Claim,
+  type JobError,
+  type JobRow,
+  prefixed,
+  preparedRows,
+  rows,
+} from './rows.js';
+
+/**
+ * SQL condition: the job in `alias` is not waiting on a flight, i.e. no other job is computing
+ * its cache key right now (its leader's completion will complete it).
+ */
+function notInFlight(alias: string): string {
+  return `(${alias}.cache_key IS NULL OR NOT EXISTS (
+    SELECT 1 FROM flights f JOIN jobs leader ON leader.id = f.job_id
+    WHERE f.cache_key = ${alias}.cache_key
+      AND leader.status = 'running' AND leader.attempts = f.attempts))`;
+}
+
+// Sets status=running, locked_by, locked_until=now()+lease, started_at=now(), attempts+1 for up to
+// `limit` due pending jobs (not those waiting on another job computing their cache key),
+// skipping rows other claimers hold, and last_claimed_at=now() on the
+// clients served. Fair share: clients take turns, longest unserved first, each contributing its
+// oldest due job per turn; so one client's backlog of any size delays another client's first
+// job by at most one turn per client with due work.
+export function claimJobs(
+  db: Knex,
+  opts: { workerId: string; limit: number; leaseMs: number },
+): Promise<JobRow[]> {
+  // Candidates beyond `limit` let concurrent claimers (other processes) skip each other's rows.
+  const window = opts.limit * 4;
+  return preparedRows(
+    db,
+    'merchant_claim_jobs',
+    `WITH turns AS (
+       SELECT c.id, row_number() OVER (ORDER BY c.last_claimed_at NULLS FIRST, c.id) AS turn
+       FROM clients c
+       WHERE EXISTS (SELECT 1 FROM jobs j
+                     WHERE j.client_id = c.id AND j.status = 'pending' AND j.run_after <= now())
+       ORDER BY c.last_claimed_at NULLS FIRST, c.id
+       LIMIT ?
+     ), candidates AS (
+       SELECT q.id, q.rank, t.turn
+       FROM turns t CROSS JOIN LATERAL (
+         SELECT id, row_number() OVER (ORDER BY run_after, seq) AS rank FROM (
+           SELECT id, run_after, seq FROM jobs AS due
+           WHERE client_id = t.id AND status = 'pending' AND run_after <= now()
+             AND ${notInFlight('due')}
+           ORDER BY run_after, seq
+           LIMIT ?
+         ) oldest
+       ) q
+       ORDER BY q.rank, t.turn
+       LIMIT ?
+     ), picked AS (
+       SELECT j.id FROM jobs j JOIN candidates c ON c.id = j.id
+       WHERE j.status = 'pending' AND j.run_after <= now()
+       ORDER BY c.rank, c.turn
+       LIMIT ?
+       FOR UPDATE OF j SKIP LOCKED
+     ), claimed AS (
+       UPDATE jobs SET status = 'running', locked_by = ?,
+         locked_until = now() + make_interval(secs => ? / 1000.0),
+         started_at = now(), attempts = attempts + 1
+       FROM picked WHERE jobs.id = picked.id
+       RETURNING ${prefixed('jobs')}
+     ), served AS (
+       UPDATE clients SET last_claimed_at = clock_timestamp()
+       FROM (SELECT id FROM clients WHERE id IN (SELECT client_id FROM claimed)
+             ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) s
+       WHERE clients.id = s.id
+     )
+     SELECT * FROM claimed`,
+    [window, opts.limit, window, opts.limit, opts.workerId, opts.leaseMs],
+  );
+}
+
+// Extends locked_until to now()+lease for this worker's claims that still hold; returns their ids.
+export async function renewLeases(
+  db: Knex,
+  opts: { workerId: string; claims: readonly Claim[]; leaseMs: number },
+): Promise<Set<string>> {
+  if (opts.claims.length === 0) return new Set();
+  const res = await db.raw<{ rows: { id: string }[] }>(
+    `UPDATE jobs SET locked_until = now() + make_interval(secs => ? / 1000.0)
+     FROM unnest(?::uuid[], ?::int[]) AS c(id, attempts)
+     WHERE jobs.id = c.id AND jobs.attempts = c.attempts
+       AND jobs.status = 'running' AND jobs.locked_by = ?
+     RETURNING jobs.id`,
+    [opts.leaseMs, opts.claims.map((c) => c.id), opts.claims.map((c) => c.attempts), opts.workerId],
+  );
+  return new Set(res.rows.map((r) => r.id));
+}
+
+// For each item whose claim still holds: status=succeeded, result, finished_at=now(), lease
+// cleared, its event appended; with a cache key (and `cacheTtlMs` > 0) the answer is stored in
+// `results`, every pending job waiting on the same key is completed too (`followers`, each with
+// its event) and the flight ends. One statement for any number of items (group commit). Returns
+// one entry per item, in order: the completed row, or undefined when its claim was lost (with
+// the job's status now, or null when it is gone); and the events appended.
+export async function completeJobs(
+  db: Knex,
+  opts: {
+    workerId: string;
+    items: readonly { claim: Claim; merchant: Merchant | null }[];
+    cacheTtlMs?: number;
+  },
+): Promise<{ rows: ((JobRow & { followers: number }) | undefined)[]; events: EventCounts }> {
+  if (opts.items.length === 0) return { rows: [], events: {} };
+  const ttl = opts.cacheTtlMs ?? 0;
+  const done = await preparedRows<JobRow & { followers: number; events: unknown }>(
+    db,
+    'merchant_complete_jobs',
+    `WITH input AS (
+       SELECT * FROM unnest(?::uuid[], ?::int[], ?::jsonb[]) AS i(id, attempts, result)
+     ), done AS (
+       UPDATE jobs SET status = 'succeeded', result = input.result, error = NULL,
+         finished_at = now(), locked_by = NULL, locked_until = NULL
+       FROM input
+       WHERE jobs.id = input.id AND jobs.attempts = input.attempts
+         AND jobs.status = 'running' AND jobs.locked_by = ?
+       RETURNING ${prefixed('jobs')}
+     ), keyed AS (
+       SELECT DISTINCT ON (cache_key) cache_key, result, id AS leader_id FROM done
+       WHERE cache_key IS NOT NULL ORDER BY cache_key, id
+     ), cached AS (
+       INSERT INTO results (cache_key, result, expires_at)
+       SELECT cache_key, result, now() + make_interval(secs => ? / 1000.0) FROM keyed WHERE ? > 0
+       ON CONFLICT (cache_key) DO UPDATE
+         SET result = excluded.result, created_at = now(), expires_at = excluded.expires_at
+     ), followers AS (
+       UPDATE jobs SET status = 'succeeded', result = keyed.result, error = NULL,
+         started_at = now(), finished_at = now()
+       FROM keyed
+       WHERE jobs.cache_key = keyed.cache_key AND jobs.status = 'pending'
+       RETURNING jobs.id, jobs.client_id, jobs.batch_id, jobs.status, keyed.leader_id
+     ), landed AS (
+       DELETE FROM flights USING done
+       WHERE flights.cache_key = done.cache_key AND flights.job_id = done.id
+     ), finished AS (
+       SELECT id, client_id, batch_id, status FROM done
+       UNION ALL SELECT id, client_id, batch_id, status FROM followers
+     ), ${logFinished('finished', 'decrement')}
+     SELECT done.*,
+            (SELECT count(*) FROM followers f WHERE f.leader_id = done.id)::int AS followers,
+            ${EVENT_COUNTS} AS events
+     FROM done`,
+    [
+      opts.items.map((i) => i.claim.id),
+      opts.items.map((i) => i.claim.attempts),
+      opts.items.map((i) => JSON.stringify({ merchant: i.merchant })),
+      opts.workerId,
+      ttl,
+      ttl,
+    ],
+  );
+  const byId = new Map(done.map(({ events: _events, ...row }) => [row.id, row]));
+  return {
+    rows: opts.items.map((i) => byId.get(i.claim.id)),
+    events: eventCounts(done[0]?.events),
+  };
+}
+
+// Records a failed attempt if the claim still holds: back to pending with run_after=now()+retryDelay
+// when `retry` and attempts remain, else status=failed with finished_at=now() and its event
+// appended. NOTIFYs runners when it is due again, or when jobs with its cache key may have
+// waited on this attempt (they are claimable now).
+export async function failAttempt(
+  db: Knex,
+  opts: { workerId: string; claim: Claim; error: JobError; retry: boolean; retryDelayMs: number },
+): Promise<{ row: JobRow | undefined; events: EventCounts }> {
+  const [found] = await rows<JobRow & { events: unknown }>(
+    db,
+    `WITH failed AS (
+       UPDATE jobs SET
+         status = CASE WHEN ? AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+         error = ?::jsonb,
+         run_after = now() + make_interval(secs => ? / 1000.0),
+         finished_at = CASE WHEN ? AND attempts < max_attempts THEN NULL ELSE now() END,
+         locked_by = NULL, locked_until = NULL
+       WHERE id = ? AND attempts = ? AND status = 'running' AND locked_by = ?
+       RETURNING ${COLUMNS}
+     ), finished AS (
+       SELECT id, client_id, batch_id, status FROM failed WHERE status = 'failed'
+     ), ${logFinished('finished', 'decrement')}
+     SELECT failed.*, CASE WHEN (status = 'pending' AND run_after <= now())
+                                OR cache_key IS NOT NULL
+                           THEN pg_notify(?, '') END AS notified,
+            ${EVENT_COUNTS} AS events
+     FROM failed`,
+    [
+      opts.retry,
+      JSON.stringify(opts.error),
+      opts.retryDelayMs,
+      opts.retry,
+      opts.claim.id,
+      opts.claim.attempts,
+      opts.workerId,
+      PENDING_CHANNEL,
+    ],
+  );
+  if (!found) return { row: undefined, events: {} };
+  const { events, ...row } = found;
+  return { row, events: eventCounts(events) };
+}
+
+// Hands this worker's unfinished claims back: status=pending, run_after=now(), attempts-1 (an
+// attempt interrupted by shutdown does not count), lease cleared; NOTIFYs other runners.
+export async function releaseClaims(
+  db: Knex,
+  opts: { workerId: string; claims: readonly Claim[] },
+): Promise<number> {
+  if (opts.claims.length === 0) return 0;
+  const res = await db.raw<{ rows: { released: number }[] }>(
+    `WITH released AS (
+       UPDATE jobs SET status = 'pending', attempts = jobs.attempts - 1, run_after = now(),
+         locked_by = NULL, locked_until = NULL
+       FROM unnest(?::uuid[], ?::int[]) AS c(id, attempts)
+       WHERE jobs.id = c.id AND jobs.attempts = c.attempts
+         AND jobs.status = 'running' AND jobs.locked_by = ?
+       RETURNING jobs.id
+     )
+     SELECT count(*)::int AS released, CASE WHEN count(*) > 0 THEN pg_notify(?, '') END
+     FROM released`,
+    [
+      opts.claims.map((c) => c.id),
+      opts.claims.map((c) => c.attempts),
+      opts.workerId,
+      PENDING_CHANNEL,
+    ],
+  );
+  return res.rows[0]?.released ?? 0;
+}
+
+// For up to `limit` running jobs whose lease expired (their process died): status=pending again,
+// or status=failed (with its event) when that was the last attempt; error says the lease
+// expired; NOTIFYs runners when any are pending again.
+export async function reapExpiredLeases(
+  db: Knex,
+  opts: { limit: number },
+): Promise<{ requeued: number; failed: number; events: EventCounts }> {
+  const [counts] = await rows<{ requeued: number; failed: number; events: unknown }>(
+    db,
+    `WITH reaped AS (
+       UPDATE jobs SET
+         status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+         finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
+         run_after = now(),
+         error = jsonb_build_object(
+           'code', 'lease_expired',
+           'message', 'the worker running this attempt stopped renewing its lease (it crashed or hung)',
+           'attempt', attempts),
+         locked_by = NULL, locked_until = NULL
+       WHERE id IN (
+         SELECT id FROM jobs WHERE status = 'running' AND locked_until < now()
+         ORDER BY locked_until LIMIT ? FOR UPDATE SKIP LOCKED
+       )
+       RETURNING id, client_id, batch_id, status
+     ), finished AS (
+       SELECT id, client_id, batch_id, status FROM reaped WHERE status = 'failed'
+     ), ${logFinished('finished', 'decrement')}
+     SELECT count(*) FILTER (WHERE status = 'pending')::int AS requeued,
+            count(*) FILTER (WHERE status = 'failed')::int AS failed,
+            CASE WHEN count(*) FILTER (WHERE status = 'pending') > 0 THEN pg_notify(?, '') END,
+            ${EVENT_COUNTS} AS events
+     FROM reaped`,
+    [opts.limit, PENDING_CHANNEL],
+  );
+  return {
+    requeued: counts?.requeued ?? 0,
+    failed: counts?.failed ?? 0,
+    events: eventCounts(counts?.events),
+  };
+}

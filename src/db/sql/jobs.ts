@@ -1,0 +1,239 @@
+/**
+ * Statements about jobs as clients see them: submit, read, list, cancel, count, purge. The
+ * runner's statements (claim, renew, complete, fail, release, reap) are in claims.ts.
+ */
+import type { Knex } from 'knex';
+import { PENDING_CHANNEL } from '../channels.js';
+import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
+import {
+  COLUMNS,
+  type Idempotency,
+  type JobRow,
+  type JobStatus,
+  type Owner,
+  ownedBy,
+  prefixed,
+  preparedRows,
+  rows,
+} from './rows.js';
+import type { Transaction } from '../../heuristic/types.js';
+
+/** Columns a submit sets from the result cache: succeeded at once on a hit, else pending. */
+export const CACHED_COLUMNS = 'status, result, started_at, finished_at';
+export function cachedValues(hit: string): string {
+  return `CASE WHEN ${hit} IS NULL THEN 'pending' ELSE 'succeeded' END, ${hit},
+    CASE WHEN ${hit} IS NULL THEN NULL ELSE now() END,
+    CASE WHEN ${hit} IS NULL THEN NULL ELSE now() END`;
+}
+
+// Inserts one job: pending, and NOTIFYs runners (delivered at commit); or, when its cache key
+// has a cached answer, succeeded at once with its event appended. With an idempotency key
+// already taken, inserts nothing and returns the job that holds the key (`created: false`) with
+// the hash of the body it was submitted with.
+export async function insertJob(
+  db: Knex,
+  job: {
+    id: string;
+    clientId: string;
+    transaction: Transaction;
+    maxAttempts: number;
+    idempotency?: Idempotency;
+    /** Result-cache key; a cached answer stores the job already succeeded. */
+    cacheKey?: string | null;
+  },
+): Promise<{ row: JobRow; created: boolean; requestHash: string | null; events: EventCounts }> {
+  const { idempotency } = job;
+  for (let tries = 0; tries < 3; tries++) {
+    const [inserted] = await preparedRows<JobRow & { events: unknown; notified: unknown }>(
+      db,
+      'merchant_insert_job',
+      `WITH hit AS (
+         SELECT result FROM results WHERE cache_key = ? AND expires_at > now()
+       ), inserted AS (
+         INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash,
+                           cache_key, ${CACHED_COLUMNS})
+         SELECT ?, ?, ?::jsonb, ?, ?, ?, ?::text, ${cachedValues('hit.result')}
+         FROM (SELECT 1) AS one LEFT JOIN hit ON true
+         ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING ${COLUMNS}
+       ), finished AS (
+         SELECT id, client_id, batch_id, status FROM inserted WHERE status = 'succeeded'
+       ), ${logFinished('finished', 'none')}
+       SELECT inserted.*, CASE WHEN status = 'pending' THEN pg_notify(?, '') END AS notified,
+              ${EVENT_COUNTS} AS events
+       FROM inserted`,
+      [
+        job.cacheKey ?? null,
+        job.id,
+        job.clientId,
+        JSON.stringify(job.transaction),
+        job.maxAttempts,
+        idempotency?.key ?? null,
+        idempotency?.requestHash ?? null,
+        job.cacheKey ?? null,
+        PENDING_CHANNEL,
+      ],
+    );
+    if (inserted) {
+      const { events, notified: _notified, ...row } = inserted;
+      return {
+        row,
+        created: true,
+        requestHash: idempotency?.requestHash ?? null,
+        events: eventCounts(events),
+      };
+    }
+    if (!idempotency) throw new Error('insert returned no row');
+    const [existing] = await rows<JobRow & { request_hash: string }>(
+      db,
+      `SELECT ${COLUMNS}, request_hash FROM jobs WHERE client_id = ? AND idempotency_key = ?`,
+      [job.clientId, idempotency.key],
+    );
+    if (existing) {
+      const { request_hash: requestHash, ...existingRow } = existing;
+      return { row: existingRow, created: false, requestHash, events: {} };
+    }
+    // The job holding the key was purged between the two statements: insert again.
+  }
+  throw new Error('idempotent insert kept conflicting with a purge');
+}
+
+// Reads one job of `owner`; changes nothing.
+export async function getJob(db: Knex, id: string, owner: Owner): Promise<JobRow | undefined> {
+  const [own, ownBindings] = ownedBy('jobs', owner);
+  const name = owner === null ? 'merchant_get_job_any' : 'merchant_get_job';
+  const [row] = await preparedRows(
+    db,
+    name,
+    `SELECT ${COLUMNS} FROM jobs WHERE id = ? AND ${own}`,
+    [id, ...ownBindings],
+  );
+  return row;
+}
+
+// Reads the status of one job (any client's); changes nothing.
+export async function jobStatus(db: Knex, id: string): Promise<JobStatus | undefined> {
+  const [row] = await rows<{ status: JobStatus }>(db, `SELECT status FROM jobs WHERE id = ?`, [id]);
+  return row?.status;
+}
+
+// Reads up to `limit` of `owner`'s jobs newest first (seq below `beforeSeq` when given),
+// optionally only in `statuses` and only of one batch; changes nothing.
+export function listJobs(
+  db: Knex,
+  opts: {
+    owner: Owner;
+    statuses?: readonly JobStatus[];
+    batchId?: string;
+    beforeSeq?: string;
+    limit: number;
+  },
+): Promise<JobRow[]> {
+  const [own, ownBindings] = ownedBy('jobs', opts.owner);
+  const where: string[] = [own];
+  const bindings: Knex.RawBinding[] = [...ownBindings];
+  if (opts.statuses) {
+    where.push('status = ANY(?::text[])');
+    bindings.push([...opts.statuses]);
+  }
+  if (opts.batchId) {
+    where.push('batch_id = ?');
+    bindings.push(opts.batchId);
+  }
+  if (opts.beforeSeq) {
+    where.push('seq < ?::bigint');
+    bindings.push(opts.beforeSeq);
+  }
+  const filter = `WHERE ${where.join(' AND ')}`;
+  return rows(db, `SELECT ${COLUMNS} FROM jobs ${filter} ORDER BY seq DESC LIMIT ?`, [
+    ...bindings,
+    opts.limit,
+  ]);
+}
+
+// Sets status=canceled and finished_at=now() on a pending or running job of `owner` (clearing
+// any lease, so the running attempt's fenced writes change nothing) and appends its event, which
+// tells the runner holding it to abort. Returns nothing when the job is missing, someone else's,
+// or terminal.
+export async function cancelJob(
+  db: Knex,
+  id: string,
+  owner: Owner,
+): Promise<{ row: JobRow; previousStatus: JobStatus; events: EventCounts } | undefined> {
+  const [own, ownBindings] = ownedBy('jobs', owner);
+  const [found] = await rows<JobRow & { previous_status: JobStatus; events: unknown }>(
+    db,
+    `WITH target AS (
+       SELECT id, status FROM jobs
+       WHERE id = ? AND status IN ('pending', 'running') AND ${own}
+       FOR UPDATE
+     ), canceled AS (
+       UPDATE jobs SET status = 'canceled', finished_at = now(),
+         locked_by = NULL, locked_until = NULL
+       FROM target WHERE jobs.id = target.id
+       RETURNING ${prefixed('jobs')}, target.status AS previous_status
+     ), finished AS (
+       SELECT id, client_id, batch_id, status FROM canceled
+     ), ${logFinished('finished', 'decrement')}
+     SELECT canceled.*, ${EVENT_COUNTS} AS events FROM canceled`,
+    [id, ...ownBindings],
+  );
+  if (!found) return undefined;
+  const { previous_status: previousStatus, events, ...row } = found;
+  return { row, previousStatus, events: eventCounts(events) };
+}
+
+// Counts pending jobs (of one client, or all), stopping at `cap` (a bounded index scan).
+export async function countPending(
+  db: Knex,
+  opts: { clientId?: string; cap: number },
+): Promise<number> {
+  const [own, ownBindings] = ownedBy('jobs', opts.clientId ?? null);
+  const [counted] = await rows<{ n: number }>(
+    db,
+    `SELECT count(*)::int AS n FROM (
+       SELECT 1 FROM jobs WHERE status = 'pending' AND ${own} LIMIT ?
+     ) counted`,
+    [...ownBindings, opts.cap],
+  );
+  return counted?.n ?? 0;
+}
+
+// Counts pending jobs submitted before `seq`, stopping at `cap` (a bounded index scan).
+export async function countPendingBefore(db: Knex, seq: string, cap: number): Promise<number> {
+  const [counted] = await rows<{ n: number }>(
+    db,
+    `SELECT count(*)::int AS n FROM (
+       SELECT 1 FROM jobs WHERE status = 'pending' AND seq < ?::bigint LIMIT ?
+     ) ahead`,
+    [seq, cap],
+  );
+  return counted?.n ?? 0;
+}
+
+// Counts the distinct workers holding running jobs: how many runners share the queue.
+export async function countActiveWorkers(db: Knex): Promise<number> {
+  const [counted] = await rows<{ n: number }>(
+    db,
+    `SELECT count(DISTINCT locked_by)::int AS n FROM jobs WHERE status = 'running'`,
+  );
+  return counted?.n ?? 0;
+}
+
+// Deletes up to `limit` finished (succeeded, failed, canceled) jobs outside batches with
+// finished_at before `before`.
+export async function purgeFinishedJobs(
+  db: Knex,
+  opts: { before: Date; limit: number },
+): Promise<number> {
+  const res = await db.raw<{ rowCount: number }>(
+    `DELETE FROM jobs WHERE id IN (
+       SELECT id FROM jobs
+       WHERE status IN ('succeeded', 'failed', 'canceled') AND finished_at < ?
+         AND batch_id IS NULL
+       LIMIT ?
+     )`,
+    [opts.before, opts.limit],
+  );
+  return res.rowCount;
+}

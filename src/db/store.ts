@@ -1,0 +1,115 @@
+/**
+ * The store: the data-access modules (sql/) bound to one pool, as the runner and the use-cases
+ * receive them. Every statement that appends events reports their counts to `onEvents`, the one
+ * place that hears about every terminal change this process writes (metrics count each event
+ * exactly once: in the process whose statement wrote it).
+ */
+import type { Knex } from 'knex';
+import * as batches from './sql/batches.js';
+import * as cache from './sql/cache.js';
+import * as claims from './sql/claims.js';
+import type { EventCounts } from './sql/events.js';
+import * as events from './sql/events.js';
+import * as jobs from './sql/jobs.js';
+import type { Claim, JobError, JobRow } from './sql/rows.js';
+import type { Merchant } from '../heuristic/types.js';
+
+/** A data-access function with its database handle bound. */
+type Bound<F> = F extends (db: Knex, ...rest: infer A) => infer R ? (...args: A) => R : never;
+/** Bound, with the events it appended reported to the hook instead of returned. */
+type Reported<F> = F extends (db: Knex, ...rest: infer A) => Promise<infer R>
+  ? (...args: A) => Promise<Unreported<R>>
+  : never;
+type Unreported<R> = R extends { events: EventCounts } ? Omit<R, 'events'> : R;
+
+/** What the runner needs: claim, renew, record outcomes, single-flight, reap and purge. */
+export interface RunnerStore {
+  claim: Bound<typeof claims.claimJobs>;
+  renew: Bound<typeof claims.renewLeases>;
+  /** One statement for a group of completions; one entry per item (undefined: claim lost). */
+  complete(opts: {
+    workerId: string;
+    items: readonly { claim: Claim; merchant: Merchant | null }[];
+    cacheTtlMs?: number;
+  }): Promise<((JobRow & { followers: number }) | undefined)[]>;
+  fail(opts: {
+    workerId: string;
+    claim: Claim;
+    error: JobError;
+    retry: boolean;
+    retryDelayMs: number;
+  }): Promise<JobRow | undefined>;
+  release: Bound<typeof claims.releaseClaims>;
+  /** A job's status now: why an attempt's fenced write found its claim gone. */
+  status: Bound<typeof jobs.jobStatus>;
+  beginFlight: Bound<typeof cache.beginFlight>;
+  reap: Reported<typeof claims.reapExpiredLeases>;
+  purgeJobs: Bound<typeof jobs.purgeFinishedJobs>;
+  purgeBatches: Bound<typeof batches.purgeFinishedBatches>;
+  purgeResults: Bound<typeof cache.purgeExpiredResults>;
+  purgeEvents: Bound<typeof events.purgeEvents>;
+}
+
+/** What the use-cases (submit, read, list, cancel) need. */
+export interface JobStore {
+  insertJob: Reported<typeof jobs.insertJob>;
+  insertBatch: Reported<typeof batches.insertBatch>;
+  cancelJob: Reported<typeof jobs.cancelJob>;
+  getJob: Bound<typeof jobs.getJob>;
+  listJobs: Bound<typeof jobs.listJobs>;
+  getBatch: Bound<typeof batches.getBatch>;
+  getBatchItems: Bound<typeof batches.getBatchItems>;
+  countPending: Bound<typeof jobs.countPending>;
+  countPendingBefore: Bound<typeof jobs.countPendingBefore>;
+  countActiveWorkers: Bound<typeof jobs.countActiveWorkers>;
+}
+
+export interface Store extends JobStore {
+  readonly db: Knex;
+  readonly runner: RunnerStore;
+}
+
+export interface StoreHooks {
+  /** Events appended by a statement of this process, counted by type. */
+  onEvents?: (counts: EventCounts) => void;
+}
+
+export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
+  /** Reports a statement's events and hands back the rest of its result. */
+  const reported = <T extends { events: EventCounts }>(result: T): Omit<T, 'events'> => {
+    const { events: counts, ...rest } = result;
+    if (Object.keys(counts).length > 0) hooks.onEvents?.(counts);
+    return rest;
+  };
+  const runner: RunnerStore = {
+    claim: (opts) => claims.claimJobs(db, opts),
+    renew: (opts) => claims.renewLeases(db, opts),
+    complete: async (opts) => reported(await claims.completeJobs(db, opts)).rows,
+    fail: async (opts) => reported(await claims.failAttempt(db, opts)).row,
+    release: (opts) => claims.releaseClaims(db, opts),
+    status: (id) => jobs.jobStatus(db, id),
+    beginFlight: (opts) => cache.beginFlight(db, opts),
+    reap: async (opts) => reported(await claims.reapExpiredLeases(db, opts)),
+    purgeJobs: (opts) => jobs.purgeFinishedJobs(db, opts),
+    purgeBatches: (opts) => batches.purgeFinishedBatches(db, opts),
+    purgeResults: (opts) => cache.purgeExpiredResults(db, opts),
+    purgeEvents: (opts) => events.purgeEvents(db, opts),
+  };
+  return {
+    db,
+    runner,
+    insertJob: async (job) => reported(await jobs.insertJob(db, job)),
+    insertBatch: async (batch) => reported(await batches.insertBatch(db, batch)),
+    cancelJob: async (id, owner) => {
+      const canceled = await jobs.cancelJob(db, id, owner);
+      return canceled && reported(canceled);
+    },
+    getJob: (id, owner) => jobs.getJob(db, id, owner),
+    listJobs: (opts) => jobs.listJobs(db, opts),
+    getBatch: (id, owner) => batches.getBatch(db, id, owner),
+    getBatchItems: (opts) => batches.getBatchItems(db, opts),
+    countPending: (opts) => jobs.countPending(db, opts),
+    countPendingBefore: (seq, cap) => jobs.countPendingBefore(db, seq, cap),
+    countActiveWorkers: () => jobs.countActiveWorkers(db),
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * Domain errors: what the use-cases and authentication refuse, and why. They know nothing of
+ * HTTP; the HTTP layer maps each to a status in one place (http/problem.ts).
+ */
+
+/** No such job or batch for this client (missing, someone else's, or a malformed id). */
+export class NotFoundError extends Error {
+  constructor(
+    readonly kind: 'job' | 'batch',
+    readonly id: string,
+  ) {
+    super(`No ${kind} with id "${id}".`);
+    this.name = 'NotFoundError';
+  }
+}
+
+/** The job is terminal already, so it cannot be canceled. */
+export class AlreadyFinishedError extends Error {
+  constructor(
+    readonly jobId: string,
+    readonly status: string,
+  ) {
+    super(`Job ${jobId} is already ${status}; only pending or running jobs can be canceled.`);
+    this.name = 'AlreadyFinishedError';
+  }
+}
+
+/** Accepting the jobs would pass the client's pending-job cap; nothing was stored. */
+export class QuotaExceededError extends Error {
+  constructor(
+    readonly limit: number,
+    readonly jobs: number,
+    /** When trying again is worthwhile. */
+    readonly retryAfterSeconds: number,
+  ) {
+    super(
+      `Accepting ${jobs === 1 ? 'a job' : `${jobs} jobs`} would exceed your limit of ${limit} ` +
+        'pending jobs; nothing was stored. Retry after Retry-After seconds, when some have started.',
+    );
+    this.name = 'QuotaExceededError';
+  }
+}
+
+/** The service holds its maximum of pending jobs; nothing was stored. */
+export class QueueFullError extends Error {
+  constructor(
+    readonly limit: number,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(
+      `The service holds its maximum of ${limit} pending jobs; nothing was stored. ` +
+        'Retry after Retry-After seconds.',
+    );
+    this.name = 'QueueFullError';
+  }
+}
+
+/** No API key, or not a valid one. */
+export class UnauthorizedError extends Error {
+  constructor(
+    message: string,
+    /** RFC 6750 error code for the challenge, when the request carried something. */
+    readonly code?: 'invalid_request' | 'invalid_token',
+  ) {
+    super(message);
+    this.name = 'UnauthorizedError';
+  }
+}
+
+/** An Idempotency-Key already used with a different request body. */
+export class IdempotencyKeyReusedError extends Error {
+  constructor(readonly what: 'job' | 'batch') {
+    super(
+      `This Idempotency-Key was already used for a different ${what} request body. Use a new ` +
+        'key for a new request, or resend the original body to get the original result.',
+    );
+    this.name = 'IdempotencyKeyReusedError';
+  }
+}
+
+/** Normalises anything thrown into an Error, so loops and logs handle one shape. */
+export function coerceError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  return new Error(typeof value === 'string' ? value : `non-error thrown: ${String(value)}`);
+}

@@ -1,0 +1,222 @@
+/**
+ * The use-cases clients reach through the API: submit one transaction or a batch, read, wait
+ * for, list and cancel jobs and batches. Routes parse and render; everything they decide is here,
+ * and what it refuses it throws as a domain error (errors.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import type { BatchItemRow, BatchRow, Idempotency, JobRow, JobStatus } from '../db/sql/rows.js';
+import { isTerminal } from '../db/sql/rows.js';
+import type { JobStore } from '../db/store.js';
+import type { Transaction } from '../heuristic/types.js';
+import type { Admission } from './admission.js';
+import { AlreadyFinishedError, IdempotencyKeyReusedError, NotFoundError } from '../errors.js';
+import type { QueueEstimator } from './eta.js';
+import { type JobEvents, batchTopic, jobTopic } from './hub.js';
+import { waitFor } from './waiting.js';
+
+export interface JobsDeps {
+  store: JobStore;
+  /** Pending-job caps, per client and overall. */
+  admission: Admission;
+  estimator: QueueEstimator;
+  /** Where long-poll waiters hear that a job or batch changed. */
+  events: JobEvents;
+  jobMaxAttempts: number;
+  /** The result-cache key of a transaction ("version:key"), or null: not cacheable. */
+  cacheKey: (tx: Transaction) => string | null;
+  /** Jobs were queued here: the local runner may claim them at once. */
+  onJobSubmitted: () => void;
+  metrics?: {
+    jobsSubmitted: { inc(labels: { via: 'single' | 'batch' }, value?: number): void };
+    answeredWithoutCall(via: 'submit', n: number): void;
+  };
+}
+
+/** A job or batch that can be read again and waited on. */
+export interface Watched<Row> {
+  kind: 'job' | 'batch';
+  /** The id as the caller gave it. */
+  id: string;
+  topic: string;
+  load(): Promise<Row | undefined>;
+  /** Terminal: nothing about it will change any more. */
+  isFinal(row: Row): boolean;
+  /** Seconds until looking again is worthwhile, for a row that is not final. */
+  retryAfter(row: Row): Promise<number>;
+  /** The same for a row just submitted: an estimate that costs no query. */
+  retryAfterSubmitted(row: Row): number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** `read(id)` for a well-formed id (lower-cased); nothing for anything else. */
+function byUuid<T>(id: string, read: (uuid: string) => Promise<T | undefined>) {
+  return UUID.test(id) ? read(id.toLowerCase()) : Promise.resolve(undefined);
+}
+
+/** Every job of the batch is terminal. */
+export const batchDone = (row: BatchRow) => row.succeeded + row.failed + row.canceled === row.size;
+
+export class Jobs {
+  constructor(private readonly deps: JobsDeps) {}
+
+  /** Stores one transaction as a job (or replays an idempotent submit); 202 material. */
+  async submitJob(
+    owner: string,
+    transaction: Transaction,
+    idempotency?: Idempotency,
+  ): Promise<{ row: JobRow; replayed: boolean }> {
+    const { store, admission, metrics } = this.deps;
+    const inserted = await admission.admitting(
+      owner,
+      1,
+      () =>
+        store.insertJob({
+          id: randomUUID(),
+          clientId: owner,
+          transaction,
+          maxAttempts: this.deps.jobMaxAttempts,
+          idempotency,
+          cacheKey: this.deps.cacheKey(transaction),
+        }),
+      (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
+    );
+    if (!inserted.created) {
+      checkReplay(idempotency, inserted.requestHash, 'job');
+      return { row: inserted.row, replayed: true };
+    }
+    metrics?.jobsSubmitted.inc({ via: 'single' });
+    // Answered from the result cache, it never queued.
+    if (inserted.row.status === 'pending') this.deps.onJobSubmitted();
+    else metrics?.answeredWithoutCall('submit', 1);
+    return { row: inserted.row, replayed: false };
+  }
+
+  /** Stores 1..n transactions as a batch, all or nothing (or replays an idempotent submit). */
+  async submitBatch(
+    owner: string,
+    transactions: readonly Transaction[],
+    idempotency?: Idempotency,
+  ): Promise<{ row: BatchRow; jobIds: string[]; replayed: boolean }> {
+    const { store, admission, metrics } = this.deps;
+    const n = transactions.length;
+    const inserted = await admission.admitting(
+      owner,
+      n,
+      () =>
+        store.insertBatch({
+          id: randomUUID(),
+          clientId: owner,
+          transactions,
+          maxAttempts: this.deps.jobMaxAttempts,
+          idempotency,
+          cacheKeys: transactions.map(this.deps.cacheKey),
+        }),
+      (r) => (r.created ? (r.row?.pending ?? 0) : 0),
+    );
+    if (inserted.created && inserted.row) {
+      metrics?.jobsSubmitted.inc({ via: 'batch' }, n);
+      // Answered from the result cache, those never queued.
+      const cached = inserted.row.succeeded;
+      metrics?.answeredWithoutCall('submit', cached);
+      if (cached < n) this.deps.onJobSubmitted();
+      return { row: inserted.row, jobIds: inserted.jobIds, replayed: false };
+    }
+    checkReplay(idempotency, inserted.requestHash, 'batch');
+    // A new batch is known from its insert; only a replay needs reading.
+    const row = await store.getBatch(inserted.id, owner);
+    if (!row) throw new NotFoundError('batch', inserted.id); // purged the same instant
+    return { row, jobIds: inserted.jobIds, replayed: true };
+  }
+
+  /**
+   * Cancels a pending job at once, or a running one (the runner holding it aborts the attempt
+   * when it reads the event; its result is discarded); a finished job is refused.
+   */
+  async cancelJob(owner: string, id: string): Promise<JobRow> {
+    const canceled = await byUuid(id, (uuid) => this.deps.store.cancelJob(uuid, owner));
+    if (canceled) {
+      // A canceled pending job no longer counts against the client's cap.
+      if (canceled.previousStatus === 'pending') this.deps.admission.release(owner, 1);
+      return canceled.row;
+    }
+    const row = await this.job(owner, id).load();
+    if (!row) throw new NotFoundError('job', id);
+    throw new AlreadyFinishedError(row.id, row.status);
+  }
+
+  /** The client's jobs newest first (before `beforeSeq`), optionally by status and batch. */
+  listJobs(
+    owner: string,
+    query: { statuses?: JobStatus[]; batchId?: string; beforeSeq?: string; limit: number },
+  ): Promise<JobRow[]> {
+    return this.deps.store.listJobs({ owner, ...query });
+  }
+
+  /** Items of one of the client's batches after `afterIndex`, in submission order. */
+  async batchItems(
+    owner: string,
+    id: string,
+    page: { afterIndex: number; limit: number },
+  ): Promise<{ batch: BatchRow; items: BatchItemRow[] }> {
+    const batch = await this.batch(owner, id).load();
+    if (!batch) throw new NotFoundError('batch', id);
+    const items = await this.deps.store.getBatchItems({ batchId: batch.id, owner, ...page });
+    return { batch, items };
+  }
+
+  /** One of the client's jobs. Another client's job is "not found", like a missing one. */
+  job(owner: string, id: string): Watched<JobRow> {
+    const { store, estimator } = this.deps;
+    return {
+      kind: 'job',
+      id,
+      topic: jobTopic(id.toLowerCase()),
+      load: () => byUuid(id, (uuid) => store.getJob(uuid, owner)),
+      isFinal: (row) => isTerminal(row.status),
+      retryAfter: (row) => estimator.forJob(row),
+      retryAfterSubmitted: () => estimator.forSubmitted(1),
+    };
+  }
+
+  /** One of the client's batches. Another client's batch is "not found". */
+  batch(owner: string, id: string): Watched<BatchRow> {
+    const { store, estimator } = this.deps;
+    return {
+      kind: 'batch',
+      id,
+      topic: batchTopic(id.toLowerCase()),
+      load: () => byUuid(id, (uuid) => store.getBatch(uuid, owner)),
+      isFinal: batchDone,
+      retryAfter: (row) => estimator.forBatch(row),
+      retryAfterSubmitted: (row) => estimator.forSubmitted(row.pending),
+    };
+  }
+
+  /**
+   * Reads `watched` until `settled` holds, `seconds` pass or `signal` aborts (long-poll);
+   * returns the last read (`undefined`: it does not exist).
+   */
+  wait<Row>(
+    watched: Watched<Row>,
+    opts: { seconds: number; settled: (row: Row) => boolean; signal?: AbortSignal },
+  ): Promise<Row | undefined> {
+    return waitFor({
+      events: this.deps.events,
+      topic: watched.topic,
+      waitSeconds: opts.seconds,
+      load: () => watched.load(),
+      settled: opts.settled,
+      signal: opts.signal,
+    });
+  }
+}
+
+/** After an insert that found the key taken: the same body is a replay, another a refusal. */
+function checkReplay(
+  sent: Idempotency | undefined,
+  storedHash: string | null,
+  what: 'job' | 'batch',
+): void {
+  if (sent && storedHash !== sent.requestHash) throw new IdempotencyKeyReusedError(what);
+}

@@ -1,0 +1,45 @@
+/**
+ * Why an attempt's AbortSignal fired, and how a failed attempt is stored on its job.
+ */
+import type { JobError } from '../db/sql/rows.js';
+import { NonRetryableError } from '../heuristic/errors.js';
+
+/** The attempt ran past JOB_TIMEOUT_MS. */
+export class AttemptTimeoutError extends Error {
+  constructor(readonly timeoutMs: number) {
+    super(`heuristic did not answer within ${timeoutMs} ms`);
+    this.name = 'AttemptTimeoutError';
+  }
+}
+
+/** The attempt's lease was lost (another process took the job). */
+export class LeaseLostError extends Error {
+  constructor() {
+    super('lease lost: the job was reclaimed by another worker');
+    this.name = 'LeaseLostError';
+  }
+}
+
+/** The job was canceled (or finished elsewhere) while the attempt ran. */
+export class JobCanceledError extends Error {
+  constructor() {
+    super('the job was canceled while this attempt ran; its result is discarded');
+    this.name = 'JobCanceledError';
+  }
+}
+
+/** The process is shutting down. */
+export class ShutdownError extends Error {
+  constructor() {
+    super('worker shutting down');
+    this.name = 'ShutdownError';
+  }
+}
+
+export function jobErrorFrom(err: Error, attempt: number): JobError {
+  if (err instanceof AttemptTimeoutError) return { code: 'timeout', message: err.message, attempt };
+  if (err instanceof NonRetryableError) {
+    return { code: 'non_retryable', message: err.message, attempt };
+  }
+  return { code: 'heuristic_error', message: err.message || err.name, attempt };
+}

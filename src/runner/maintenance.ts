@@ -1,0 +1,96 @@
+/**
+ * Housekeeping on timers of its own: the reaper (running jobs whose lease expired go back to
+ * pending, or fail on their last attempt) and the retention purge (finished jobs, batches,
+ * expired cache entries, old events).
+ */
+import type { RunnerStore } from '../db/store.js';
+import type { Logger } from '../log.js';
+
+export interface MaintenanceOptions {
+  store: RunnerStore;
+  log: Logger;
+  /** How often the reaper runs (the runner's safety-net poll). */
+  reapEveryMs: number;
+  /** Finished jobs older than this are purged, every `purgeEveryMs`. */
+  retentionMs: number;
+  purgeEveryMs: number;
+  /** After each reaper pass: work may be claimable (it is also the runner's safety-net poll). */
+  afterReap(): void;
+}
+
+const REAP_BATCH = 1000;
+const PURGE_BATCH = 1000;
+
+export class Maintenance {
+  private reapTimer: NodeJS.Timeout | undefined;
+  private purgeTimer: NodeJS.Timeout | undefined;
+  private reaping = false;
+  private running = false;
+
+  constructor(private readonly opts: MaintenanceOptions) {}
+
+  /** Starts both timers, and runs a reaper pass and a purge at once. */
+  start(): void {
+    this.running = true;
+    this.reapTimer = setInterval(() => void this.reap(), this.opts.reapEveryMs);
+    this.purgeTimer = setInterval(() => void this.purge(), this.opts.purgeEveryMs);
+    void this.reap();
+    void this.purge();
+  }
+
+  stop(): void {
+    this.running = false;
+    clearInterval(this.reapTimer);
+    clearInterval(this.purgeTimer);
+  }
+
+  /** One reaper pass (in batches until none is left), then `afterReap`. */
+  async reap(): Promise<void> {
+    // A slow database must not stack passes up.
+    if (!this.running || this.reaping) return;
+    this.reaping = true;
+    try {
+      for (;;) {
+        const { requeued, failed } = await this.opts.store.reap({ limit: REAP_BATCH });
+        if (requeued + failed > 0) {
+          this.opts.log.warn({ requeued, failed }, 'reaped jobs whose lease expired');
+        }
+        if (requeued + failed < REAP_BATCH) break;
+      }
+    } catch (err) {
+      this.opts.log.error({ err }, 'reaping expired leases failed; will retry on next poll');
+    } finally {
+      this.reaping = false;
+    }
+    this.opts.afterReap();
+  }
+
+  async purge(): Promise<void> {
+    if (!this.running) return;
+    const { store, log, retentionMs } = this.opts;
+    const before = new Date(Date.now() - retentionMs);
+    try {
+      const purged = await this.drain((limit) => store.purgeJobs({ before, limit }));
+      const batches = await this.drain((limit) => store.purgeBatches({ before, limit }));
+      if (purged + batches > 0) {
+        log.info({ purged: purged + batches, before }, 'purged finished jobs and batches');
+      }
+      const expired = await this.drain((limit) => store.purgeResults({ limit }));
+      if (expired > 0) log.info({ expired }, 'purged expired result-cache entries');
+      const events = await this.drain((limit) => store.purgeEvents({ retentionMs, limit }));
+      if (events > 0) log.info({ events }, 'purged events past retention');
+    } catch (err) {
+      log.error({ err }, 'purging finished jobs failed; will retry');
+    }
+  }
+
+  /** Runs a batched delete until it removes less than a batch (or maintenance stops). */
+  private async drain(purgeSome: (limit: number) => Promise<number>): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await purgeSome(PURGE_BATCH);
+      total += n;
+      if (n < PURGE_BATCH || !this.running) return total;
+    }
+  }
+}

@@ -1,0 +1,292 @@
+/**
+ * The in-process runner: claims due jobs from Postgres, runs at most `concurrency` attempts at
+ * once (p-queue), keeps their leases alive with a heartbeat, and hands each outcome to the
+ * recorder. Lifecycle: `start()`, `wake()` whenever work may be claimable, `stop(graceMs)` which
+ * lets running attempts finish and hands the rest back as pending.
+ *
+ * Wake-ups: a local submit and every NOTIFY call `wake()`; a retry coming due wakes a local
+ * timer; the poll (`pollMs`, the reaper's timer) is only the safety net.
+ */
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import PQueue from 'p-queue';
+import type { JobRow } from '../db/sql/rows.js';
+import type { RunnerStore } from '../db/store.js';
+import type { Heuristic } from '../heuristic/types.js';
+import type { Logger } from '../log.js';
+import { runAttempt } from './attempt.js';
+import { JobCanceledError, LeaseLostError, ShutdownError } from './errors.js';
+import { Maintenance } from './maintenance.js';
+import { OutcomeRecorder, type RecorderOptions } from './record.js';
+import type { AttemptStats } from './stats.js';
+
+export interface RunnerOptions {
+  store: RunnerStore;
+  heuristic: Heuristic;
+  log: Logger;
+  stats: AttemptStats;
+  /** Heuristic attempts at once in this process. */
+  concurrency: number;
+  /** Lease length; the heartbeat renews it every third of this. */
+  leaseMs: number;
+  /** Per-attempt limit; the attempt's AbortSignal fires with AttemptTimeoutError. */
+  timeoutMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** Safety-net poll (and lease reaping) interval. */
+  pollMs: number;
+  /** Finished jobs older than this are purged, every `purgeIntervalMs`. */
+  retentionMs: number;
+  purgeIntervalMs: number;
+  /** Identifies this runner in `locked_by`. @defaultValue host:pid:random */
+  workerId?: string;
+  /** Randomness of the retry jitter. @defaultValue Math.random */
+  random?: () => number;
+  /** How long a computed answer stays in the result cache; 0 stores nothing. @defaultValue 0 */
+  cacheTtlMs?: number;
+  /** Told about every attempt's outcome. */
+  metrics?: RecorderOptions['metrics'];
+}
+
+interface Attempt {
+  job: JobRow;
+  controller: AbortController;
+  started: boolean;
+  /** True once the outcome is recorded (or deliberately dropped). */
+  settled: boolean;
+  done: Promise<void>;
+  markDone: () => void;
+}
+
+/** Attempts shorter than this on average make claims fetch ahead (see `prefetch`). */
+const PREFETCH_BELOW_MS = 50;
+
+export class Runner {
+  readonly workerId: string;
+  private readonly recorder: OutcomeRecorder;
+  private readonly maintenance: Maintenance;
+  private readonly queue: PQueue;
+  private readonly attempts = new Map<string, Attempt>();
+  private readonly wakeTimers = new Set<NodeJS.Timeout>();
+  private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
+  private claiming: Promise<void> | undefined;
+  private claimRequested = false;
+  private mayHaveWork = true;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly opts: RunnerOptions) {
+    this.workerId = opts.workerId ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.queue = new PQueue({ concurrency: opts.concurrency });
+    this.recorder = new OutcomeRecorder({
+      ...opts,
+      workerId: this.workerId,
+      cacheTtlMs: opts.cacheTtlMs ?? 0,
+      wake: () => this.wake(),
+      wakeAfter: (ms) => this.wakeAfter(ms),
+    });
+    this.maintenance = new Maintenance({
+      store: opts.store,
+      log: opts.log,
+      reapEveryMs: opts.pollMs,
+      retentionMs: opts.retentionMs,
+      purgeEveryMs: opts.purgeIntervalMs,
+      afterReap: () => this.wake(),
+    });
+  }
+
+  start(): void {
+    if (this.state !== 'new') throw new Error(`runner cannot start from state ${this.state}`);
+    this.state = 'running';
+    this.heartbeatTimer = setInterval(
+      () => void this.heartbeat(),
+      Math.max(100, Math.floor(this.opts.leaseMs / 3)),
+    );
+    this.maintenance.start();
+  }
+
+  /** Heuristic attempts running now (claimed and started, not yet recorded). */
+  get busySlots(): number {
+    let n = 0;
+    for (const a of this.attempts.values()) if (a.started && !a.settled) n += 1;
+    return n;
+  }
+
+  /**
+   * A job became terminal (from the event log). If this runner is still running an attempt of
+   * it, the job was canceled (or finished elsewhere): abort the attempt; its result would be
+   * discarded by the fenced write anyway, and aborting frees the slot sooner.
+   */
+  onJobFinished(jobId: string): void {
+    for (const a of this.attempts.values()) {
+      if (a.job.id === jobId && !a.settled && !a.controller.signal.aborted) {
+        a.controller.abort(new JobCanceledError());
+      }
+    }
+  }
+
+  /** Work may be claimable now: a local submit, a NOTIFY, a retry coming due. */
+  wake(): void {
+    this.mayHaveWork = true;
+    void this.claim();
+  }
+
+  /**
+   * Stops claiming, lets running attempts finish for up to `graceMs`, then aborts the rest and
+   * hands their jobs back as pending. Resolves when no attempt of this runner holds a lease.
+   */
+  stop(graceMs: number): Promise<void> {
+    this.stopping ??= this.shutdown(graceMs);
+    return this.stopping;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    const wasRunning = this.state === 'running';
+    this.state = 'stopping';
+    this.maintenance.stop();
+    for (const timer of this.wakeTimers) clearTimeout(timer);
+    this.wakeTimers.clear();
+    if (wasRunning) {
+      await this.claiming;
+      this.queue.clear();
+      await this.releaseUnstarted();
+      const finished = Promise.all([...this.attempts.values()].map((a) => a.done));
+      let graceTimer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
+      await Promise.race([finished, graceOver]);
+      clearTimeout(graceTimer);
+      const interrupted = [...this.attempts.values()].filter((a) => !a.settled);
+      if (interrupted.length > 0) {
+        this.opts.log.warn(
+          { jobs: interrupted.length, graceMs },
+          'grace period over: handing running jobs back',
+        );
+      }
+      for (const a of interrupted) a.controller.abort(new ShutdownError());
+      await Promise.all(interrupted.map((a) => a.done));
+    }
+    clearInterval(this.heartbeatTimer);
+    this.state = 'stopped';
+  }
+
+  /** Attempts waiting for a slot when stop() began: handed back in one statement. */
+  private async releaseUnstarted() {
+    const waiting = [...this.attempts.values()].filter((a) => !a.started);
+    if (waiting.length === 0) return;
+    try {
+      await this.recorder.release(waiting.map((a) => claimOf(a.job)));
+    } catch (err) {
+      this.opts.log.error({ err }, 'could not hand back queued jobs; their leases will expire');
+    }
+    for (const a of waiting) settle(a);
+  }
+
+  private claim(): Promise<void> {
+    if (this.claiming) {
+      this.claimRequested = true;
+      return this.claiming;
+    }
+    this.claiming = this.claimLoop().finally(() => (this.claiming = undefined));
+    return this.claiming;
+  }
+
+  private async claimLoop() {
+    try {
+      while (this.state === 'running' && this.mayHaveWork) {
+        const free = this.opts.concurrency + this.prefetch() - this.attempts.size;
+        if (free <= 0) return;
+        this.claimRequested = false;
+        const jobs = await this.opts.store.claim({
+          workerId: this.workerId,
+          limit: free,
+          leaseMs: this.opts.leaseMs,
+        });
+        for (const job of jobs) this.dispatch(job);
+        // Fewer than asked: the queue is drained, unless a wake-up came in meanwhile.
+        if (jobs.length < free && !this.claimRequested) this.mayHaveWork = false;
+      }
+    } catch (err) {
+      this.opts.log.error({ err }, 'claiming jobs failed; will retry on next poll');
+    }
+  }
+
+  /**
+   * Jobs claimed beyond the free slots, to wait here for one: a claim per job costs more than a
+   * job that takes a few milliseconds, so for such jobs one claim fetches up to `concurrency`
+   * more. Never for slow heuristics: a claimed job waiting here could have run elsewhere.
+   */
+  private prefetch(): number {
+    return this.opts.stats.meanMs < PREFETCH_BELOW_MS ? this.opts.concurrency : 0;
+  }
+
+  private dispatch(job: JobRow) {
+    let markDone!: () => void;
+    const done = new Promise<void>((resolve) => (markDone = resolve));
+    const attempt: Attempt = {
+      job,
+      controller: new AbortController(),
+      started: false,
+      settled: false,
+      done,
+      markDone,
+    };
+    const key = `${job.id}:${job.attempts}`;
+    this.attempts.set(key, attempt);
+    this.queue
+      .add(async () => {
+        attempt.started = true;
+        const { outcome, durationMs, returned } = await runAttempt(job, attempt.controller, {
+          heuristic: this.opts.heuristic,
+          store: this.opts.store,
+          timeoutMs: this.opts.timeoutMs,
+          log: this.opts.log,
+        });
+        try {
+          await this.recorder.record(job, outcome, durationMs);
+        } finally {
+          settle(attempt);
+        }
+        await returned;
+        this.attempts.delete(key);
+        if (this.mayHaveWork) void this.claim();
+      })
+      .catch((err: unknown) => this.opts.log.error({ err, jobId: job.id }, 'runner task failed'));
+  }
+
+  private wakeAfter(ms: number) {
+    if (this.state !== 'running') return;
+    const timer = setTimeout(() => {
+      this.wakeTimers.delete(timer);
+      this.wake();
+    }, ms);
+    timer.unref();
+    this.wakeTimers.add(timer);
+  }
+
+  private async heartbeat() {
+    const live = [...this.attempts.values()].filter((a) => !a.settled);
+    if (live.length === 0) return;
+    let held: Set<string>;
+    try {
+      held = await this.opts.store.renew({
+        workerId: this.workerId,
+        claims: live.map((a) => claimOf(a.job)),
+        leaseMs: this.opts.leaseMs,
+      });
+    } catch (err) {
+      // A lease outlives two missed heartbeats; the next one retries.
+      this.opts.log.warn({ err }, 'renewing leases failed');
+      return;
+    }
+    for (const a of live) {
+      if (!a.settled && !held.has(a.job.id)) a.controller.abort(new LeaseLostError());
+    }
+  }
+}
+
+const claimOf = (job: JobRow) => ({ id: job.id, attempts: job.attempts });
+
+function settle(attempt: Attempt) {
+  attempt.settled = true;
+  attempt.markDone();
+}
