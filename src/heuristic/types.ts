@@ -65,7 +65,7 @@ export type MatchAnswer = MatchResult | Merchant | null;
  *
  * `match` may take up to tens of seconds. It must stop promptly (rejecting) when `signal`
  * aborts: the runner aborts on timeout, on cancellation and on shutdown. Throwing
- * `NonRetryableError` (src/jobs/errors.ts) fails the job without further attempts; any other
+ * `NonRetryableError` (src/heuristic/errors.ts) fails the job without further attempts; any other
  * error is retried with backoff.
  */
 export interface Heuristic {
