@@ -40,7 +40,10 @@ class StandinProcess {
       async () => standin.logs.find((l) => l.msg === 'listening'),
       30_000,
       'the stand-in listening',
-    );
+    ).catch(async (err: unknown) => {
+      await standin.stop();
+      throw err;
+    });
     standin.url = String(listening.url);
     return standin;
   }
