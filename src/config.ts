@@ -7,6 +7,11 @@ import os from 'node:os';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
+export const HEURISTIC_KINDS = ['mock', 'http'] as const;
+export type HeuristicKind = (typeof HEURISTIC_KINDS)[number];
+export const HEURISTIC_CACHE_KEYS = ['transaction', 'description', 'none'] as const;
+export type HeuristicCacheKey = (typeof HEURISTIC_CACHE_KEYS)[number];
+
 /** Inclusive latency range of the bundled mock heuristic, in milliseconds. */
 export interface DelayRange {
   min: number;
@@ -38,6 +43,22 @@ export interface Config {
   heuristicCpuMs: number;
   /** Worker threads for CPU-bound heuristic work. @defaultValue cores - 1, at least 1 */
   heuristicThreads: number;
+  /**
+   * Which heuristic answers: `mock` (bundled) or `http` (the original synchronous service at
+   * `heuristicUrl`). @defaultValue mock
+   */
+  heuristic: HeuristicKind;
+  /** With `http`: the endpoint to POST `{date, description, amount}` to. @defaultValue unset */
+  heuristicUrl: string | undefined;
+  /** With `http`, required: the answers' version, part of every result-cache key. @defaultValue unset */
+  heuristicVersion: string | undefined;
+  /** With `http`: per-attempt limit on one call (capped by `jobTimeoutMs`). @defaultValue 35000 */
+  heuristicTimeoutMs: number;
+  /**
+   * With `http`: what the result cache keys on: the whole `transaction` (date, description and
+   * amount, exactly as sent), the `description` alone, or `none`. @defaultValue transaction
+   */
+  heuristicCacheKey: HeuristicCacheKey;
   /** How long a claim is valid without a heartbeat. @defaultValue 30000 */
   jobLeaseMs: number;
   /** Per-attempt time limit; the attempt's AbortSignal fires then. @defaultValue 60000 */
@@ -93,8 +114,8 @@ const LOG_LEVELS: readonly LogLevel[] = [
 
 type Env = Record<string, string | undefined>;
 
-/** Reads, validates and freezes the configuration. Throws ConfigError listing every bad value. */
-export function loadConfig(env: Env = process.env): Readonly<Config> {
+/** Readers of environment variables that collect a problem for each bad value. */
+function envReader(env: Env) {
   const problems: string[] = [];
   const raw = (name: string): string | undefined => {
     const value = env[name]?.trim();
@@ -145,6 +166,30 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     return { min, max };
   };
 
+  /** One of `choices`, case-insensitive. */
+  const oneOf = <T extends string>(name: string, choices: readonly T[], fallback: T): T => {
+    const value = raw(name)?.toLowerCase();
+    if (value === undefined) return fallback;
+    if ((choices as readonly string[]).includes(value)) return value as T;
+    problems.push(`${name} must be one of ${choices.join(', ')} (got "${raw(name)}")`);
+    return fallback;
+  };
+
+  /** An http:// or https:// URL. */
+  const httpUrl = (name: string): string | undefined => {
+    const value = raw(name);
+    if (value === undefined || (URL.canParse(value) && /^https?:\/\//i.test(value))) return value;
+    problems.push(`${name} must be an http:// or https:// URL (got "${value}")`);
+    return undefined;
+  };
+
+  return { problems, raw, int, decimal, delay, oneOf, httpUrl };
+}
+
+/** Reads, validates and freezes the configuration. Throws ConfigError listing every bad value. */
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const { problems, raw, int, decimal, delay, oneOf, httpUrl } = envReader(env);
+
   const databaseUrl = raw('DATABASE_URL');
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL');
@@ -170,6 +215,11 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     heuristicFailureRate: decimal('HEURISTIC_FAILURE_RATE', 0, { min: 0, max: 1 }),
     heuristicCpuMs: int('HEURISTIC_CPU_MS', 0, 0, 600_000),
     heuristicThreads: int('HEURISTIC_THREADS', Math.max(1, os.availableParallelism() - 1), 1, 256),
+    heuristic: oneOf('HEURISTIC', HEURISTIC_KINDS, 'mock'),
+    heuristicUrl: httpUrl('HEURISTIC_URL'),
+    heuristicVersion: raw('HEURISTIC_VERSION'),
+    heuristicTimeoutMs: int('HEURISTIC_TIMEOUT_MS', 35_000, 10, DAY),
+    heuristicCacheKey: oneOf('HEURISTIC_CACHE_KEY', HEURISTIC_CACHE_KEYS, 'transaction'),
     jobLeaseMs: int('JOB_LEASE_MS', 30_000, 300, DAY),
     jobTimeoutMs: int('JOB_TIMEOUT_MS', 60_000, 10, DAY),
     jobMaxAttempts: int('JOB_MAX_ATTEMPTS', 3, 1, 100),
@@ -192,6 +242,78 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   if (config.maxPendingJobs < config.clientMaxPending) {
     problems.push('MAX_PENDING_JOBS must be at least CLIENT_MAX_PENDING');
   }
+  if (config.heuristic === 'http') {
+    if (raw('HEURISTIC_URL') === undefined) {
+      problems.push('HEURISTIC_URL is required with HEURISTIC=http');
+    }
+    if (config.heuristicVersion === undefined) {
+      problems.push(
+        'HEURISTIC_VERSION is required with HEURISTIC=http: the result cache keys on it, so ' +
+          'change it whenever the heuristic behind HEURISTIC_URL changes its answers',
+      );
+    }
+  }
+  if (
+    config.heuristicVersion !== undefined &&
+    !/^[\x21-\x7e]{1,100}$/.test(config.heuristicVersion)
+  ) {
+    problems.push(
+      `HEURISTIC_VERSION must be 1 to 100 visible ASCII characters (got "${config.heuristicVersion}")`,
+    );
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+/** What the stand-in does instead of answering: an HTTP status, a dropped connection, a
+ * malformed answer, or no answer at all. */
+export type StandinFailure = `${number}` | 'reset' | 'malformed' | 'hang';
+
+/** The stand-in for the original synchronous service (`npm run standin`). */
+export interface StandinConfig {
+  /** @defaultValue 9899 */
+  port: number;
+  /** @defaultValue `0.0.0.0` */
+  host: string;
+  /** Latency of each answer, like the original's. @defaultValue 1000-30000 */
+  delayMs: DelayRange;
+  /** Failures injected, each with its probability per request. @defaultValue none */
+  failures: { failure: StandinFailure; rate: number }[];
+  /** @defaultValue info */
+  logLevel: LogLevel;
+}
+
+/**
+ * Reads the stand-in's configuration: `STANDIN_PORT`, `STANDIN_HOST`, `STANDIN_DELAY_MS`,
+ * `STANDIN_FAILURES` ("503:0.1,reset:0.05,malformed:0.02,hang:0.01"; statuses 400-599, rates
+ * summing to at most 1) and `LOG_LEVEL`.
+ */
+export function loadStandinConfig(env: Env = process.env): Readonly<StandinConfig> {
+  const { problems, raw, int, delay, oneOf } = envReader(env);
+  const failures: StandinConfig['failures'] = [];
+  const spec = raw('STANDIN_FAILURES');
+  for (const item of spec?.split(',') ?? []) {
+    const m = /^\s*(reset|malformed|hang|[45]\d\d)\s*:\s*(\d*\.?\d+)\s*$/i.exec(item);
+    const rate = Number(m?.[2]);
+    if (!m?.[1] || !(rate >= 0 && rate <= 1)) {
+      problems.push(
+        `STANDIN_FAILURES must be a list of KIND:RATE, KIND a status from 400 to 599 or reset, ` +
+          `malformed or hang, RATE from 0 to 1 (got "${spec}")`,
+      );
+      break;
+    }
+    failures.push({ failure: m[1].toLowerCase() as StandinFailure, rate });
+  }
+  if (failures.reduce((sum, f) => sum + f.rate, 0) > 1) {
+    problems.push(`STANDIN_FAILURES rates must add up to at most 1 (got "${spec}")`);
+  }
+  const config: StandinConfig = {
+    port: int('STANDIN_PORT', 9899, 0, 65535),
+    host: raw('STANDIN_HOST') ?? '0.0.0.0',
+    delayMs: delay('STANDIN_DELAY_MS', { min: 1000, max: 30_000 }),
+    failures,
+    logLevel: oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
+  };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }

@@ -16,8 +16,7 @@ import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
 import { createKnex, migrateLatest, migrationsApplied } from './db/knex.js';
 import { PgNotifier } from './db/notifier.js';
 import { createStore } from './db/store.js';
-import { CpuPool } from './heuristic/cpu-pool.js';
-import { createMockHeuristic } from './heuristic/mock.js';
+import { createHeuristic } from './heuristic/factory.js';
 import { type Heuristic, cacheKeyOf } from './heuristic/types.js';
 import { createApp } from './http/app.js';
 import { close, listen } from './http/server.js';
@@ -34,7 +33,7 @@ import { AttemptStats } from './runner/stats.js';
 export interface ServiceOptions {
   /** @defaultValue a JSON logger at `config.logLevel` */
   log?: Logger;
-  /** The heuristic behind the runner. @defaultValue the bundled mock, configured by HEURISTIC_* */
+  /** The heuristic behind the runner. @defaultValue the one HEURISTIC picks (mock or http) */
   heuristic?: Heuristic;
   /** Bind `config.host:config.port`; without it, drive `app.callback()`. @defaultValue true */
   listen?: boolean;
@@ -60,29 +59,13 @@ export interface Service {
   stop(): Promise<void>;
 }
 
-/** The heuristic configured by HEURISTIC_*, and what must be closed with it. */
-function configuredHeuristic(config: Readonly<Config>) {
-  // CPU-bound work goes to worker threads, never more at once than the runner's slots.
-  const cpuPool =
-    config.heuristicCpuMs > 0
-      ? new CpuPool(Math.min(config.heuristicThreads, config.runnerConcurrency))
-      : undefined;
-  const heuristic = createMockHeuristic({
-    delayMs: config.heuristicDelayMs,
-    failureRate: config.heuristicFailureRate,
-    cpuMs: config.heuristicCpuMs,
-    cpuPool,
-  });
-  return { heuristic, close: async () => cpuPool?.close() };
-}
-
 export async function startService(
   config: Readonly<Config>,
   options: ServiceOptions = {},
 ): Promise<Service> {
   const log = options.log ?? createLogger(config.logLevel);
-  const configured = options.heuristic ? undefined : configuredHeuristic(config);
-  const heuristic = options.heuristic ?? configured!.heuristic;
+  const heuristics = createHeuristic(config, log, options.heuristic);
+  const heuristic = heuristics.heuristic;
   let embedded: EmbeddedPostgres | undefined;
   let databaseUrl = config.databaseUrl;
   if (databaseUrl === undefined) {
@@ -109,7 +92,7 @@ export async function startService(
     events.close();
     if (server) await close(server);
     await runner?.stop(config.shutdownGraceMs);
-    await configured?.close();
+    await heuristics.close();
     await notifier?.stop();
     await feed.idle();
     await db.destroy();
@@ -132,6 +115,7 @@ export async function startService(
       concurrency: config.runnerConcurrency,
       waiters: () => events.size,
     });
+    heuristics.registerMetrics(metrics.registry);
     const store = createStore(db, { onEvents: (counts) => metrics.eventsAppended(counts) });
     const jobRunner = new Runner({
       store: store.runner,

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { parse } from 'csv-parse/sync';
 import type { Knex } from 'knex';
-import { recogniseMerchant } from '../src/heuristic/recognise.js';
+import { recognise, recogniseMerchant } from '../src/heuristic/recognise.js';
 import { freePort } from '../src/net.js';
 import { eventually, freshDatabase, rowCount, databaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
@@ -101,6 +101,8 @@ describe('CLI (merchant-normalizer)', function () {
       amount: string;
       status: string;
       merchant: string;
+      merchant_id: string;
+      intermediaries: string;
     }>(await fs.readFile(out, 'utf8'), { columns: true });
     expect(output).to.have.length(2000);
     for (const [i, row] of output.entries()) {
@@ -109,6 +111,9 @@ describe('CLI (merchant-normalizer)', function () {
       expect(Number(row.amount)).to.equal(Number(input[i]?.amount));
       expect(row.status).to.equal('succeeded');
       expect(row.merchant).to.equal(recogniseMerchant(row.description) ?? '');
+      const { merchant, intermediaries } = recognise(row.description);
+      expect(row.merchant_id).to.equal(merchant?.id ?? '');
+      expect(row.intermediaries).to.equal(intermediaries.map((i) => i.id).join(';'));
     }
     expect(await count('batches')).to.equal(4);
     expect(await count('jobs')).to.equal(2000);

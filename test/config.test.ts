@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, loadConfig, loadStandinConfig } from '../src/config.js';
 
 describe('loadConfig(env)', () => {
   it('applies the documented defaults to an empty environment', () => {
@@ -108,4 +108,88 @@ describe('loadConfig(env)', () => {
       .with.property('message')
       .that.contains('MAX_PENDING_JOBS must be at least CLIENT_MAX_PENDING');
   });
+});
+
+describe('loadConfig(env): HEURISTIC=http', () => {
+  const http = {
+    HEURISTIC: 'http',
+    HEURISTIC_URL: 'http://heuristic:9899/normalize_merchant',
+    HEURISTIC_VERSION: 'orig-2026.04',
+  };
+
+  it('defaults to the bundled mock; http reads its URL, version, timeout and cache key', () => {
+    expect(loadConfig({})).to.include({
+      heuristic: 'mock',
+      heuristicUrl: undefined,
+      heuristicVersion: undefined,
+      heuristicTimeoutMs: 35_000,
+      heuristicCacheKey: 'transaction',
+    });
+    expect(
+      loadConfig({ ...http, HEURISTIC_TIMEOUT_MS: '5000', HEURISTIC_CACHE_KEY: 'Description' }),
+    ).to.include({
+      heuristic: 'http',
+      heuristicUrl: 'http://heuristic:9899/normalize_merchant',
+      heuristicVersion: 'orig-2026.04',
+      heuristicTimeoutMs: 5000,
+      heuristicCacheKey: 'description',
+    });
+  });
+
+  const bad: Array<[Record<string, string>, string]> = [
+    [{ HEURISTIC: 'remote' }, 'HEURISTIC must be one of mock, http (got "remote")'],
+    [{ ...http, HEURISTIC_URL: '' }, 'HEURISTIC_URL is required with HEURISTIC=http'],
+    [{ ...http, HEURISTIC_URL: 'ftp://x/y' }, 'HEURISTIC_URL must be an http:// or https:// URL'],
+    [{ ...http, HEURISTIC_VERSION: '' }, 'HEURISTIC_VERSION is required with HEURISTIC=http'],
+    [{ ...http, HEURISTIC_VERSION: 'v 1' }, 'HEURISTIC_VERSION must be 1 to 100 visible ASCII'],
+    [{ ...http, HEURISTIC_TIMEOUT_MS: '0' }, 'HEURISTIC_TIMEOUT_MS must be an integer'],
+    [{ ...http, HEURISTIC_CACHE_KEY: 'amount' }, 'HEURISTIC_CACHE_KEY must be one of'],
+  ];
+  for (const [env, message] of bad) {
+    it(`refuses ${JSON.stringify(env)}: "${message}"`, () => {
+      expect(() => loadConfig(env))
+        .to.throw(ConfigError)
+        .with.property('message')
+        .that.contains(message);
+    });
+  }
+});
+
+describe('loadStandinConfig(env)', () => {
+  it('defaults to port 9899, the original latency and no failures', () => {
+    const config = loadStandinConfig({});
+    expect(config).to.deep.include({
+      port: 9899,
+      host: '0.0.0.0',
+      delayMs: { min: 1000, max: 30_000 },
+      failures: [],
+      logLevel: 'info',
+    });
+  });
+
+  it('reads STANDIN_FAILURES as KIND:RATE pairs', () => {
+    const config = loadStandinConfig({
+      STANDIN_PORT: '0',
+      STANDIN_DELAY_MS: '5-10',
+      STANDIN_FAILURES: '503:0.1, reset:0.05,MALFORMED:0.02,hang:0.01,422:0',
+    });
+    expect(config.port).to.equal(0);
+    expect(config.delayMs).to.deep.equal({ min: 5, max: 10 });
+    expect(config.failures).to.deep.equal([
+      { failure: '503', rate: 0.1 },
+      { failure: 'reset', rate: 0.05 },
+      { failure: 'malformed', rate: 0.02 },
+      { failure: 'hang', rate: 0.01 },
+      { failure: '422', rate: 0 },
+    ]);
+  });
+
+  for (const spec of ['503', '200:0.1', 'boom:0.1', '503:1.5', '503:0.6,reset:0.6']) {
+    it(`refuses STANDIN_FAILURES=${JSON.stringify(spec)}, naming it`, () => {
+      expect(() => loadStandinConfig({ STANDIN_FAILURES: spec }))
+        .to.throw(ConfigError)
+        .with.property('message')
+        .that.contains('STANDIN_FAILURES');
+    });
+  }
 });

@@ -57,7 +57,13 @@ describe('CPU-bound heuristics on worker threads', function () {
         heuristic.match(tx('SQ *BLUE BOTTLE COFFEE DENVER CO'), signal),
       ]),
     );
-    expect(value).to.deep.equal([{ name: 'Netflix' }, { name: 'Blue Bottle Coffee' }]);
+    expect(value).to.deep.equal([
+      { merchant: { name: 'Netflix', id: 'netflix' }, intermediaries: [] },
+      {
+        merchant: { name: 'Blue Bottle Coffee', id: 'blue-bottle-coffee' },
+        intermediaries: [{ id: 'square', name: 'Square', kind: 'processor' }],
+      },
+    ]);
     // One thread: the two burns ran one after the other, while the loop kept ticking.
     expect(performance.now() - started).to.be.at.least(780);
     expect(gapMs, 'longest event-loop stall').to.be.below(150);

@@ -165,7 +165,7 @@ describe('the event log (job_events)', () => {
         const complete = (workerId: string, job: { id: string; attempts: number }) =>
           h.store.runner.complete({
             workerId,
-            items: [{ claim: { id: job.id, attempts: job.attempts }, merchant: null }],
+            items: [{ claim: { id: job.id, attempts: job.attempts }, result: { merchant: null } }],
           });
         // Two statements on two pooled connections, racing for the batch row.
         await Promise.all([complete('A', a[0]!), complete('B', b[0]!)]);
@@ -198,7 +198,7 @@ describe('the event log (job_events)', () => {
       await expectRejection(
         h.store.runner.complete({
           workerId: 'w',
-          items: [{ claim: byId.get(one.id)!, merchant: null }],
+          items: [{ claim: byId.get(one.id)!, result: { merchant: null } }],
         }),
         /event log refused/,
       );

@@ -1,16 +1,11 @@
 import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { CATALOGUE } from '../src/heuristic/catalogue.js';
 import { createMockHeuristic, InjectedFailure } from '../src/heuristic/mock.js';
-import { recogniseMerchant } from '../src/heuristic/recognise.js';
+import { recognise, recogniseMerchant } from '../src/heuristic/recognise.js';
 import { tx } from './support/heuristics.js';
 
-const SAMPLE = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  'fixtures/transactions-2k.csv',
-);
+const SAMPLE = new URL('./fixtures/transactions-2k.csv', import.meta.url);
 
 describe('recogniseMerchant(description)', () => {
   const examples: Array<[string, string | null]> = [
@@ -57,20 +52,23 @@ describe('recogniseMerchant(description)', () => {
 });
 
 describe('createMockHeuristic()', () => {
-  it('answers {name} after a delay drawn from HEURISTIC_DELAY_MS', async () => {
+  it('answers {merchant: {name, id}, intermediaries} after a delay drawn from HEURISTIC_DELAY_MS', async () => {
     const heuristic = createMockHeuristic({ delayMs: { min: 60, max: 60 }, failureRate: 0 });
     const started = performance.now();
-    const merchant = await heuristic.match(
-      tx('Payment Netflix APRIL***'),
-      new AbortController().signal,
-    );
-    expect(merchant).to.deep.equal({ name: 'Netflix' });
+    const answer = await heuristic.match(tx('PAYPAL *NETFLIX'), new AbortController().signal);
+    expect(answer).to.deep.equal({
+      merchant: { name: 'Netflix', id: 'netflix' },
+      intermediaries: [{ id: 'paypal', name: 'PayPal', kind: 'processor' }],
+    });
     expect(performance.now() - started).to.be.at.least(55);
   });
 
-  it('answers null when no merchant is recognised', async () => {
+  it('answers merchant: null when no merchant is recognised', async () => {
     const heuristic = createMockHeuristic({ delayMs: { min: 0, max: 0 }, failureRate: 0 });
-    expect(await heuristic.match(tx('XQZW 99812'), new AbortController().signal)).to.equal(null);
+    expect(await heuristic.match(tx('XQZW 99812'), new AbortController().signal)).to.deep.equal({
+      merchant: null,
+      intermediaries: [],
+    });
   });
 
   it('stops waiting as soon as its signal aborts', async () => {
@@ -116,17 +114,17 @@ describe('createMockHeuristic()', () => {
       expect(heuristic.version).to.be.a('string').and.not.be.empty;
     });
 
-    it('gives one key per answer on transactions-2k.csv: equal keys never mean different merchants', () => {
+    it('gives one key per answer on transactions-2k.csv: equal keys never mean different answers', () => {
       const rows = fs.readFileSync(SAMPLE, 'utf8').trim().split('\n').slice(1);
       const descriptions = rows.map((r) => r.slice(11, r.lastIndexOf(',')).replace(/^"|"$/g, ''));
-      const answerOf = new Map<string, string | null>();
+      const answerOf = new Map<string, string>();
+      const answer = (d: string) => JSON.stringify(recognise(d));
       for (const d of descriptions) {
         const k = key(d) ?? '';
-        const answer = recogniseMerchant(d);
-        if (answerOf.has(k)) expect(answerOf.get(k), `${d} (key ${k})`).to.equal(answer);
-        answerOf.set(k, answer);
+        if (answerOf.has(k)) expect(answerOf.get(k), `${d} (key ${k})`).to.equal(answer(d));
+        answerOf.set(k, answer(d));
       }
-      const distinctAnswers = new Set(descriptions.map(recogniseMerchant)).size;
+      const distinctAnswers = new Set(descriptions.map(answer)).size;
       expect(answerOf.size, 'distinct keys').to.equal(distinctAnswers);
       expect(answerOf.size).to.be.below(descriptions.length / 5);
     });

@@ -198,7 +198,8 @@ describe('server process (src/main.ts)', function () {
     expect(ran(), 'heuristic runs').to.have.length(1);
     const rows = await db('jobs').whereIn('id', ids).select('attempts', 'result');
     expect(rows.map((r) => r.attempts).sort()).to.deep.equal([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-    for (const row of rows) expect(row.result).to.deep.equal({ merchant: { name: 'Netflix' } });
+    const netflix = { merchant: { name: 'Netflix', id: 'netflix' }, intermediaries: [] };
+    for (const row of rows) expect(row.result).to.deep.equal(netflix);
   });
 
   it('refuses to start on a bad config value, naming the variable', async () => {

@@ -201,7 +201,7 @@ describe('Runner', () => {
       const claimA = { id: job.id, attempts: a!.attempts };
       const [late] = await h.store.runner.complete({
         workerId: 'A',
-        items: [{ claim: claimA, merchant: { name: 'stale' } }],
+        items: [{ claim: claimA, result: { merchant: { name: 'stale' } } }],
       });
       expect(late).to.equal(undefined);
       const lateFailure = await h.store.runner.fail({
@@ -219,7 +219,7 @@ describe('Runner', () => {
 
       const [done] = await h.store.runner.complete({
         workerId: 'B',
-        items: [{ claim: { id: job.id, attempts: 2 }, merchant: { name: 'Etsy' } }],
+        items: [{ claim: { id: job.id, attempts: 2 }, result: { merchant: { name: 'Etsy' } } }],
       });
       expect(done?.result).to.deep.equal({ merchant: { name: 'Etsy' } });
     });

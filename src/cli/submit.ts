@@ -60,6 +60,8 @@ const OUTPUT_COLUMNS = [
   'mcc',
   'status',
   'merchant',
+  'merchant_id',
+  'intermediaries',
   'error',
   'job_id',
 ] as const;
@@ -248,6 +250,9 @@ function resultRecord(row: InputRow, item: BatchItem | undefined): OutputRecord 
     mcc: tx?.mcc ?? null,
     status: item?.status ?? 'missing',
     merchant: item?.result?.merchant?.name ?? null,
+    merchant_id: item?.result?.merchant?.id ?? null,
+    // Ids, `;`-separated, outermost first; empty when there were none.
+    intermediaries: item?.result?.intermediaries?.map((i) => i.id).join(';') ?? null,
     error: item?.error && item.status !== 'succeeded' ? item.error.message : null,
     job_id: item?.job_id ?? null,
   };
@@ -269,6 +274,8 @@ function invalidRecord(row: InputRow): OutputRecord {
     mcc: field('mcc'),
     status: 'invalid',
     merchant: null,
+    merchant_id: null,
+    intermediaries: null,
     error: row.errors?.join('; ') ?? null,
     job_id: null,
   };

@@ -12,7 +12,7 @@ import type { EventCounts } from './sql/events.js';
 import * as events from './sql/events.js';
 import * as jobs from './sql/jobs.js';
 import type { Claim, JobError, JobRow } from './sql/rows.js';
-import type { Merchant } from '../heuristic/types.js';
+import type { MatchResult } from '../heuristic/types.js';
 
 /** A data-access function with its database handle bound. */
 type Bound<F> = F extends (db: Knex, ...rest: infer A) => infer R ? (...args: A) => R : never;
@@ -29,7 +29,7 @@ export interface RunnerStore {
   /** One statement for a group of completions; one entry per item (undefined: claim lost). */
   complete(opts: {
     workerId: string;
-    items: readonly { claim: Claim; merchant: Merchant | null }[];
+    items: readonly { claim: Claim; result: MatchResult }[];
     cacheTtlMs?: number;
   }): Promise<((JobRow & { followers: number }) | undefined)[]>;
   fail(opts: {

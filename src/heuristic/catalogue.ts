@@ -4,18 +4,28 @@
  * payment-processor prefix has been removed (see processors below), and are anchored at the
  * start: statements lead with the merchant, then store numbers, places and references.
  */
+import type { Intermediary } from './types.js';
+
 export interface CatalogueEntry {
   name: string;
   patterns: RegExp[];
+  /** Stable id when the slug of `name` would read badly ("AT&T" -> "att"). @defaultValue slugOf(name) */
+  id?: string;
+  /**
+   * How statements spell the name in full, for recognising it cut short ("PLANET FITNE").
+   * @defaultValue the name upper-cased, apostrophes dropped
+   */
+  printed?: string[];
 }
 
 export const CATALOGUE: readonly CatalogueEntry[] = [
   // Subscriptions and digital services
   { name: 'Netflix', patterns: [/^NETFLIX\b/] },
   { name: 'Hulu', patterns: [/^HULU\b/] },
-  { name: 'Disney+', patterns: [/^DISNEY ?PLUS\b/] },
+  { name: 'Disney+', patterns: [/^DISNEY ?PLUS\b/], printed: ['DISNEY PLUS'] },
   { name: 'HBO Max', patterns: [/^HBO ?MAX\b/, /^WARNER MEDIA\*HBOMAX\b/] },
   { name: 'YouTube Premium', patterns: [/^YOUTUBE ?PREMIUM\b/] },
+  { name: 'YouTube TV', patterns: [/^YOUTUBE ?TV\b/] },
   { name: 'Spotify', patterns: [/^SPOTIFY\b/] },
   { name: 'Apple', patterns: [/^APL\*/, /^APPLE\b/, /^ITUNES\.COM\b/] },
   { name: 'Google', patterns: [/^GOOGLE (STORAGE|ONE|CLOUD|PLAY)\b/] },
@@ -35,7 +45,7 @@ export const CATALOGUE: readonly CatalogueEntry[] = [
   { name: 'Comcast', patterns: [/^COMCAST\b/] },
   { name: 'Xfinity Mobile', patterns: [/^XFINITY MOBILE\b/] },
   { name: 'Verizon', patterns: [/^VERIZON\b/, /^VZ ?WIRELESS\b/, /^VZWRLSS\b/] },
-  { name: 'AT&T', patterns: [/^AT&T\b/, /^ATT\*/] },
+  { name: 'AT&T', id: 'att', patterns: [/^AT&T\b/, /^ATT\*/] },
   { name: 'T-Mobile', patterns: [/^T-?MOBILE\b/] },
   // Retail
   {
@@ -100,28 +110,42 @@ export const CATALOGUE: readonly CatalogueEntry[] = [
   { name: 'PayPal', patterns: [/^PAYPAL\b/] },
 ];
 
+const SQUARE: Intermediary = { id: 'square', name: 'Square', kind: 'processor' };
+const TOAST: Intermediary = { id: 'toast', name: 'Toast', kind: 'processor' };
+const SHOPIFY: Intermediary = { id: 'shopify', name: 'Shopify', kind: 'processor' };
+const PAYPAL: Intermediary = { id: 'paypal', name: 'PayPal', kind: 'processor' };
+const GOOGLE_PAY: Intermediary = { id: 'google', name: 'Google', kind: 'processor' };
+const VENMO: Intermediary = { id: 'venmo', name: 'Venmo', kind: 'processor' };
+const GRUBHUB: Intermediary = { id: 'grubhub', name: 'Grubhub', kind: 'platform' };
+const DOORDASH: Intermediary = { id: 'doordash', name: 'DoorDash', kind: 'platform' };
+const INSTACART: Intermediary = { id: 'instacart', name: 'Instacart', kind: 'platform' };
+
 /**
  * Prefixes that payment processors and platforms put before the real merchant ("SQ *BLUE
- * BOTTLE", "PAYPAL *SPOTIFY", "Payment Netflix APRIL***"). `fallback` is the answer when what
- * follows names no merchant (a bare reference code or a generic word): the platform itself, or
- * null for pure processors that are never the merchant.
+ * BOTTLE", "PAYPAL *SPOTIFY", "Payment Netflix APRIL***"). `intermediary` is who the prefix
+ * names (none for a bare "Payment"). `fallback` is the answer when what follows names no
+ * merchant (a bare reference code or a generic word): the platform itself, or null for pure
+ * processors that are never the merchant. Prefixes can nest ("PAYPAL *DOORDASH*POKE BAR").
  */
 export interface Processor {
   prefix: RegExp;
+  intermediary: Intermediary | null;
   fallback: string | null;
 }
 
 export const PROCESSORS: readonly Processor[] = [
-  { prefix: /^SQ ?\* ?/, fallback: null }, // Square
-  { prefix: /^TST ?\* ?/, fallback: null }, // Toast
-  { prefix: /^PAYPAL ?\* ?/, fallback: 'PayPal' },
-  { prefix: /^PP ?\* ?/, fallback: 'PayPal' },
-  { prefix: /^GOOGLE ?\* ?/, fallback: 'Google' },
-  { prefix: /^VENMO ?\* ?/, fallback: 'Venmo' },
-  { prefix: /^GRUBHUB ?\* ?/, fallback: 'Grubhub' },
-  { prefix: /^DD ?\* ?DOORDASH /, fallback: 'DoorDash' },
-  { prefix: /^DOORDASH ?\* ?/, fallback: 'DoorDash' },
-  { prefix: /^PAYMENT (TO )?/, fallback: null },
+  { prefix: /^SQU? ?\* ?/, intermediary: SQUARE, fallback: null },
+  { prefix: /^TST ?\* ?/, intermediary: TOAST, fallback: null },
+  { prefix: /^SP ?\* ?/, intermediary: SHOPIFY, fallback: null },
+  { prefix: /^PAYPAL ?\* ?/, intermediary: PAYPAL, fallback: 'PayPal' },
+  { prefix: /^PP ?\* ?/, intermediary: PAYPAL, fallback: 'PayPal' },
+  { prefix: /^GOOGLE ?\* ?/, intermediary: GOOGLE_PAY, fallback: 'Google' },
+  { prefix: /^VENMO ?\* ?/, intermediary: VENMO, fallback: 'Venmo' },
+  { prefix: /^GRUBHUB ?\* ?/, intermediary: GRUBHUB, fallback: 'Grubhub' },
+  { prefix: /^DD ?\* ?DOORDASH /, intermediary: DOORDASH, fallback: 'DoorDash' },
+  { prefix: /^DOORDASH ?\* ?/, intermediary: DOORDASH, fallback: 'DoorDash' },
+  { prefix: /^IC ?\* ?/, intermediary: INSTACART, fallback: 'Instacart' },
+  { prefix: /^PAYMENT (TO )?/, intermediary: null, fallback: null },
 ];
 
 /** Words that say what kind of payment it was, never who was paid. */

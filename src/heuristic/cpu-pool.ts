@@ -6,6 +6,7 @@
  */
 import { Piscina } from 'piscina';
 import type { CpuTask } from './cpu-worker.js';
+import type { Recognition } from './recognise.js';
 
 /** The worker module next to this one: `.ts` from the sources (tsx), `.js` once compiled. */
 function workerFile(): string {
@@ -14,7 +15,7 @@ function workerFile(): string {
 }
 
 export class CpuPool {
-  private readonly pool: Piscina<CpuTask, string | null>;
+  private readonly pool: Piscina<CpuTask, Recognition>;
 
   constructor(threads: number) {
     this.pool = new Piscina({
@@ -26,7 +27,7 @@ export class CpuPool {
     });
   }
 
-  run(task: CpuTask, signal: AbortSignal): Promise<string | null> {
+  run(task: CpuTask, signal: AbortSignal): Promise<Recognition> {
     return this.pool.run(task, { signal });
   }
 

@@ -3,17 +3,17 @@
  * for `cpuMs`, as a compute-heavy heuristic would, then recognises the merchant. Runs in a
  * piscina pool, never on the event loop.
  */
-import { recogniseMerchant } from './recognise.js';
+import { type Recognition, recognise } from './recognise.js';
 
 export interface CpuTask {
   description: string;
   cpuMs: number;
 }
 
-export default function run(task: CpuTask): string | null {
+export default function run(task: CpuTask): Recognition {
   const until = performance.now() + task.cpuMs;
   while (performance.now() < until) {
     // burn
   }
-  return recogniseMerchant(task.description);
+  return recognise(task.description);
 }

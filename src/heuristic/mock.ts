@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DelayRange } from '../config.js';
-import { merchantSignature, recogniseMerchant } from './recognise.js';
+import { merchantSignature, recognise } from './recognise.js';
 import type { CpuPool } from './cpu-pool.js';
 import type { Heuristic } from './types.js';
 
@@ -34,7 +34,8 @@ export function createMockHeuristic(opts: MockHeuristicOptions): Heuristic {
   const random = opts.random ?? Math.random;
   const { min, max } = opts.delayMs;
   return {
-    version: 'mock-2',
+    // mock-3: answers carry the merchant's id and the intermediaries.
+    version: 'mock-3',
     // The recogniser's signature: exactly what its answer depends on (see merchantSignature).
     key: (tx) => merchantSignature(tx.description),
     async match(tx, signal) {
@@ -43,11 +44,9 @@ export function createMockHeuristic(opts: MockHeuristicOptions): Heuristic {
       signal.throwIfAborted();
       if (opts.failureRate > 0 && random() < opts.failureRate) throw new InjectedFailure();
       const cpuMs = opts.cpuMs ?? 0;
-      const name =
-        cpuMs > 0 && opts.cpuPool
-          ? await opts.cpuPool.run({ description: tx.description, cpuMs }, signal)
-          : recogniseMerchant(tx.description);
-      return name === null ? null : { name };
+      return cpuMs > 0 && opts.cpuPool
+        ? await opts.cpuPool.run({ description: tx.description, cpuMs }, signal)
+        : recognise(tx.description);
     },
   };
 }

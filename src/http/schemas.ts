@@ -4,6 +4,8 @@
  * A `$ref` names another schema here by its `$id`; openapi.ts rewrites it to a component.
  */
 
+import { INTERMEDIARY_KINDS } from '../heuristic/types.js';
+
 export const MAX_BATCH_SIZE = 1000;
 /** Longest `?wait=` / `Prefer: wait=` in seconds. */
 export const MAX_WAIT_SECONDS = 60;
@@ -130,6 +132,8 @@ const timestamp = { type: 'string', format: 'date-time' } as const;
 const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
 const uuid = { type: 'string', format: 'uuid' } as const;
 
+const slug = { type: 'string', pattern: '^[a-z0-9]+(?:-[a-z0-9]+)*$' } as const;
+
 export const merchantResultSchema = {
   $id: 'MerchantResult',
   type: 'object',
@@ -143,10 +147,42 @@ export const merchantResultSchema = {
           type: 'object',
           additionalProperties: false,
           required: ['name'],
-          properties: { name: { type: 'string', examples: ['Netflix'] } },
+          properties: {
+            name: { type: 'string', examples: ['Sushi Go'] },
+            id: {
+              ...slug,
+              description:
+                'Stable id for joining, a lower-case slug of the name ("sushi-go"). Given by the ' +
+                'bundled heuristic and the HTTP adapter; absent from results stored before ids ' +
+                'existed and from in-process heuristics that do not set one.',
+              examples: ['sushi-go'],
+            },
+          },
         },
         { type: 'null' },
       ],
+    },
+    intermediaries: {
+      description:
+        'Payment processors and platforms the descriptor names between the cardholder and the ' +
+        'merchant, outermost first (`PAYPAL *SUSHI GO` -> PayPal); `[]` when there are none. ' +
+        'Absent when the heuristic does not report them.',
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'name', 'kind'],
+        properties: {
+          id: { ...slug, examples: ['paypal'] },
+          name: { type: 'string', examples: ['PayPal'] },
+          kind: {
+            enum: INTERMEDIARY_KINDS,
+            description:
+              '`processor` moves the money (Square, Toast, PayPal, Venmo, Google); `platform` ' +
+              'sells or delivers for the merchant (DoorDash, Grubhub, Instacart).',
+          },
+        },
+      },
     },
   },
 } as const;

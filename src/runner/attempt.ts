@@ -7,13 +7,13 @@ import { coerceError } from '../errors.js';
 import type { Flight } from '../db/sql/cache.js';
 import type { JobRow } from '../db/sql/rows.js';
 import type { RunnerStore } from '../db/store.js';
-import type { Heuristic, Merchant } from '../heuristic/types.js';
+import { type Heuristic, type MatchResult, toMatchResult } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { AttemptTimeoutError } from './errors.js';
 
 export type Outcome =
   /** The heuristic answered (a `null` merchant is an answer), or the cache did (`cached`). */
-  | { kind: 'answered'; merchant: Merchant | null; cached: boolean }
+  | { kind: 'answered'; result: MatchResult; cached: boolean }
   /** The heuristic threw, timed out, or the attempt was aborted (the signal's reason). */
   | { kind: 'failed'; error: Error }
   /** Another job is computing the same cache key: hand this one back; the leader completes it. */
@@ -51,7 +51,7 @@ export async function runAttempt(
   try {
     const flight = await beginFlight(job, deps);
     if (flight.role === 'cached') {
-      const outcome: Outcome = { kind: 'answered', merchant: flight.merchant, cached: true };
+      const outcome: Outcome = { kind: 'answered', result: flight.result, cached: true };
       return { outcome, durationMs: elapsed(), returned: Promise.resolve() };
     }
     if (flight.role === 'follower') {
@@ -64,8 +64,8 @@ export async function runAttempt(
     });
     let outcome: Outcome;
     try {
-      const merchant = await Promise.race([call, rejectWhenAborted(signal)]);
-      outcome = { kind: 'answered', merchant, cached: false };
+      const answer = await Promise.race([call, rejectWhenAborted(signal)]);
+      outcome = { kind: 'answered', result: toMatchResult(answer), cached: false };
     } catch (err) {
       outcome = {
         kind: 'failed',

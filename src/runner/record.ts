@@ -6,7 +6,7 @@
 import type { Claim, JobRow } from '../db/sql/rows.js';
 import type { RunnerStore } from '../db/store.js';
 import { withDbRetry } from '../db/transient.js';
-import type { Merchant } from '../heuristic/types.js';
+import type { MatchResult } from '../heuristic/types.js';
 import { NonRetryableError } from '../heuristic/errors.js';
 import type { Logger } from '../log.js';
 import type { AttemptOutcome } from '../metrics.js';
@@ -39,7 +39,7 @@ export interface RecorderOptions {
 export class OutcomeRecorder {
   /** Successful attempts are recorded together: one statement per group (group commit). */
   private readonly completions: GroupCommit<
-    { claim: Claim; merchant: Merchant | null },
+    { claim: Claim; result: MatchResult },
     (JobRow & { followers: number }) | undefined
   >;
 
@@ -93,13 +93,13 @@ export class OutcomeRecorder {
     log: Logger,
     count: (what: AttemptOutcome) => void,
   ) {
-    const row = await this.completions.submit({ claim, merchant: outcome.merchant });
+    const row = await this.completions.submit({ claim, result: outcome.result });
     if (!row) return this.lost(claim, log, count);
     if (!outcome.cached) this.opts.stats.record(durationMs);
     log.info(
       {
         outcome: outcome.cached ? 'cached' : 'succeeded',
-        matched: outcome.merchant !== null,
+        matched: outcome.result.merchant !== null,
         ...(row.followers > 0 && { followers: row.followers }),
       },
       'job attempt',

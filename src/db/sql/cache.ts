@@ -3,11 +3,11 @@
  * attempt computes a key right now.
  */
 import type { Knex } from 'knex';
-import type { Merchant } from '../../heuristic/types.js';
+import type { MatchResult } from '../../heuristic/types.js';
 import type { Claim } from './rows.js';
 
 export type Flight =
-  { role: 'cached'; merchant: Merchant | null } | { role: 'leader' } | { role: 'follower' };
+  { role: 'cached'; result: MatchResult } | { role: 'leader' } | { role: 'follower' };
 
 // Before an attempt of a job with a cache key: returns the cached answer if there is one;
 // else makes this attempt the key's flight (leader) unless another job's running attempt
@@ -17,7 +17,7 @@ export async function beginFlight(
   opts: { cacheKey: string; claim: Claim },
 ): Promise<Flight> {
   const res = await db.raw<{
-    rows: { cached: { merchant: Merchant | null } | null; leader: boolean }[];
+    rows: { cached: MatchResult | null; leader: boolean }[];
   }>(
     `WITH hit AS (
        SELECT result FROM results WHERE cache_key = ? AND expires_at > now()
@@ -35,16 +35,16 @@ export async function beginFlight(
     [opts.cacheKey, opts.cacheKey, opts.claim.id, opts.claim.attempts],
   );
   const row = res.rows[0];
-  if (row?.cached) return { role: 'cached', merchant: row.cached.merchant };
+  if (row?.cached) return { role: 'cached', result: row.cached };
   if (!row?.leader) return { role: 'follower' };
   // The previous leader may have committed its answer (and ended its flight) while this
   // statement waited for the flight row: a new statement sees it. Rare: once per key and TTL.
-  const again = await db.raw<{ rows: { result: { merchant: Merchant | null } }[] }>(
+  const again = await db.raw<{ rows: { result: MatchResult }[] }>(
     `SELECT result FROM results WHERE cache_key = ? AND expires_at > now()`,
     [opts.cacheKey],
   );
   const late = again.rows[0];
-  return late ? { role: 'cached', merchant: late.result.merchant } : { role: 'leader' };
+  return late ? { role: 'cached', result: late.result } : { role: 'leader' };
 }
 
 // Deletes up to `limit` expired cache entries, and flights whose attempt is over (a flight is

@@ -9,7 +9,7 @@
  */
 import type { Knex } from 'knex';
 import { PENDING_CHANNEL } from '../channels.js';
-import type { Merchant } from '../../heuristic/types.js';
+import type { MatchResult } from '../../heuristic/types.js';
 import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
 import {
   COLUMNS,
@@ -117,7 +117,7 @@ export async function completeJobs(
   db: Knex,
   opts: {
     workerId: string;
-    items: readonly { claim: Claim; merchant: Merchant | null }[];
+    items: readonly { claim: Claim; result: MatchResult }[];
     cacheTtlMs?: number;
   },
 ): Promise<{ rows: ((JobRow & { followers: number }) | undefined)[]; events: EventCounts }> {
@@ -163,7 +163,7 @@ export async function completeJobs(
     [
       opts.items.map((i) => i.claim.id),
       opts.items.map((i) => i.claim.attempts),
-      opts.items.map((i) => JSON.stringify({ merchant: i.merchant })),
+      opts.items.map((i) => JSON.stringify(i.result)),
       opts.workerId,
       ttl,
       ttl,

@@ -4,7 +4,7 @@
  * database handle, and says above it what it changes.
  */
 import type { Knex } from 'knex';
-import type { Merchant, Transaction } from '../../heuristic/types.js';
+import type { MatchResult, Transaction } from '../../heuristic/types.js';
 import { prepared } from '../prepared.js';
 
 /** What `error` holds on a job whose attempt failed. */
@@ -43,7 +43,7 @@ export interface JobRow {
   batch_index: number | null;
   status: JobStatus;
   transaction: Transaction;
-  result: { merchant: Merchant | null } | null;
+  result: MatchResult | null;
   error: JobError | null;
   attempts: number;
   max_attempts: number;
