@@ -4,7 +4,8 @@ import { NonRetryableError } from '../src/jobs/errors.js';
 import * as store from '../src/jobs/store.js';
 import { eventually, insertPending, jobStatuses } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
-import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { otherRunner } from './support/other-runner.js';
 
 const HOUR = 3_600_000;
 
@@ -268,6 +269,51 @@ describe('Runner', () => {
         result: null,
       });
     });
+  });
+
+  describe('an attempt whose job is canceled before its outcome is written', () => {
+    // The runner below has no LISTEN connection, so the cancel's NOTIFY never aborts the
+    // attempt: its answer (or failure) meets a fenced write that changes nothing, as it does when
+    // the NOTIFY is merely late. It must be counted as canceled, not as a lost lease.
+    const cases: Array<[string, (gate: Gate) => TestHeuristic]> = [
+      ['answers', (gate) => new TestHeuristic(gate.behaviour)],
+      [
+        'fails',
+        (gate) =>
+          new TestHeuristic(async (t, signal, call) => {
+            await gate.behaviour(t, signal, call);
+            throw new Error('upstream exploded');
+          }),
+      ],
+    ];
+    for (const [what, make] of cases) {
+      it(`is counted canceled when the heuristic ${what} after the cancel, and writes nothing`, async () => {
+        h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+        const gate = new Gate();
+        const heuristic = make(gate);
+        const other = otherRunner(h.db, heuristic);
+        try {
+          const id = await submit('Netflix');
+          other.runner.start();
+          await eventually(async () => heuristic.running === 1, 5000, 'the attempt to start');
+          expect((await store.cancelJob(h.db, id, null))?.previousStatus).to.equal('running');
+          gate.release();
+          const counted = await eventually(async () => {
+            const a = await other.attempts();
+            return Object.keys(a).length > 0 && a;
+          });
+          expect(counted).to.deep.equal({ canceled: 1 });
+          expect(await store.getJob(h.db, id, null)).to.include({
+            status: 'canceled',
+            result: null,
+            error: null,
+            locked_by: null,
+          });
+        } finally {
+          await other.stop();
+        }
+      });
+    }
   });
 
   describe('retention', () => {

@@ -380,6 +380,9 @@ export class Runner {
           );
           count(cached ? 'cached' : 'succeeded');
           this.opts.metrics?.answeredWithoutCall('shared', row.followers);
+        } else if ((await this.lostTo(attempt)) === 'canceled') {
+          log.info({ outcome: 'canceled' }, 'job attempt answered after the job was canceled');
+          count('canceled');
         } else {
           log.warn({ outcome: 'discarded' }, 'job attempt finished after losing its lease');
           count('discarded');
@@ -422,7 +425,10 @@ export class Runner {
         }),
       );
       const reason = error.message;
-      if (!row) {
+      if (!row && (await this.lostTo(attempt)) === 'canceled') {
+        log.info({ outcome: 'canceled', reason }, 'job attempt failed after the job was canceled');
+        count('canceled');
+      } else if (!row) {
         log.warn({ outcome: 'discarded', reason }, 'job attempt failed after losing its lease');
         count('discarded');
       } else if (row.status === 'pending') {
@@ -440,6 +446,18 @@ export class Runner {
     } finally {
       this.finish(attempt);
     }
+  }
+
+  /**
+   * Why a fenced write of this attempt changed nothing. The cancel's NOTIFY (which aborts the
+   * attempt) may arrive after the heuristic answered: then the job reads canceled, at the same
+   * attempt. Otherwise the attempt lost its lease (reaped, or taken by another worker).
+   */
+  private async lostTo(attempt: Attempt): Promise<'canceled' | 'lease'> {
+    if (attempt.controller.signal.reason instanceof JobCanceledError) return 'canceled';
+    const { claim } = attempt;
+    const row = await store.getJob(this.opts.db, claim.id, null).catch(() => undefined);
+    return row?.status === 'canceled' && row.attempts === claim.attempts ? 'canceled' : 'lease';
   }
 
   private finish(attempt: Attempt) {
