@@ -38,6 +38,11 @@ export interface ServiceOptions {
   listen?: boolean;
   /** Start claiming jobs at once; otherwise call `runner.start()`. @defaultValue true */
   startRunner?: boolean;
+  /**
+   * The runner's source of randomness in [0, 1), for the retry delays' jitter; a fixed one
+   * makes retry timing reproducible (simulations, tests). @defaultValue Math.random
+   */
+  random?: () => number;
 }
 
 export interface Service {
@@ -139,6 +144,7 @@ export async function startService(
       retentionMs: config.jobRetentionMs,
       purgeIntervalMs: config.purgeIntervalMs,
       cacheTtlMs: config.resultCacheTtlMs,
+      random: options.random,
     });
     runner = jobRunner;
     const wake = () => jobRunner.wake();

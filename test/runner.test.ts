@@ -112,6 +112,55 @@ describe('Runner', () => {
     });
   });
 
+  describe('retry delays', () => {
+    // Pinned at both ends of [0, 1): the stored run_after is the failure time plus half the
+    // nominal delay (0) or all of it (just under 1); nominal 4 s doubling, capped at 20 s.
+    const pins: Array<[string, number, number[]]> = [
+      ['0', 0, [2000, 4000, 8000, 10_000]],
+      ['just under 1', 1 - 2 ** -53, [4000, 8000, 16_000, 20_000]],
+    ];
+    for (const [label, pinned, expected] of pins) {
+      it(`stores run_after = failure + the delay of attempts 1..4, randomness pinned at ${label}`, async () => {
+        const failedAt: number[] = [];
+        const heuristic = new TestHeuristic((_t, _signal, call) => {
+          failedAt[call] = Date.now();
+          return Promise.reject(new Error(`failure ${call}`));
+        });
+        h = await startHarness({
+          heuristic,
+          jobMaxAttempts: 5,
+          random: () => pinned,
+          runner: { backoffBaseMs: 4000, backoffMaxMs: 20_000 },
+        });
+        const id = await submit('Flaky');
+        for (const [i, delay] of expected.entries()) {
+          const attempt = i + 1;
+          const row = await eventually(
+            async () => {
+              const r = await store.getJob(h!.db, id, null);
+              return r?.status === 'pending' && r.error?.attempt === attempt && r;
+            },
+            5000,
+            `attempt ${attempt} to fail`,
+          );
+          const seenAt = Date.now();
+          const runAfter = row.run_after.getTime();
+          // The failure was written after the heuristic threw and before the test saw it.
+          expect(runAfter, `attempt ${attempt}`).to.be.within(
+            failedAt[attempt]! + delay - 1,
+            seenAt + delay,
+          );
+          // Time passes: the retry comes due now.
+          await h.db('jobs').where({ id, status: 'pending' }).update({ run_after: h.db.fn.now() });
+          h.runner.wake();
+        }
+        const last = await finished(id);
+        expect(last).to.include({ status: 'failed', attempts: 5 });
+        expect(heuristic.calls).to.have.length(5);
+      });
+    }
+  });
+
   describe('concurrency', () => {
     it('never runs more than `concurrency` heuristics at once', async () => {
       const heuristic = new TestHeuristic(echoAfter(30));
@@ -225,6 +274,57 @@ describe('Runner', () => {
         merchant: { name: 'Etsy' },
       });
       expect(done?.result).to.deep.equal({ merchant: { name: 'Etsy' } });
+    });
+
+    it('changes nothing for writes whose attempt number is stale, from the same worker', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const job = await insertPending(h.db, 'Etsy');
+      const claim = () => store.claimJobs(h!.db, { workerId: 'W', limit: 1, leaseMs: 30_000 });
+      const [first] = await claim();
+      expect(first?.attempts).to.equal(1);
+      // Attempt 1 fails and is retried at once; worker W claims the job again: attempt 2.
+      const retried = await store.failAttempt(h.db, {
+        workerId: 'W',
+        claim: { id: job.id, attempts: 1 },
+        error: { code: 'heuristic_error', message: 'attempt 1 failed', attempt: 1 },
+        retry: true,
+        retryDelayMs: 0,
+      });
+      expect(retried?.status).to.equal('pending');
+      const [second] = await claim();
+      expect(second).to.include({ id: job.id, attempts: 2, locked_by: 'W' });
+      const before = await store.getJob(h.db, job.id, null);
+
+      // Everything below carries W's id, but attempt 1's claim: all of it is fenced off.
+      const stale = { id: job.id, attempts: 1 };
+      expect(
+        await store.completeJob(h.db, { workerId: 'W', claim: stale, merchant: { name: 'stale' } }),
+      ).to.equal(undefined);
+      expect(
+        await store.failAttempt(h.db, {
+          workerId: 'W',
+          claim: stale,
+          error: { code: 'heuristic_error', message: 'stale', attempt: 1 },
+          retry: false,
+          retryDelayMs: 0,
+        }),
+      ).to.equal(undefined);
+      const renewed = await store.renewLeases(h.db, {
+        workerId: 'W',
+        claims: [stale],
+        leaseMs: 3_600_000,
+      });
+      expect([...renewed]).to.deep.equal([]);
+      expect(await store.releaseClaims(h.db, { workerId: 'W', claims: [stale] })).to.equal(0);
+      expect(await store.getJob(h.db, job.id, null)).to.deep.equal(before);
+
+      // Attempt 2's own claim still holds.
+      const done = await store.completeJob(h.db, {
+        workerId: 'W',
+        claim: { id: job.id, attempts: 2 },
+        merchant: { name: 'Etsy' },
+      });
+      expect(done).to.include({ status: 'succeeded', attempts: 2 });
     });
 
     it('renews the lease while a long attempt runs, so it is never reaped', async () => {

@@ -50,6 +50,7 @@ export interface RunnerOptions {
   purgeIntervalMs: number;
   /** Identifies this runner in `locked_by`. @defaultValue host:pid:random */
   workerId?: string;
+  /** Randomness in [0, 1) for the retry delays' jitter. @defaultValue Math.random */
   random?: () => number;
   /** How long a computed answer stays in the result cache; 0 stores nothing. @defaultValue 0 */
   cacheTtlMs?: number;

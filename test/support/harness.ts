@@ -56,6 +56,8 @@ export interface HarnessOptions {
   config?: Partial<Config>;
   /** Put a TcpProxy between the service and Postgres (the test's own pool goes around it). */
   proxy?: boolean;
+  /** The runner's randomness (retry jitter). @defaultValue Math.random */
+  random?: () => number;
 }
 
 /**
@@ -102,6 +104,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
       heuristic: opts.heuristic,
       listen: false,
       startRunner: opts.startRunner ?? true,
+      random: opts.random,
     });
   } catch (err) {
     await proxy?.close();
