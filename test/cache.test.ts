@@ -3,8 +3,12 @@
  * keys in flight share one heuristic run).
  */
 import { expect } from 'chai';
-import { eventually } from './support/db.js';
-import { type Harness, startHarness } from './support/harness.js';
+import supertest from 'supertest';
+import { type Transaction, cacheKeyOf } from '../src/heuristic/types.js';
+import { createLogger } from '../src/log.js';
+import { startService } from '../src/service.js';
+import { databaseUrl, eventually } from './support/db.js';
+import { type Harness, startHarness, testConfig } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
 describe('result cache', () => {
@@ -68,8 +72,10 @@ describe('result cache', () => {
     const heuristic = new TestHeuristic(echoAfter(0), true);
     h = await startHarness({ heuristic });
     const stale = { merchant: { name: 'From an older version' } };
+    // What the previous version of this heuristic would have stored for the same transaction.
+    const previous = { version: 'test-0', key: (t: Transaction) => heuristic.key(t) };
     await h.db('results').insert({
-      cache_key: 'test-0:Netflix',
+      cache_key: cacheKeyOf(previous, tx('Netflix')),
       result: JSON.stringify(stale),
       expires_at: new Date(Date.now() + 3_600_000),
     });
@@ -80,7 +86,7 @@ describe('result cache', () => {
 
     // The same entry under this version's key is a hit.
     await h.db('results').insert({
-      cache_key: `${heuristic.version}:Spotify`,
+      cache_key: cacheKeyOf(heuristic, tx('Spotify')),
       result: JSON.stringify(stale),
       expires_at: new Date(Date.now() + 3_600_000),
     });
@@ -88,6 +94,44 @@ describe('result cache', () => {
     expect(hit.body).to.include({ status: 'succeeded' });
     expect(hit.body.result).to.deep.equal(stale);
     expect(heuristic.calls).to.have.length(1);
+  });
+
+  it('keeps versions apart on one database: a new version computes again, the old one still hits', async () => {
+    const v1 = new TestHeuristic(async (t) => ({ name: `${t.description} by v1` }), true, 'v1');
+    h = await startHarness({ heuristic: v1 });
+    const submit = (agent: supertest.Agent) =>
+      agent.post('/normalize_merchant').send(tx('Netflix')).expect(202);
+    const first = (await submit(h.http)).body as { id: string };
+    expect((await finished(first.id)).result).to.deep.equal({
+      merchant: { name: 'Netflix by v1' },
+    });
+    expect((await submit(h.http)).body.status, 'v1 hits its own answer').to.equal('succeeded');
+    // v2 is deployed beside it; v1 runs no more jobs (its API still answers).
+    await h.runner.stop(0);
+    const v2 = new TestHeuristic(async (t) => ({ name: `${t.description} by v2` }), true, 'v2');
+    const next = await startService(testConfig(databaseUrl(h.db)), {
+      log: createLogger('silent'),
+      heuristic: v2,
+      listen: false,
+    });
+    try {
+      const asV2 = supertest.agent(next.app.callback()).set('Authorization', `Bearer ${h.key.key}`);
+      const miss = (await submit(asV2)).body as { id: string; status: string };
+      expect(miss.status, "v1's answer is not v2's").to.equal('pending');
+      expect((await finished(miss.id)).result).to.deep.equal({
+        merchant: { name: 'Netflix by v2' },
+      });
+      const hitV2 = (await submit(asV2)).body;
+      expect(hitV2).to.include({ status: 'succeeded', attempts: 0 });
+      expect(hitV2.result).to.deep.equal({ merchant: { name: 'Netflix by v2' } });
+      const hitV1 = (await submit(h.http)).body;
+      expect(hitV1).to.include({ status: 'succeeded', attempts: 0 });
+      expect(hitV1.result).to.deep.equal({ merchant: { name: 'Netflix by v1' } });
+      expect(v1.calls).to.have.length(1);
+      expect(v2.calls).to.have.length(1);
+    } finally {
+      await next.stop();
+    }
   });
 
   it('caches nothing for a heuristic whose key is null', async () => {
