@@ -58,6 +58,11 @@ export interface HarnessOptions {
   proxy?: boolean;
   /** The runner's randomness (retry jitter). @defaultValue Math.random */
   random?: () => number;
+  /**
+   * Postgres settings for the service's connections (sent as libpq `options`), e.g.
+   * `{ enable_indexscan: 'off' }` so that only an ORDER BY, not an index, orders rows.
+   */
+  pgSettings?: Record<string, string>;
 }
 
 /**
@@ -98,7 +103,10 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
   let proxy: TcpProxy | undefined;
   try {
     proxy = opts.proxy ? await TcpProxy.start(databaseUrl(db)) : undefined;
-    const url = proxy ? proxy.urlFor(databaseUrl(db)) : databaseUrl(db);
+    const url = withSettings(
+      proxy ? proxy.urlFor(databaseUrl(db)) : databaseUrl(db),
+      opts.pgSettings ?? {},
+    );
     service = await startService(testConfig(url, opts), {
       log: createLogger('silent'),
       heuristic: opts.heuristic,
@@ -133,6 +141,15 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
       await db.destroy();
     },
   };
+}
+
+/** `url` with `settings` as the libpq `options` parameter (`-c name=value` each). */
+function withSettings(url: string, settings: Record<string, string>): string {
+  const entries = Object.entries(settings);
+  if (entries.length === 0) return url;
+  const parsed = new URL(url);
+  parsed.searchParams.set('options', entries.map(([k, v]) => `-c ${k}=${v}`).join(' '));
+  return parsed.toString();
 }
 
 /** Submits one transaction through the harness's HTTP API; expects 202; returns the job. */
