@@ -6,6 +6,7 @@ import { AttemptStats } from '../../src/jobs/stats.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import { databaseUrl } from './db.js';
+import { attemptOutcomes } from './metrics.js';
 
 export interface OtherRunner {
   runner: Runner;
@@ -47,10 +48,7 @@ export function otherRunner(
   return {
     runner,
     metrics,
-    async attempts() {
-      const { values } = await metrics.attempts.get();
-      return Object.fromEntries(values.map((v) => [String(v.labels.outcome), v.value]));
-    },
+    attempts: () => attemptOutcomes(metrics),
     async stop() {
       await runner.stop(0);
       await pool.destroy();
