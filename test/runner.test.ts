@@ -5,6 +5,7 @@ import * as store from '../src/jobs/store.js';
 import { eventually, insertPending, jobStatuses } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { attemptOutcomes } from './support/metrics.js';
 import { otherRunner } from './support/other-runner.js';
 
 const HOUR = 3_600_000;
@@ -19,6 +20,18 @@ describe('Runner', () => {
   async function submit(description: string): Promise<string> {
     const res = await h!.http.post('/normalize_merchant').send(tx(description)).expect(202);
     return res.body.id as string;
+  }
+
+  /** Reaps as soon as a lease has run out (by the database's clock); what it reaped. */
+  async function reapOnceExpired() {
+    return eventually(
+      async () => {
+        const r = await store.reapExpiredLeases(h!.db, { limit: 10 });
+        return r.requeued + r.failed > 0 && r;
+      },
+      5000,
+      'a lease to run out',
+    );
   }
 
   async function finished(id: string, timeoutMs = 10_000): Promise<store.JobRow> {
@@ -195,8 +208,13 @@ describe('Runner', () => {
 
   describe('wake-ups', () => {
     it('claims a job submitted to this process at once, without waiting for the poll', async () => {
-      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
-      await sleep(100); // the start-up poll is over; the next one is an hour away
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      // The start-up poll reaps this job of a dead worker (its lease already ran out) and runs
+      // it: once it has succeeded, that poll is over, and the next one is an hour away.
+      const planted = await insertPending(h.db, 'Planted');
+      await store.claimJobs(h.db, { workerId: 'dead', limit: 1, leaseMs: -1000 });
+      h.runner.start();
+      expect((await finished(planted.id)).status).to.equal('succeeded');
       const row = await finished(await submit('Zoom'), 3000);
       expect(row.status).to.equal('succeeded');
     });
@@ -229,11 +247,7 @@ describe('Runner', () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
       const job = await insertPending(h.db, 'Poison', 1);
       await store.claimJobs(h.db, { workerId: 'dead', limit: 1, leaseMs: 300 });
-      await sleep(400);
-      expect(await store.reapExpiredLeases(h.db, { limit: 10 })).to.deep.equal({
-        requeued: 0,
-        failed: 1,
-      });
+      expect(await reapOnceExpired()).to.deep.equal({ requeued: 0, failed: 1 });
       const row = await store.getJob(h.db, job.id, null);
       expect(row).to.include({ status: 'failed', attempts: 1 });
       expect(row?.error).to.include({ code: 'lease_expired' });
@@ -243,8 +257,7 @@ describe('Runner', () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
       const job = await insertPending(h.db, 'Etsy');
       const [a] = await store.claimJobs(h.db, { workerId: 'A', limit: 1, leaseMs: 300 });
-      await sleep(400);
-      await store.reapExpiredLeases(h.db, { limit: 10 });
+      expect(await reapOnceExpired()).to.deep.equal({ requeued: 1, failed: 0 });
       const [b] = await store.claimJobs(h.db, { workerId: 'B', limit: 1, leaseMs: 30_000 });
       expect(b?.attempts).to.equal(2);
 
@@ -331,15 +344,17 @@ describe('Runner', () => {
       const heuristic = new TestHeuristic(echoAfter(1200));
       h = await startHarness({ heuristic, runner: { leaseMs: 300 } });
       const id = await submit('Long');
+      // A reaper sweeping every 50 ms for as long as the attempt runs (four leases).
       let reaped = 0;
+      let over = false;
       const reaper = (async () => {
-        for (let i = 0; i < 30; i++) {
+        while (!over) {
           const r = await store.reapExpiredLeases(h.db, { limit: 10 });
           reaped += r.requeued + r.failed;
           await sleep(50);
         }
       })();
-      const row = await finished(id);
+      const row = await finished(id).finally(() => (over = true));
       await reaper;
       expect(reaped).to.equal(0);
       expect(row).to.include({ status: 'succeeded', attempts: 1 });
@@ -362,7 +377,12 @@ describe('Runner', () => {
       await h.db('jobs').where({ id }).update({ locked_by: 'thief' });
       await eventually(async () => abortReason !== undefined, 3000, 'the attempt to be aborted');
       expect((abortReason as Error).name).to.equal('LeaseLostError');
-      await sleep(100);
+      // Once the runner has counted the attempt it writes nothing more for it.
+      await eventually(
+        async () => (await attemptOutcomes(h!.service.metrics)).lease_lost === 1,
+        5000,
+        'the attempt to be counted lease_lost',
+      );
       expect(await store.getJob(h.db, id, null)).to.include({
         status: 'running',
         locked_by: 'thief',
@@ -477,12 +497,23 @@ describe('Runner', () => {
 
     it('claims nothing after stop()', async () => {
       const heuristic = new TestHeuristic(echoAfter(0));
-      h = await startHarness({ heuristic });
+      h = await startHarness({ heuristic, startRunner: false });
+      // A job another worker runs: never this runner's to claim; its cancel is the signal below.
+      const sentinel = await insertPending(h.db, 'sentinel');
+      await store.claimJobs(h.db, { workerId: 'elsewhere', limit: 1, leaseMs: HOUR });
+      h.runner.start();
       await h.runner.stop(0);
-      await insertPending(h.db, 'x');
-      h.runner.wake();
-      await sleep(300);
-      expect(await jobStatuses(h.db)).to.deep.equal({ pending: 1 });
+      await insertPending(h.db, 'x'); // NOTIFYs the service, which wakes its runner...
+      h.runner.wake(); // ...and so does this
+      // Announcements arrive in commit order: once the sentinel's cancel is heard, so was x's
+      // insert, and a runner that claims would have claimed x (and run it) by the time the
+      // sentinel's waiter is answered.
+      const waiter = h.http.get(`/jobs/${sentinel.id}?wait=10`).then((r) => r);
+      await eventually(async () => h!.events.size === 1, 5000, 'the waiter to register');
+      await store.cancelJob(h.db, sentinel.id, null);
+      expect((await waiter).body.status).to.equal('canceled');
+      expect(await jobStatuses(h.db)).to.deep.equal({ pending: 1, canceled: 1 });
+      expect(heuristic.calls).to.deep.equal([]);
     });
   });
 });
