@@ -65,7 +65,7 @@ export interface Config {
   jobTimeoutMs: number;
   /** Attempts before a job is `failed`. @defaultValue 3 */
   jobMaxAttempts: number;
-  /** First retry delay; doubles per attempt, with full jitter. @defaultValue 1000 */
+  /** First retry delay; doubles per attempt, with equal jitter (50-100 %). @defaultValue 1000 */
   jobBackoffBaseMs: number;
   /** Cap on the retry delay. @defaultValue 60000 */
   jobBackoffMaxMs: number;

@@ -3,8 +3,12 @@
  * keys in flight share one heuristic run).
  */
 import { expect } from 'chai';
-import { eventually } from './support/db.js';
-import { type Harness, startHarness } from './support/harness.js';
+import supertest from 'supertest';
+import { type Transaction, cacheKeyOf } from '../src/heuristic/types.js';
+import { createLogger } from '../src/log.js';
+import { startService } from '../src/service.js';
+import { databaseUrl, eventually } from './support/db.js';
+import { type Harness, startHarness, testConfig } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
 describe('result cache', () => {
@@ -52,12 +56,29 @@ describe('result cache', () => {
 
   it('forgets an answer after its TTL: the next submit runs the heuristic again', async () => {
     const heuristic = new TestHeuristic(echoAfter(0), true);
-    h = await startHarness({ heuristic, cacheTtlMs: 300 });
+    const ttlMs = 2000;
+    h = await startHarness({ heuristic, cacheTtlMs: ttlMs });
     const first = (await h.http.post('/normalize_merchant').send(tx('Netflix')).expect(202)).body;
     await finished(first.id);
     const hit = await h.http.post('/normalize_merchant').send(tx('Netflix')).expect(202);
     expect(hit.body.status).to.equal('succeeded');
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    const [entry] = await h.db
+      .raw<{ rows: { ttl_ms: string }[] }>(
+        `SELECT extract(epoch FROM expires_at - created_at) * 1000 AS ttl_ms FROM results`,
+      )
+      .then((r) => r.rows);
+    expect(Number(entry?.ttl_ms)).to.equal(ttlMs);
+    // By the database's clock, which is the one expiry is judged by.
+    await eventually(
+      async () => {
+        const res = await h!.db.raw<{ rows: { expired: boolean }[] }>(
+          `SELECT bool_and(expires_at <= now()) AS expired FROM results`,
+        );
+        return res.rows[0]?.expired;
+      },
+      5000,
+      'the cached answer to expire',
+    );
     const miss = await h.http.post('/normalize_merchant').send(tx('Netflix')).expect(202);
     expect(miss.body.status).to.equal('pending');
     await finished(miss.body.id);
@@ -68,8 +89,10 @@ describe('result cache', () => {
     const heuristic = new TestHeuristic(echoAfter(0), true);
     h = await startHarness({ heuristic });
     const stale = { merchant: { name: 'From an older version' } };
+    // What the previous version of this heuristic would have stored for the same transaction.
+    const previous = { version: 'test-0', key: (t: Transaction) => heuristic.key(t) };
     await h.db('results').insert({
-      cache_key: 'test-0:Netflix',
+      cache_key: cacheKeyOf(previous, tx('Netflix')),
       result: JSON.stringify(stale),
       expires_at: new Date(Date.now() + 3_600_000),
     });
@@ -80,7 +103,7 @@ describe('result cache', () => {
 
     // The same entry under this version's key is a hit.
     await h.db('results').insert({
-      cache_key: `${heuristic.version}:Spotify`,
+      cache_key: cacheKeyOf(heuristic, tx('Spotify')),
       result: JSON.stringify(stale),
       expires_at: new Date(Date.now() + 3_600_000),
     });
@@ -88,6 +111,44 @@ describe('result cache', () => {
     expect(hit.body).to.include({ status: 'succeeded' });
     expect(hit.body.result).to.deep.equal(stale);
     expect(heuristic.calls).to.have.length(1);
+  });
+
+  it('keeps versions apart on one database: a new version computes again, the old one still hits', async () => {
+    const v1 = new TestHeuristic(async (t) => ({ name: `${t.description} by v1` }), true, 'v1');
+    h = await startHarness({ heuristic: v1 });
+    const submit = (agent: supertest.Agent) =>
+      agent.post('/normalize_merchant').send(tx('Netflix')).expect(202);
+    const first = (await submit(h.http)).body as { id: string };
+    expect((await finished(first.id)).result).to.deep.equal({
+      merchant: { name: 'Netflix by v1' },
+    });
+    expect((await submit(h.http)).body.status, 'v1 hits its own answer').to.equal('succeeded');
+    // v2 is deployed beside it; v1 runs no more jobs (its API still answers).
+    await h.runner.stop(0);
+    const v2 = new TestHeuristic(async (t) => ({ name: `${t.description} by v2` }), true, 'v2');
+    const next = await startService(testConfig(databaseUrl(h.db)), {
+      log: createLogger('silent'),
+      heuristic: v2,
+      listen: false,
+    });
+    try {
+      const asV2 = supertest.agent(next.app.callback()).set('Authorization', `Bearer ${h.key.key}`);
+      const miss = (await submit(asV2)).body as { id: string; status: string };
+      expect(miss.status, "v1's answer is not v2's").to.equal('pending');
+      expect((await finished(miss.id)).result).to.deep.equal({
+        merchant: { name: 'Netflix by v2' },
+      });
+      const hitV2 = (await submit(asV2)).body;
+      expect(hitV2).to.include({ status: 'succeeded', attempts: 0 });
+      expect(hitV2.result).to.deep.equal({ merchant: { name: 'Netflix by v2' } });
+      const hitV1 = (await submit(h.http)).body;
+      expect(hitV1).to.include({ status: 'succeeded', attempts: 0 });
+      expect(hitV1.result).to.deep.equal({ merchant: { name: 'Netflix by v1' } });
+      expect(v1.calls).to.have.length(1);
+      expect(v2.calls).to.have.length(1);
+    } finally {
+      await next.stop();
+    }
   });
 
   it('caches nothing for a heuristic whose key is null', async () => {
@@ -123,15 +184,28 @@ describe('single-flight', () => {
       }),
     );
     await eventually(async () => heuristic.calls.length === 1 && heuristic.running === 1);
-    // The other five wait, pending, for the leader; they take no slot.
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(heuristic.calls).to.have.length(1);
+    // The other five wait, pending, for the leader; they take no slot. Shown once the runner
+    // has claimed past them (a job submitted after them, free to run, has finished: claims take
+    // the oldest due job first) and holds no attempt but the leader's.
+    gate.release('Spotify');
+    const later = (await h.http.post('/normalize_merchant').send(tx('Spotify')).expect(202)).body;
+    await eventually(async () => {
+      const others = await h!.db('jobs').whereIn('id', ids).where({ status: 'pending' });
+      return (
+        (await h!.db('jobs').where({ id: later.id }).first())?.status === 'succeeded' &&
+        h!.runner.busySlots === 1 &&
+        others.length === 5 &&
+        others.every((j) => j.locked_by === null)
+      );
+    });
+    const netflixCalls = () => heuristic.calls.filter((c) => c.description === 'Netflix');
+    expect(netflixCalls()).to.have.length(1);
     gate.release();
     const rows = await eventually(async () => {
       const r = await h!.db('jobs').whereIn('id', ids).select('status', 'attempts', 'result');
       return r.every((j) => j.status === 'succeeded') && r;
     });
-    expect(heuristic.calls).to.have.length(1);
+    expect(netflixCalls()).to.have.length(1);
     expect(rows.map((r) => r.attempts).sort()).to.deep.equal([0, 0, 0, 0, 0, 1]);
     for (const row of rows) expect(row.result).to.deep.equal({ merchant: { name: 'Netflix' } });
     const metrics = (await h.http.get('/metrics').expect(200)).text;
@@ -139,17 +213,22 @@ describe('single-flight', () => {
   });
 
   it('lets a waiting job compute the key itself when the leader fails', async () => {
-    let calls = 0;
-    const heuristic = new TestHeuristic(async (t) => {
-      calls += 1;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      if (calls === 1) throw new Error('first call fails');
+    let failLeader!: () => void;
+    const leaderFails = new Promise<void>((resolve) => (failLeader = resolve));
+    const heuristic = new TestHeuristic(async (t, _signal, call) => {
+      if (call === 1) {
+        await leaderFails;
+        throw new Error('first call fails');
+      }
       return { name: t.description };
     }, true);
     h = await startHarness({ heuristic, jobMaxAttempts: 1 });
     const submit = async () =>
       (await h!.http.post('/normalize_merchant').send(tx('Netflix')).expect(202)).body.id as string;
     const [a, b] = await Promise.all([submit(), submit()]);
+    // One computes the key; the other, submitted meanwhile, waits for it. Then the leader fails.
+    await eventually(async () => heuristic.running === 1, 5000, 'the leader to start');
+    failLeader();
     const statuses = await eventually(async () => {
       const r = await h!.db('jobs').whereIn('id', [a, b]).pluck('status');
       return r.every((s: string) => s === 'succeeded' || s === 'failed') && r.sort();

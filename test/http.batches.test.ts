@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { eventually, rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
-import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
 const items = (n: number) =>
   Array.from({ length: n }, (_, i) => tx(`Merchant ${i}`, { reference: `ref-${i}` }));
@@ -141,6 +141,73 @@ describe('batches', () => {
       expect(seen.map((i) => i.reference)).to.deep.equal(items(7).map((t) => t.reference));
       expect(seen.map((i) => i.job_id)).to.deep.equal(batch.job_ids);
       expect(seen[4]?.result).to.deep.equal({ merchant: { name: 'Merchant 4' } });
+    });
+
+    it('keeps submission order when the jobs finish in reverse: by batch_index, on every read', async () => {
+      const gate = new Gate();
+      h = await startHarness({
+        heuristic: new TestHeuristic(gate.behaviour),
+        // A slot for each job, so that any of them can finish first.
+        runner: { concurrency: 6 },
+        // Rows come back in table order unless a query orders them: the batch's unique index
+        // would otherwise hand them back in batch_index order by luck.
+        pgSettings: {
+          enable_indexscan: 'off',
+          enable_indexonlyscan: 'off',
+          enable_bitmapscan: 'off',
+        },
+      });
+      const transactions = items(6);
+      const post = () =>
+        h.http
+          .post('/normalize_merchant/batch')
+          .set('Idempotency-Key', 'reverse')
+          .send({ transactions })
+          .expect(202);
+      const { body: batch } = await post();
+      const jobIds = batch.job_ids as string[];
+      // Finish the last first, one at a time: rows are rewritten in reverse submission order.
+      for (let i = transactions.length - 1; i >= 0; i--) {
+        gate.release(`Merchant ${i}`);
+        await eventually(
+          async () => (await h.store.getJob(jobIds[i]!, null))?.status === 'succeeded',
+          5000,
+          `Merchant ${i} to finish`,
+        );
+      }
+      const finishOrder = await h
+        .db('jobs')
+        .where({ batch_id: batch.id })
+        .orderBy('finished_at')
+        .pluck('batch_index');
+      expect(finishOrder).to.deep.equal([5, 4, 3, 2, 1, 0]);
+
+      // The ids the submit answered, read back one by one: id i is transaction i.
+      for (const [i, id] of jobIds.entries()) {
+        const job = (await h.http.get(`/jobs/${id}`).expect(200)).body;
+        expect(job.batch).to.deep.equal({ id: batch.id, index: i });
+        expect(job.transaction).to.deep.equal(transactions[i]);
+      }
+      // A replay lists the same ids in the same order (read from the table this time).
+      expect((await post()).body.job_ids).to.deep.equal(jobIds);
+      // Results, across pages: item i is transaction i, its job and its answer.
+      const seen: Array<{ index: number; reference: string; job_id: string; result: unknown }> = [];
+      let cursor: string | null = null;
+      do {
+        const query: string = cursor ? `?limit=2&cursor=${cursor}` : '?limit=2';
+        const page = await h.http.get(`/batches/${batch.id}/results${query}`).expect(200);
+        seen.push(...page.body.items);
+        cursor = page.body.next_cursor;
+      } while (cursor);
+      expect(seen).to.have.length(transactions.length);
+      for (const [i, item] of seen.entries()) {
+        expect(item, `item ${i}`).to.deep.include({
+          index: i,
+          reference: transactions[i]!.reference,
+          job_id: jobIds[i],
+          result: { merchant: { name: transactions[i]!.description } },
+        });
+      }
     });
 
     it('shows unfinished items as they are, and 404s / 400s clearly', async () => {

@@ -1,8 +1,8 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { JobCanceledError } from '../src/runner/errors.js';
 import { eventually } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
+import { attemptOutcomes } from './support/metrics.js';
 import { expectProblem } from './support/problem.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
@@ -54,7 +54,13 @@ describe('DELETE /jobs/:id', () => {
     await h.http.delete(`/jobs/${job.id}`).expect(200);
     release();
     await eventually(async () => heuristic.running === 0);
-    await sleep(100);
+    // Whether the cancel's NOTIFY aborted the attempt first or its answer met the fenced write,
+    // the runner is done with it once the attempt is counted.
+    const counted = await eventually(async () => {
+      const outcomes = await attemptOutcomes(h.service.metrics);
+      return Object.keys(outcomes).length > 0 && outcomes;
+    });
+    expect(counted).to.deep.equal({ canceled: 1 });
     expect(await h.store.getJob(job.id, null)).to.include({ status: 'canceled', result: null });
   });
 

@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import type { Response } from 'supertest';
+import { cacheKeyOf } from '../src/heuristic/types.js';
 import { rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
@@ -111,7 +113,7 @@ describe('Idempotency-Key', () => {
         .post('/normalize_merchant/batch')
         .set('Idempotency-Key', 'file.csv#0')
         .send(body);
-      expect([200, 202]).to.include(again.status);
+      expect(again.status).to.equal(first.status);
       expect(again.body.id).to.equal(first.body.id);
       expect(again.body.job_ids).to.deep.equal(first.body.job_ids);
       expect(again.headers['idempotent-replayed']).to.equal('true');
@@ -146,5 +148,112 @@ describe('Idempotency-Key', () => {
         .expect(202);
       expect(await count('jobs')).to.equal(4);
     });
+  });
+});
+
+describe('an idempotent replay answers exactly as the original did', () => {
+  // The runner is off, so nothing about the job or batch changes between the two requests: the
+  // replay must then be the original answer, status and body, plus Idempotent-Replayed.
+  let h: Harness;
+  let heuristic: TestHeuristic;
+  beforeEach(async () => {
+    heuristic = new TestHeuristic(echoAfter(0), true);
+    h = await startHarness({ heuristic, startRunner: false });
+  });
+  afterEach(() => h.stop());
+
+  /** An answer as a client sees it, minus what may differ between any two requests. */
+  const answer = (res: Response) => ({
+    status: res.status,
+    body: res.body as unknown,
+    location: res.headers.location,
+    contentLocation: res.headers['content-location'],
+    etag: res.headers.etag,
+    retryAfter: res.headers['retry-after'],
+    preferenceApplied: res.headers['preference-applied'],
+  });
+
+  /** Sends `send()` twice; the second must be marked a replay and otherwise answer the same. */
+  async function expectSameTwice(send: () => PromiseLike<Response>) {
+    const original = await send();
+    expect(original.headers).not.to.have.property('idempotent-replayed');
+    const replay = await send();
+    expect(replay.headers['idempotent-replayed']).to.equal('true');
+    expect(answer(replay)).to.deep.equal(answer(original));
+    return original;
+  }
+
+  /** "Netflix" answered in the result cache, as an earlier job would have left it. */
+  async function cacheNetflix() {
+    await h.db('results').insert({
+      cache_key: cacheKeyOf(heuristic, tx('Netflix')),
+      result: JSON.stringify({ merchant: { name: 'Netflix' } }),
+      expires_at: new Date(Date.now() + 3_600_000),
+    });
+  }
+
+  it('a pending job: 202, the same body', async () => {
+    const first = await expectSameTwice(() =>
+      h.http.post('/normalize_merchant').set('Idempotency-Key', 'p').send(tx('Netflix')),
+    );
+    expect(first.status).to.equal(202);
+    expect(first.body.status).to.equal('pending');
+  });
+
+  it('a job answered from the result cache at submit: 202, the same finished job', async () => {
+    await cacheNetflix();
+    const first = await expectSameTwice(() =>
+      h.http.post('/normalize_merchant').set('Idempotency-Key', 'c').send(tx('Netflix')),
+    );
+    expect(first.status).to.equal(202);
+    expect(first.body.status).to.equal('succeeded');
+  });
+
+  it('a finished job under Prefer: wait: 200, the same body and Content-Location', async () => {
+    await cacheNetflix();
+    const first = await expectSameTwice(() =>
+      h.http
+        .post('/normalize_merchant')
+        .set('Idempotency-Key', 'w')
+        .set('Prefer', 'wait=5')
+        .send(tx('Netflix')),
+    );
+    expect(first.status).to.equal(200);
+  });
+
+  it('a pending batch: 202, the same body with the same job ids', async () => {
+    const first = await expectSameTwice(() =>
+      h.http
+        .post('/normalize_merchant/batch')
+        .set('Idempotency-Key', 'b')
+        .send({ transactions: [tx('A'), tx('B'), tx('C')] }),
+    );
+    expect(first.status).to.equal(202);
+    expect(first.body.job_ids).to.have.length(3);
+  });
+
+  it('a batch partly answered from the result cache: 202, the same counts and timestamps', async () => {
+    await cacheNetflix();
+    const first = await expectSameTwice(() =>
+      h.http
+        .post('/normalize_merchant/batch')
+        .set('Idempotency-Key', 'bc')
+        .send({ transactions: [tx('A'), tx('Netflix'), tx('B')] }),
+    );
+    expect(first.status).to.equal(202);
+    expect(first.body.counts).to.include({ pending: 2, succeeded: 1 });
+  });
+
+  it('a batch done at submit under Prefer: wait: 200, the same body', async () => {
+    await cacheNetflix();
+    const first = await expectSameTwice(() =>
+      h.http
+        .post('/normalize_merchant/batch')
+        .set('Idempotency-Key', 'bw')
+        .set('Prefer', 'wait=5')
+        .send({ transactions: [tx('Netflix'), tx('Netflix', { reference: 'again' })] }),
+    );
+    expect(first.status).to.equal(200);
+    expect(first.body).to.include({ done: true, finished: 2 });
   });
 });

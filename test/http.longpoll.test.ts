@@ -1,6 +1,5 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { estimateSeconds } from '../src/jobs/eta.js';
 import { createLogger } from '../src/log.js';
@@ -22,7 +21,7 @@ describe('long-poll and conditional requests', () => {
     const job = await submit('Netflix');
     const started = Date.now();
     const waiting = h.http.get(`/jobs/${job.id}?wait=20`).then((r) => r);
-    await sleep(300);
+    await eventually(async () => h.events.size === 1, 5000, 'the waiter to register');
     gate.release();
     const res = await waiting;
     expect(res.status).to.equal(200);
@@ -47,7 +46,7 @@ describe('long-poll and conditional requests', () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
     const job = await submit('Spotify');
     const waiting = h.http.get(`/jobs/${job.id}?wait=20`).then((r) => r);
-    await sleep(200);
+    await eventually(async () => h.events.size === 1, 5000, 'the waiter to register');
     // Another process: the same service wiring, on its own pool and LISTEN connection.
     const started = Date.now();
     const other = await startService(testConfig(databaseUrl(h.db)), {
@@ -79,7 +78,7 @@ describe('long-poll and conditional requests', () => {
           async (r) => (await r.json()) as { status: string },
         ),
       );
-      await eventuallyTrue(() => h.events.size === 300);
+      await eventually(async () => h.events.size === 300, 10_000, '300 waiters to register');
       // Were each waiter holding a connection, this would queue behind them for the pool.
       const plain = await fetch(`${base}/jobs/${job.id}`, {
         headers: auth,
@@ -103,7 +102,7 @@ describe('long-poll and conditional requests', () => {
     const job = await submit('Uber');
     const started = Date.now();
     const waiting = h.http.get(`/jobs/${job.id}?wait=30`).then((r) => r);
-    await eventuallyTrue(() => h.events.size === 1);
+    await eventually(async () => h.events.size === 1, 5000, 'the waiter to register');
     h.events.close();
     const res = await waiting;
     expect(res.body.status).to.equal('pending');
@@ -168,11 +167,16 @@ describe('long-poll and conditional requests', () => {
       let etag = headers.etag as string;
       const seen: number[] = [];
       for (const description of ['A', 'B', 'C']) {
+        // Waiting, or already answered (a claim changed the batch since that ETag).
+        let answered = false;
         const waiting = h.http
           .get(`/batches/${batch.id}?wait=20`)
           .set('If-None-Match', etag)
-          .then((r) => r);
-        await sleep(100);
+          .then((r) => {
+            answered = true;
+            return r;
+          });
+        await eventually(async () => answered || h.events.size === 1, 5000, 'the waiter');
         gate.release(description);
         let res = await waiting;
         // Claims also change the representation (pending -> running); wait again until the
@@ -281,11 +285,3 @@ describe('long-poll and conditional requests', () => {
     });
   });
 });
-
-async function eventuallyTrue(check: () => boolean, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await sleep(20);
-  }
-}

@@ -1,10 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
-import { NonRetryableError } from '../src/heuristic/errors.js';
 import { type JobRow, TERMINAL_STATUSES } from '../src/db/sql/rows.js';
+import { NonRetryableError } from '../src/heuristic/errors.js';
 import { eventually, insertPending, jobStatuses } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
-import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { attemptOutcomes } from './support/metrics.js';
+import { otherRunner } from './support/other-runner.js';
 
 const HOUR = 3_600_000;
 
@@ -18,6 +20,31 @@ describe('Runner', () => {
   async function submit(description: string): Promise<string> {
     const res = await h!.http.post('/normalize_merchant').send(tx(description)).expect(202);
     return res.body.id as string;
+  }
+
+  /** Reaps as soon as a lease has run out (by the database's clock); what it reaped. */
+  async function reapOnceExpired() {
+    return eventually(
+      async () => {
+        const r = await h!.store.runner.reap({ limit: 10 });
+        return r.requeued + r.failed > 0 && r;
+      },
+      5000,
+      'a lease to run out',
+    );
+  }
+
+  /** One fenced completion through the store (a group of one). */
+  async function completeOne(o: {
+    workerId: string;
+    claim: { id: string; attempts: number };
+    merchant: { name: string } | null;
+  }) {
+    const [row] = await h!.store.runner.complete({
+      workerId: o.workerId,
+      items: [{ claim: o.claim, result: { merchant: o.merchant } }],
+    });
+    return row;
   }
 
   async function finished(id: string, timeoutMs = 10_000): Promise<JobRow> {
@@ -111,6 +138,55 @@ describe('Runner', () => {
     });
   });
 
+  describe('retry delays', () => {
+    // Pinned at both ends of [0, 1): the stored run_after is the failure time plus half the
+    // nominal delay (0) or all of it (just under 1); nominal 4 s doubling, capped at 20 s.
+    const pins: Array<[string, number, number[]]> = [
+      ['0', 0, [2000, 4000, 8000, 10_000]],
+      ['just under 1', 1 - 2 ** -53, [4000, 8000, 16_000, 20_000]],
+    ];
+    for (const [label, pinned, expected] of pins) {
+      it(`stores run_after = failure + the delay of attempts 1..4, randomness pinned at ${label}`, async () => {
+        const failedAt: number[] = [];
+        const heuristic = new TestHeuristic((_t, _signal, call) => {
+          failedAt[call] = Date.now();
+          return Promise.reject(new Error(`failure ${call}`));
+        });
+        h = await startHarness({
+          heuristic,
+          jobMaxAttempts: 5,
+          random: () => pinned,
+          runner: { backoffBaseMs: 4000, backoffMaxMs: 20_000 },
+        });
+        const id = await submit('Flaky');
+        for (const [i, delay] of expected.entries()) {
+          const attempt = i + 1;
+          const row = await eventually(
+            async () => {
+              const r = await h!.store.getJob(id, null);
+              return r?.status === 'pending' && r.error?.attempt === attempt && r;
+            },
+            5000,
+            `attempt ${attempt} to fail`,
+          );
+          const seenAt = Date.now();
+          const runAfter = row.run_after.getTime();
+          // The failure was written after the heuristic threw and before the test saw it.
+          expect(runAfter, `attempt ${attempt}`).to.be.within(
+            failedAt[attempt]! + delay - 1,
+            seenAt + delay,
+          );
+          // Time passes: the retry comes due now.
+          await h.db('jobs').where({ id, status: 'pending' }).update({ run_after: h.db.fn.now() });
+          h.runner.wake();
+        }
+        const last = await finished(id);
+        expect(last).to.include({ status: 'failed', attempts: 5 });
+        expect(heuristic.calls).to.have.length(5);
+      });
+    }
+  });
+
   describe('concurrency', () => {
     it('never runs more than `concurrency` heuristics at once', async () => {
       const heuristic = new TestHeuristic(echoAfter(30));
@@ -145,8 +221,13 @@ describe('Runner', () => {
 
   describe('wake-ups', () => {
     it('claims a job submitted to this process at once, without waiting for the poll', async () => {
-      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
-      await sleep(100); // the start-up poll is over; the next one is an hour away
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      // The start-up poll reaps this job of a dead worker (its lease already ran out) and runs
+      // it: once it has succeeded, that poll is over, and the next one is an hour away.
+      const planted = await insertPending(h.db, 'Planted');
+      await h.store.runner.claim({ workerId: 'dead', limit: 1, leaseMs: -1000 });
+      h.runner.start();
+      expect((await finished(planted.id)).status).to.equal('succeeded');
       const row = await finished(await submit('Zoom'), 3000);
       expect(row.status).to.equal('succeeded');
     });
@@ -179,11 +260,7 @@ describe('Runner', () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
       const job = await insertPending(h.db, 'Poison', 1);
       await h.store.runner.claim({ workerId: 'dead', limit: 1, leaseMs: 300 });
-      await sleep(400);
-      expect(await h.store.runner.reap({ limit: 10 })).to.deep.equal({
-        requeued: 0,
-        failed: 1,
-      });
+      expect(await reapOnceExpired()).to.deep.equal({ requeued: 0, failed: 1 });
       const row = await h.store.getJob(job.id, null);
       expect(row).to.include({ status: 'failed', attempts: 1 });
       expect(row?.error).to.include({ code: 'lease_expired' });
@@ -193,15 +270,15 @@ describe('Runner', () => {
       h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
       const job = await insertPending(h.db, 'Etsy');
       const [a] = await h.store.runner.claim({ workerId: 'A', limit: 1, leaseMs: 300 });
-      await sleep(400);
-      await h.store.runner.reap({ limit: 10 });
+      expect(await reapOnceExpired()).to.deep.equal({ requeued: 1, failed: 0 });
       const [b] = await h.store.runner.claim({ workerId: 'B', limit: 1, leaseMs: 30_000 });
       expect(b?.attempts).to.equal(2);
 
       const claimA = { id: job.id, attempts: a!.attempts };
-      const [late] = await h.store.runner.complete({
+      const late = await completeOne({
         workerId: 'A',
-        items: [{ claim: claimA, result: { merchant: { name: 'stale' } } }],
+        claim: claimA,
+        merchant: { name: 'stale' },
       });
       expect(late).to.equal(undefined);
       const lateFailure = await h.store.runner.fail({
@@ -217,26 +294,80 @@ describe('Runner', () => {
         locked_by: 'B',
       });
 
-      const [done] = await h.store.runner.complete({
+      const done = await completeOne({
         workerId: 'B',
-        items: [{ claim: { id: job.id, attempts: 2 }, result: { merchant: { name: 'Etsy' } } }],
+        claim: { id: job.id, attempts: 2 },
+        merchant: { name: 'Etsy' },
       });
       expect(done?.result).to.deep.equal({ merchant: { name: 'Etsy' } });
+    });
+
+    it('changes nothing for writes whose attempt number is stale, from the same worker', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const job = await insertPending(h.db, 'Etsy');
+      const claim = () => h!.store.runner.claim({ workerId: 'W', limit: 1, leaseMs: 30_000 });
+      const [first] = await claim();
+      expect(first?.attempts).to.equal(1);
+      // Attempt 1 fails and is retried at once; worker W claims the job again: attempt 2.
+      const retried = await h.store.runner.fail({
+        workerId: 'W',
+        claim: { id: job.id, attempts: 1 },
+        error: { code: 'heuristic_error', message: 'attempt 1 failed', attempt: 1 },
+        retry: true,
+        retryDelayMs: 0,
+      });
+      expect(retried?.status).to.equal('pending');
+      const [second] = await claim();
+      expect(second).to.include({ id: job.id, attempts: 2, locked_by: 'W' });
+      const before = await h.store.getJob(job.id, null);
+
+      // Everything below carries W's id, but attempt 1's claim: all of it is fenced off.
+      const stale = { id: job.id, attempts: 1 };
+      expect(
+        await completeOne({ workerId: 'W', claim: stale, merchant: { name: 'stale' } }),
+      ).to.equal(undefined);
+      expect(
+        await h.store.runner.fail({
+          workerId: 'W',
+          claim: stale,
+          error: { code: 'heuristic_error', message: 'stale', attempt: 1 },
+          retry: false,
+          retryDelayMs: 0,
+        }),
+      ).to.equal(undefined);
+      const renewed = await h.store.runner.renew({
+        workerId: 'W',
+        claims: [stale],
+        leaseMs: 3_600_000,
+      });
+      expect([...renewed]).to.deep.equal([]);
+      expect(await h.store.runner.release({ workerId: 'W', claims: [stale] })).to.equal(0);
+      expect(await h.store.getJob(job.id, null)).to.deep.equal(before);
+
+      // Attempt 2's own claim still holds.
+      const done = await completeOne({
+        workerId: 'W',
+        claim: { id: job.id, attempts: 2 },
+        merchant: { name: 'Etsy' },
+      });
+      expect(done).to.include({ status: 'succeeded', attempts: 2 });
     });
 
     it('renews the lease while a long attempt runs, so it is never reaped', async () => {
       const heuristic = new TestHeuristic(echoAfter(1200));
       h = await startHarness({ heuristic, runner: { leaseMs: 300 } });
       const id = await submit('Long');
+      // A reaper sweeping every 50 ms for as long as the attempt runs (four leases).
       let reaped = 0;
+      let over = false;
       const reaper = (async () => {
-        for (let i = 0; i < 30; i++) {
+        while (!over) {
           const r = await h.store.runner.reap({ limit: 10 });
           reaped += r.requeued + r.failed;
           await sleep(50);
         }
       })();
-      const row = await finished(id);
+      const row = await finished(id).finally(() => (over = true));
       await reaper;
       expect(reaped).to.equal(0);
       expect(row).to.include({ status: 'succeeded', attempts: 1 });
@@ -259,13 +390,63 @@ describe('Runner', () => {
       await h.db('jobs').where({ id }).update({ locked_by: 'thief' });
       await eventually(async () => abortReason !== undefined, 3000, 'the attempt to be aborted');
       expect((abortReason as Error).name).to.equal('LeaseLostError');
-      await sleep(100);
+      // Once the runner has counted the attempt it writes nothing more for it.
+      await eventually(
+        async () => (await attemptOutcomes(h!.service.metrics)).lease_lost === 1,
+        5000,
+        'the attempt to be counted lease_lost',
+      );
       expect(await h.store.getJob(id, null)).to.include({
         status: 'running',
         locked_by: 'thief',
         result: null,
       });
     });
+  });
+
+  describe('an attempt whose job is canceled before its outcome is written', () => {
+    // The runner below has no LISTEN connection, so the cancel's NOTIFY never aborts the
+    // attempt: its answer (or failure) meets a fenced write that changes nothing, as it does when
+    // the NOTIFY is merely late. It must be counted as canceled, not as a lost lease.
+    const cases: Array<[string, (gate: Gate) => TestHeuristic]> = [
+      ['answers', (gate) => new TestHeuristic(gate.behaviour)],
+      [
+        'fails',
+        (gate) =>
+          new TestHeuristic(async (t, signal, call) => {
+            await gate.behaviour(t, signal, call);
+            throw new Error('upstream exploded');
+          }),
+      ],
+    ];
+    for (const [what, make] of cases) {
+      it(`is counted canceled when the heuristic ${what} after the cancel, and writes nothing`, async () => {
+        h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+        const gate = new Gate();
+        const heuristic = make(gate);
+        const other = otherRunner(h.db, heuristic);
+        try {
+          const id = await submit('Netflix');
+          other.runner.start();
+          await eventually(async () => heuristic.running === 1, 5000, 'the attempt to start');
+          expect((await h.store.cancelJob(id, null))?.previousStatus).to.equal('running');
+          gate.release();
+          const counted = await eventually(async () => {
+            const a = await other.attempts();
+            return Object.keys(a).length > 0 && a;
+          });
+          expect(counted).to.deep.equal({ canceled: 1 });
+          expect(await h.store.getJob(id, null)).to.include({
+            status: 'canceled',
+            result: null,
+            error: null,
+            locked_by: null,
+          });
+        } finally {
+          await other.stop();
+        }
+      });
+    }
   });
 
   describe('retention', () => {
@@ -329,12 +510,23 @@ describe('Runner', () => {
 
     it('claims nothing after stop()', async () => {
       const heuristic = new TestHeuristic(echoAfter(0));
-      h = await startHarness({ heuristic });
+      h = await startHarness({ heuristic, startRunner: false });
+      // A job another worker runs: never this runner's to claim; its cancel is the signal below.
+      const sentinel = await insertPending(h.db, 'sentinel');
+      await h.store.runner.claim({ workerId: 'elsewhere', limit: 1, leaseMs: HOUR });
+      h.runner.start();
       await h.runner.stop(0);
-      await insertPending(h.db, 'x');
-      h.runner.wake();
-      await sleep(300);
-      expect(await jobStatuses(h.db)).to.deep.equal({ pending: 1 });
+      await insertPending(h.db, 'x'); // NOTIFYs the service, which wakes its runner...
+      h.runner.wake(); // ...and so does this
+      // Announcements arrive in commit order: once the sentinel's cancel is heard, so was x's
+      // insert, and a runner that claims would have claimed x (and run it) by the time the
+      // sentinel's waiter is answered.
+      const waiter = h.http.get(`/jobs/${sentinel.id}?wait=10`).then((r) => r);
+      await eventually(async () => h!.events.size === 1, 5000, 'the waiter to register');
+      await h.store.cancelJob(sentinel.id, null);
+      expect((await waiter).body.status).to.equal('canceled');
+      expect(await jobStatuses(h.db)).to.deep.equal({ pending: 1, canceled: 1 });
+      expect(heuristic.calls).to.deep.equal([]);
     });
   });
 });

@@ -199,6 +199,27 @@ describe('quotas', () => {
 });
 
 describe('fair share', () => {
+  // Clients that have never been served tie on last_claimed_at and are ordered by id, which is
+  // random: each test runs once per order of the ids it involves, so none passes by luck.
+  const IDS = [
+    '00000000-0000-4000-8000-000000000001',
+    '7fffffff-ffff-4fff-bfff-ffffffffffff',
+    'ffffffff-ffff-4fff-bfff-fffffffffffe',
+  ];
+
+  /** Creates the clients `names`, their ids ascending in that order. */
+  async function clientsInIdOrder(db: Harness['db'], names: readonly string[]): Promise<void> {
+    await db('clients').insert(names.map((name, i) => ({ id: IDS[i], name })));
+  }
+
+  /** Every order of `items`. */
+  function permutations<T>(items: readonly T[]): T[][] {
+    if (items.length <= 1) return [[...items]];
+    return items.flatMap((item, i) =>
+      permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]),
+    );
+  }
+
   /** `n` pending jobs of client `name`, inserted in one statement (as a huge batch would be). */
   async function backlog(db: Harness['db'], name: string, n: number): Promise<void> {
     await db.raw(
@@ -210,78 +231,83 @@ describe('fair share', () => {
     );
   }
 
-  it('starts a single job of client B within 2 claims while client A has 100,000 pending', async function () {
-    this.timeout(60_000);
-    const h = await startHarness({
-      heuristic: new TestHeuristic(echoAfter(0)),
-      startRunner: false,
-    });
-    try {
-      await backlog(h.db, 'a', 100_000);
-      const claim = () => h.store.runner.claim({ workerId: 'w', limit: 1, leaseMs: 60_000 });
-      // A has been served for a while: its backlog is mid-flight.
-      for (let i = 0; i < 5; i++) expect((await claim())[0]?.client_id).to.equal(h.key.client.id);
-
-      const b = await issueKey(h.db, 'b');
-      const job = (await h.as(b.key).post('/normalize_merchant').send(tx('Netflix')).expect(202))
-        .body as { id: string };
-      const claimed: string[] = [];
-      for (let i = 0; i < 2 && !claimed.includes(job.id); i++) {
-        claimed.push(...(await claim()).map((r) => r.id));
-      }
-      expect(claimed, "B's job among the next 2 claims").to.include(job.id);
-      // And A goes on where it was: nothing of A's was skipped or lost.
-      const pendingOfA = await h.store.countPending({
-        clientId: h.key.client.id,
-        cap: 200_000,
+  for (const order of permutations(['big', 'small'])) {
+    it(`starts a single job of a new client within 2 claims while another has 100,000 pending (ids: ${order.join(' < ')})`, async function () {
+      this.timeout(60_000);
+      const h = await startHarness({
+        heuristic: new TestHeuristic(echoAfter(0)),
+        startRunner: false,
       });
-      expect(pendingOfA).to.equal(100_000 - 5 - (claimed.length - 1));
-    } finally {
-      await h.stop();
-    }
-  });
+      try {
+        await clientsInIdOrder(h.db, order);
+        const big = await clientId(h.db, 'big');
+        await backlog(h.db, 'big', 100_000);
+        const claim = () => h.store.runner.claim({ workerId: 'w', limit: 1, leaseMs: 60_000 });
+        // The big client has been served for a while: its backlog is mid-flight.
+        for (let i = 0; i < 5; i++) expect((await claim())[0]?.client_id).to.equal(big);
 
-  it('serves clients round-robin through the runner: no client waits behind another’s backlog', async () => {
-    const started: string[] = [];
-    const heuristic = new TestHeuristic(async (t) => {
-      started.push(t.description.split(' ')[0] ?? '');
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      return null;
+        const small = await issueKey(h.db, 'small');
+        const job = (
+          await h.as(small.key).post('/normalize_merchant').send(tx('Netflix')).expect(202)
+        ).body as { id: string };
+        const claimed: string[] = [];
+        for (let i = 0; i < 2 && !claimed.includes(job.id); i++) {
+          claimed.push(...(await claim()).map((r) => r.id));
+        }
+        expect(claimed, "the small client's job among the next 2 claims").to.include(job.id);
+        // And the big one goes on where it was: nothing of its was skipped or lost.
+        const pendingOfBig = await h.store.countPending({ clientId: big, cap: 200_000 });
+        expect(pendingOfBig).to.equal(100_000 - 5 - (claimed.length - 1));
+      } finally {
+        await h.stop();
+      }
     });
-    const h = await startHarness({
-      heuristic,
-      startRunner: false,
-      runner: { concurrency: 1 },
+  }
+
+  for (const order of permutations(['backlog', 'bee', 'sea'])) {
+    it(`serves clients round-robin through the runner: no client waits behind another’s backlog (ids: ${order.join(' < ')})`, async () => {
+      const started: string[] = [];
+      const heuristic = new TestHeuristic(async (t) => {
+        started.push(t.description.split(' ')[0] ?? '');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        return null;
+      });
+      const h = await startHarness({
+        heuristic,
+        startRunner: false,
+        runner: { concurrency: 1 },
+      });
+      try {
+        await clientsInIdOrder(h.db, order);
+        await backlog(h.db, 'backlog', 30); // descriptions "backlog N"
+        const b = h.as((await issueKey(h.db, 'bee')).key);
+        const c = h.as((await issueKey(h.db, 'sea')).key);
+        for (let i = 0; i < 3; i++) {
+          await b
+            .post('/normalize_merchant')
+            .send(tx(`bee ${i}`))
+            .expect(202);
+          await c
+            .post('/normalize_merchant')
+            .send(tx(`sea ${i}`))
+            .expect(202);
+        }
+        h.runner.start();
+        await eventually(async () => started.length === 36, 10_000, 'all 36 jobs');
+        // The first 9 starts take turns between the three clients; then the backlog runs alone.
+        const firstNine = started.slice(0, 9);
+        for (const name of ['backlog', 'bee', 'sea']) {
+          expect(
+            firstNine.filter((s) => s === name),
+            firstNine.join(' '),
+          ).to.have.length(3);
+        }
+        for (let i = 0; i + 2 < 9; i += 3) {
+          expect(new Set(firstNine.slice(i, i + 3)).size, firstNine.join(' ')).to.equal(3);
+        }
+      } finally {
+        await h.stop();
+      }
     });
-    try {
-      await backlog(h.db, 'a', 30); // descriptions "backlog N"
-      const b = h.as((await issueKey(h.db, 'b')).key);
-      const c = h.as((await issueKey(h.db, 'c')).key);
-      for (let i = 0; i < 3; i++) {
-        await b
-          .post('/normalize_merchant')
-          .send(tx(`bee ${i}`))
-          .expect(202);
-        await c
-          .post('/normalize_merchant')
-          .send(tx(`sea ${i}`))
-          .expect(202);
-      }
-      h.runner.start();
-      await eventually(async () => started.length === 36, 10_000, 'all 36 jobs');
-      // The first 9 starts take turns between the three clients; then A's backlog runs alone.
-      const firstNine = started.slice(0, 9);
-      for (const name of ['backlog', 'bee', 'sea']) {
-        expect(
-          firstNine.filter((s) => s === name),
-          firstNine.join(' '),
-        ).to.have.length(3);
-      }
-      for (let i = 0; i + 2 < 9; i += 3) {
-        expect(new Set(firstNine.slice(i, i + 3)).size, firstNine.join(' ')).to.equal(3);
-      }
-    } finally {
-      await h.stop();
-    }
-  });
+  }
 });

@@ -59,6 +59,13 @@ export interface HarnessOptions {
   config?: Partial<Config>;
   /** Put a TcpProxy between the service and Postgres (the test's own pool goes around it). */
   proxy?: boolean;
+  /** The runner's randomness (retry jitter). @defaultValue Math.random */
+  random?: () => number;
+  /**
+   * Postgres settings for the service's connections (sent as libpq `options`), e.g.
+   * `{ enable_indexscan: 'off' }` so that only an ORDER BY, not an index, orders rows.
+   */
+  pgSettings?: Record<string, string>;
 }
 
 /**
@@ -99,12 +106,16 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
   let proxy: TcpProxy | undefined;
   try {
     proxy = opts.proxy ? await TcpProxy.start(databaseUrl(db)) : undefined;
-    const url = proxy ? proxy.urlFor(databaseUrl(db)) : databaseUrl(db);
+    const url = withSettings(
+      proxy ? proxy.urlFor(databaseUrl(db)) : databaseUrl(db),
+      opts.pgSettings ?? {},
+    );
     service = await startService(testConfig(url, opts), {
       log: createLogger('silent'),
       heuristic: opts.heuristic,
       listen: false,
       startRunner: opts.startRunner ?? true,
+      random: opts.random,
     });
   } catch (err) {
     await proxy?.close();
@@ -134,6 +145,15 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
       await db.destroy();
     },
   };
+}
+
+/** `url` with `settings` as the libpq `options` parameter (`-c name=value` each). */
+function withSettings(url: string, settings: Record<string, string>): string {
+  const entries = Object.entries(settings);
+  if (entries.length === 0) return url;
+  const parsed = new URL(url);
+  parsed.searchParams.set('options', entries.map(([k, v]) => `-c ${k}=${v}`).join(' '));
+  return parsed.toString();
 }
 
 /** Submits one transaction through the harness's HTTP API; expects 202; returns the job. */

@@ -12,7 +12,6 @@ export type Behaviour = (
  * with it (calls, and how many ran at once).
  */
 export class TestHeuristic implements Heuristic {
-  readonly version = 'test-1';
   readonly calls: Transaction[] = [];
   running = 0;
   maxRunning = 0;
@@ -20,10 +19,12 @@ export class TestHeuristic implements Heuristic {
   /**
    * @param keyed - key transactions by description (result cache and single-flight apply);
    *   by default nothing is cacheable, so every job calls the heuristic.
+   * @param version - what the result cache keys carry besides the key.
    */
   constructor(
     private readonly behaviour: Behaviour,
     private readonly keyed = false,
+    readonly version: string = 'test-1',
   ) {}
 
   key(tx: Transaction): string | null {

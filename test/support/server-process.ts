@@ -19,12 +19,15 @@ export class ServerProcess {
   /** Sent with `post` and `get` when set. */
   apiKey = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves once the process has exited and all its output has been read into `logs`. */
+  readonly closed: Promise<void>;
 
   private constructor(readonly child: ChildProcess) {
     this.exited = once(child, 'exit').then(([code, signal]) => ({
       code: code as number | null,
       signal: signal as NodeJS.Signals | null,
     }));
+    this.closed = once(child, 'close').then(() => undefined);
     let buffered = '';
     child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
       buffered += chunk;
