@@ -60,6 +60,16 @@ export function requestContext(log: Logger, observe?: (line: RequestLine) => voi
     ctx.set('X-Request-Id', requestId);
     try {
       await next();
+      if (ctx.body === undefined && ctx.status === 501) {
+        // allowedMethods() answers 501 Not Implemented, as plain text, to a method no route has
+        // (TRACE, PROPFIND, ...). Asking for it is the client's mistake, not a server fault:
+        // 405 where the path exists (Allow lists what it takes), 404 where it does not.
+        if (ctx.response.get('Allow')) ctx.status = 405;
+        else {
+          ctx.remove('Allow');
+          ctx.status = 404;
+        }
+      }
       if (ctx.body === undefined && ctx.status === 404) {
         throw new HttpProblem(
           404,

@@ -32,6 +32,7 @@ export const PROBLEM_TYPES = {
   idempotencyKeyReused: '/problems/idempotency-key-reused',
   jobFinished: '/problems/job-already-finished',
   malformedJson: '/problems/malformed-json',
+  malformedBody: '/problems/malformed-body',
   unsupportedMediaType: '/problems/unsupported-media-type',
   tooLarge: '/problems/body-too-large',
   notFound: '/problems/not-found',
