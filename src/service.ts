@@ -14,7 +14,7 @@ import { KEYS_REVOKED_CHANNEL } from './auth/keys.js';
 import { ensureLocalKey } from './auth/local-key.js';
 import type { Config } from './config.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
-import { createKnex, migrateLatest } from './db/knex.js';
+import { createKnex, migrateLatest, waitForDatabase } from './db/knex.js';
 import { CpuPool } from './heuristic/cpu-pool.js';
 import { createMockHeuristic } from './heuristic/mock.js';
 import { type Heuristic, cacheKeyOf } from './heuristic/types.js';
@@ -84,7 +84,12 @@ export async function startService(
     log.info({ databaseUrl, dataDir: config.dataDir }, 'embedded Postgres started');
   }
 
-  const db = createKnex(databaseUrl, config.databasePoolMax, log);
+  // Every statement of the service's pool is bounded (statement and query timeouts, a short
+  // wait for a connection), so a stalled database answers requests with 503, not a hang.
+  const db = createKnex(databaseUrl, config.databasePoolMax, log, {
+    statementMs: config.databaseStatementTimeoutMs,
+    acquireMs: config.databaseAcquireTimeoutMs,
+  });
   const events = new JobEvents();
   let runner: Runner | undefined;
   let notifier: PgNotifier | undefined;
@@ -110,8 +115,19 @@ export async function startService(
   };
 
   try {
-    const applied = await migrateLatest(db);
-    if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
+    // Start-up waits for a database that is not up yet (compose, a restart) rather than exit.
+    // Migrations run on a pool of their own without statement timeouts: an index build may
+    // take minutes, and they queue behind another process's migrations.
+    const migrator = createKnex(databaseUrl, 2, log, {
+      acquireMs: config.databaseAcquireTimeoutMs,
+    });
+    try {
+      await waitForDatabase(migrator, { waitMs: config.databaseStartupWaitMs, log });
+      const applied = await migrateLatest(migrator);
+      if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
+    } finally {
+      await migrator.destroy();
+    }
     // Zero setup: the embedded database comes with a key; a shared one gets keys from the CLI.
     if (embedded) await ensureLocalKey(db, config.dataDir, log);
     const auth = new Authenticator(db);
@@ -145,6 +161,7 @@ export async function startService(
     busySlots = () => jobRunner.busySlots;
     notifier = new PgNotifier({
       connectionString: databaseUrl,
+      connectTimeoutMs: config.databaseAcquireTimeoutMs,
       channels: {
         [PENDING_CHANNEL]: wake,
         [FINISHED_CHANNEL]: (payload) => {

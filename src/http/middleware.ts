@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Context, Next } from 'koa';
 import type { Authenticator, Principal } from '../auth/authenticator.js';
-import { isTransientDbError } from '../db/transient.js';
+import { isTransientDbError, outcomeUnknown } from '../db/transient.js';
 import type { Logger } from '../log.js';
 import { HttpProblem, PROBLEM_TYPES, type ProblemBody } from './problem.js';
 
@@ -112,11 +112,18 @@ function renderProblem(ctx: Context, err: unknown) {
     problem = err;
   } else if (isTransientDbError(err)) {
     log.error({ err }, 'database unavailable');
+    // A write whose answer never came may have been committed: say so, rather than promise
+    // that nothing was stored. An Idempotency-Key makes the retry safe either way.
+    const unsure = outcomeUnknown(err) && ctx.method !== 'GET' && ctx.method !== 'HEAD';
     problem = new HttpProblem(
       503,
       PROBLEM_TYPES.unavailable,
       'Service Unavailable',
-      'The database is unreachable; nothing was stored. Retry later.',
+      unsure
+        ? 'The database stopped answering while this request was under way: it may or may ' +
+            'not have been stored. Retrying with the same Idempotency-Key is safe; without ' +
+            'one, a retry may create a second job.'
+        : 'The database is unreachable; nothing was stored. Retry later.',
       undefined,
       { 'Retry-After': '5' },
     );

@@ -9,8 +9,19 @@ export interface HealthDeps {
   isDraining: () => boolean;
 }
 
+/** `/readyz` answers within this, even when the database does not (load balancers give up). */
+export const READINESS_TIMEOUT_MS = 1500;
+
 export function healthRoutes(deps: HealthDeps): Router {
   const router = new Router();
+
+  // One check at a time: probes arriving while one runs share its answer, so a stalled
+  // database does not collect a pool connection per probe.
+  let checking: Promise<boolean> | undefined;
+  const check = () => {
+    checking ??= migrationsApplied(deps.db).finally(() => (checking = undefined));
+    return checking;
+  };
 
   // Liveness: the process answers. No dependencies checked, so a database outage does not
   // get every replica restarted.
@@ -26,10 +37,19 @@ export function healthRoutes(deps: HealthDeps): Router {
       });
     if (deps.isDraining()) throw unavailable('Shutting down.');
     let ready: boolean;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer within ${READINESS_TIMEOUT_MS} ms`)),
+        READINESS_TIMEOUT_MS,
+      );
+    });
     try {
-      ready = await migrationsApplied(deps.db);
+      ready = await Promise.race([check(), timedOut]);
     } catch {
-      throw unavailable('The database is unreachable.');
+      throw unavailable('The database is unreachable (or did not answer in time).');
+    } finally {
+      clearTimeout(timer);
     }
     if (!ready) throw unavailable('Database migrations are not applied.');
     ctx.body = { status: 'ready', checks: { database: 'ok', migrations: 'ok' } };
