@@ -13,14 +13,16 @@ import type { Knex } from 'knex';
 import PQueue from 'p-queue';
 import type { Heuristic, Merchant } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
-import { withDbRetry } from '../db/transient.js';
+import { isTransientDbError, withDbRetry } from '../db/transient.js';
 import { retryDelayMs } from './backoff.js';
+import { WriteAbandoned, untilWritten, writeApartOnError } from './durable-write.js';
 import { GroupCommit } from './group-commit.js';
 import {
   AttemptTimeoutError,
   JobCanceledError,
   LeaseLostError,
   NonRetryableError,
+  ResultNotStoredError,
   ShutdownError,
   coerceError,
   jobErrorFrom,
@@ -65,6 +67,12 @@ interface Attempt {
   claim: Claim;
   job: JobRow;
   controller: AbortController;
+  /**
+   * Aborted once this attempt may no longer write its outcome: its lease was found taken, the
+   * job finished elsewhere (canceled), or shutdown's grace period is over. Until then an
+   * outcome that cannot be written for want of a database is retried (durable-write.ts).
+   */
+  held: AbortController;
   started: boolean;
   /** True once the outcome is recorded (or deliberately dropped). */
   settled: boolean;
@@ -82,16 +90,19 @@ const PURGE_BATCH = 1000;
 
 export class Runner {
   readonly workerId: string;
-  /** Successful attempts are recorded together: one statement per group (group commit). */
+  /**
+   * Successful attempts are recorded together: one statement per group (group commit). A
+   * transient error fails the group (each caller retries, see `record`); any other error is
+   * tried again item by item, so one item that cannot be written does not fail the others.
+   */
   private readonly completions = new GroupCommit(
-    (items: { claim: Claim; merchant: Merchant | null }[]) =>
-      withDbRetry(() =>
-        store.completeJobs(this.opts.db, {
-          workerId: this.workerId,
-          items,
-          cacheTtlMs: this.opts.cacheTtlMs ?? 0,
-        }),
-      ),
+    writeApartOnError((items: { claim: Claim; merchant: Merchant | null }[]) =>
+      store.completeJobs(this.opts.db, {
+        workerId: this.workerId,
+        items,
+        cacheTtlMs: this.opts.cacheTtlMs ?? 0,
+      }),
+    ),
   );
   private readonly queue: PQueue;
   private readonly attempts = new Map<string, Attempt>();
@@ -141,6 +152,8 @@ export class Runner {
       if (a.claim.id === jobId && !a.settled && !a.controller.signal.aborted) {
         a.controller.abort(new JobCanceledError());
       }
+      // Terminal already: no write of this attempt can change it any more.
+      if (a.claim.id === jobId && !a.settled) a.held.abort();
     }
   }
 
@@ -182,7 +195,11 @@ export class Runner {
           'grace period over: handing running jobs back',
         );
       }
-      for (const a of interrupted) a.controller.abort(new ShutdownError());
+      for (const a of interrupted) {
+        a.controller.abort(new ShutdownError());
+        // An outcome still waiting for the database is given up: the lease expires, it reruns.
+        a.held.abort();
+      }
       await Promise.all(interrupted.map((a) => a.done));
     }
     clearInterval(this.heartbeatTimer);
@@ -214,6 +231,9 @@ export class Runner {
       for (;;) {
         const { requeued, failed } = await store.reapExpiredLeases(this.opts.db, {
           limit: REAP_BATCH,
+          // Our own attempts are alive, whatever their lease says after an outage: the
+          // heartbeat renews them, and a finished one is still trying to record its answer.
+          except: this.heldClaims().map((c) => c.id),
         });
         if (requeued + failed > 0) {
           this.opts.log.warn({ requeued, failed }, 'reaped jobs whose lease expired');
@@ -274,6 +294,7 @@ export class Runner {
       claim: { id: job.id, attempts: job.attempts },
       job,
       controller: new AbortController(),
+      held: new AbortController(),
       started: false,
       settled: false,
       done,
@@ -355,10 +376,23 @@ export class Runner {
       durationMs: Math.round(durationMs),
     });
     const count = (outcome: AttemptOutcome) => this.opts.metrics?.attempt(outcome, durationMs);
+    // Writes are retried through outages for as long as the claim is held (durable-write.ts).
+    const durably = <T>(write: () => Promise<T>) =>
+      untilWritten(write, {
+        held: attempt.held.signal,
+        onRetry: (err, tries, delayMs) => {
+          if (tries === 1 || tries % 10 === 0) {
+            log.warn(
+              { err, tries, retryInMs: delayMs },
+              'could not record the attempt; retrying while its lease holds',
+            );
+          }
+        },
+      });
     try {
       if ('coalesced' in outcome) {
         // Back to pending, attempt not counted; claims skip it until the leader completes it.
-        await withDbRetry(() =>
+        await durably(() =>
           store.releaseClaims(this.opts.db, { workerId: this.workerId, claims: [claim] }),
         );
         log.info({ outcome: 'coalesced' }, 'job attempt: its key is being computed by another job');
@@ -366,7 +400,17 @@ export class Runner {
         return;
       }
       if ('merchant' in outcome) {
-        const row = await this.completions.submit({ claim, merchant: outcome.merchant });
+        const completion = await durably(async () => {
+          const done = await this.completions.submit({ claim, merchant: outcome.merchant });
+          // A transient error of this item alone (written apart from its group) is retried.
+          if ('error' in done && isTransientDbError(done.error)) throw done.error;
+          return done;
+        });
+        if ('error' in completion) {
+          await this.handBack(attempt, completion.error, log, count);
+          return;
+        }
+        const row = completion.row;
         if (row) {
           const cached = outcome.cached === true;
           if (!cached) this.opts.stats.record(durationMs);
@@ -406,40 +450,78 @@ export class Runner {
         return;
       }
       this.opts.stats.record(durationMs);
-      const retry = !(error instanceof NonRetryableError);
-      const delay = retryDelayMs(
-        claim.attempts,
-        { baseMs: this.opts.backoffBaseMs, maxMs: this.opts.backoffMaxMs },
-        this.opts.random,
-      );
-      const row = await withDbRetry(() =>
-        store.failAttempt(this.opts.db, {
-          workerId: this.workerId,
-          claim,
-          error: jobErrorFrom(error, claim.attempts),
-          retry,
-          retryDelayMs: delay,
-        }),
-      );
-      const reason = error.message;
-      if (!row) {
-        log.warn({ outcome: 'discarded', reason }, 'job attempt failed after losing its lease');
-        count('discarded');
-      } else if (row.status === 'pending') {
-        log.warn({ outcome: 'retry', reason, retryInMs: delay }, 'job attempt failed; will retry');
-        count('retry');
-        this.wakeAfter(delay);
-      } else {
-        log.error({ outcome: 'failed', reason }, 'job failed');
-        count('failed');
-      }
-      // Jobs that waited on this attempt's key are claimable now: one of them computes it.
-      if (row?.cache_key) this.wake();
+      await this.recordFailure(attempt, error, log, count, durably);
     } catch (err) {
-      log.error({ err }, 'could not record attempt outcome; the lease will expire and it reruns');
+      if (err instanceof WriteAbandoned) {
+        log.warn(
+          { outcome: 'lease_lost', tries: err.tries },
+          'could not record the attempt before its claim was lost; it runs again if still due',
+        );
+        count('lease_lost');
+      } else {
+        log.error({ err }, 'could not record attempt outcome; the lease will expire and it reruns');
+      }
     } finally {
       this.finish(attempt);
     }
+  }
+
+  /**
+   * The attempt's answer cannot be stored (an error retrying will not fix): hand the job back,
+   * as a failed attempt that is retried like any other, rather than leave it `running` until
+   * its lease expires.
+   */
+  private async handBack(
+    attempt: Attempt,
+    cause: unknown,
+    log: Logger,
+    count: (outcome: AttemptOutcome) => void,
+  ) {
+    log.error({ err: cause }, "the attempt's result could not be stored; handing the job back");
+    const error = new ResultNotStoredError(cause);
+    await this.recordFailure(attempt, error, log, count, (write) =>
+      untilWritten(write, { held: attempt.held.signal }),
+    );
+  }
+
+  /** A failed attempt: back to pending with backoff while attempts remain, else `failed`. */
+  private async recordFailure(
+    attempt: Attempt,
+    error: Error,
+    log: Logger,
+    count: (outcome: AttemptOutcome) => void,
+    durably: <T>(write: () => Promise<T>) => Promise<T>,
+  ) {
+    const { claim } = attempt;
+    const retry = !(error instanceof NonRetryableError);
+    const delay = retryDelayMs(
+      claim.attempts,
+      { baseMs: this.opts.backoffBaseMs, maxMs: this.opts.backoffMaxMs },
+      this.opts.random,
+    );
+    const row = await durably(() =>
+      store.failAttempt(this.opts.db, {
+        workerId: this.workerId,
+        claim,
+        error: jobErrorFrom(error, claim.attempts),
+        retry,
+        retryDelayMs: delay,
+      }),
+    );
+    const reason = error.message;
+    if (!row) {
+      log.warn({ outcome: 'discarded', reason }, 'job attempt failed after losing its lease');
+      count('discarded');
+    } else if (row.status === 'pending') {
+      log.warn({ outcome: 'retry', reason, retryInMs: delay }, 'job attempt failed; will retry');
+      count('retry');
+      this.wakeAfter(delay);
+    } else {
+      log.error({ outcome: 'failed', reason }, 'job failed');
+      count('failed');
+    }
+    // Jobs that waited on this attempt's key are claimable now: one of them computes it.
+    if (row?.cache_key) this.wake();
   }
 
   private finish(attempt: Attempt) {
@@ -455,6 +537,11 @@ export class Runner {
     }, ms);
     timer.unref();
     this.wakeTimers.add(timer);
+  }
+
+  /** Claims of attempts not recorded yet: what the heartbeat renews and the reaper spares. */
+  private heldClaims(): Claim[] {
+    return [...this.attempts.values()].filter((a) => !a.settled).map((a) => a.claim);
   }
 
   private async heartbeat() {
@@ -473,7 +560,10 @@ export class Runner {
       return;
     }
     for (const a of live) {
-      if (!a.settled && !held.has(a.claim.id)) a.controller.abort(new LeaseLostError());
+      if (!a.settled && !held.has(a.claim.id)) {
+        a.controller.abort(new LeaseLostError());
+        a.held.abort();
+      }
     }
   }
 

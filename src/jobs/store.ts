@@ -736,12 +736,16 @@ export async function releaseClaims(
   return res.rows[0]?.released ?? 0;
 }
 
-// For up to `limit` running jobs whose lease expired (their process died): status=pending again,
-// or status=failed when that was the last attempt; error says the lease expired; NOTIFYs runners
-// (and FINISHED_CHANNEL for the failed ones).
+// For up to `limit` running jobs whose lease expired (their process died), but those in
+// `except`: status=pending again, or status=failed when that was the last attempt; error says
+// the lease expired; NOTIFYs runners (and FINISHED_CHANNEL for the failed ones).
 export async function reapExpiredLeases(
   db: Knex,
-  opts: { limit: number },
+  opts: {
+    limit: number;
+    /** Jobs not to reap: the caller's own live attempts, whatever their lease says. */
+    except?: readonly string[];
+  },
 ): Promise<{ requeued: number; failed: number }> {
   const res = await db.raw<{ rows: { requeued: number; failed: number }[] }>(
     `WITH reaped AS (
@@ -756,6 +760,7 @@ export async function reapExpiredLeases(
          locked_by = NULL, locked_until = NULL
        WHERE id IN (
          SELECT id FROM jobs WHERE status = 'running' AND locked_until < now()
+           AND NOT (id = ANY(?::uuid[]))
          ORDER BY locked_until LIMIT ? FOR UPDATE SKIP LOCKED
        )
        RETURNING id, batch_id, status
@@ -767,7 +772,7 @@ export async function reapExpiredLeases(
             CASE WHEN count(*) FILTER (WHERE status = 'pending') > 0 THEN pg_notify(?, '') END,
             (SELECT count(*) FROM finished) AS notified
      FROM reaped`,
-    [opts.limit, FINISHED_CHANNEL, PENDING_CHANNEL],
+    [[...(opts.except ?? [])], opts.limit, FINISHED_CHANNEL, PENDING_CHANNEL],
   );
   const counts = res.rows[0];
   return { requeued: counts?.requeued ?? 0, failed: counts?.failed ?? 0 };
