@@ -205,11 +205,9 @@ describe('batches', () => {
         .where({ id: unfinished.jobIds[0] })
         .update({ status: 'succeeded', finished_at: longAgo });
       // A finished job inside a batch is not purged on its own either.
-      expect(await store.purgeFinishedJobs(h.db, { before: new Date(), limit: 100 })).to.equal(0);
+      expect(await store.purgeFinishedJobs(h.db, { olderThanMs: 0, limit: 100 })).to.equal(0);
 
-      expect(await store.purgeFinishedBatches(h.db, { before: new Date(), limit: 100 })).to.equal(
-        1,
-      );
+      expect(await store.purgeFinishedBatches(h.db, { olderThanMs: 0, limit: 100 })).to.equal(1);
       expect(await store.getBatch(h.db, old.id, null)).to.equal(undefined);
       expect(
         await h.db('jobs').whereIn('id', old.jobIds).count<{ count: number }[]>('*'),

@@ -569,18 +569,19 @@ export class Runner {
 
   private async purge() {
     if (this.state !== 'running') return;
-    const before = new Date(Date.now() - this.opts.retentionMs);
+    // The cutoff is computed by the database against its own timestamps (store.ts).
+    const olderThanMs = this.opts.retentionMs;
     try {
       let total = 0;
       for (const purgeSome of [store.purgeFinishedJobs, store.purgeFinishedBatches]) {
         for (;;) {
-          const n = await purgeSome(this.opts.db, { before, limit: PURGE_BATCH });
+          const n = await purgeSome(this.opts.db, { olderThanMs, limit: PURGE_BATCH });
           total += n;
           if (n < PURGE_BATCH || this.state !== 'running') break;
         }
       }
       if (total > 0)
-        this.opts.log.info({ purged: total, before }, 'purged finished jobs and batches');
+        this.opts.log.info({ purged: total, olderThanMs }, 'purged finished jobs and batches');
       let expired = 0;
       for (;;) {
         const n = await store.purgeExpiredResults(this.opts.db, { limit: PURGE_BATCH });

@@ -60,6 +60,8 @@ export interface JobRow {
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
+  /** The database's clock when `getJob` read the row: what `started_at` is compared with. */
+  read_at?: Date;
 }
 
 /** A batch with the state of its jobs, counted per status. */
@@ -314,14 +316,14 @@ function ownedBy(alias: string, owner: Owner): [string, Knex.RawBinding[]] {
   return owner === null ? ['TRUE', []] : [`${alias}.client_id = ?`, [owner]];
 }
 
-// Reads one job of `owner`; changes nothing.
+// Reads one job of `owner`, with the database's clock (`read_at`); changes nothing.
 export async function getJob(db: Knex, id: string, owner: Owner): Promise<JobRow | undefined> {
   const [own, ownBindings] = ownedBy('jobs', owner);
   const name = owner === null ? 'merchant_get_job_any' : 'merchant_get_job';
   const [row] = await preparedRows(
     db,
     name,
-    `SELECT ${COLUMNS} FROM jobs WHERE id = ? AND ${own}`,
+    `SELECT ${COLUMNS}, now() AS read_at FROM jobs WHERE id = ? AND ${own}`,
     [id, ...ownBindings],
   );
   return row;
@@ -778,41 +780,44 @@ export async function reapExpiredLeases(
   return { requeued: counts?.requeued ?? 0, failed: counts?.failed ?? 0 };
 }
 
-// Deletes up to `limit` finished (succeeded, failed, canceled) jobs outside batches with
-// finished_at before `before`.
+// Deletes up to `limit` finished (succeeded, failed, canceled) jobs outside batches that
+// finished more than `olderThanMs` ago, by the database's clock (a service clock running fast
+// must not purge what finished minutes ago, idempotency keys included).
 export async function purgeFinishedJobs(
   db: Knex,
-  opts: { before: Date; limit: number },
+  opts: { olderThanMs: number; limit: number },
 ): Promise<number> {
   const res = await db.raw<{ rowCount: number }>(
     `DELETE FROM jobs WHERE id IN (
        SELECT id FROM jobs
-       WHERE status IN ('succeeded', 'failed', 'canceled') AND finished_at < ?
+       WHERE status IN ('succeeded', 'failed', 'canceled')
+         AND finished_at < now() - make_interval(secs => ? / 1000.0)
          AND batch_id IS NULL
        LIMIT ?
      )`,
-    [opts.before, opts.limit],
+    [opts.olderThanMs, opts.limit],
   );
   return res.rowCount;
 }
 
-// Deletes up to `limit` batches (and, by cascade, their jobs) whose jobs all finished before
-// `before`: a batch is kept whole until its last job ages out.
+// Deletes up to `limit` batches (and, by cascade, their jobs) whose jobs all finished more than
+// `olderThanMs` ago by the database's clock: a batch is kept whole until its last job ages out.
 export async function purgeFinishedBatches(
   db: Knex,
-  opts: { before: Date; limit: number },
+  opts: { olderThanMs: number; limit: number },
 ): Promise<number> {
   const res = await db.raw<{ rowCount: number }>(
-    `DELETE FROM batches WHERE id IN (
-       SELECT b.id FROM batches b
-       WHERE b.created_at < ?
+    `WITH cutoff AS (SELECT now() - make_interval(secs => ? / 1000.0) AS at)
+     DELETE FROM batches WHERE id IN (
+       SELECT b.id FROM batches b, cutoff
+       WHERE b.created_at < cutoff.at
          AND NOT EXISTS (
            SELECT 1 FROM jobs j WHERE j.batch_id = b.id
-             AND (j.status NOT IN ('succeeded', 'failed', 'canceled') OR j.finished_at >= ?)
+             AND (j.status NOT IN ('succeeded', 'failed', 'canceled') OR j.finished_at >= cutoff.at)
          )
        LIMIT ?
      )`,
-    [opts.before, opts.before, opts.limit],
+    [opts.olderThanMs, opts.limit],
   );
   return res.rowCount;
 }
