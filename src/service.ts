@@ -139,6 +139,7 @@ export async function startService(
       busySlots: () => busySlots(),
       concurrency: config.runnerConcurrency,
       waiters: () => events.size,
+      queueRefreshMs: config.metricsQueueRefreshMs,
     });
     const jobRunner = new Runner({
       metrics,
@@ -198,6 +199,7 @@ export async function startService(
       onJobSubmitted: wake,
       isDraining: () => draining,
       metrics,
+      metricsToken: config.metricsToken,
     });
 
     let url: string | undefined;

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import Koa from 'koa';
 import type { Knex } from 'knex';
@@ -9,6 +10,7 @@ import type { JobEvents } from '../jobs/events.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { requestContext } from './middleware.js';
+import { HttpProblem, PROBLEM_TYPES } from './problem.js';
 import { batchRoutes } from './routes/batches.js';
 import { docsRoutes } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
@@ -33,6 +35,8 @@ export interface AppDeps {
   isDraining: () => boolean;
   /** Prometheus metrics; without them there is no /metrics route. */
   metrics?: Metrics;
+  /** When set, /metrics needs `Authorization: Bearer <metricsToken>` (METRICS_TOKEN). */
+  metricsToken?: string;
 }
 
 /** What the job and batch routes use. */
@@ -87,7 +91,22 @@ export function createApp(deps: AppDeps): Koa {
   );
   const metrics = deps.metrics;
   if (metrics) {
+    const token = deps.metricsToken === undefined ? undefined : digest(deps.metricsToken);
     router.get('/metrics', async (ctx) => {
+      if (token) {
+        const sent = /^Bearer[ ]+(\S+)\s*$/i.exec(ctx.get('Authorization'))?.[1] ?? '';
+        // Compared as digests, in constant time: the token's length is not given away either.
+        if (!timingSafeEqual(digest(sent), token)) {
+          throw new HttpProblem(
+            401,
+            PROBLEM_TYPES.unauthorized,
+            'Unauthorized',
+            'GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>".',
+            undefined,
+            { 'WWW-Authenticate': 'Bearer realm="merchant-normalizer-metrics"' },
+          );
+        }
+      }
       ctx.set('Cache-Control', 'no-store');
       ctx.type = metrics.registry.contentType;
       ctx.body = await metrics.registry.metrics();
@@ -97,3 +116,5 @@ export function createApp(deps: AppDeps): Koa {
   app.use(router.allowedMethods());
   return app;
 }
+
+const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
