@@ -130,7 +130,7 @@ export async function startService(
     }
     // Zero setup: the embedded database comes with a key; a shared one gets keys from the CLI.
     if (embedded) await ensureLocalKey(db, config.dataDir, log);
-    const auth = new Authenticator(db);
+    const auth = new Authenticator(db, { failuresPerMinute: config.authFailuresPerMinute });
 
     const stats = new AttemptStats();
     let busySlots = () => 0;

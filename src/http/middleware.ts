@@ -15,12 +15,13 @@ export interface State {
 }
 
 /**
- * Requires an API key (`Authorization: Bearer …`): 401 without a valid one. Runs before the body
- * is read, so an unauthenticated request costs no parsing.
+ * Requires an API key (`Authorization: Bearer …`): 401 without a valid one (429 once the client
+ * address has failed too often). Runs before the body is read, so an unauthenticated request
+ * costs no parsing.
  */
 export function authenticate(auth: Authenticator) {
   return async (ctx: Context, next: Next) => {
-    const client = await auth.authenticate(ctx.get('Authorization'));
+    const client = await auth.authenticate(ctx.get('Authorization'), ctx.ip);
     const state = ctx.state as State;
     state.client = client;
     state.log = state.log.child({ client: client.name });

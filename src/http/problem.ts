@@ -39,6 +39,7 @@ export const PROBLEM_TYPES = {
   methodNotAllowed: '/problems/method-not-allowed',
   unavailable: '/problems/service-unavailable',
   unauthorized: '/problems/unauthorized',
+  tooManyAuthFailures: '/problems/too-many-failed-authentications',
   quotaExceeded: '/problems/pending-quota-exceeded',
   queueFull: '/problems/queue-full',
 } as const;
