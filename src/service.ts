@@ -123,7 +123,7 @@ export async function startService(
     });
     try {
       await waitForDatabase(migrator, { waitMs: config.databaseStartupWaitMs, log });
-      const applied = await migrateLatest(migrator);
+      const applied = await migrateLatest(migrator, log);
       if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
     } finally {
       await migrator.destroy();

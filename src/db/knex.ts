@@ -149,12 +149,38 @@ interface PgConnection {
   query(sql: string, values?: unknown[]): Promise<unknown>;
 }
 
+/** How a database's applied migrations compare with the ones this build knows. */
+export interface MigrationState {
+  /** Known to this build, not applied yet. */
+  missing: string[];
+  /** Applied, but unknown to this build: a newer version migrated this database. */
+  unknown: string[];
+}
+
+/** Reads which migrations are applied (none when there is no migrations table yet). */
+export async function migrationState(db: Knex): Promise<MigrationState> {
+  const exists = await db.schema.hasTable('knex_migrations');
+  const rows = exists ? await db('knex_migrations').select<{ name: string }[]>('name') : [];
+  const applied = new Set(rows.map((r) => r.name));
+  const known = new Set(migrationNames);
+  return {
+    missing: migrationNames.filter((name) => !applied.has(name)),
+    unknown: [...applied].filter((name) => !known.has(name)).sort(),
+  };
+}
+
 /**
  * Applies pending migrations. Several processes may start at once against one database, and
  * knex's own lock makes the loser fail rather than wait, so migrators queue on a session-level
  * advisory lock first; the lock is released when the session ends, even if this process dies.
+ *
+ * A database a newer version has migrated (rolling back, or two versions side by side during a
+ * deploy) holds migrations this build does not know. Migrations are additive (see README,
+ * "Decisions"), so this build runs on it as long as every migration it knows is applied: it
+ * applies nothing, warns, and /readyz reports it. If one it knows is missing as well, the
+ * database took another path than this build's: it refuses to start.
  */
-export async function migrateLatest(db: Knex): Promise<string[]> {
+export async function migrateLatest(db: Knex, log?: Logger): Promise<string[]> {
   // knex has no public API for pinning one pooled connection; these two are what knex's own
   // transaction code uses.
   const client = db.client as {
@@ -165,6 +191,16 @@ export async function migrateLatest(db: Knex): Promise<string[]> {
   try {
     await conn.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
     try {
+      const { missing, unknown } = await migrationState(db);
+      if (unknown.length > 0) {
+        if (missing.length > 0) throw new DivergedMigrationsError(missing, unknown);
+        log?.warn(
+          { unknownMigrations: unknown },
+          'the database has migrations this version does not know (a newer version applied ' +
+            'them); starting, as every migration this version needs is applied',
+        );
+        return [];
+      }
       const [, applied] = (await db.migrate.latest()) as [number, string[]];
       return applied;
     } finally {
@@ -175,9 +211,22 @@ export async function migrateLatest(db: Knex): Promise<string[]> {
   }
 }
 
+/** The database has migrations this build does not know and lacks some it needs. */
+export class DivergedMigrationsError extends Error {
+  constructor(
+    readonly missing: string[],
+    readonly unknown: string[],
+  ) {
+    super(
+      `The database has migrations this version does not know (${unknown.join(', ')}) and ` +
+        `lacks ones it needs (${missing.join(', ')}): it was migrated along another line of ` +
+        'versions. Start a version that knows all of its migrations.',
+    );
+    this.name = 'DivergedMigrationsError';
+  }
+}
+
 /** True when every migration this build knows has been applied (readiness). */
 export async function migrationsApplied(db: Knex): Promise<boolean> {
-  const rows = await db('knex_migrations').select<{ name: string }[]>('name');
-  const applied = new Set(rows.map((r) => r.name));
-  return migrationNames.every((name) => applied.has(name));
+  return (await migrationState(db)).missing.length === 0;
 }

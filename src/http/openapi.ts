@@ -279,7 +279,13 @@ export function openApiDocument(version: string): Record<string, unknown> {
           ...open,
           operationId: 'readiness',
           summary: 'Readiness: database reachable, migrations applied',
-          responses: { '200': { description: 'Ready.' }, '503': problem('Not ready.') },
+          description:
+            'Answers within 2 s. `checks.migrations` is `newer` (with `unknown_migrations`) ' +
+            'when a newer version has migrated the database further: still ready.',
+          responses: {
+            '200': { description: 'Ready.' },
+            '503': problem('Not ready: shutting down, database unreachable or not migrated.'),
+          },
         },
       },
     },

@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import type { Knex } from 'knex';
-import { migrationsApplied } from '../../db/knex.js';
+import { type MigrationState, migrationState } from '../../db/knex.js';
 import { HttpProblem, PROBLEM_TYPES } from '../problem.js';
 
 export interface HealthDeps {
@@ -17,9 +17,9 @@ export function healthRoutes(deps: HealthDeps): Router {
 
   // One check at a time: probes arriving while one runs share its answer, so a stalled
   // database does not collect a pool connection per probe.
-  let checking: Promise<boolean> | undefined;
+  let checking: Promise<MigrationState> | undefined;
   const check = () => {
-    checking ??= migrationsApplied(deps.db).finally(() => (checking = undefined));
+    checking ??= migrationState(deps.db).finally(() => (checking = undefined));
     return checking;
   };
 
@@ -29,14 +29,15 @@ export function healthRoutes(deps: HealthDeps): Router {
     ctx.body = { status: 'ok' };
   });
 
-  // Readiness: the database answers and every migration this build knows is applied.
+  // Readiness: the database answers and every migration this build knows is applied (newer
+  // ones it does not know are reported, not refused).
   router.get('/readyz', async (ctx) => {
     const unavailable = (detail: string) =>
       new HttpProblem(503, PROBLEM_TYPES.unavailable, 'Not Ready', detail, undefined, {
         'Retry-After': '5',
       });
     if (deps.isDraining()) throw unavailable('Shutting down.');
-    let ready: boolean;
+    let state: MigrationState;
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -45,14 +46,23 @@ export function healthRoutes(deps: HealthDeps): Router {
       );
     });
     try {
-      ready = await Promise.race([check(), timedOut]);
+      state = await Promise.race([check(), timedOut]);
     } catch {
       throw unavailable('The database is unreachable (or did not answer in time).');
     } finally {
       clearTimeout(timer);
     }
-    if (!ready) throw unavailable('Database migrations are not applied.');
-    ctx.body = { status: 'ready', checks: { database: 'ok', migrations: 'ok' } };
+    if (state.missing.length > 0) throw unavailable('Database migrations are not applied.');
+    // Newer migrations than this version knows: a rollback or a deploy in progress. Ready (all
+    // this version needs is there), and said so.
+    ctx.body =
+      state.unknown.length === 0
+        ? { status: 'ready', checks: { database: 'ok', migrations: 'ok' } }
+        : {
+            status: 'ready',
+            checks: { database: 'ok', migrations: 'newer' },
+            unknown_migrations: state.unknown,
+          };
   });
 
   return router;
