@@ -17,9 +17,10 @@ import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
 import { createKnex, migrateLatest, waitForDatabase } from './db/knex.js';
 import { CpuPool } from './heuristic/cpu-pool.js';
 import { createMockHeuristic } from './heuristic/mock.js';
-import { type Heuristic, cacheKeyOf } from './heuristic/types.js';
+import type { Heuristic } from './heuristic/types.js';
 import { createApp } from './http/app.js';
 import { Admission } from './jobs/admission.js';
+import { scopedCacheKey } from './jobs/cache-scope.js';
 import { QueueEstimator } from './jobs/eta.js';
 import { JobEvents } from './jobs/events.js';
 import { PgNotifier } from './jobs/notifier.js';
@@ -195,7 +196,10 @@ export async function startService(
       maxBodyBytes: config.maxBodyBytes,
       maxBatchBodyBytes: config.maxBatchBodyBytes,
       jobMaxAttempts: config.jobMaxAttempts,
-      cacheKey: (tx) => (config.resultCacheTtlMs > 0 ? cacheKeyOf(heuristic, tx) : null),
+      cacheKey: (tx, clientId) =>
+        config.resultCacheTtlMs > 0
+          ? scopedCacheKey(config.resultCacheScope, heuristic, tx, clientId)
+          : null,
       onJobSubmitted: wake,
       isDraining: () => draining,
       metrics,

@@ -29,8 +29,8 @@ export interface AppDeps {
   maxBodyBytes: number;
   maxBatchBodyBytes: number;
   jobMaxAttempts: number;
-  /** The result-cache key of a transaction ("version:key"), or null: not cacheable. */
-  cacheKey: (tx: Transaction) => string | null;
+  /** The result-cache key of a client's transaction, or null: not cacheable. */
+  cacheKey: (tx: Transaction, clientId: string) => string | null;
   onJobSubmitted: () => void;
   isDraining: () => boolean;
   /** Prometheus metrics; without them there is no /metrics route. */

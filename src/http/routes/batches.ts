@@ -58,7 +58,7 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
             transactions,
             maxAttempts: deps.jobMaxAttempts,
             idempotency,
-            cacheKeys: transactions.map(deps.cacheKey),
+            cacheKeys: transactions.map((tx) => deps.cacheKey(tx, client.id)),
           }),
         (r) => (r.created ? (r.row?.pending ?? 0) : 0),
       );

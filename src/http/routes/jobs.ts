@@ -133,7 +133,7 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
             transaction,
             maxAttempts: deps.jobMaxAttempts,
             idempotency,
-            cacheKey: deps.cacheKey(transaction),
+            cacheKey: deps.cacheKey(transaction, client.id),
           }),
         (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
       );
