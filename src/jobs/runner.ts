@@ -116,6 +116,7 @@ export class Runner {
   private purgeTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
   private polling = false;
+  private heartbeating = false;
 
   constructor(private readonly opts: RunnerOptions) {
     this.workerId = opts.workerId ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -546,7 +547,9 @@ export class Runner {
 
   private async heartbeat() {
     const live = [...this.attempts.values()].filter((a) => !a.settled);
-    if (live.length === 0) return;
+    // One at a time: while the database stalls, a renewal may wait longer than the interval.
+    if (live.length === 0 || this.heartbeating) return;
+    this.heartbeating = true;
     let held: Set<string>;
     try {
       held = await store.renewLeases(this.opts.db, {
@@ -558,6 +561,8 @@ export class Runner {
       // A lease outlives two missed heartbeats; the next one retries.
       this.opts.log.warn({ err }, 'renewing leases failed');
       return;
+    } finally {
+      this.heartbeating = false;
     }
     for (const a of live) {
       if (!a.settled && !held.has(a.claim.id)) {
