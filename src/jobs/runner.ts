@@ -408,7 +408,7 @@ export class Runner {
           return done;
         });
         if ('error' in completion) {
-          await this.handBack(attempt, completion.error, log, count);
+          await this.handBack(attempt, completion.error, log, count, durably);
           return;
         }
         const row = completion.row;
@@ -477,12 +477,10 @@ export class Runner {
     cause: unknown,
     log: Logger,
     count: (outcome: AttemptOutcome) => void,
+    durably: <T>(write: () => Promise<T>) => Promise<T>,
   ) {
     log.error({ err: cause }, "the attempt's result could not be stored; handing the job back");
-    const error = new ResultNotStoredError(cause);
-    await this.recordFailure(attempt, error, log, count, (write) =>
-      untilWritten(write, { held: attempt.held.signal }),
-    );
+    await this.recordFailure(attempt, new ResultNotStoredError(cause), log, count, durably);
   }
 
   /** A failed attempt: back to pending with backoff while attempts remain, else `failed`. */
