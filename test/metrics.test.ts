@@ -51,6 +51,9 @@ describe('GET /metrics', () => {
     expect(sample(busy, 'merchant_jobs_queued', 'status="pending"')).to.equal(2);
 
     await h.http.delete(`/jobs/${single.id}`).expect(200);
+    // The runner hears of the cancel by NOTIFY: released before that, the attempt would finish
+    // (and be discarded by its fenced write) instead of being aborted.
+    await eventually(async () => gate.aborted.length === 1, 5000, 'the canceled attempt aborted');
     gate.release();
     // The canceled attempt is counted when the runner has aborted it, which races the others.
     await eventually(async () => {
