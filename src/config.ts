@@ -91,6 +91,44 @@ export interface Config {
    * off (every job calls the heuristic). @defaultValue 7 days
    */
   resultCacheTtlMs: number;
+
+  // --- Reliability: bounded waits on the database, start-up, metrics, failed auth, cache scope.
+
+  /**
+   * Postgres cancels a statement of the service's pool that runs longer (`statement_timeout`);
+   * the client itself gives up on an answer 1 s after that (a stalled connection) and closes
+   * the connection. Migrations are exempt. @defaultValue 5000
+   */
+  databaseStatementTimeoutMs: number;
+  /**
+   * Longest wait for a pool connection, and for a new connection to open: past it a request
+   * gets `503` with Retry-After. @defaultValue 3000
+   */
+  databaseAcquireTimeoutMs: number;
+  /**
+   * At start-up, how long to keep retrying a database that does not answer (with backoff,
+   * logging each try) before giving up; 0 tries once. @defaultValue 60000
+   */
+  databaseStartupWaitMs: number;
+  /** When set, `GET /metrics` needs `Authorization: Bearer <token>`. @defaultValue unset */
+  metricsToken: string | undefined;
+  /**
+   * The queue gauges of `/metrics` are counted in the database at most this often, however
+   * many scrapes arrive. @defaultValue 5000
+   */
+  metricsQueueRefreshMs: number;
+  /**
+   * Failed authentications one client address may make per minute; past it, requests from
+   * there whose key is not already verified get `429` without a database lookup. @defaultValue 60
+   */
+  authFailuresPerMinute: number;
+  /**
+   * Who shares result-cache entries (and single-flight): `client`, each client only its own,
+   * or `global`, everyone (fewer heuristic calls, but a client can tell from an instant
+   * `succeeded` that someone else looked up the same merchant). @defaultValue client
+   */
+  resultCacheScope: 'client' | 'global';
+
   /** pino level. @defaultValue info */
   logLevel: LogLevel;
 }
@@ -202,6 +240,17 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 
   const DAY = 24 * 60 * 60 * 1000;
 
+  const metricsToken = raw('METRICS_TOKEN');
+  if (metricsToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(metricsToken)) {
+    problems.push('METRICS_TOKEN must be 16 to 256 visible ASCII characters, no spaces');
+  }
+  const resultCacheScope = (raw('RESULT_CACHE_SCOPE') ?? 'client').toLowerCase();
+  if (resultCacheScope !== 'client' && resultCacheScope !== 'global') {
+    problems.push(
+      `RESULT_CACHE_SCOPE must be "client" or "global" (got "${raw('RESULT_CACHE_SCOPE')}")`,
+    );
+  }
+
   const config: Config = {
     port: int('PORT', 9898, 0, 65535),
     host: raw('HOST') ?? '0.0.0.0',
@@ -233,6 +282,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     clientMaxPending: int('CLIENT_MAX_PENDING', 100_000, 1, 100_000_000),
     maxPendingJobs: int('MAX_PENDING_JOBS', 1_000_000, 1, 1_000_000_000),
     resultCacheTtlMs: int('RESULT_CACHE_TTL_MS', 7 * DAY, 0, 3650 * DAY),
+    databaseStatementTimeoutMs: int('DATABASE_STATEMENT_TIMEOUT_MS', 5000, 100, 10 * 60 * 1000),
+    databaseAcquireTimeoutMs: int('DATABASE_ACQUIRE_TIMEOUT_MS', 3000, 100, 10 * 60 * 1000),
+    databaseStartupWaitMs: int('DATABASE_STARTUP_WAIT_MS', 60_000, 0, DAY),
+    metricsToken,
+    metricsQueueRefreshMs: int('METRICS_QUEUE_REFRESH_MS', 5000, 100, DAY),
+    authFailuresPerMinute: int('AUTH_FAILURES_PER_MINUTE', 60, 1, 1_000_000),
+    resultCacheScope: resultCacheScope === 'global' ? 'global' : 'client',
     logLevel,
   };
 

@@ -67,6 +67,17 @@ export class UnauthorizedError extends Error {
   }
 }
 
+/** Too many requests with invalid API keys from one address: keys are not checked for a while. */
+export class TooManyAuthFailuresError extends Error {
+  constructor(readonly retryAfterSeconds: number) {
+    super(
+      'Too many requests with invalid API keys came from your address; keys are not checked ' +
+        'for it until Retry-After seconds have passed.',
+    );
+    this.name = 'TooManyAuthFailuresError';
+  }
+}
+
 /** An Idempotency-Key already used with a different request body. */
 export class IdempotencyKeyReusedError extends Error {
   constructor(readonly what: 'job' | 'batch') {

@@ -1,8 +1,9 @@
 /**
  * Prometheus metrics (prom-client), served at GET /metrics. Counters are per process (sum them
- * across instances); queue depth is read from Postgres at scrape time, so every instance
- * reports the same shared queue.
+ * across instances); queue depth is read from Postgres, so every instance reports the same
+ * shared queue, but at most once per `queueRefreshMs` however many scrapes arrive.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { EventCounts } from './db/sql/events.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -40,7 +41,10 @@ export class Metrics {
     concurrency: number;
     /** Long-poll requests waiting now. */
     waiters: () => number;
+    /** The queue gauges are counted at most this often. @defaultValue 5000 */
+    queueRefreshMs?: number;
   }) {
+    const queue = new QueueCounts(sources.db, sources.queueRefreshMs ?? 5000);
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.jobsSubmitted = new Counter({
@@ -119,11 +123,8 @@ export class Metrics {
       labelNames: ['status'],
       registers,
       async collect() {
-        const res = await sources.db.raw<{ rows: { status: string; n: number }[] }>(
-          `SELECT s.status, (SELECT count(*)::int FROM jobs WHERE status = s.status) AS n
-           FROM (VALUES ('pending'), ('running')) AS s(status)`,
-        );
-        for (const row of res.rows) this.set({ status: row.status }, row.n);
+        const counts = await queue.read();
+        for (const [status, n] of Object.entries(counts ?? {})) this.set({ status }, n);
       },
     });
   }
@@ -149,5 +150,53 @@ export class Metrics {
     }
     const batches = counts['batch.completed'] ?? 0;
     if (batches > 0) this.batchesCompleted.inc(batches);
+  }
+}
+
+/** A scrape waits this long for a fresh count; past it, it reports the last one. */
+const QUEUE_READ_WAIT_MS = 1000;
+
+/**
+ * Pending and running jobs, counted in the database at most once per `refreshMs`: scrapes in
+ * between share the last count, and concurrent scrapes share one count in flight. So any number
+ * of scrapers costs one count per interval; a slow or unreachable database makes a scrape
+ * report the last count (or no queue gauge before the first) rather than wait or fail.
+ */
+class QueueCounts {
+  private counts: Record<string, number> | undefined;
+  private at = -Infinity;
+  private reading: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Knex,
+    private readonly refreshMs: number,
+  ) {}
+
+  async read(): Promise<Record<string, number> | undefined> {
+    if (performance.now() - this.at >= this.refreshMs) {
+      // Counted as read when it starts, so a failing database is asked once per interval too.
+      this.at = performance.now();
+      this.reading ??= this.count()
+        .then((counts) => {
+          this.counts = counts;
+        })
+        .catch(() => undefined)
+        .finally(() => (this.reading = undefined));
+    }
+    if (this.reading) {
+      const waited = new AbortController();
+      const timeout = sleep(QUEUE_READ_WAIT_MS, undefined, { signal: waited.signal });
+      await Promise.race([this.reading, timeout.catch(() => undefined)]);
+      waited.abort();
+    }
+    return this.counts;
+  }
+
+  private async count(): Promise<Record<string, number>> {
+    const res = await this.db.raw<{ rows: { status: string; n: number }[] }>(
+      `SELECT s.status, (SELECT count(*)::int FROM jobs WHERE status = s.status) AS n
+       FROM (VALUES ('pending'), ('running')) AS s(status)`,
+    );
+    return Object.fromEntries(res.rows.map((r) => [r.status, r.n]));
   }
 }

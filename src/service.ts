@@ -13,14 +13,15 @@ import { ensureLocalKey } from './auth/local-key.js';
 import type { Config } from './config.js';
 import { EVENTS_CHANNEL, KEYS_REVOKED_CHANNEL, PENDING_CHANNEL } from './db/channels.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
-import { createKnex, migrateLatest, migrationsApplied } from './db/knex.js';
+import { createKnex, migrateLatest, migrationState, waitForDatabase } from './db/knex.js';
 import { PgNotifier } from './db/notifier.js';
 import { createStore } from './db/store.js';
 import { createHeuristic } from './heuristic/factory.js';
-import { type Heuristic, cacheKeyOf } from './heuristic/types.js';
+import type { Heuristic } from './heuristic/types.js';
 import { createApp } from './http/app.js';
 import { close, listen } from './http/server.js';
 import { Admission } from './jobs/admission.js';
+import { scopedCacheKey } from './jobs/cache-scope.js';
 import { QueueEstimator } from './jobs/eta.js';
 import { EventFeed } from './jobs/events.js';
 import { JobEvents } from './jobs/hub.js';
@@ -78,7 +79,12 @@ export async function startService(
     log.info({ databaseUrl, dataDir: config.dataDir }, 'embedded Postgres started');
   }
 
-  const db = createKnex(databaseUrl, config.databasePoolMax, log);
+  // Every statement of the service's pool is bounded (statement and query timeouts, a short
+  // wait for a connection), so a stalled database answers requests with 503, not a hang.
+  const db = createKnex(databaseUrl, config.databasePoolMax, log, {
+    statementMs: config.databaseStatementTimeoutMs,
+    acquireMs: config.databaseAcquireTimeoutMs,
+  });
   const events = new JobEvents();
   let runner: Runner | undefined;
   let notifier: PgNotifier | undefined;
@@ -101,11 +107,22 @@ export async function startService(
   const feed = new EventFeed(db, log);
 
   try {
-    const applied = await migrateLatest(db);
-    if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
+    // Start-up waits for a database that is not up yet (compose, a restart) rather than exit.
+    // Migrations run on a pool of their own without statement timeouts: an index build may
+    // take minutes, and they queue behind another process's migrations.
+    const migrator = createKnex(databaseUrl, 2, log, {
+      acquireMs: config.databaseAcquireTimeoutMs,
+    });
+    try {
+      await waitForDatabase(migrator, { waitMs: config.databaseStartupWaitMs, log });
+      const applied = await migrateLatest(migrator, log);
+      if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
+    } finally {
+      await migrator.destroy();
+    }
     // Zero setup: the embedded database comes with a key; a shared one gets keys from the CLI.
     if (embedded) await ensureLocalKey(db, config.dataDir, log);
-    const auth = new Authenticator(db);
+    const auth = new Authenticator(db, { failuresPerMinute: config.authFailuresPerMinute });
 
     const stats = new AttemptStats();
     let busySlots = () => 0;
@@ -114,6 +131,7 @@ export async function startService(
       busySlots: () => busySlots(),
       concurrency: config.runnerConcurrency,
       waiters: () => events.size,
+      queueRefreshMs: config.metricsQueueRefreshMs,
     });
     heuristics.registerMetrics(metrics.registry);
     const store = createStore(db, { onEvents: (counts) => metrics.eventsAppended(counts) });
@@ -152,6 +170,7 @@ export async function startService(
     });
     notifier = new PgNotifier({
       connectionString: databaseUrl,
+      connectTimeoutMs: config.databaseAcquireTimeoutMs,
       channels: {
         [PENDING_CHANNEL]: wake,
         [EVENTS_CHANNEL]: (txId) => feed.notified(txId),
@@ -173,7 +192,10 @@ export async function startService(
       estimator,
       events,
       jobMaxAttempts: config.jobMaxAttempts,
-      cacheKey: (tx) => (config.resultCacheTtlMs > 0 ? cacheKeyOf(heuristic, tx) : null),
+      cacheKey: (tx, clientId) =>
+        config.resultCacheTtlMs > 0
+          ? scopedCacheKey(config.resultCacheScope, heuristic, tx, clientId)
+          : null,
       onJobSubmitted: wake,
       metrics,
     });
@@ -182,14 +204,11 @@ export async function startService(
       jobs,
       auth,
       metrics,
+      metricsToken: config.metricsToken,
       maxBodyBytes: config.maxBodyBytes,
       maxBatchBodyBytes: config.maxBatchBodyBytes,
       isDraining: () => draining,
-      checkDatabase: () =>
-        migrationsApplied(db).then(
-          (applied) => (applied ? 'ok' : 'migrations missing'),
-          () => 'unreachable' as const,
-        ),
+      migrationState: () => migrationState(db),
     });
 
     let url: string | undefined;

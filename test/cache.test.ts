@@ -4,10 +4,12 @@
  */
 import { expect } from 'chai';
 import supertest from 'supertest';
+import { issueKey } from '../src/auth/keys.js';
 import { type Transaction, cacheKeyOf } from '../src/heuristic/types.js';
+import { scopedCacheKey } from '../src/jobs/cache-scope.js';
 import { createLogger } from '../src/log.js';
 import { startService } from '../src/service.js';
-import { databaseUrl, eventually } from './support/db.js';
+import { clientId, databaseUrl, eventually } from './support/db.js';
 import { type Harness, startHarness, testConfig } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
@@ -101,9 +103,10 @@ describe('result cache', () => {
     expect((await finished(miss.body.id)).result).to.deep.equal({ merchant: { name: 'Netflix' } });
     expect(heuristic.calls).to.have.length(1);
 
-    // The same entry under this version's key is a hit.
+    // The same entry under this version's key (scoped to client "a", RESULT_CACHE_SCOPE's
+    // default) is a hit.
     await h.db('results').insert({
-      cache_key: cacheKeyOf(heuristic, tx('Spotify')),
+      cache_key: scopedCacheKey('client', heuristic, tx('Spotify'), await clientId(h.db, 'a')),
       result: JSON.stringify(stale),
       expires_at: new Date(Date.now() + 3_600_000),
     });
@@ -160,6 +163,58 @@ describe('result cache', () => {
     }
     expect(heuristic.calls).to.have.length(2);
     expect(await h.db('results').count<{ count: string }[]>('*')).to.deep.equal([{ count: '0' }]);
+  });
+});
+
+describe('result cache scope', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
+
+  /** Client "a" gets Netflix computed, then client "b" submits Netflix too. */
+  async function secondClientSubmits(heuristic: TestHeuristic) {
+    const first = (await h!.http.post('/normalize_merchant').send(tx('Netflix')).expect(202)).body;
+    await eventually(
+      async () => (await h!.http.get(`/jobs/${first.id}`)).body.status === 'succeeded',
+    );
+    const b = await issueKey(h!.db, 'b');
+    const second = await h!.as(b.key).post('/normalize_merchant').send(tx('Netflix')).expect(202);
+    expect(heuristic.calls).to.have.length(1);
+    return { b, second: second.body };
+  }
+
+  it("client (the default): one client never gets another client's answer, nor waits on its work", async () => {
+    const heuristic = new TestHeuristic(echoAfter(0), true);
+    h = await startHarness({ heuristic });
+    const { b, second } = await secondClientSubmits(heuristic);
+    expect(second).to.include({ status: 'pending', attempts: 0 });
+    await eventually(
+      async () => (await h!.as(b.key).get(`/jobs/${second.id}`)).body.status === 'succeeded',
+    );
+    expect(heuristic.calls).to.have.length(2);
+    expect(await h.db('results').count<{ count: string }[]>('*')).to.deep.equal([{ count: '2' }]);
+  });
+
+  it('client: identical keys of two clients in flight at once are two heuristic runs', async () => {
+    const gate = new Gate();
+    const heuristic = new TestHeuristic(gate.behaviour, true);
+    h = await startHarness({ heuristic });
+    const b = await issueKey(h.db, 'b');
+    await h.http.post('/normalize_merchant').send(tx('Netflix')).expect(202);
+    await h.as(b.key).post('/normalize_merchant').send(tx('Netflix')).expect(202);
+    await eventually(async () => heuristic.running === 2, 5000, 'both clients computing');
+    gate.release();
+    await eventually(async () => (await h!.db('jobs').where({ status: 'succeeded' })).length === 2);
+  });
+
+  it("global: another client's submit is answered from the cache at once", async () => {
+    const heuristic = new TestHeuristic(echoAfter(0), true);
+    h = await startHarness({ heuristic, config: { resultCacheScope: 'global' } });
+    const { second } = await secondClientSubmits(heuristic);
+    expect(second).to.include({ status: 'succeeded', attempts: 0 });
+    expect(second.result).to.deep.equal({ merchant: { name: 'Netflix' } });
   });
 });
 

@@ -82,6 +82,14 @@ describe('loadConfig(env)', () => {
     ['JOB_RETENTION_DAYS', '0.5'],
     ['DATABASE_URL', 'mysql://localhost/x'],
     ['LOG_LEVEL', 'loud'],
+    ['DATABASE_STATEMENT_TIMEOUT_MS', '50'],
+    ['DATABASE_ACQUIRE_TIMEOUT_MS', 'soon'],
+    ['DATABASE_STARTUP_WAIT_MS', '-1'],
+    ['METRICS_TOKEN', 'short'],
+    ['METRICS_TOKEN', 'has a space in it somewhere'],
+    ['METRICS_QUEUE_REFRESH_MS', '10'],
+    ['AUTH_FAILURES_PER_MINUTE', '0'],
+    ['RESULT_CACHE_SCOPE', 'tenant'],
   ];
   for (const [name, value] of bad) {
     it(`rejects ${name}=${JSON.stringify(value)} with a message naming it`, () => {
@@ -100,6 +108,37 @@ describe('loadConfig(env)', () => {
       expect(err).to.be.instanceOf(ConfigError);
       expect((err as ConfigError).problems).to.have.length(2);
     }
+  });
+
+  it('applies the documented defaults of the reliability settings, and reads them', () => {
+    expect(loadConfig({})).to.include({
+      databaseStatementTimeoutMs: 5000,
+      databaseAcquireTimeoutMs: 3000,
+      databaseStartupWaitMs: 60_000,
+      metricsToken: undefined,
+      metricsQueueRefreshMs: 5000,
+      authFailuresPerMinute: 60,
+      resultCacheScope: 'client',
+    });
+    expect(
+      loadConfig({
+        DATABASE_STATEMENT_TIMEOUT_MS: '1500',
+        DATABASE_ACQUIRE_TIMEOUT_MS: '700',
+        DATABASE_STARTUP_WAIT_MS: '0',
+        METRICS_TOKEN: 'abcdefghijklmnopqrstuvwxyz012345',
+        METRICS_QUEUE_REFRESH_MS: '1000',
+        AUTH_FAILURES_PER_MINUTE: '5',
+        RESULT_CACHE_SCOPE: 'GLOBAL',
+      }),
+    ).to.include({
+      databaseStatementTimeoutMs: 1500,
+      databaseAcquireTimeoutMs: 700,
+      databaseStartupWaitMs: 0,
+      metricsToken: 'abcdefghijklmnopqrstuvwxyz012345',
+      metricsQueueRefreshMs: 1000,
+      authFailuresPerMinute: 5,
+      resultCacheScope: 'global',
+    });
   });
 
   it('refuses a global pending cap below the per-client one', () => {

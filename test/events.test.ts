@@ -6,8 +6,9 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { type EventRow, readEvents } from '../src/db/sql/events.js';
-import { cacheKeyOf } from '../src/heuristic/types.js';
-import { eventually, insertPending } from './support/db.js';
+import type { Transaction } from '../src/heuristic/types.js';
+import { scopedCacheKey } from '../src/jobs/cache-scope.js';
+import { clientId, eventually, insertPending } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 import { NonRetryableError } from '../src/heuristic/errors.js';
@@ -229,7 +230,8 @@ describe('the event log (job_events)', () => {
     });
 
     it('stores nothing for a submit answered from the cache when its event cannot be written', async () => {
-      const key = cacheKeyOf({ version: 'test-1', key: (t) => t.description }, tx('Known'));
+      const heuristic = { version: 'test-1', key: (t: Transaction) => t.description };
+      const key = scopedCacheKey('client', heuristic, tx('Known'), await clientId(h.db, 'a'));
       await h.db('results').insert({
         cache_key: key,
         result: { merchant: { name: 'Known' } },

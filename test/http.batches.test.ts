@@ -271,9 +271,9 @@ describe('batches', () => {
         .where({ id: unfinished.jobIds[0] })
         .update({ status: 'succeeded', finished_at: longAgo });
       // A finished job inside a batch is not purged on its own either.
-      expect(await h.store.runner.purgeJobs({ before: new Date(), limit: 100 })).to.equal(0);
+      expect(await h.store.runner.purgeJobs({ olderThanMs: 0, limit: 100 })).to.equal(0);
 
-      expect(await h.store.runner.purgeBatches({ before: new Date(), limit: 100 })).to.equal(1);
+      expect(await h.store.runner.purgeBatches({ olderThanMs: 0, limit: 100 })).to.equal(1);
       expect(await h.store.getBatch(old.id, null)).to.equal(undefined);
       expect(
         await h.db('jobs').whereIn('id', old.jobIds).count<{ count: number }[]>('*'),

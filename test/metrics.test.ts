@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { eventually } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { expectProblem } from './support/problem.js';
 
 /** The value of one sample line (`name{labels} value`) in a Prometheus text scrape. */
 function sample(text: string, name: string, labels = ''): number {
@@ -17,7 +18,11 @@ describe('GET /metrics', () => {
 
   it('shows submits, finishes, queue depth, busy slots and HTTP durations moving', async () => {
     const gate = new Gate();
-    h = await startHarness({ heuristic: new TestHeuristic(gate.behaviour) });
+    // Queue gauges counted at most every 50 ms (METRICS_QUEUE_REFRESH_MS), so they follow along.
+    h = await startHarness({
+      heuristic: new TestHeuristic(gate.behaviour),
+      config: { metricsQueueRefreshMs: 50 },
+    });
     const scrape = async () => {
       const res = await h.http.get('/metrics').expect(200);
       expect(res.headers['content-type']).to.match(/^text\/plain; version=0\.0\.4/);
@@ -35,7 +40,10 @@ describe('GET /metrics', () => {
       .expect(202);
     // 4 slots: A..D run (held at the gate), E and F wait.
     await eventually(async () => h.runner.busySlots === 4);
-    const busy = await scrape();
+    const busy = await eventually(async () => {
+      const text = await scrape();
+      return sample(text, 'merchant_jobs_queued', 'status="pending"') === 2 && text;
+    });
     expect(sample(busy, 'merchant_jobs_submitted_total', 'via="single"')).to.equal(1);
     expect(sample(busy, 'merchant_jobs_submitted_total', 'via="batch"')).to.equal(5);
     expect(sample(busy, 'merchant_runner_busy_slots')).to.equal(4);
@@ -43,6 +51,9 @@ describe('GET /metrics', () => {
     expect(sample(busy, 'merchant_jobs_queued', 'status="pending"')).to.equal(2);
 
     await h.http.delete(`/jobs/${single.id}`).expect(200);
+    // The runner hears of the cancel by NOTIFY: released before that, the attempt would finish
+    // (and be discarded by its fenced write) instead of being aborted.
+    await eventually(async () => gate.aborted.length === 1, 5000, 'the canceled attempt aborted');
     gate.release();
     // The canceled attempt is counted when the runner has aborted it, which races the others.
     await eventually(async () => {
@@ -53,7 +64,10 @@ describe('GET /metrics', () => {
         text
       );
     });
-    const after = await scrape();
+    const after = await eventually(async () => {
+      const text = await scrape();
+      return sample(text, 'merchant_jobs_queued', 'status="running"') === 0 && text;
+    });
     expect(sample(after, 'merchant_jobs_finished_total', 'outcome="canceled"')).to.equal(1);
     expect(sample(after, 'merchant_job_attempts_total', 'outcome="canceled"')).to.equal(1);
     expect(sample(after, 'merchant_heuristic_duration_seconds_count')).to.equal(6);
@@ -123,5 +137,83 @@ describe('GET /metrics', () => {
     }
     const docs = await h.http.get('/docs').expect(200);
     expect(docs.headers['content-security-policy']).to.contain("default-src 'self'");
+  });
+});
+
+describe('GET /metrics under many scrapers', () => {
+  let h: Harness;
+  afterEach(() => h.stop());
+
+  /** Counts the queue-gauge count statements the service's pool runs. */
+  function countQueueQueries(h: Harness): () => number {
+    let n = 0;
+    h.service.db.on('query', (q: { sql: string }) => {
+      if (q.sql.includes("FROM (VALUES ('pending'), ('running'))")) n += 1;
+    });
+    return () => n;
+  }
+
+  it('counts the queue once per METRICS_QUEUE_REFRESH_MS, however many scrapes arrive', async () => {
+    h = await startHarness({
+      heuristic: new TestHeuristic(async () => null),
+      startRunner: false,
+      config: { metricsQueueRefreshMs: 60_000 },
+    });
+    const counted = countQueueQueries(h);
+    for (let i = 0; i < 3; i++)
+      await h.http
+        .post('/normalize_merchant')
+        .send(tx(`T${i}`))
+        .expect(202);
+    const scrapes = await Promise.all(
+      Array.from({ length: 200 }, () => h.anon.get('/metrics').expect(200)),
+    );
+    expect(counted()).to.equal(1);
+    for (const res of scrapes) {
+      expect(sample(res.text, 'merchant_jobs_queued', 'status="pending"')).to.equal(3);
+    }
+    await h.http.post('/normalize_merchant').send(tx('T3')).expect(202);
+    const later = await h.anon.get('/metrics').expect(200);
+    expect(counted(), 'still within the interval').to.equal(1);
+    expect(sample(later.text, 'merchant_jobs_queued', 'status="pending"')).to.equal(3);
+  });
+
+  it('counts again once the interval has passed', async () => {
+    h = await startHarness({
+      heuristic: new TestHeuristic(async () => null),
+      startRunner: false,
+      config: { metricsQueueRefreshMs: 200 },
+    });
+    const counted = countQueueQueries(h);
+    await h.anon.get('/metrics').expect(200);
+    await h.http.post('/normalize_merchant').send(tx('T')).expect(202);
+    await eventually(async () => {
+      const text = (await h.anon.get('/metrics').expect(200)).text;
+      return sample(text, 'merchant_jobs_queued', 'status="pending"') === 1;
+    });
+    expect(counted()).to.be.within(2, 3);
+  });
+});
+
+describe('GET /metrics with METRICS_TOKEN', () => {
+  let h: Harness;
+  afterEach(() => h.stop());
+  const token = 'metrics-token-0123456789abcdef';
+
+  it('answers 401 problem+json without the token, or with an API key; 200 with it', async () => {
+    h = await startHarness({
+      heuristic: new TestHeuristic(async () => null),
+      startRunner: false,
+      config: { metricsToken: token },
+    });
+    const none = await h.anon.get('/metrics').expect(401);
+    expectProblem(none, '/problems/unauthorized', 401);
+    expect(none.headers['www-authenticate']).to.match(/^Bearer /);
+    await h.http.get('/metrics').expect(401); // client "a"'s API key is not the token
+    await h.anon.get('/metrics').set('Authorization', `Bearer ${token}x`).expect(401);
+    const ok = await h.anon.get('/metrics').set('Authorization', `Bearer ${token}`).expect(200);
+    expect(ok.text).to.contain('merchant_jobs_submitted_total');
+    // The rest stays open.
+    await h.anon.get('/healthz').expect(200);
   });
 });

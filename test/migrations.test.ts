@@ -1,7 +1,21 @@
 import { expect } from 'chai';
-import { createKnex, migrateLatest, migrationsApplied } from '../src/db/knex.js';
+import type { Knex } from 'knex';
+import { pino } from 'pino';
+import supertest from 'supertest';
+import { issueKey } from '../src/auth/keys.js';
+import {
+  DivergedMigrationsError,
+  createKnex,
+  migrateLatest,
+  migrationState,
+  migrationsApplied,
+} from '../src/db/knex.js';
+import { type Logger, createLogger } from '../src/log.js';
+import { type Service, startService } from '../src/service.js';
 import { migrationNames } from '../db/migrations.js';
 import { freshDatabase, databaseUrl } from './support/db.js';
+import { testConfig } from './support/harness.js';
+import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
 describe('migrations', () => {
   it('apply up, down and up again', async () => {
@@ -33,5 +47,73 @@ describe('migrations', () => {
       await Promise.all(pools.map((db) => db.destroy()));
       await setup.destroy();
     }
+  });
+});
+
+describe('starting on a database a newer version has migrated', () => {
+  const future = '0099_from_a_newer_version';
+  let db: Knex | undefined;
+  let service: Service | undefined;
+  afterEach(async () => {
+    await service?.stop();
+    await db?.destroy();
+    service = db = undefined;
+  });
+
+  /** Marks `name` applied, as the newer version's migrator would have. */
+  const markApplied = (name: string) =>
+    db!.raw(
+      `INSERT INTO knex_migrations (name, batch, migration_time)
+       SELECT ?, coalesce(max(batch), 0) + 1, now() FROM knex_migrations`,
+      [name],
+    );
+
+  const start = (log: Logger) =>
+    startService(testConfig(databaseUrl(db!)), {
+      log,
+      heuristic: new TestHeuristic(echoAfter(0)),
+      listen: false,
+    });
+
+  it('starts when every migration it knows is applied, warns, and says so on /readyz', async () => {
+    db = await freshDatabase();
+    await markApplied(future);
+    const lines: Array<{ msg: string; unknownMigrations?: string[] }> = [];
+    const log = pino(
+      { level: 'warn' },
+      { write: (line: string) => void lines.push(JSON.parse(line)) },
+    );
+    service = await start(log);
+    const warning = lines.find((l) => l.msg.startsWith('the database has migrations'));
+    expect(warning?.unknownMigrations).to.deep.equal([future]);
+    expect(await migrationState(db)).to.deep.equal({ missing: [], unknown: [future] });
+
+    const ready = await supertest(service.app.callback()).get('/readyz').expect(200);
+    expect(ready.body).to.deep.equal({
+      status: 'ready',
+      checks: { database: 'ok', migrations: 'newer' },
+      unknown_migrations: [future],
+    });
+    const key = await issueKey(db, 'a');
+    await supertest(service.app.callback())
+      .post('/normalize_merchant')
+      .set('Authorization', `Bearer ${key.key}`)
+      .send(tx('Netflix'))
+      .expect(202);
+  });
+
+  it('refuses to start when it also lacks a migration it knows: the database took another path', async () => {
+    db = await freshDatabase();
+    await markApplied(future);
+    const last = migrationNames.at(-1)!;
+    await db('knex_migrations').where({ name: last }).del();
+    const failed = await start(createLogger('silent')).then(
+      () => expect.fail('started'),
+      (err: unknown) => err as Error,
+    );
+    expect(failed).to.be.instanceOf(DivergedMigrationsError);
+    expect(failed.message).to.contain(future).and.to.contain(last);
+    // Nothing was applied or undone.
+    expect(await migrationState(db)).to.deep.equal({ missing: [last], unknown: [future] });
   });
 });

@@ -10,7 +10,10 @@ import type { Knex } from 'knex';
  *   event committed late cannot land behind a cursor that has moved past it.
  * - `batches.unfinished`: jobs of the batch not yet terminal, decremented by each terminal
  *   change in the same statement. The change that takes it to 0 appends `batch.completed`;
- *   row locking on the batch makes exactly one change do so, however many run at once.
+ *   row locking on the batch makes exactly one change do so, however many run at once. It is
+ *   nullable so that an older version (rolled back to, or still running during a deploy) can
+ *   still insert batches; those never get `batch.completed` (nor do older versions append any
+ *   events): see README "Decisions", migration policy.
  *
  * - A statement trigger NOTIFYs `merchant_events` with the inserting transaction's id once per
  *   transaction that appended events (identical payloads in one transaction are delivered once),
@@ -59,7 +62,6 @@ export async function up(knex: Knex): Promise<void> {
     UPDATE batches b SET unfinished = (
       SELECT count(*) FROM jobs j WHERE j.batch_id = b.id AND j.status IN ('pending', 'running'))
   `);
-  await knex.raw(`ALTER TABLE batches ALTER COLUMN unfinished SET NOT NULL`);
   await knex.raw(`ALTER TABLE batches ADD CONSTRAINT batches_unfinished CHECK (unfinished >= 0)`);
 }
 

@@ -6,29 +6,62 @@
  * verified key is remembered for `cacheMs`, so a busy client costs no query per request; a
  * revocation reaches every process at once through NOTIFY (`forget`), and the cache TTL bounds
  * the delay if a notification is ever missed.
+ *
+ * Failed authentication costs no database work in steady state: a key found invalid is
+ * remembered as such for REJECTED_TTL_MS (a key is a random secret: one that did not exist
+ * never will), and each client address may fail `failuresPerMinute` lookups a minute (a token
+ * bucket); past that, its requests with a key this process never verified get 429 without a
+ * lookup. A key that does not even have the key format costs no lookup and is not counted.
  */
 import type { Knex } from 'knex';
 import type { Client } from '../db/sql/clients.js';
-import { UnauthorizedError } from '../errors.js';
-import { activeKey, hashKey } from './keys.js';
+import { TooManyAuthFailuresError, UnauthorizedError } from '../errors.js';
+import { activeKey, hashKey, keyIdOf } from './keys.js';
 
 export interface Principal extends Client {
   keyId: string;
 }
 
+export interface AuthenticatorOptions {
+  /** How long a verified key is trusted without a lookup. @defaultValue 30000 */
+  cacheMs?: number;
+  /** Failed lookups one client address may make per minute (AUTH_FAILURES_PER_MINUTE). @defaultValue 60 */
+  failuresPerMinute?: number;
+}
+
 const MAX_CACHED = 10_000;
+/** A key found invalid is answered 401 without a lookup for this long. */
+const REJECTED_TTL_MS = 5 * 60 * 1000;
+const MAX_TRACKED_ADDRESSES = 10_000;
+
+/** Failed-lookup allowance of one client address: a token bucket refilled over a minute. */
+interface Allowance {
+  tokens: number;
+  at: number;
+}
 
 export class Authenticator {
-  /** Verified keys by SHA-256 (hex) of the whole key. */
+  /** Verified keys by SHA-256 (hex) of the whole key; trusted until `until`, known after. */
   private readonly verified = new Map<string, { principal: Principal; until: number }>();
+  /** Keys found invalid (unknown, mistyped, revoked), by SHA-256 (hex), until when. */
+  private readonly rejected = new Map<string, number>();
+  private readonly allowances = new Map<string, Allowance>();
+  private readonly cacheMs: number;
+  private readonly failuresPerMinute: number;
 
   constructor(
     private readonly db: Knex,
-    private readonly cacheMs = 30_000,
-  ) {}
+    opts: AuthenticatorOptions = {},
+  ) {
+    this.cacheMs = opts.cacheMs ?? 30_000;
+    this.failuresPerMinute = opts.failuresPerMinute ?? 60;
+  }
 
-  /** The client a request's Authorization header names; throws UnauthorizedError otherwise. */
-  async authenticate(header: string): Promise<Principal> {
+  /**
+   * The client a request's Authorization header names; throws UnauthorizedError otherwise, or
+   * TooManyAuthFailuresError when `address` has used up its failed lookups.
+   */
+  async authenticate(header: string, address = ''): Promise<Principal> {
     const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
     if (!match?.[1]) {
       throw new UnauthorizedError(
@@ -41,20 +74,30 @@ export class Authenticator {
     const key = match[1];
     const hash = hashKey(key);
     const cacheKey = hash.toString('hex');
-    const cached = this.verified.get(cacheKey);
-    if (cached && cached.until > Date.now()) return cached.principal;
+    const now = Date.now();
+    const known = this.verified.get(cacheKey);
+    if (known && known.until > now) return known.principal;
+    if ((this.rejected.get(cacheKey) ?? 0) > now) throw invalidKey();
+    // Not even shaped like a key: no lookup needed, so none to limit.
+    if (keyIdOf(key) === undefined) throw invalidKey();
+    // Only keys never verified here are limited: a client whose key is due for another check
+    // is not locked out by others failing from the same address (a NAT, a proxy).
+    const allowance = known ? undefined : this.allowance(address, now);
+    if (allowance && allowance.tokens < 1) {
+      throw new TooManyAuthFailuresError(this.secondsUntilToken(allowance));
+    }
 
     const record = await activeKey(this.db, key);
     if (!record) {
       this.verified.delete(cacheKey);
-      throw new UnauthorizedError(
-        'The API key is not valid (unknown, mistyped or revoked).',
-        'invalid_token',
-      );
+      if (allowance) allowance.tokens -= 1;
+      if (this.rejected.size >= MAX_CACHED) this.rejected.clear();
+      this.rejected.set(cacheKey, now + REJECTED_TTL_MS);
+      throw invalidKey();
     }
     const principal = { id: record.client_id, name: record.client_name, keyId: record.id };
     if (this.verified.size >= MAX_CACHED) this.verified.clear();
-    this.verified.set(cacheKey, { principal, until: Date.now() + this.cacheMs });
+    this.verified.set(cacheKey, { principal, until: now + this.cacheMs });
     return principal;
   }
 
@@ -65,8 +108,48 @@ export class Authenticator {
     }
   }
 
-  /** Drops every cached key: after a lost LISTEN connection, revocations may have been missed. */
+  /**
+   * Checks every cached key again on its next use: after a lost LISTEN connection, revocations
+   * may have been missed. They stay known, so the failed-lookup limit does not apply to them.
+   */
   forgetAll(): void {
-    this.verified.clear();
+    for (const entry of this.verified.values()) entry.until = 0;
+  }
+
+  /** `address`'s bucket, refilled for the time since it was last looked at. */
+  private allowance(address: string, now: number): Allowance {
+    let allowance = this.allowances.get(address);
+    if (!allowance) {
+      if (this.allowances.size >= MAX_TRACKED_ADDRESSES) this.forgetFullAllowances(now);
+      allowance = { tokens: this.failuresPerMinute, at: now };
+      this.allowances.set(address, allowance);
+      return allowance;
+    }
+    const refill = ((now - allowance.at) / 60_000) * this.failuresPerMinute;
+    allowance.tokens = Math.min(this.failuresPerMinute, allowance.tokens + refill);
+    allowance.at = now;
+    return allowance;
+  }
+
+  /** Addresses whose bucket has refilled are as good as new: forget them (oldest first if need be). */
+  private forgetFullAllowances(now: number) {
+    for (const [address, a] of this.allowances) {
+      const tokens = a.tokens + ((now - a.at) / 60_000) * this.failuresPerMinute;
+      if (tokens >= this.failuresPerMinute) this.allowances.delete(address);
+    }
+    for (const address of this.allowances.keys()) {
+      if (this.allowances.size < MAX_TRACKED_ADDRESSES) break;
+      this.allowances.delete(address);
+    }
+  }
+
+  private secondsUntilToken(allowance: Allowance): number {
+    return Math.max(1, Math.ceil(((1 - allowance.tokens) * 60) / this.failuresPerMinute));
   }
 }
+
+const invalidKey = () =>
+  new UnauthorizedError(
+    'The API key is not valid (unknown, mistyped or revoked).',
+    'invalid_token',
+  );

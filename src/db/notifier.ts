@@ -11,6 +11,8 @@ import { coerceError } from '../errors.js';
 
 export interface NotifierOptions {
   connectionString: string;
+  /** A connection attempt that gets no answer (a stalled server) fails after this. */
+  connectTimeoutMs?: number;
   /** Channel name -> handler, called with the NOTIFY payload. */
   channels: Readonly<Record<string, (payload: string) => void>>;
   /** Called after a lost connection is back: notifications may have been missed. */
@@ -44,6 +46,9 @@ export class PgNotifier {
       connectionString: this.opts.connectionString,
       application_name: 'merchant-normalizer-listener',
       keepAlive: true,
+      ...(this.opts.connectTimeoutMs !== undefined && {
+        connectionTimeoutMillis: this.opts.connectTimeoutMs,
+      }),
     });
     client.on('notification', (msg) => this.opts.channels[msg.channel]?.(msg.payload ?? ''));
     client.on('error', (err) => this.lost(client, err));

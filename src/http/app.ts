@@ -28,6 +28,8 @@ export interface AppDeps extends HealthDeps {
   maxBatchBodyBytes: number;
   /** Prometheus metrics; without them there is no /metrics route. */
   metrics?: Metrics;
+  /** When set, /metrics needs `Authorization: Bearer <metricsToken>` (METRICS_TOKEN). */
+  metricsToken?: string;
 }
 
 /** Headers on every answer: an API that serves JSON has nothing to frame, embed or refer. */
@@ -45,7 +47,7 @@ export function appRoutes(deps: AppDeps): Route[] {
     ...healthRoutes(deps),
     ...jobRoutes(deps),
     ...batchRoutes(deps),
-    ...(deps.metrics ? metricsRoutes(deps.metrics) : []),
+    ...(deps.metrics ? metricsRoutes(deps.metrics, deps.metricsToken) : []),
   ];
   let document: unknown;
   const describe = () => (document ??= openApiDocument(VERSION, api));

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Context, Next } from 'koa';
 import type { Authenticator, Principal } from '../auth/authenticator.js';
-import { isTransientDbError } from '../db/transient.js';
+import { isTransientDbError, outcomeUnknown } from '../db/transient.js';
 import type { Logger } from '../log.js';
 import { HttpProblem, PROBLEM_TYPES, type ProblemBody, problemOf } from './problem.js';
 
@@ -15,12 +15,13 @@ export interface State {
 }
 
 /**
- * Requires an API key (`Authorization: Bearer …`): 401 without a valid one. Runs before the body
- * is read, so an unauthenticated request costs no parsing.
+ * Requires an API key (`Authorization: Bearer …`): 401 without a valid one (429 once the client
+ * address has failed too often). Runs before the body is read, so an unauthenticated request
+ * costs no parsing.
  */
 export function authenticate(auth: Authenticator) {
   return async (ctx: Context, next: Next) => {
-    const client = await auth.authenticate(ctx.get('Authorization'));
+    const client = await auth.authenticate(ctx.get('Authorization'), ctx.ip);
     const state = ctx.state as State;
     state.client = client;
     state.log = state.log.child({ client: client.name });
@@ -60,6 +61,16 @@ export function requestContext(log: Logger, observe?: (line: RequestLine) => voi
     ctx.set('X-Request-Id', requestId);
     try {
       await next();
+      if (ctx.body === undefined && ctx.status === 501) {
+        // allowedMethods() answers 501 Not Implemented, as plain text, to a method no route has
+        // (TRACE, PROPFIND, ...). Asking for it is the client's mistake, not a server fault:
+        // 405 where the path exists (Allow lists what it takes), 404 where it does not.
+        if (ctx.response.get('Allow')) ctx.status = 405;
+        else {
+          ctx.remove('Allow');
+          ctx.status = 404;
+        }
+      }
       if (ctx.body === undefined && ctx.status === 404) {
         throw new HttpProblem(
           404,
@@ -108,11 +119,18 @@ function unexpected(ctx: Context, err: unknown): HttpProblem {
   const log = (ctx.state as State).log;
   if (isTransientDbError(err)) {
     log.error({ err }, 'database unavailable');
+    // A write whose answer never came may have been committed: say so, rather than promise
+    // that nothing was stored. An Idempotency-Key makes the retry safe either way.
+    const unsure = outcomeUnknown(err) && ctx.method !== 'GET' && ctx.method !== 'HEAD';
     return new HttpProblem(
       503,
       PROBLEM_TYPES.unavailable,
       'Service Unavailable',
-      'The database is unreachable; nothing was stored. Retry later.',
+      unsure
+        ? 'The database stopped answering while this request was under way: it may or may ' +
+            'not have been stored. Retrying with the same Idempotency-Key is safe; without ' +
+            'one, a retry may create a second job.'
+        : 'The database is unreachable; nothing was stored. Retry later.',
       undefined,
       { 'Retry-After': '5' },
     );

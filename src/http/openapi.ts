@@ -109,7 +109,11 @@ export const common4xx = {
 
 export const submitErrors = {
   ...common4xx,
-  '413': problem('Body larger than the limit.'),
+  '400': problem(
+    'Invalid Idempotency-Key, malformed JSON, or a body that does not decode as its ' +
+      'Content-Encoding says.',
+  ),
+  '413': problem('Body larger than the limit (or a declared Content-Length over it).'),
   '415': problem('Body is not JSON.'),
   '422': problem('Body does not match the schema (see `errors`), or Idempotency-Key reused.'),
   '429': problem(

@@ -9,6 +9,7 @@ import {
   NotFoundError,
   QueueFullError,
   QuotaExceededError,
+  TooManyAuthFailuresError,
   UnauthorizedError,
 } from '../errors.js';
 
@@ -41,12 +42,14 @@ export const PROBLEM_TYPES = {
   idempotencyKeyReused: '/problems/idempotency-key-reused',
   jobFinished: '/problems/job-already-finished',
   malformedJson: '/problems/malformed-json',
+  malformedBody: '/problems/malformed-body',
   unsupportedMediaType: '/problems/unsupported-media-type',
   tooLarge: '/problems/body-too-large',
   notFound: '/problems/not-found',
   methodNotAllowed: '/problems/method-not-allowed',
   unavailable: '/problems/service-unavailable',
   unauthorized: '/problems/unauthorized',
+  tooManyAuthFailures: '/problems/too-many-failed-authentications',
   quotaExceeded: '/problems/pending-quota-exceeded',
   queueFull: '/problems/queue-full',
 } as const;
@@ -125,6 +128,16 @@ export function problemOf(err: unknown): HttpProblem | undefined {
       {
         'WWW-Authenticate': challenge,
       },
+    );
+  }
+  if (err instanceof TooManyAuthFailuresError) {
+    return new HttpProblem(
+      429,
+      PROBLEM_TYPES.tooManyAuthFailures,
+      'Too Many Failed Authentications',
+      err.message,
+      undefined,
+      { 'Retry-After': String(err.retryAfterSeconds) },
     );
   }
   if (err instanceof IdempotencyKeyReusedError) {

@@ -68,9 +68,41 @@ export const parseWaitQuery = (query: unknown) => checkQuery(validateWaitQuery, 
 export const parseListJobsQuery = (query: unknown) => checkQuery(validateListQuery, query);
 export const parsePageQuery = (query: unknown) => checkQuery(validatePageQuery, query);
 
+/**
+ * NUL and unpaired UTF-16 surrogates: valid in a JSON string, but Postgres stores neither (a
+ * `jsonb` string cannot hold U+0000, and a lone surrogate is not Unicode). In unicode mode a
+ * surrogate range matches only surrogates that are not half of a pair.
+ */
+// eslint-disable-next-line no-control-regex -- NUL is exactly what this looks for
+const UNSTORABLE = /[\u0000\uD800-\uDFFF]/u;
+export const UNSTORABLE_TEXT =
+  'must not contain NUL (\\u0000) or unpaired UTF-16 surrogates (\\ud800-\\udfff)';
+
+/** A field error for every string in `value` (at any depth) that Postgres cannot store. */
+function unstorableText(value: unknown, pointer = ''): FieldError[] {
+  if (typeof value === 'string') {
+    return UNSTORABLE.test(value) ? [{ pointer, detail: UNSTORABLE_TEXT }] : [];
+  }
+  if (Array.isArray(value)) return value.flatMap((v, i) => unstorableText(v, `${pointer}/${i}`));
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).flatMap(([k, v]) =>
+      unstorableText(v, `${pointer}/${escapePointer(k)}`),
+    );
+  }
+  return [];
+}
+
 function check<T>(validate: ValidateFunction<T>, body: unknown, title: string, what: string): T {
-  if (validate(body)) return body;
-  const errors = toFieldErrors(validate.errors ?? []);
+  const valid = validate(body);
+  // Checked on every body, valid or not, so the client learns of every bad field at once.
+  const text = unstorableText(body);
+  if (valid && text.length === 0) return body;
+  const schemaErrors = toFieldErrors(valid ? [] : (validate.errors ?? []));
+  const named = new Set(schemaErrors.map((e) => 'pointer' in e && e.pointer));
+  const errors = [
+    ...schemaErrors,
+    ...text.filter((e) => !('pointer' in e) || !named.has(e.pointer)),
+  ];
   const shown = errors.slice(0, MAX_ERRORS);
   const more = errors.length > shown.length ? ` The first ${MAX_ERRORS} are listed.` : '';
   throw new HttpProblem(

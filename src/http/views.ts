@@ -86,6 +86,12 @@ export function batchItem(row: BatchItemRow) {
   };
 }
 
+/**
+ * The largest position of each cursor kind: what its column holds (`seq` is a bigint,
+ * `batch_index` an integer). A larger number never came from us, and Postgres would refuse it.
+ */
+const CURSOR_MAX = { seq: 2n ** 63n - 1n, index: 2n ** 31n - 1n } as const;
+
 /** Opaque page cursors: the position after which the next page starts. */
 export const cursors = {
   encode: (kind: 'seq' | 'index', position: string | number) =>
@@ -94,7 +100,10 @@ export const cursors = {
   decode(kind: 'seq' | 'index', cursor: string): string | undefined {
     const text = Buffer.from(cursor, 'base64url').toString();
     const [k, position] = text.split(':');
-    return k === kind && position !== undefined && /^\d{1,19}$/.test(position)
+    return k === kind &&
+      position !== undefined &&
+      /^\d{1,19}$/.test(position) &&
+      BigInt(position) <= CURSOR_MAX[kind]
       ? position
       : undefined;
   },

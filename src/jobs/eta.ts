@@ -57,7 +57,10 @@ export class QueueEstimator {
         ahead: 0,
         slots: 1,
         meanMs: this.stats.meanMs,
-        elapsedMs: row.started_at ? Date.now() - row.started_at.getTime() : 0,
+        // Both timestamps from the database's clock, not this process's.
+        elapsedMs: row.started_at
+          ? (row.read_at ?? new Date()).getTime() - row.started_at.getTime()
+          : 0,
       });
     }
     return this.pendingBehind(row.seq);

@@ -22,8 +22,8 @@ export interface JobsDeps {
   /** Where long-poll waiters hear that a job or batch changed. */
   events: JobEvents;
   jobMaxAttempts: number;
-  /** The result-cache key of a transaction ("version:key"), or null: not cacheable. */
-  cacheKey: (tx: Transaction) => string | null;
+  /** The result-cache key of a client's transaction, or null: not cacheable. */
+  cacheKey: (tx: Transaction, clientId: string) => string | null;
   /** Jobs were queued here: the local runner may claim them at once. */
   onJobSubmitted: () => void;
   metrics?: {
@@ -77,7 +77,7 @@ export class Jobs {
           transaction,
           maxAttempts: this.deps.jobMaxAttempts,
           idempotency,
-          cacheKey: this.deps.cacheKey(transaction),
+          cacheKey: this.deps.cacheKey(transaction, owner),
         }),
       (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
     );
@@ -110,7 +110,7 @@ export class Jobs {
           transactions,
           maxAttempts: this.deps.jobMaxAttempts,
           idempotency,
-          cacheKeys: transactions.map(this.deps.cacheKey),
+          cacheKeys: transactions.map((tx) => this.deps.cacheKey(tx, owner)),
         }),
       (r) => (r.created ? (r.row?.pending ?? 0) : 0),
     );

@@ -36,10 +36,24 @@ export class ShutdownError extends Error {
   }
 }
 
+/**
+ * The attempt finished but its answer could not be stored (an error retrying the write would
+ * not fix, e.g. a constraint or a trigger refusing it): the job is handed back and retried.
+ */
+export class ResultNotStoredError extends Error {
+  constructor(cause: unknown) {
+    super("the attempt's result could not be stored; the job is retried", { cause });
+    this.name = 'ResultNotStoredError';
+  }
+}
+
 export function jobErrorFrom(err: Error, attempt: number): JobError {
   if (err instanceof AttemptTimeoutError) return { code: 'timeout', message: err.message, attempt };
   if (err instanceof NonRetryableError) {
     return { code: 'non_retryable', message: err.message, attempt };
+  }
+  if (err instanceof ResultNotStoredError) {
+    return { code: 'result_not_stored', message: err.message, attempt };
   }
   return { code: 'heuristic_error', message: err.message || err.name, attempt };
 }

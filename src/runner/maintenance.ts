@@ -16,6 +16,8 @@ export interface MaintenanceOptions {
   purgeEveryMs: number;
   /** After each reaper pass: work may be claimable (it is also the runner's safety-net poll). */
   afterReap(): void;
+  /** Jobs the reaper must leave alone: this process's own live attempts. */
+  spare(): string[];
 }
 
 const REAP_BATCH = 1000;
@@ -51,7 +53,10 @@ export class Maintenance {
     this.reaping = true;
     try {
       for (;;) {
-        const { requeued, failed } = await this.opts.store.reap({ limit: REAP_BATCH });
+        const { requeued, failed } = await this.opts.store.reap({
+          limit: REAP_BATCH,
+          except: this.opts.spare(),
+        });
         if (requeued + failed > 0) {
           this.opts.log.warn({ requeued, failed }, 'reaped jobs whose lease expired');
         }
@@ -68,12 +73,13 @@ export class Maintenance {
   async purge(): Promise<void> {
     if (!this.running) return;
     const { store, log, retentionMs } = this.opts;
-    const before = new Date(Date.now() - retentionMs);
+    // Every cutoff is computed by the database against its own timestamps, never this clock.
+    const olderThanMs = retentionMs;
     try {
-      const purged = await this.drain((limit) => store.purgeJobs({ before, limit }));
-      const batches = await this.drain((limit) => store.purgeBatches({ before, limit }));
+      const purged = await this.drain((limit) => store.purgeJobs({ olderThanMs, limit }));
+      const batches = await this.drain((limit) => store.purgeBatches({ olderThanMs, limit }));
       if (purged + batches > 0) {
-        log.info({ purged: purged + batches, before }, 'purged finished jobs and batches');
+        log.info({ purged: purged + batches, olderThanMs }, 'purged finished jobs and batches');
       }
       const expired = await this.drain((limit) => store.purgeResults({ limit }));
       if (expired > 0) log.info({ expired }, 'purged expired result-cache entries');

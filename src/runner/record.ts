@@ -2,17 +2,29 @@
  * Writes down what an attempt came to, with fenced writes: answers are completed in groups
  * (one statement per group), failures retried with backoff or failed, interrupted attempts
  * handed back. Each attempt gets one log line and one metric outcome.
+ *
+ * Writes survive outages: each is retried for as long as the attempt holds its claim
+ * (durable-write.ts), so an answer that took 30 s to compute is not lost to a few seconds
+ * without Postgres; an answer the database refuses for good hands the job back instead of
+ * leaving it running until its lease expires.
  */
 import type { Claim, JobRow } from '../db/sql/rows.js';
 import type { RunnerStore } from '../db/store.js';
-import { withDbRetry } from '../db/transient.js';
+import { isTransientDbError, withDbRetry } from '../db/transient.js';
 import type { MatchResult } from '../heuristic/types.js';
 import { NonRetryableError } from '../heuristic/errors.js';
 import type { Logger } from '../log.js';
 import type { AttemptOutcome } from '../metrics.js';
 import type { Outcome } from './attempt.js';
 import { retryDelayMs } from './backoff.js';
-import { JobCanceledError, LeaseLostError, ShutdownError, jobErrorFrom } from './errors.js';
+import { WriteAbandoned, untilWritten, writeApartOnError } from './durable-write.js';
+import {
+  JobCanceledError,
+  LeaseLostError,
+  ResultNotStoredError,
+  ShutdownError,
+  jobErrorFrom,
+} from './errors.js';
 import { GroupCommit } from './group-commit.js';
 import type { AttemptStats } from './stats.js';
 
@@ -36,16 +48,32 @@ export interface RecorderOptions {
   wakeAfter(ms: number): void;
 }
 
+/** One attempt being written down. */
+interface Recording {
+  claim: Claim;
+  durationMs: number;
+  log: Logger;
+  count(what: AttemptOutcome): void;
+  /** Runs a write, retrying transient errors while the claim is held. */
+  durably<T>(write: () => Promise<T>): Promise<T>;
+}
+
+type Completed = (JobRow & { followers: number }) | undefined;
+
 export class OutcomeRecorder {
-  /** Successful attempts are recorded together: one statement per group (group commit). */
+  /**
+   * Successful attempts are recorded together: one statement per group (group commit). A
+   * transient error fails the group (each caller retries); any other error is tried again item
+   * by item, so one item that cannot be written does not fail the others.
+   */
   private readonly completions: GroupCommit<
     { claim: Claim; result: MatchResult },
-    (JobRow & { followers: number }) | undefined
+    { row: Completed } | { error: unknown }
   >;
 
   constructor(private readonly opts: RecorderOptions) {
-    this.completions = new GroupCommit((items) =>
-      withDbRetry(() =>
+    this.completions = new GroupCommit(
+      writeApartOnError((items: { claim: Claim; result: MatchResult }[]) =>
         opts.store.complete({ workerId: opts.workerId, items, cacheTtlMs: opts.cacheTtlMs }),
       ),
     );
@@ -56,7 +84,11 @@ export class OutcomeRecorder {
     return withDbRetry(() => this.opts.store.release({ workerId: this.opts.workerId, claims }));
   }
 
-  async record(job: JobRow, outcome: Outcome, durationMs: number): Promise<void> {
+  /**
+   * Records `outcome`. `held` aborts once the attempt may no longer write (its lease was found
+   * taken, its job finished elsewhere, or shutdown gave up on it).
+   */
+  async record(job: JobRow, outcome: Outcome, durationMs: number, held: AbortSignal) {
     const claim = { id: job.id, attempts: job.attempts };
     const log = this.opts.log.child({
       jobId: claim.id,
@@ -64,39 +96,73 @@ export class OutcomeRecorder {
       attempt: claim.attempts,
       durationMs: Math.round(durationMs),
     });
-    const count = (what: AttemptOutcome) => this.opts.metrics?.attempt(what, durationMs);
+    const r: Recording = {
+      claim,
+      durationMs,
+      log,
+      count: (what) => this.opts.metrics?.attempt(what, durationMs),
+      durably: (write) =>
+        untilWritten(write, {
+          held,
+          onRetry: (err, tries, delayMs) => {
+            if (tries === 1 || tries % 10 === 0) {
+              log.warn(
+                { err, tries, retryInMs: delayMs },
+                'could not record the attempt; retrying while its lease holds',
+              );
+            }
+          },
+        }),
+    };
     try {
       switch (outcome.kind) {
         case 'coalesced':
           // Back to pending, attempt not counted; claims skip it until the leader completes it.
-          await this.release([claim]);
+          await r.durably(() =>
+            this.opts.store.release({ workerId: this.opts.workerId, claims: [claim] }),
+          );
           log.info(
             { outcome: 'coalesced' },
             'job attempt: its key is being computed by another job',
           );
-          count('coalesced');
+          r.count('coalesced');
           return;
         case 'answered':
-          return await this.answered(claim, outcome, durationMs, log, count);
+          return await this.answered(r, outcome);
         case 'failed':
-          return await this.failed(claim, outcome.error, durationMs, log, count);
+          return await this.failed(r, outcome.error);
       }
     } catch (err) {
-      log.error({ err }, 'could not record attempt outcome; the lease will expire and it reruns');
+      if (err instanceof WriteAbandoned) {
+        log.warn(
+          { outcome: 'lease_lost', tries: err.tries },
+          'could not record the attempt before its claim was lost; it runs again if still due',
+        );
+        r.count('lease_lost');
+      } else {
+        log.error({ err }, 'could not record attempt outcome; the lease will expire and it reruns');
+      }
     }
   }
 
-  private async answered(
-    claim: Claim,
-    outcome: Extract<Outcome, { kind: 'answered' }>,
-    durationMs: number,
-    log: Logger,
-    count: (what: AttemptOutcome) => void,
-  ) {
-    const row = await this.completions.submit({ claim, result: outcome.result });
-    if (!row) return this.lost(claim, log, count);
-    if (!outcome.cached) this.opts.stats.record(durationMs);
-    log.info(
+  private async answered(r: Recording, outcome: Extract<Outcome, { kind: 'answered' }>) {
+    const completion = await r.durably(async () => {
+      const done = await this.completions.submit({ claim: r.claim, result: outcome.result });
+      // A transient error of this item alone (written apart from its group) is retried.
+      if ('error' in done && isTransientDbError(done.error)) throw done.error;
+      return done;
+    });
+    if ('error' in completion) {
+      r.log.error(
+        { err: completion.error },
+        "the attempt's result could not be stored; handing the job back",
+      );
+      return this.recordFailure(r, new ResultNotStoredError(completion.error));
+    }
+    const row = completion.row;
+    if (!row) return this.lost(r);
+    if (!outcome.cached) this.opts.stats.record(r.durationMs);
+    r.log.info(
       {
         outcome: outcome.cached ? 'cached' : 'succeeded',
         matched: outcome.result.merchant !== null,
@@ -104,7 +170,7 @@ export class OutcomeRecorder {
       },
       'job attempt',
     );
-    count(outcome.cached ? 'cached' : 'succeeded');
+    r.count(outcome.cached ? 'cached' : 'succeeded');
     this.opts.metrics?.answeredWithoutCall('shared', row.followers);
   }
 
@@ -112,48 +178,48 @@ export class OutcomeRecorder {
    * The fenced write found the claim gone: the job was canceled while the attempt ran (the
    * abort may not have reached it yet), or its lease was lost. Either way nothing was written.
    */
-  private async lost(claim: Claim, log: Logger, count: (what: AttemptOutcome) => void) {
-    const status = await this.opts.store.status(claim.id).catch(() => undefined);
+  private async lost(r: Recording) {
+    const status = await this.opts.store.status(r.claim.id).catch(() => undefined);
     if (status === 'canceled') {
-      log.info({ outcome: 'canceled' }, 'job attempt finished after the job was canceled');
-      count('canceled');
+      r.log.info({ outcome: 'canceled' }, 'job attempt finished after the job was canceled');
+      r.count('canceled');
     } else {
-      log.warn({ outcome: 'discarded' }, 'job attempt finished after losing its lease');
-      count('discarded');
+      r.log.warn({ outcome: 'discarded' }, 'job attempt finished after losing its lease');
+      r.count('discarded');
     }
   }
 
-  private async failed(
-    claim: Claim,
-    error: Error,
-    durationMs: number,
-    log: Logger,
-    count: (what: AttemptOutcome) => void,
-  ) {
+  private async failed(r: Recording, error: Error) {
     if (error instanceof LeaseLostError) {
-      log.warn({ outcome: 'lease_lost' }, 'job attempt aborted: lease lost');
-      count('lease_lost');
+      r.log.warn({ outcome: 'lease_lost' }, 'job attempt aborted: lease lost');
+      r.count('lease_lost');
       return;
     }
     if (error instanceof JobCanceledError) {
-      log.info({ outcome: 'canceled' }, 'job attempt aborted: the job was canceled');
-      count('canceled');
+      r.log.info({ outcome: 'canceled' }, 'job attempt aborted: the job was canceled');
+      r.count('canceled');
       return;
     }
     if (error instanceof ShutdownError) {
-      await this.release([claim]);
-      log.info({ outcome: 'released' }, 'job attempt interrupted by shutdown; job handed back');
-      count('released');
+      await this.release([r.claim]);
+      r.log.info({ outcome: 'released' }, 'job attempt interrupted by shutdown; job handed back');
+      r.count('released');
       return;
     }
-    this.opts.stats.record(durationMs);
+    this.opts.stats.record(r.durationMs);
+    await this.recordFailure(r, error);
+  }
+
+  /** A failed attempt: back to pending with backoff while attempts remain, else `failed`. */
+  private async recordFailure(r: Recording, error: Error) {
+    const { claim } = r;
     const retry = !(error instanceof NonRetryableError);
     const delay = retryDelayMs(
       claim.attempts,
       { baseMs: this.opts.backoffBaseMs, maxMs: this.opts.backoffMaxMs },
       this.opts.random,
     );
-    const row = await withDbRetry(() =>
+    const row = await r.durably(() =>
       this.opts.store.fail({
         workerId: this.opts.workerId,
         claim,
@@ -164,14 +230,14 @@ export class OutcomeRecorder {
     );
     const reason = error.message;
     if (!row) {
-      await this.lost(claim, log.child({ reason }), count);
+      await this.lost({ ...r, log: r.log.child({ reason }) });
     } else if (row.status === 'pending') {
-      log.warn({ outcome: 'retry', reason, retryInMs: delay }, 'job attempt failed; will retry');
-      count('retry');
+      r.log.warn({ outcome: 'retry', reason, retryInMs: delay }, 'job attempt failed; will retry');
+      r.count('retry');
       this.opts.wakeAfter(delay);
     } else {
-      log.error({ outcome: 'failed', reason }, 'job failed');
-      count('failed');
+      r.log.error({ outcome: 'failed', reason }, 'job failed');
+      r.count('failed');
     }
     // Jobs that waited on this attempt's key are claimable now: one of them computes it.
     if (row?.cache_key) this.opts.wake();

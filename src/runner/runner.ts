@@ -51,6 +51,12 @@ export interface RunnerOptions {
 interface Attempt {
   job: JobRow;
   controller: AbortController;
+  /**
+   * Aborted once this attempt may no longer write its outcome: its lease was found taken, the
+   * job finished elsewhere (canceled), or shutdown's grace period is over. Until then an
+   * outcome that cannot be written for want of a database is retried (durable-write.ts).
+   */
+  held: AbortController;
   started: boolean;
   /** True once the outcome is recorded (or deliberately dropped). */
   settled: boolean;
@@ -73,6 +79,7 @@ export class Runner {
   private claimRequested = false;
   private mayHaveWork = true;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeating = false;
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: RunnerOptions) {
@@ -92,6 +99,9 @@ export class Runner {
       retentionMs: opts.retentionMs,
       purgeEveryMs: opts.purgeIntervalMs,
       afterReap: () => this.wake(),
+      // Our own attempts are alive, whatever their lease says after an outage: the heartbeat
+      // renews them, and a finished one may still be trying to record its answer.
+      spare: () => this.heldClaims().map((c) => c.id),
     });
   }
 
@@ -122,6 +132,8 @@ export class Runner {
       if (a.job.id === jobId && !a.settled && !a.controller.signal.aborted) {
         a.controller.abort(new JobCanceledError());
       }
+      // Terminal already: no write of this attempt can change it any more.
+      if (a.job.id === jobId && !a.settled) a.held.abort();
     }
   }
 
@@ -162,7 +174,11 @@ export class Runner {
           'grace period over: handing running jobs back',
         );
       }
-      for (const a of interrupted) a.controller.abort(new ShutdownError());
+      for (const a of interrupted) {
+        a.controller.abort(new ShutdownError());
+        // An outcome still waiting for the database is given up: the lease expires, it reruns.
+        a.held.abort();
+      }
       await Promise.all(interrupted.map((a) => a.done));
     }
     clearInterval(this.heartbeatTimer);
@@ -225,6 +241,7 @@ export class Runner {
     const attempt: Attempt = {
       job,
       controller: new AbortController(),
+      held: new AbortController(),
       started: false,
       settled: false,
       done,
@@ -242,7 +259,7 @@ export class Runner {
           log: this.opts.log,
         });
         try {
-          await this.recorder.record(job, outcome, durationMs);
+          await this.recorder.record(job, outcome, durationMs, attempt.held.signal);
         } finally {
           settle(attempt);
         }
@@ -263,9 +280,16 @@ export class Runner {
     this.wakeTimers.add(timer);
   }
 
+  /** Claims of attempts not recorded yet: what the heartbeat renews and the reaper spares. */
+  private heldClaims() {
+    return [...this.attempts.values()].filter((a) => !a.settled).map((a) => claimOf(a.job));
+  }
+
   private async heartbeat() {
     const live = [...this.attempts.values()].filter((a) => !a.settled);
-    if (live.length === 0) return;
+    // One at a time: while the database stalls, a renewal may wait longer than the interval.
+    if (live.length === 0 || this.heartbeating) return;
+    this.heartbeating = true;
     let held: Set<string>;
     try {
       held = await this.opts.store.renew({
@@ -277,9 +301,14 @@ export class Runner {
       // A lease outlives two missed heartbeats; the next one retries.
       this.opts.log.warn({ err }, 'renewing leases failed');
       return;
+    } finally {
+      this.heartbeating = false;
     }
     for (const a of live) {
-      if (!a.settled && !held.has(a.job.id)) a.controller.abort(new LeaseLostError());
+      if (!a.settled && !held.has(a.job.id)) {
+        a.controller.abort(new LeaseLostError());
+        a.held.abort();
+      }
     }
   }
 }

@@ -44,21 +44,38 @@ export class ServerProcess {
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
   }
 
-  /** Spawns the server with `env` on top of this environment (minus DATABASE_URL). */
-  static spawn(env: Record<string, string>): ServerProcess {
+  /**
+   * Spawns the server with `env` on top of this environment (minus DATABASE_URL); with
+   * `clockSkewMs`, its clock runs that far off the database's (support/skewed-clock.ts).
+   */
+  static spawn(env: Record<string, string>, opts: { clockSkewMs?: number } = {}): ServerProcess {
     const base = { ...process.env };
     delete base.DATABASE_URL;
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    const skew =
+      opts.clockSkewMs === undefined
+        ? []
+        : ['--import', path.join(ROOT, 'test/support/skewed-clock.ts')];
+    const child = spawn(process.execPath, ['--import', 'tsx', ...skew, 'src/main.ts'], {
       cwd: ROOT,
-      env: { ...base, PORT: '0', LOG_LEVEL: 'info', ...env },
+      env: {
+        ...base,
+        PORT: '0',
+        LOG_LEVEL: 'info',
+        ...(opts.clockSkewMs !== undefined && { CLOCK_SKEW_MS: String(opts.clockSkewMs) }),
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new ServerProcess(child);
   }
 
   /** Spawns the server and waits until it listens. */
-  static async start(env: Record<string, string>, timeoutMs = 30_000): Promise<ServerProcess> {
-    const server = ServerProcess.spawn(env);
+  static async start(
+    env: Record<string, string>,
+    timeoutMs = 30_000,
+    opts: { clockSkewMs?: number } = {},
+  ): Promise<ServerProcess> {
+    const server = ServerProcess.spawn(env, opts);
     const listening = await server.waitForLog((l) => l.msg === 'listening', timeoutMs);
     server.url = String(listening.url);
     return server;

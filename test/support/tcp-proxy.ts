@@ -34,6 +34,11 @@ export class TcpProxy {
     return (this.server.address() as net.AddressInfo).port;
   }
 
+  /** The local ports of the proxy's connections to the server (`client_port` in pg_stat_activity). */
+  upstreamPorts(): number[] {
+    return [...this.pairs].map((p) => p.upstream.localPort).filter((p) => p !== undefined);
+  }
+
   /** `databaseUrl` with its host and port replaced by the proxy's. */
   urlFor(databaseUrl: string): string {
     const url = new URL(databaseUrl);

@@ -178,23 +178,24 @@ export async function getBatchItems(
   return res.rows;
 }
 
-// Deletes up to `limit` batches (and, by cascade, their jobs) whose jobs all finished before
-// `before`: a batch is kept whole until its last job ages out.
+// Deletes up to `limit` batches (and, by cascade, their jobs) whose jobs all finished more than
+// `olderThanMs` ago by the database's clock: a batch is kept whole until its last job ages out.
 export async function purgeFinishedBatches(
   db: Knex,
-  opts: { before: Date; limit: number },
+  opts: { olderThanMs: number; limit: number },
 ): Promise<number> {
   const res = await db.raw<{ rowCount: number }>(
-    `DELETE FROM batches WHERE id IN (
-       SELECT b.id FROM batches b
-       WHERE b.created_at < ?
+    `WITH cutoff AS (SELECT now() - make_interval(secs => ? / 1000.0) AS at)
+     DELETE FROM batches WHERE id IN (
+       SELECT b.id FROM batches b, cutoff
+       WHERE b.created_at < cutoff.at
          AND NOT EXISTS (
            SELECT 1 FROM jobs j WHERE j.batch_id = b.id
-             AND (j.status NOT IN ('succeeded', 'failed', 'canceled') OR j.finished_at >= ?)
+             AND (j.status NOT IN ('succeeded', 'failed', 'canceled') OR j.finished_at >= cutoff.at)
          )
        LIMIT ?
      )`,
-    [opts.before, opts.before, opts.limit],
+    [opts.olderThanMs, opts.limit],
   );
   return res.rowCount;
 }

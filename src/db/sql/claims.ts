@@ -247,12 +247,16 @@ export async function releaseClaims(
   return res.rows[0]?.released ?? 0;
 }
 
-// For up to `limit` running jobs whose lease expired (their process died): status=pending again,
-// or status=failed (with its event) when that was the last attempt; error says the lease
-// expired; NOTIFYs runners when any are pending again.
+// For up to `limit` running jobs whose lease expired (their process died), but those in
+// `except`: status=pending again, or status=failed (with its event) when that was the last
+// attempt; error says the lease expired; NOTIFYs runners when any are pending again.
 export async function reapExpiredLeases(
   db: Knex,
-  opts: { limit: number },
+  opts: {
+    limit: number;
+    /** Jobs not to reap: the caller's own live attempts, whatever their lease says. */
+    except?: readonly string[];
+  },
 ): Promise<{ requeued: number; failed: number; events: EventCounts }> {
   const [counts] = await rows<{ requeued: number; failed: number; events: unknown }>(
     db,
@@ -268,6 +272,7 @@ export async function reapExpiredLeases(
          locked_by = NULL, locked_until = NULL
        WHERE id IN (
          SELECT id FROM jobs WHERE status = 'running' AND locked_until < now()
+           AND NOT (id = ANY(?::uuid[]))
          ORDER BY locked_until LIMIT ? FOR UPDATE SKIP LOCKED
        )
        RETURNING id, client_id, batch_id, status
@@ -279,7 +284,7 @@ export async function reapExpiredLeases(
             CASE WHEN count(*) FILTER (WHERE status = 'pending') > 0 THEN pg_notify(?, '') END,
             ${EVENT_COUNTS} AS events
      FROM reaped`,
-    [opts.limit, PENDING_CHANNEL],
+    [[...(opts.except ?? [])], opts.limit, PENDING_CHANNEL],
   );
   return {
     requeued: counts?.requeued ?? 0,

@@ -98,14 +98,14 @@ export async function insertJob(
   throw new Error('idempotent insert kept conflicting with a purge');
 }
 
-// Reads one job of `owner`; changes nothing.
+// Reads one job of `owner`, with the database's clock (`read_at`); changes nothing.
 export async function getJob(db: Knex, id: string, owner: Owner): Promise<JobRow | undefined> {
   const [own, ownBindings] = ownedBy('jobs', owner);
   const name = owner === null ? 'merchant_get_job_any' : 'merchant_get_job';
   const [row] = await preparedRows(
     db,
     name,
-    `SELECT ${COLUMNS} FROM jobs WHERE id = ? AND ${own}`,
+    `SELECT ${COLUMNS}, now() AS read_at FROM jobs WHERE id = ? AND ${own}`,
     [id, ...ownBindings],
   );
   return row;
@@ -220,20 +220,22 @@ export async function countActiveWorkers(db: Knex): Promise<number> {
   return counted?.n ?? 0;
 }
 
-// Deletes up to `limit` finished (succeeded, failed, canceled) jobs outside batches with
-// finished_at before `before`.
+// Deletes up to `limit` finished (succeeded, failed, canceled) jobs outside batches that
+// finished more than `olderThanMs` ago, by the database's clock (a service clock running fast
+// must not purge what finished minutes ago, idempotency keys included).
 export async function purgeFinishedJobs(
   db: Knex,
-  opts: { before: Date; limit: number },
+  opts: { olderThanMs: number; limit: number },
 ): Promise<number> {
   const res = await db.raw<{ rowCount: number }>(
     `DELETE FROM jobs WHERE id IN (
        SELECT id FROM jobs
-       WHERE status IN ('succeeded', 'failed', 'canceled') AND finished_at < ?
+       WHERE status IN ('succeeded', 'failed', 'canceled')
+         AND finished_at < now() - make_interval(secs => ? / 1000.0)
          AND batch_id IS NULL
        LIMIT ?
      )`,
-    [opts.before, opts.limit],
+    [opts.olderThanMs, opts.limit],
   );
   return res.rowCount;
 }

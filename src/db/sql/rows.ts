@@ -9,7 +9,7 @@ import { prepared } from '../prepared.js';
 
 /** What `error` holds on a job whose attempt failed. */
 export interface JobError {
-  /** `timeout` | `heuristic_error` | `non_retryable` | `lease_expired` */
+  /** `timeout` | `heuristic_error` | `non_retryable` | `lease_expired` | `result_not_stored` */
   code: string;
   message: string;
   /** The attempt that failed, from 1. */
@@ -53,6 +53,8 @@ export interface JobRow {
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
+  /** The database's clock when `getJob` read the row: what `started_at` is compared with. */
+  read_at?: Date;
 }
 
 /** A batch with the state of its jobs, counted per status. */

@@ -1,6 +1,7 @@
 /**
  * Liveness and readiness, for orchestrators and load balancers; no API key needed.
  */
+import type { MigrationState } from '../../db/knex.js';
 import { HttpProblem, PROBLEM_TYPES } from '../problem.js';
 import { open, problem } from '../openapi.js';
 import type { Route } from '../route.js';
@@ -8,15 +9,25 @@ import type { Route } from '../route.js';
 export interface HealthDeps {
   /** True once shutdown has begun: readiness fails so load balancers stop sending work. */
   isDraining: () => boolean;
-  /** Whether the database answers with every migration this build knows applied. */
-  checkDatabase: () => Promise<'ok' | 'unreachable' | 'migrations missing'>;
+  /** Which migrations are missing or unknown; rejects when the database does not answer. */
+  migrationState: () => Promise<MigrationState>;
 }
+
+/** `/readyz` answers within this, even when the database does not (load balancers give up). */
+export const READINESS_TIMEOUT_MS = 1500;
 
 export function healthRoutes(deps: HealthDeps): Route[] {
   const unavailable = (detail: string) =>
     new HttpProblem(503, PROBLEM_TYPES.unavailable, 'Not Ready', detail, undefined, {
       'Retry-After': '5',
     });
+  // One check at a time: probes arriving while one runs share its answer, so a stalled
+  // database does not collect a pool connection per probe.
+  let checking: Promise<MigrationState> | undefined;
+  const check = () => {
+    checking ??= deps.migrationState().finally(() => (checking = undefined));
+    return checking;
+  };
   return [
     {
       // Liveness: the process answers. No dependencies checked, so a database outage does not
@@ -36,25 +47,52 @@ export function healthRoutes(deps: HealthDeps): Route[] {
       },
     },
     {
-      // Readiness: the database answers and every migration this build knows is applied.
+      // Readiness: the database answers and every migration this build knows is applied (newer
+      // ones it does not know are reported, not refused).
       method: 'get',
       path: '/readyz',
       handle: [
         async (ctx) => {
           if (deps.isDraining()) throw unavailable('Shutting down.');
-          const database = await deps.checkDatabase();
-          if (database === 'unreachable') throw unavailable('The database is unreachable.');
-          if (database === 'migrations missing') {
-            throw unavailable('Database migrations are not applied.');
+          let state: MigrationState;
+          let timer: NodeJS.Timeout | undefined;
+          const timedOut = new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`no answer within ${READINESS_TIMEOUT_MS} ms`)),
+              READINESS_TIMEOUT_MS,
+            );
+          });
+          try {
+            state = await Promise.race([check(), timedOut]);
+          } catch {
+            throw unavailable('The database is unreachable (or did not answer in time).');
+          } finally {
+            clearTimeout(timer);
           }
-          ctx.body = { status: 'ready', checks: { database: 'ok', migrations: 'ok' } };
+          if (state.missing.length > 0) throw unavailable('Database migrations are not applied.');
+          // Newer migrations than this version knows: a rollback or a deploy in progress.
+          // Ready (all this version needs is there), and said so.
+          ctx.body =
+            state.unknown.length === 0
+              ? { status: 'ready', checks: { database: 'ok', migrations: 'ok' } }
+              : {
+                  status: 'ready',
+                  checks: { database: 'ok', migrations: 'newer' },
+                  unknown_migrations: state.unknown,
+                };
         },
       ],
       doc: {
         ...open,
         operationId: 'readiness',
         summary: 'Readiness: database reachable, migrations applied',
-        responses: { '200': { description: 'Ready.' }, '503': problem('Not ready.') },
+        description:
+          'Answers within 2 s. `checks.migrations` is `newer` (with `unknown_migrations`) ' +
+          'when a newer version has migrated the database further: still ready.',
+        responses: {
+          '200': { description: 'Ready.' },
+          '503': problem('Not ready: shutting down, database unreachable or not migrated.'),
+        },
       },
     },
   ];
