@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { Response } from 'supertest';
-import { cacheKeyOf } from '../src/heuristic/types.js';
-import { rowCount } from './support/db.js';
+import { scopedCacheKey } from '../src/jobs/cache-scope.js';
+import { clientId, rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
@@ -186,7 +186,7 @@ describe('an idempotent replay answers exactly as the original did', () => {
   /** "Netflix" answered in the result cache, as an earlier job would have left it. */
   async function cacheNetflix() {
     await h.db('results').insert({
-      cache_key: cacheKeyOf(heuristic, tx('Netflix')),
+      cache_key: scopedCacheKey('client', heuristic, tx('Netflix'), await clientId(h.db, 'a')),
       result: JSON.stringify({ merchant: { name: 'Netflix' } }),
       expires_at: new Date(Date.now() + 3_600_000),
     });
