@@ -72,6 +72,28 @@ export interface Config {
   resultCacheTtlMs: number;
   /** pino level. @defaultValue info */
   logLevel: LogLevel;
+  /**
+   * Allow webhook URLs that resolve to loopback, private, link-local or other non-public
+   * addresses, and plain http (local development, tests). @defaultValue false
+   */
+  webhookAllowPrivate: boolean;
+  /** Time limit of one webhook delivery attempt, connect to response. @defaultValue 10000 */
+  webhookTimeoutMs: number;
+  /**
+   * Delay before each retry of a failed delivery (each ±20 % jitter); after the last retry the
+   * delivery is failed. @defaultValue 5s,5m,30m,2h,5h,10h,10h,14h,14h,14h (about 3 days)
+   */
+  webhookRetryScheduleMs: readonly number[];
+  /** Webhook deliveries in flight at once in this process. @defaultValue 16 */
+  webhookConcurrency: number;
+  /** Deliveries in flight at once to one endpoint, across all processes. @defaultValue 4 */
+  webhookEndpointConcurrency: number;
+  /** An endpoint failing without a success for this long is disabled. @defaultValue 5 days */
+  webhookDisableAfterMs: number;
+  /** Safety-net poll for due deliveries when no notification arrives. @defaultValue 30000 */
+  webhookPollMs: number;
+  /** Interval of heartbeat comments on `GET /events`. @defaultValue 15000 */
+  eventsHeartbeatMs: number;
 }
 
 export class ConfigError extends Error {
@@ -145,6 +167,33 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     return { min, max };
   };
 
+  const bool = (name: string, fallback: boolean): boolean => {
+    const value = raw(name)?.toLowerCase();
+    if (value === undefined) return fallback;
+    if (value === 'true' || value === '1') return true;
+    if (value === 'false' || value === '0') return false;
+    problems.push(`${name} must be true or false (got "${raw(name)}")`);
+    return fallback;
+  };
+
+  /** A comma-separated list of durations: `250ms`, `5s`, `5m`, `2h`, `1d`, or bare milliseconds. */
+  const durations = (name: string, fallback: number[], maxMs: number): number[] => {
+    const value = raw(name);
+    if (value === undefined) return fallback;
+    const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+    const parsed = value.split(',').map((part) => {
+      const m = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(part.trim());
+      return m ? Number(m[1]) * (unit[m[2] ?? 'ms'] ?? NaN) : NaN;
+    });
+    if (parsed.length > 50 || parsed.some((n) => !Number.isSafeInteger(n) || n > maxMs)) {
+      problems.push(
+        `${name} must be up to 50 comma-separated durations such as 5s,5m,2h (each at most 7d; got "${value}")`,
+      );
+      return fallback;
+    }
+    return parsed;
+  };
+
   const databaseUrl = raw('DATABASE_URL');
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL');
@@ -184,6 +233,20 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxPendingJobs: int('MAX_PENDING_JOBS', 1_000_000, 1, 1_000_000_000),
     resultCacheTtlMs: int('RESULT_CACHE_TTL_MS', 7 * DAY, 0, 3650 * DAY),
     logLevel,
+    webhookAllowPrivate: bool('WEBHOOK_ALLOW_PRIVATE', false),
+    webhookTimeoutMs: int('WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
+    webhookRetryScheduleMs: Object.freeze(
+      durations(
+        'WEBHOOK_RETRY_SCHEDULE',
+        [5, 300, 1800, 7200, 18_000, 36_000, 36_000, 50_400, 50_400, 50_400].map((s) => s * 1000),
+        7 * DAY,
+      ),
+    ),
+    webhookConcurrency: int('WEBHOOK_CONCURRENCY', 16, 1, 1000),
+    webhookEndpointConcurrency: int('WEBHOOK_ENDPOINT_CONCURRENCY', 4, 1, 1000),
+    webhookDisableAfterMs: int('WEBHOOK_DISABLE_AFTER_MS', 5 * DAY, 1000, 365 * DAY),
+    webhookPollMs: int('WEBHOOK_POLL_MS', 30_000, 50, DAY),
+    eventsHeartbeatMs: int('EVENTS_HEARTBEAT_MS', 15_000, 10, 10 * 60_000),
   };
 
   if (config.jobBackoffMaxMs < config.jobBackoffBaseMs) {

@@ -88,10 +88,10 @@ export function batchItem(row: BatchItemRow) {
 
 /** Opaque page cursors: the position after which the next page starts. */
 export const cursors = {
-  encode: (kind: 'seq' | 'index', position: string | number) =>
+  encode: (kind: 'seq' | 'index' | 'event', position: string | number) =>
     Buffer.from(`${kind}:${position}`).toString('base64url'),
   /** The position, or `undefined` when the cursor is not one of ours of this kind. */
-  decode(kind: 'seq' | 'index', cursor: string): string | undefined {
+  decode(kind: 'seq' | 'index' | 'event', cursor: string): string | undefined {
     const text = Buffer.from(cursor, 'base64url').toString();
     const [k, position] = text.split(':');
     return k === kind && position !== undefined && /^\d{1,19}$/.test(position)
