@@ -171,6 +171,7 @@ describe('webhook delivery', () => {
       10_000,
       'both delivered',
     );
+    expect(receiver.received.length, 'attempts after it came back').to.be.above(attemptsWhileDown);
     const ids = new Map<string, Set<string>>();
     for (const r of receiver.received) {
       const jobId = (JSON.parse(r.body) as { data: { id: string } }).data.id;
