@@ -4,11 +4,11 @@
  * endpoints disabled, the per-endpoint cap, the delivery log and redelivery.
  */
 import { expect } from 'chai';
-import type { Config } from '../src/config.js';
 import { NonRetryableError } from '../src/heuristic/errors.js';
 import { eventually } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { pushConfig, register } from './support/push.js';
 import { Receiver } from './support/receiver.js';
 
 /** Echoes, except: "Fail…" fails at once, "Hold…" runs until canceled. */
@@ -21,29 +21,6 @@ const scripted = new TestHeuristic(async (t, signal, call) => {
   }
   return echoAfter(0)(t, signal, call);
 });
-
-export const pushConfig = (extra: Partial<Config> = {}): Partial<Config> => ({
-  webhookAllowPrivate: true,
-  webhookRetryScheduleMs: [50, 100, 200],
-  webhookTimeoutMs: 2000,
-  webhookPollMs: 3_600_000,
-  ...extra,
-});
-
-/** Registers an endpoint at the receiver (path `path`); the receiver learns its secret. */
-export async function register(
-  h: Harness,
-  receiver: Receiver,
-  body: Record<string, unknown> = {},
-  path = '/hook',
-): Promise<{ id: string; secret: string }> {
-  const res = await h.http
-    .post('/webhooks')
-    .send({ url: `${receiver.url}${path}`, ...body })
-    .expect(201);
-  receiver.secrets.push(res.body.secret);
-  return res.body;
-}
 
 describe('webhook delivery', () => {
   let h: Harness;
