@@ -115,7 +115,7 @@ describe('webhook SSRF protection (WEBHOOK_ALLOW_PRIVATE off)', () => {
       event_types: ['job.succeeded'],
       secret: 'whsec_' + Buffer.alloc(32, 1).toString('base64'),
     });
-    await h.service.push.notified('endpoints');
+    await h.db.raw(`SELECT pg_notify('merchant_webhooks', 'endpoints')`);
     await submitJob(h, 'Netflix');
     const delivery = await eventually(async () => {
       const d = (await h.http.get(`/webhooks/${id}/deliveries`)).body.deliveries[0];
