@@ -63,6 +63,7 @@ export class Fanout {
 
   /** Endpoints were created, changed or deleted somewhere: look again whether any is enabled. */
   async endpointsChanged(): Promise<void> {
+    if (this.stopped) return;
     try {
       this.anyEnabled = await anyEnabledEndpoint(this.db);
     } catch (err) {

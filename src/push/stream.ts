@@ -116,8 +116,8 @@ export class EventStreams {
 }
 
 class EventStream {
-  /** Events the feed reported that this stream has not written yet, by id. */
-  private readonly heardIds = new Map<string, Position>();
+  /** The furthest log position of an event the feed reported for this stream. */
+  private heardUpTo: Position = [0n, 0n];
   private endSleep: (() => void) | undefined;
   private endDrain: (() => void) | undefined;
   private woken = false;
@@ -144,7 +144,7 @@ class EventStream {
     if (batchId && event.batch_id !== batchId) return;
     const position = positionOf(event);
     if (!after(position, this.cursor)) return; // written already
-    this.heardIds.set(event.id, position);
+    if (after(position, this.heardUpTo)) this.heardUpTo = position;
     this.wake();
   }
 
@@ -187,11 +187,9 @@ class EventStream {
           lastWrite = Date.now();
           if (events.length === PAGE) continue;
         }
-        for (const [id, position] of this.heardIds) {
-          if (!after(position, this.cursor)) this.heardIds.delete(id);
-        }
         // Something reported is still held back: look again soon; otherwise sleep until woken.
-        const held = this.heardIds.size > 0;
+        // (Everything before the cursor has been written: the cursor read never skips.)
+        const held = after(this.heardUpTo, this.cursor);
         recheckMs = held ? Math.min(RECHECK_MAX_MS, recheckMs * 2) : RECHECK_MIN_MS;
         const quiet = this.heartbeatMs - (Date.now() - lastWrite);
         if (quiet <= 0) {

@@ -111,7 +111,9 @@ const claimable = (alias: string) =>
 // Locks up to `limit` enabled endpoints that have due deliveries and fewer than `perEndpoint`
 // in flight, earliest due first, skipping those another claimer holds: while a claim
 // transaction holds an endpoint, no other can count and claim its deliveries, which is what
-// makes the per-endpoint cap hold across processes.
+// makes the per-endpoint cap hold across processes. (FOR NO KEY UPDATE: the fan-out's inserts,
+// which only key-share the endpoint, are not held up.) Lock order everywhere: endpoint, then
+// its deliveries.
 export async function lockDueEndpoints(
   trx: Knex.Transaction,
   opts: { limit: number; perEndpoint: number },
@@ -127,7 +129,7 @@ export async function lockDueEndpoints(
      ORDER BY (SELECT min(d.next_attempt_at) FROM webhook_deliveries d
                WHERE d.endpoint_id = e.id AND d.status = 'pending') NULLS FIRST, e.id
      LIMIT ?
-     FOR UPDATE OF e SKIP LOCKED`,
+     FOR NO KEY UPDATE OF e SKIP LOCKED`,
     [opts.perEndpoint, opts.limit],
   );
   return locked.map((r) => r.id);
@@ -222,7 +224,8 @@ export type DeliveryOutcome =
   /** No retries left, or the endpoint answered 410 (`gone`: the endpoint is disabled). */
   | { kind: 'failed'; status: number | null; error: string | null; gone: boolean };
 
-// Records an attempt's outcome, fenced on the claim, and on its endpoint: a success ends the
+// Records an attempt's outcome, fenced on the claim, and on its endpoint (locked first, as
+// claims lock it, so the two cannot deadlock): a success ends the
 // failure streak; a failure starts or continues it and disables the endpoint (`failing`) when
 // the streak is older than `disableAfterMs`; a 410 disables it (`gone`). NOTIFYs `endpoints`
 // when this disabled one. Returns whether the claim still held, and whether it disabled it.
@@ -242,13 +245,18 @@ export async function recordDelivery(
     outcome.kind === 'retry' ? 'pending' : outcome.kind === 'delivered' ? 'delivered' : 'failed';
   const [row] = await rows<{ recorded: boolean; disabled: 'gone' | 'failing' | null }>(
     db,
-    `WITH d AS (
+    `WITH locked AS (
+       SELECT e.id FROM webhook_endpoints e
+       WHERE e.id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = ?)
+       FOR NO KEY UPDATE
+     ), d AS (
        UPDATE webhook_deliveries SET status = ?,
          next_attempt_at = CASE WHEN ? = 'pending'
            THEN now() + make_interval(secs => ?::bigint / 1000.0) END,
          finished_at = CASE WHEN ? = 'pending' THEN NULL ELSE now() END,
          last_status = ?::int, last_error = ?, locked_by = NULL, locked_until = NULL
        WHERE id = ? AND status = 'delivering' AND locked_by = ? AND attempts = ?
+         AND endpoint_id IN (SELECT id FROM locked)
        RETURNING endpoint_id
      ), before AS (
        SELECT e.id, e.enabled, coalesce(e.failing_since, now()) AS streak
@@ -274,6 +282,7 @@ export async function recordDelivery(
      SELECT EXISTS (SELECT 1 FROM d) AS recorded, (SELECT disable FROM e) AS disabled,
        (SELECT pg_notify(?, 'endpoints') FROM e WHERE disable IS NOT NULL) AS notified`,
     [
+      opts.id,
       nextStatus,
       nextStatus,
       outcome.kind === 'retry' ? Math.round(outcome.delayMs) : 0,
