@@ -76,7 +76,11 @@ describe('webhook delivery', () => {
     expect(first.headers['webhook-signature']).to.match(/^v1,[A-Za-z0-9+/=]+$/);
     expect(Number(first.headers['webhook-timestamp'])).to.be.closeTo(Date.now() / 1000, 60);
     // The webhook-id of each is its delivery's id, and the log says delivered.
-    const log = await h.http.get(`/webhooks/${endpoint.id}/deliveries`).expect(200);
+    const log = await eventually(async () => {
+      const page = await h.http.get(`/webhooks/${endpoint.id}/deliveries`).expect(200);
+      const done = page.body.deliveries.every((d: { status: string }) => d.status !== 'delivering');
+      return done && page;
+    });
     expect(log.body.deliveries).to.have.length(4);
     expect(log.body.deliveries.map((d: { status: string }) => d.status)).to.deep.equal(
       Array(4).fill('delivered'),
@@ -250,7 +254,10 @@ describe('webhook delivery', () => {
       const later = await submitJob(h, 'Hulu');
       await eventually(async () => receiver.received.length === 2);
       expect(receiver.messages.at(-1)?.data.id).to.equal(later.id);
-      const log = (await h.http.get(`/webhooks/${endpoint.id}/deliveries`)).body.deliveries;
+      const log = await eventually(async () => {
+        const page = (await h.http.get(`/webhooks/${endpoint.id}/deliveries`)).body.deliveries;
+        return page[0]?.status !== 'delivering' && page;
+      });
       expect(log.map((d: { status: string }) => d.status)).to.deep.equal(['delivered', 'failed']);
     } finally {
       await other.close();

@@ -126,6 +126,8 @@ describe('webhooks across server processes', function () {
       }),
     );
     expect(delivered[0]! + delivered[1]!).to.equal(events);
+    // No claim or outcome write failed on the way (a deadlock would show here).
+    for (const s of [a, b]) expect(s.logs.filter((l) => l.level === 'error')).to.deep.equal([]);
   });
 });
 

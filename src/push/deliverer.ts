@@ -24,6 +24,7 @@ import {
   recordDelivery,
   releaseDeliveries,
 } from '../db/sql/deliveries.js';
+import { withDbRetry } from '../db/transient.js';
 import type { Logger } from '../log.js';
 import type { PushMetrics } from './metrics.js';
 import { type AttemptResult, sendWebhook } from './send.js';
@@ -190,17 +191,22 @@ export class Deliverer {
     const seconds = (performance.now() - started) / 1000;
     if (result.kind === 'unanswered' && signal.aborted) {
       // Shutdown: hand it back; it is sent again (at least once) by whoever claims it next.
-      await releaseDeliveries(this.opts.db, { workerId: this.workerId, claims: [claim] });
+      const claims = [claim];
+      await withDbRetry(() => releaseDeliveries(this.opts.db, { workerId: this.workerId, claims }));
       return;
     }
     const outcome = this.decide(claim, result);
-    const { recorded, disabled } = await recordDelivery(this.opts.db, {
-      id: claim.id,
-      workerId: this.workerId,
-      attempts: claim.attempts,
-      outcome,
-      disableAfterMs: this.opts.disableAfterMs,
-    });
+    // Fenced, so trying again after a deadlock or a dropped connection is safe; an outcome that
+    // cannot be written is sent again once the lease expires (at least once).
+    const { recorded, disabled } = await withDbRetry(() =>
+      recordDelivery(this.opts.db, {
+        id: claim.id,
+        workerId: this.workerId,
+        attempts: claim.attempts,
+        outcome,
+        disableAfterMs: this.opts.disableAfterMs,
+      }),
+    );
     const label = !recorded
       ? 'lease_lost'
       : outcome.kind === 'failed' && outcome.gone

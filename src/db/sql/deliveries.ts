@@ -112,8 +112,9 @@ const claimable = (alias: string) =>
 // in flight, earliest due first, skipping those another claimer holds: while a claim
 // transaction holds an endpoint, no other can count and claim its deliveries, which is what
 // makes the per-endpoint cap hold across processes. (FOR NO KEY UPDATE: the fan-out's inserts,
-// which only key-share the endpoint, are not held up.) Lock order everywhere: endpoint, then
-// its deliveries.
+// which only key-share the endpoint, are not held up.) A claim only updates deliveries that no
+// attempt holds (due, or with an expired lease), so it does not wait on an outcome being
+// written, which holds its delivery and then waits for the endpoint.
 export async function lockDueEndpoints(
   trx: Knex.Transaction,
   opts: { limit: number; perEndpoint: number },
@@ -224,8 +225,7 @@ export type DeliveryOutcome =
   /** No retries left, or the endpoint answered 410 (`gone`: the endpoint is disabled). */
   | { kind: 'failed'; status: number | null; error: string | null; gone: boolean };
 
-// Records an attempt's outcome, fenced on the claim, and on its endpoint (locked first, as
-// claims lock it, so the two cannot deadlock): a success ends the
+// Records an attempt's outcome, fenced on the claim, and on its endpoint: a success ends the
 // failure streak; a failure starts or continues it and disables the endpoint (`failing`) when
 // the streak is older than `disableAfterMs`; a 410 disables it (`gone`). NOTIFYs `endpoints`
 // when this disabled one. Returns whether the claim still held, and whether it disabled it.
@@ -245,18 +245,13 @@ export async function recordDelivery(
     outcome.kind === 'retry' ? 'pending' : outcome.kind === 'delivered' ? 'delivered' : 'failed';
   const [row] = await rows<{ recorded: boolean; disabled: 'gone' | 'failing' | null }>(
     db,
-    `WITH locked AS (
-       SELECT e.id FROM webhook_endpoints e
-       WHERE e.id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = ?)
-       FOR NO KEY UPDATE
-     ), d AS (
+    `WITH d AS (
        UPDATE webhook_deliveries SET status = ?,
          next_attempt_at = CASE WHEN ? = 'pending'
            THEN now() + make_interval(secs => ?::bigint / 1000.0) END,
          finished_at = CASE WHEN ? = 'pending' THEN NULL ELSE now() END,
          last_status = ?::int, last_error = ?, locked_by = NULL, locked_until = NULL
        WHERE id = ? AND status = 'delivering' AND locked_by = ? AND attempts = ?
-         AND endpoint_id IN (SELECT id FROM locked)
        RETURNING endpoint_id
      ), before AS (
        SELECT e.id, e.enabled, coalesce(e.failing_since, now()) AS streak
@@ -282,7 +277,6 @@ export async function recordDelivery(
      SELECT EXISTS (SELECT 1 FROM d) AS recorded, (SELECT disable FROM e) AS disabled,
        (SELECT pg_notify(?, 'endpoints') FROM e WHERE disable IS NOT NULL) AS notified`,
     [
-      opts.id,
       nextStatus,
       nextStatus,
       outcome.kind === 'retry' ? Math.round(outcome.delayMs) : 0,
