@@ -90,6 +90,29 @@ describe('webhook delivery', () => {
     );
   });
 
+  it('costs finishing jobs nothing while no endpoint is enabled: no fan-out round runs', async () => {
+    h = await startHarness({ heuristic: scripted, config: pushConfig() });
+    const cursorVersion = async () =>
+      (await h.db.raw<{ rows: { v: string }[] }>(`SELECT xmin::text AS v FROM webhook_fanout`))
+        .rows[0]?.v;
+    const before = await cursorVersion();
+    for (let i = 0; i < 10; i++) await submitJob(h, `Shop ${i}`);
+    await eventually(
+      async () => (await h.db('job_events').count<{ n: string }[]>('* as n'))[0]?.n === '10',
+    );
+    await h.service.feed.idle();
+    expect(await cursorVersion(), 'the cursor row was not touched').to.equal(before);
+    expect(await h.db('webhook_deliveries').count<{ n: string }[]>('* as n')).to.deep.equal([
+      { n: '0' },
+    ]);
+    // With an endpoint, the next round moves the cursor past all of them at once.
+    await register(h, receiver);
+    const after = await submitJob(h, 'Netflix');
+    await eventually(async () => receiver.received.length === 1);
+    expect(receiver.messages.map((m) => m.data.id)).to.deep.equal([after.id]);
+    expect(await cursorVersion()).not.to.equal(before);
+  });
+
   it('a signature made with another secret does not verify (the receiver can tell)', async () => {
     h = await startHarness({ heuristic: scripted, config: pushConfig() });
     await register(h, receiver);
