@@ -16,7 +16,7 @@
 import type { Knex } from 'knex';
 import { coerceError } from '../errors.js';
 import { type EventCursor, type EventRow, readEvents } from '../db/sql/events.js';
-import { insertDeliveries, lockFanoutCursor, setFanoutCursor } from '../db/sql/deliveries.js';
+import { insertDeliveries, lockFanoutCursor, setFanoutCursor } from '../db/sql/fanout.js';
 import { anyEnabledEndpoint, enabledEndpointsOf } from '../db/sql/webhooks.js';
 import type { Logger } from '../log.js';
 import { messagesOf } from './payload.js';
