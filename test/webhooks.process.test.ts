@@ -85,6 +85,17 @@ describe('webhooks across server processes', function () {
     expect(receiver.received.every((r) => r.verified !== undefined)).to.equal(true);
   });
 
+  it('SIGTERM ends open event streams and the server exits 0', async () => {
+    const server = await start();
+    const res = await fetch(`${server.url}/events`, {
+      headers: { authorization: `Bearer ${apiKey}` },
+    });
+    expect(res.status).to.equal(200);
+    const body = res.text(); // resolves when the server ends the stream
+    expect(await server.kill('SIGTERM')).to.deep.equal({ code: 0, signal: null });
+    expect(await body).to.contain(': connected');
+  });
+
   it('two processes deliver each event once', async () => {
     const a = await start();
     const b = await start();

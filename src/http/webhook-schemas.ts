@@ -257,6 +257,8 @@ export function webhookOperations(): Record<string, unknown> {
       {
         post: {
           operationId: `receive_${type.replace('.', '_')}`,
+          // Sent by the service, signed; no API key involved.
+          security: [],
           summary: `\`${type}\`, POSTed to your endpoint`,
           description:
             'Signed per Standard Webhooks: verify `webhook-signature` over ' +
