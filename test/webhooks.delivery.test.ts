@@ -347,6 +347,25 @@ describe('webhook delivery', () => {
     }
   });
 
+  it('does not poll while an endpoint with a backlog has all its slots in flight', async () => {
+    h = await startHarness({
+      heuristic: scripted,
+      config: pushConfig({ webhookEndpointConcurrency: 1 }),
+    });
+    await register(h, receiver);
+    receiver.answer = () => ({ status: 204, delayMs: 1500 });
+    let claims = 0;
+    h.service.db.on('query', (q: { sql: string }) => {
+      if (q.sql.includes('FOR NO KEY UPDATE OF e SKIP LOCKED')) claims++;
+    });
+    for (const name of ['A', 'B', 'C']) await submitJob(h, name);
+    await eventually(async () => receiver.received.length === 1);
+    const before = claims;
+    // While the one slot is busy for 1.5 s, the other two wait without being asked for.
+    await eventually(async () => receiver.received.length === 2, 10_000);
+    expect(claims - before, 'claim statements while the endpoint was full').to.be.below(10);
+  });
+
   it('redelivers a delivered message with the same webhook-id and a fresh schedule', async () => {
     h = await startHarness({ heuristic: scripted, config: pushConfig() });
     const endpoint = await register(h, receiver);

@@ -148,7 +148,7 @@ export class Deliverer {
   /** Sleeps until the next retry or lease expiry (at most the poll interval). */
   private async scheduleNextDue(): Promise<void> {
     if (this.stopped || this.inFlight.size >= this.opts.concurrency) return;
-    const due = await nextDeliveryDue(this.opts.db);
+    const due = await nextDeliveryDue(this.opts.db, this.opts.perEndpoint);
     if (due) this.setDueTimer(due.getTime() - Date.now());
   }
 

@@ -131,18 +131,25 @@ export function claimDeliveries(
   );
 }
 
-// Reads when the next delivery of an enabled endpoint becomes claimable (a retry falls due, a
-// lease expires), if any; changes nothing.
-export async function nextDeliveryDue(db: Knex): Promise<Date | undefined> {
+// Reads when the next delivery becomes claimable (a retry falls due, a lease expires), if any,
+// among enabled endpoints with fewer than `perEndpoint` in flight (a full endpoint is claimed
+// again by whoever frees a slot); changes nothing.
+export async function nextDeliveryDue(db: Knex, perEndpoint: number): Promise<Date | undefined> {
   const [row] = await rows<{ due: Date | null }>(
     db,
     `SELECT least(
-       (SELECT min(d.next_attempt_at) FROM webhook_deliveries d
-        JOIN webhook_endpoints e ON e.id = d.endpoint_id
-        WHERE d.status = 'pending' AND e.enabled),
+       (SELECT min(first.due) FROM (
+          SELECT d.endpoint_id, min(d.next_attempt_at) AS due FROM webhook_deliveries d
+          JOIN webhook_endpoints e ON e.id = d.endpoint_id
+          WHERE d.status = 'pending' AND e.enabled
+          GROUP BY d.endpoint_id) first
+        WHERE (SELECT count(*) FROM webhook_deliveries x
+               WHERE x.endpoint_id = first.endpoint_id AND x.status = 'delivering'
+                 AND x.locked_until > now()) < ?),
        (SELECT min(d.locked_until) FROM webhook_deliveries d
         JOIN webhook_endpoints e ON e.id = d.endpoint_id
         WHERE d.status = 'delivering' AND e.enabled)) AS due`,
+    [perEndpoint],
   );
   return row?.due ?? undefined;
 }
