@@ -142,7 +142,7 @@ describe('CLI: webhooks and events', function () {
             data: { id: string; status: string };
           },
       );
-    expect(lines.map((l) => l.data.id)).to.deep.equal(next);
+    expect(lines.map((l) => l.data.id).sort()).to.deep.equal([...next].sort());
     expect(
       lines.every((l) => l.type === 'job.succeeded' && l.data.status === 'succeeded'),
     ).to.equal(true);

@@ -21,6 +21,16 @@ interface Message {
 const dataOf = (s: OpenStream) => s.messages.map((m) => JSON.parse(m.data) as Message);
 const jobIdsOf = (s: OpenStream) => dataOf(s).map((m) => m.data.id);
 
+/** The ids of the events after event `id`, in log order. */
+async function logAfter(h: Harness, id: string): Promise<string[]> {
+  const res = await h.db.raw<{ rows: { id: string }[] }>(
+    `SELECT e.id::text FROM job_events e, job_events s
+     WHERE s.id = ? AND (e.tx_id, e.id) > (s.tx_id, s.id) ORDER BY e.tx_id, e.id`,
+    [id],
+  );
+  return res.rows.map((r) => r.id);
+}
+
 /** The event id of job `jobId`'s event. */
 async function eventIdOf(h: Harness, jobId: string): Promise<string> {
   const row = await h.db('job_events').where({ job_id: jobId }).first<{ id: string }>();
@@ -80,7 +90,7 @@ describe('GET /events (Server-Sent Events)', () => {
     await start();
     const first = await open();
     const before = [await submitJob(h, 'A'), await submitJob(h, 'B'), await submitJob(h, 'C')];
-    await eventually(async () => first.messages.length === 3);
+    await eventually(async () => first.messages.length === 3, 10_000, 'first: 3');
     const lastSeen = first.messages[2]!.id!;
     first.close();
     const missed = [];
@@ -90,21 +100,21 @@ describe('GET /events (Server-Sent Events)', () => {
     );
 
     const resumed = await open({ lastEventId: lastSeen });
-    await eventually(async () => resumed.messages.length === 4);
-    expect(jobIdsOf(resumed)).to.deep.equal(missed.map((j) => j.id));
-    expect(jobIdsOf(first)).to.deep.equal(before.map((j) => j.id));
+    await eventually(async () => resumed.messages.length === 4, 10_000, 'resumed: 4');
+    // Exactly the missed ones, in log order (which is not submission order: jobs finish as
+    // they finish).
+    expect(jobIdsOf(resumed).sort()).to.deep.equal(missed.map((j) => j.id).sort());
+    expect(resumed.messages.map((m) => m.id)).to.deep.equal(await logAfter(h, lastSeen));
+    expect(jobIdsOf(first).sort()).to.deep.equal(before.map((j) => j.id).sort());
     const live = await submitJob(h, 'H');
-    await eventually(async () => resumed.messages.length === 5);
+    await eventually(async () => resumed.messages.length === 5, 10_000, 'resumed: 5');
     expect(jobIdsOf(resumed).at(-1)).to.equal(live.id);
-    // Ids go up in the order sent; ?after= resumes the same way.
-    const ids = resumed.messages.map((m) => Number(m.id));
-    expect([...ids].sort((x, y) => x - y)).to.deep.equal(ids);
     const viaQuery = await open({ query: `?after=${lastSeen}` });
-    await eventually(async () => viaQuery.messages.length === 5);
+    await eventually(async () => viaQuery.messages.length === 5, 10_000, 'viaQuery: 5');
     expect(viaQuery.messages.map((m) => m.id)).to.deep.equal(resumed.messages.map((m) => m.id));
     // Last-Event-ID wins over ?after= (it is the later position on a reconnect).
     const both = await open({ query: `?after=${lastSeen}`, lastEventId: resumed.messages[3]!.id! });
-    await eventually(async () => both.messages.length === 1);
+    await eventually(async () => both.messages.length === 1, 10_000, 'both: 1');
     expect(both.messages[0]!.id).to.equal(resumed.messages[4]!.id);
   });
 
@@ -132,6 +142,33 @@ describe('GET /events (Server-Sent Events)', () => {
     await h.http.delete(`/jobs/${marker.id}`).expect(200);
     await eventually(async () => again.messages.length === 1);
     expect(jobIdsOf(again)).to.deep.equal([marker.id]);
+  });
+
+  it('resuming while an older transaction holds the missed events back gets them when it ends', async () => {
+    await start({}, false);
+    const first = await open();
+    const marker = await insertPending(h.db, 'Marker');
+    await h.http.delete(`/jobs/${marker.id}`).expect(200);
+    await eventually(async () => first.messages.length === 1);
+    first.close();
+    // An open transaction older than the next events (anyone's, on this server) holds them
+    // back from the cursor read; they were committed before the stream reconnects, so the
+    // feed never reports them to it.
+    const trx = await h.db.transaction();
+    try {
+      await trx.raw('SELECT pg_current_xact_id()');
+      const missed = await insertPending(h.db, 'Missed');
+      await h.http.delete(`/jobs/${missed.id}`).expect(200);
+      const resumed = await open({ lastEventId: first.messages[0]!.id! });
+      await eventually(async () => resumed.comments.includes('connected'));
+      expect(resumed.messages).to.deep.equal([]);
+      await trx.commit();
+      // Long before the first heartbeat (15 s) would have made it read again.
+      await eventually(async () => resumed.messages.length === 1, 5000, 'the held-back event');
+      expect(jobIdsOf(resumed)).to.deep.equal([missed.id]);
+    } finally {
+      if (!trx.isCompleted()) await trx.rollback();
+    }
   });
 
   it('filters by ?types= and ?batch=', async () => {

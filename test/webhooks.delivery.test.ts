@@ -5,8 +5,11 @@
  */
 import { expect } from 'chai';
 import { NonRetryableError } from '../src/heuristic/errors.js';
-import { eventually } from './support/db.js';
-import { type Harness, startHarness, submitJob } from './support/harness.js';
+import { randomUUID } from 'node:crypto';
+import { createLogger } from '../src/log.js';
+import { type Service, startService } from '../src/service.js';
+import { clientId, databaseUrl, eventually, insertPending } from './support/db.js';
+import { type Harness, startHarness, submitJob, testConfig } from './support/harness.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 import { pushConfig, register } from './support/push.js';
 import { Receiver } from './support/receiver.js';
@@ -111,6 +114,47 @@ describe('webhook delivery', () => {
     await eventually(async () => receiver.received.length === 1);
     expect(receiver.messages.map((m) => m.data.id)).to.deep.equal([after.id]);
     expect(await cursorVersion()).not.to.equal(before);
+  });
+
+  it('a process that starts while an older transaction holds events back fans them out when it ends', async () => {
+    h = await startHarness({ heuristic: scripted, config: pushConfig(), startRunner: false });
+    // An endpoint the running service has not heard of (no NOTIFY), so it fans nothing out.
+    await h.db('webhook_endpoints').insert({
+      id: randomUUID(),
+      client_id: await clientId(h.db, 'a'),
+      url: `${receiver.url}/hook`,
+      event_types: ['job.canceled'],
+      secret: 'whsec_' + Buffer.alloc(32, 3).toString('base64'),
+    });
+    receiver.secrets.push('whsec_' + Buffer.alloc(32, 3).toString('base64'));
+    const trx = await h.db.transaction();
+    let second: Service | undefined;
+    try {
+      await trx.raw('SELECT pg_current_xact_id()');
+      const job = await insertPending(h.db, 'Held');
+      await h.http.delete(`/jobs/${job.id}`).expect(200);
+      const cursorVersion = async () =>
+        (await h.db.raw<{ rows: { v: string }[] }>(`SELECT xmin::text AS v FROM webhook_fanout`))
+          .rows[0]?.v;
+      const before = await cursorVersion();
+      // A second process starts now: the event was committed before it listened.
+      second = await startService(testConfig(databaseUrl(h.db), { config: pushConfig() }), {
+        log: createLogger('silent'),
+        heuristic: scripted,
+        listen: false,
+        startRunner: false,
+      });
+      // Its first fan-out round has run (and found the event held back)...
+      await eventually(async () => (await cursorVersion()) !== before, 5000, 'a fan-out round');
+      expect(receiver.received).to.deep.equal([]);
+      // ...and it goes on looking until the older transaction ends.
+      await trx.commit();
+      await eventually(async () => receiver.messages.length === 1, 5000, 'the held-back event');
+      expect(receiver.messages[0]?.data.id).to.equal(job.id);
+    } finally {
+      if (!trx.isCompleted()) await trx.rollback();
+      await second?.stop();
+    }
   });
 
   it('a signature made with another secret does not verify (the receiver can tell)', async () => {

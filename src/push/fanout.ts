@@ -15,7 +15,7 @@
  */
 import type { Knex } from 'knex';
 import { coerceError } from '../errors.js';
-import { type EventCursor, type EventRow, readEvents } from '../db/sql/events.js';
+import { type EventCursor, type EventRow, eventsHeldBack, readEvents } from '../db/sql/events.js';
 import { insertDeliveries, lockFanoutCursor, setFanoutCursor } from '../db/sql/fanout.js';
 import { anyEnabledEndpoint, enabledEndpointsOf } from '../db/sql/webhooks.js';
 import type { Logger } from '../log.js';
@@ -39,6 +39,11 @@ export class Fanout {
   private heard = 0n;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = RETRY_MIN_MS;
+  /**
+   * Ask the database whether events are held back: at the start (events committed before this
+   * process listened were never heard of) and after a LISTEN reconnect, until none are.
+   */
+  private recheck = true;
 
   constructor(
     private readonly db: Knex,
@@ -49,6 +54,12 @@ export class Fanout {
 
   /** Learns whether any endpoint is enabled, then fans out what is waiting. */
   async start(): Promise<void> {
+    await this.endpointsChanged();
+  }
+
+  /** After a LISTEN reconnect: notifications may have been lost. */
+  async caughtUp(): Promise<void> {
+    this.recheck = true;
     await this.endpointsChanged();
   }
 
@@ -100,6 +111,10 @@ export class Fanout {
         const round = await this.round();
         if (round.kind === 'more' && !this.stopped) continue;
         caughtUp = round.kind === 'done' && BigInt(round.cursor.txId) >= this.heard;
+        if (caughtUp && this.recheck && round.kind === 'done') {
+          caughtUp = !(await eventsHeldBack(this.db, { after: round.cursor }));
+          this.recheck = !caughtUp;
+        }
         if (!this.again || this.stopped) break;
       }
     } catch (err) {

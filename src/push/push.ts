@@ -35,6 +35,7 @@ export class Push {
   readonly deliverer: Deliverer;
   private readonly fanout: Fanout;
   private purgeTimer: NodeJS.Timeout | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: PushOptions) {
     const { db, log, config } = opts;
@@ -66,6 +67,9 @@ export class Push {
     this.deliverer.start();
     this.purgeTimer = setInterval(() => void this.purge(), this.opts.config.purgeIntervalMs);
     this.purgeTimer.unref();
+    // The deliverer polls on its own; this is the fan-out's safety net.
+    this.pollTimer = setInterval(() => this.fanout.run(), this.opts.config.webhookPollMs);
+    this.pollTimer.unref();
     void this.purge();
   }
 
@@ -85,7 +89,7 @@ export class Push {
   /** After a LISTEN reconnect: notifications may have been lost. */
   caughtUp(): void {
     this.streams.caughtUp();
-    void this.fanout.endpointsChanged();
+    void this.fanout.caughtUp();
     this.deliverer.wake();
   }
 
@@ -97,6 +101,7 @@ export class Push {
   /** Stops fanning out and delivering; attempts in flight get `graceMs` to answer. */
   async stop(graceMs: number): Promise<void> {
     clearInterval(this.purgeTimer);
+    clearInterval(this.pollTimer);
     this.streams.close();
     await this.fanout.stop();
     await this.deliverer.stop(graceMs);

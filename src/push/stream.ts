@@ -19,6 +19,7 @@ import {
   type EventRow,
   type EventType,
   eventCursor,
+  eventsHeldBack,
   logPosition,
   readEvents,
 } from '../db/sql/events.js';
@@ -103,7 +104,7 @@ export class EventStreams {
 
   /** After a LISTEN reconnect: notifications may be lost, every stream looks again. */
   caughtUp(): void {
-    for (const streams of this.byClient.values()) for (const s of streams) s.wake();
+    for (const streams of this.byClient.values()) for (const s of streams) s.lookAgain();
   }
 
   /** Ends every stream (shutdown), so that closing the server does not wait for them. */
@@ -122,6 +123,11 @@ class EventStream {
   private endDrain: (() => void) | undefined;
   private woken = false;
   private stopped = false;
+  /**
+   * Ask the database whether events are held back: at the start (events committed before the
+   * stream opened were never heard of) and after a LISTEN reconnect, until none are.
+   */
+  private recheck = true;
   private cursor: Position;
 
   constructor(
@@ -151,6 +157,11 @@ class EventStream {
   wake(): void {
     this.woken = true;
     this.endSleep?.();
+  }
+
+  lookAgain(): void {
+    this.recheck = true;
+    this.wake();
   }
 
   /** Ends the stream; with `hangUpAfterMs`, drops the connection if the end is not read by then. */
@@ -187,9 +198,13 @@ class EventStream {
           lastWrite = Date.now();
           if (events.length === PAGE) continue;
         }
-        // Something reported is still held back: look again soon; otherwise sleep until woken.
-        // (Everything before the cursor has been written: the cursor read never skips.)
-        const held = after(this.heardUpTo, this.cursor);
+        // Something is still held back: look again soon; otherwise sleep until woken. (Every
+        // event before the cursor has been written: the cursor read never skips.)
+        let held = after(this.heardUpTo, this.cursor);
+        if (!held && this.recheck) {
+          held = await eventsHeldBack(this.db, { after: this.from, ...this.filter });
+          this.recheck = held;
+        }
         recheckMs = held ? Math.min(RECHECK_MAX_MS, recheckMs * 2) : RECHECK_MIN_MS;
         const quiet = this.heartbeatMs - (Date.now() - lastWrite);
         if (quiet <= 0) {

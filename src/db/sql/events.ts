@@ -145,6 +145,39 @@ export function readEvents(
   );
 }
 
+/**
+ * Whether events after `after` (of one client, some types, one batch) exist that `readEvents`
+ * holds back yet, because a transaction older than theirs is still running; changes nothing.
+ * Reads only the newest part of the log.
+ */
+export async function eventsHeldBack(
+  db: Knex,
+  opts: { after: EventCursor; clientId?: string; types?: readonly EventType[]; batchId?: string },
+): Promise<boolean> {
+  const [row] = await rows<{ held: boolean }>(
+    db,
+    `SELECT EXISTS (
+       SELECT 1 FROM job_events
+       WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())
+         AND (tx_id, id) > (?::xid8, ?::bigint)
+         AND (?::uuid IS NULL OR client_id = ?)
+         AND (?::text[] IS NULL OR type = ANY(?::text[]))
+         AND (?::uuid IS NULL OR batch_id = ?)
+     ) AS held`,
+    [
+      opts.after.txId,
+      opts.after.id,
+      opts.clientId ?? null,
+      opts.clientId ?? null,
+      opts.types ? [...opts.types] : null,
+      opts.types ? [...opts.types] : null,
+      opts.batchId ?? null,
+      opts.batchId ?? null,
+    ],
+  );
+  return row?.held === true;
+}
+
 /** The log position of event `id` (of client `clientId`, if given), if it is still kept; changes nothing. */
 export async function eventCursor(
   db: Knex,
