@@ -164,7 +164,7 @@ describe('GET /events (Server-Sent Events)', () => {
       expect(resumed.messages).to.deep.equal([]);
       await trx.commit();
       // Long before the first heartbeat (15 s) would have made it read again.
-      await eventually(async () => resumed.messages.length === 1, 5000, 'the held-back event');
+      await eventually(async () => resumed.messages.length === 1, 10_000, 'the held-back event');
       expect(jobIdsOf(resumed)).to.deep.equal([missed.id]);
     } finally {
       if (!trx.isCompleted()) await trx.rollback();

@@ -145,11 +145,11 @@ describe('webhook delivery', () => {
         startRunner: false,
       });
       // Its first fan-out round has run (and found the event held back)...
-      await eventually(async () => (await cursorVersion()) !== before, 5000, 'a fan-out round');
+      await eventually(async () => (await cursorVersion()) !== before, 10_000, 'a fan-out round');
       expect(receiver.received).to.deep.equal([]);
       // ...and it goes on looking until the older transaction ends.
       await trx.commit();
-      await eventually(async () => receiver.messages.length === 1, 5000, 'the held-back event');
+      await eventually(async () => receiver.messages.length === 1, 10_000, 'the held-back event');
       expect(receiver.messages[0]?.data.id).to.equal(job.id);
     } finally {
       if (!trx.isCompleted()) await trx.rollback();
