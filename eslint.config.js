@@ -49,4 +49,14 @@ export default tseslint.config(
     },
   },
   { files: ['eslint.config.js', 'src/cli/bin.js'], ...tseslint.configs.disableTypeChecked },
+  {
+    // Examples for users: plain Node scripts that print.
+    files: ['examples/**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { process: 'readonly', console: 'readonly' },
+    },
+    rules: { ...tseslint.configs.disableTypeChecked.rules, 'no-console': 'off' },
+  },
 );

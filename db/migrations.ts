@@ -5,6 +5,7 @@ import * as clients from './migrations/0003_clients.js';
 import * as resultCache from './migrations/0004_result_cache.js';
 import * as leanIndexes from './migrations/0005_lean_indexes.js';
 import * as eventLog from './migrations/0006_event_log.js';
+import * as webhooks from './migrations/0008_webhooks.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -23,6 +24,8 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0004_result_cache', resultCache],
   ['0005_lean_indexes', leanIndexes],
   ['0006_event_log', eventLog],
+  // 0007 is reserved for a change on another branch.
+  ['0008_webhooks', webhooks],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -4,6 +4,7 @@
  */
 
 import os from 'node:os';
+import { type DelayRange, type Env, envReader } from './env.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -12,11 +13,7 @@ export type HeuristicKind = (typeof HEURISTIC_KINDS)[number];
 export const HEURISTIC_CACHE_KEYS = ['transaction', 'description', 'none'] as const;
 export type HeuristicCacheKey = (typeof HEURISTIC_CACHE_KEYS)[number];
 
-/** Inclusive latency range of the bundled mock heuristic, in milliseconds. */
-export interface DelayRange {
-  min: number;
-  max: number;
-}
+export type { DelayRange };
 
 export interface Config {
   /** HTTP port. @defaultValue 9898 */
@@ -131,6 +128,28 @@ export interface Config {
 
   /** pino level. @defaultValue info */
   logLevel: LogLevel;
+  /**
+   * Allow webhook URLs that resolve to loopback, private, link-local or other non-public
+   * addresses, and plain http (local development, tests). @defaultValue false
+   */
+  webhookAllowPrivate: boolean;
+  /** Time limit of one webhook delivery attempt, connect to response. @defaultValue 10000 */
+  webhookTimeoutMs: number;
+  /**
+   * Delay before each retry of a failed delivery (each ±20 % jitter); after the last retry the
+   * delivery is failed. @defaultValue 5s,5m,30m,2h,5h,10h,10h,14h,14h,14h (about 3 days)
+   */
+  webhookRetryScheduleMs: readonly number[];
+  /** Webhook deliveries in flight at once in this process. @defaultValue 16 */
+  webhookConcurrency: number;
+  /** Deliveries in flight at once to one endpoint, across all processes. @defaultValue 4 */
+  webhookEndpointConcurrency: number;
+  /** An endpoint failing without a success for this long is disabled. @defaultValue 5 days */
+  webhookDisableAfterMs: number;
+  /** Safety-net poll for due deliveries when no notification arrives. @defaultValue 30000 */
+  webhookPollMs: number;
+  /** Interval of heartbeat comments on `GET /events`. @defaultValue 15000 */
+  eventsHeartbeatMs: number;
 }
 
 export class ConfigError extends Error {
@@ -140,7 +159,7 @@ export class ConfigError extends Error {
   }
 }
 
-const LOG_LEVELS: readonly LogLevel[] = [
+export const LOG_LEVELS: readonly LogLevel[] = [
   'fatal',
   'error',
   'warn',
@@ -150,83 +169,9 @@ const LOG_LEVELS: readonly LogLevel[] = [
   'silent',
 ];
 
-type Env = Record<string, string | undefined>;
-
-/** Readers of environment variables that collect a problem for each bad value. */
-function envReader(env: Env) {
-  const problems: string[] = [];
-  const raw = (name: string): string | undefined => {
-    const value = env[name]?.trim();
-    return value === undefined || value === '' ? undefined : value;
-  };
-
-  const int = (name: string, fallback: number, min: number, max: number): number => {
-    const value = raw(name);
-    if (value === undefined) return fallback;
-    const n = /^-?\d+$/.test(value) ? Number(value) : NaN;
-    if (!Number.isSafeInteger(n) || n < min || n > max) {
-      problems.push(`${name} must be an integer from ${min} to ${max} (got "${value}")`);
-      return fallback;
-    }
-    return n;
-  };
-
-  /** A non-negative decimal from `min` (or above it, if `minExclusive`) to `max`. */
-  const decimal = (
-    name: string,
-    fallback: number,
-    range: { min: number; max: number; minExclusive?: boolean },
-  ): number => {
-    const value = raw(name);
-    if (value === undefined) return fallback;
-    const n = Number(value);
-    const aboveMin = range.minExclusive ? n > range.min : n >= range.min;
-    if (!/^\d*\.?\d+$/.test(value) || !aboveMin || n > range.max) {
-      const from = range.minExclusive ? `above ${range.min}` : `from ${range.min}`;
-      problems.push(`${name} must be a number ${from} to ${range.max} (got "${value}")`);
-      return fallback;
-    }
-    return n;
-  };
-
-  const delay = (name: string, fallback: DelayRange): DelayRange => {
-    const value = raw(name);
-    if (value === undefined) return fallback;
-    const m = /^(\d+)(?:\s*-\s*(\d+))?$/.exec(value);
-    const min = m ? Number(m[1]) : NaN;
-    const max = m ? Number(m[2] ?? m[1]) : NaN;
-    if (!m || min > max || max > 600_000) {
-      problems.push(
-        `${name} must be "N" or "MIN-MAX" milliseconds, MIN <= MAX <= 600000 (got "${value}")`,
-      );
-      return fallback;
-    }
-    return { min, max };
-  };
-
-  /** One of `choices`, case-insensitive. */
-  const oneOf = <T extends string>(name: string, choices: readonly T[], fallback: T): T => {
-    const value = raw(name)?.toLowerCase();
-    if (value === undefined) return fallback;
-    if ((choices as readonly string[]).includes(value)) return value as T;
-    problems.push(`${name} must be one of ${choices.join(', ')} (got "${raw(name)}")`);
-    return fallback;
-  };
-
-  /** An http:// or https:// URL. */
-  const httpUrl = (name: string): string | undefined => {
-    const value = raw(name);
-    if (value === undefined || (URL.canParse(value) && /^https?:\/\//i.test(value))) return value;
-    problems.push(`${name} must be an http:// or https:// URL (got "${value}")`);
-    return undefined;
-  };
-
-  return { problems, raw, int, decimal, delay, oneOf, httpUrl };
-}
-
 /** Reads, validates and freezes the configuration. Throws ConfigError listing every bad value. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
-  const { problems, raw, int, decimal, delay, oneOf, httpUrl } = envReader(env);
+  const { problems, raw, int, decimal, delay, oneOf, httpUrl, bool, durations } = envReader(env);
 
   const databaseUrl = raw('DATABASE_URL');
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -290,6 +235,20 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     authFailuresPerMinute: int('AUTH_FAILURES_PER_MINUTE', 60, 1, 1_000_000),
     resultCacheScope: resultCacheScope === 'global' ? 'global' : 'client',
     logLevel,
+    webhookAllowPrivate: bool('WEBHOOK_ALLOW_PRIVATE', false),
+    webhookTimeoutMs: int('WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
+    webhookRetryScheduleMs: Object.freeze(
+      durations(
+        'WEBHOOK_RETRY_SCHEDULE',
+        [5, 300, 1800, 7200, 18_000, 36_000, 36_000, 50_400, 50_400, 50_400].map((s) => s * 1000),
+        7 * DAY,
+      ),
+    ),
+    webhookConcurrency: int('WEBHOOK_CONCURRENCY', 16, 1, 1000),
+    webhookEndpointConcurrency: int('WEBHOOK_ENDPOINT_CONCURRENCY', 4, 1, 1000),
+    webhookDisableAfterMs: int('WEBHOOK_DISABLE_AFTER_MS', 5 * DAY, 1000, 365 * DAY),
+    webhookPollMs: int('WEBHOOK_POLL_MS', 30_000, 50, DAY),
+    eventsHeartbeatMs: int('EVENTS_HEARTBEAT_MS', 15_000, 10, 10 * 60_000),
   };
 
   if (config.jobBackoffMaxMs < config.jobBackoffBaseMs) {
@@ -317,59 +276,6 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       `HEURISTIC_VERSION must be 1 to 100 visible ASCII characters (got "${config.heuristicVersion}")`,
     );
   }
-  if (problems.length > 0) throw new ConfigError(problems);
-  return Object.freeze(config);
-}
-
-/** What the stand-in does instead of answering: an HTTP status, a dropped connection, a
- * malformed answer, or no answer at all. */
-export type StandinFailure = `${number}` | 'reset' | 'malformed' | 'hang';
-
-/** The stand-in for the original synchronous service (`npm run standin`). */
-export interface StandinConfig {
-  /** @defaultValue 9899 */
-  port: number;
-  /** @defaultValue `0.0.0.0` */
-  host: string;
-  /** Latency of each answer, like the original's. @defaultValue 1000-30000 */
-  delayMs: DelayRange;
-  /** Failures injected, each with its probability per request. @defaultValue none */
-  failures: { failure: StandinFailure; rate: number }[];
-  /** @defaultValue info */
-  logLevel: LogLevel;
-}
-
-/**
- * Reads the stand-in's configuration: `STANDIN_PORT`, `STANDIN_HOST`, `STANDIN_DELAY_MS`,
- * `STANDIN_FAILURES` ("503:0.1,reset:0.05,malformed:0.02,hang:0.01"; statuses 400-599, rates
- * summing to at most 1) and `LOG_LEVEL`.
- */
-export function loadStandinConfig(env: Env = process.env): Readonly<StandinConfig> {
-  const { problems, raw, int, delay, oneOf } = envReader(env);
-  const failures: StandinConfig['failures'] = [];
-  const spec = raw('STANDIN_FAILURES');
-  for (const item of spec?.split(',') ?? []) {
-    const m = /^\s*(reset|malformed|hang|[45]\d\d)\s*:\s*(\d*\.?\d+)\s*$/i.exec(item);
-    const rate = Number(m?.[2]);
-    if (!m?.[1] || !(rate >= 0 && rate <= 1)) {
-      problems.push(
-        `STANDIN_FAILURES must be a list of KIND:RATE, KIND a status from 400 to 599 or reset, ` +
-          `malformed or hang, RATE from 0 to 1 (got "${spec}")`,
-      );
-      break;
-    }
-    failures.push({ failure: m[1].toLowerCase() as StandinFailure, rate });
-  }
-  if (failures.reduce((sum, f) => sum + f.rate, 0) > 1) {
-    problems.push(`STANDIN_FAILURES rates must add up to at most 1 (got "${spec}")`);
-  }
-  const config: StandinConfig = {
-    port: int('STANDIN_PORT', 9899, 0, 65535),
-    host: raw('STANDIN_HOST') ?? '0.0.0.0',
-    delayMs: delay('STANDIN_DELAY_MS', { min: 1000, max: 30_000 }),
-    failures,
-    logLevel: oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
-  };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }

@@ -3,10 +3,13 @@
  * HTTP; the HTTP layer maps each to a status in one place (http/problem.ts).
  */
 
-/** No such job or batch for this client (missing, someone else's, or a malformed id). */
+/**
+ * No such job, batch, webhook or delivery for this client (missing, someone else's, or a
+ * malformed id).
+ */
 export class NotFoundError extends Error {
   constructor(
-    readonly kind: 'job' | 'batch',
+    readonly kind: 'job' | 'batch' | 'webhook' | 'delivery',
     readonly id: string,
   ) {
     super(`No ${kind} with id "${id}".`);

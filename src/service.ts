@@ -11,7 +11,12 @@ import type { Knex } from 'knex';
 import { Authenticator } from './auth/authenticator.js';
 import { ensureLocalKey } from './auth/local-key.js';
 import type { Config } from './config.js';
-import { EVENTS_CHANNEL, KEYS_REVOKED_CHANNEL, PENDING_CHANNEL } from './db/channels.js';
+import {
+  EVENTS_CHANNEL,
+  KEYS_REVOKED_CHANNEL,
+  PENDING_CHANNEL,
+  WEBHOOKS_CHANNEL,
+} from './db/channels.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './db/embedded.js';
 import { createKnex, migrateLatest, migrationState, waitForDatabase } from './db/knex.js';
 import { PgNotifier } from './db/notifier.js';
@@ -28,6 +33,7 @@ import { JobEvents } from './jobs/hub.js';
 import { Jobs } from './jobs/usecases.js';
 import { type Logger, createLogger } from './log.js';
 import { Metrics } from './metrics.js';
+import { Push } from './push/push.js';
 import { Runner } from './runner/runner.js';
 import { AttemptStats } from './runner/stats.js';
 
@@ -56,6 +62,8 @@ export interface Service {
   /** The event log as this process hears it. */
   readonly feed: EventFeed;
   readonly metrics: Metrics;
+  /** Webhooks and event streams. */
+  readonly push: Push;
   /** Graceful: stop accepting, finish or hand back running attempts, close everything. */
   stop(): Promise<void>;
 }
@@ -87,6 +95,7 @@ export async function startService(
   });
   const events = new JobEvents();
   let runner: Runner | undefined;
+  let push: Push | undefined;
   let notifier: PgNotifier | undefined;
   let server: http.Server | undefined;
   let draining = false;
@@ -96,8 +105,10 @@ export async function startService(
     // Long-poll requests answer now with what they have, so closing the server does not wait
     // up to a minute for them.
     events.close();
+    push?.closeStreams();
     if (server) await close(server);
     await runner?.stop(config.shutdownGraceMs);
+    await push?.stop(config.shutdownGraceMs);
     await heuristics.close();
     await notifier?.stop();
     await feed.idle();
@@ -168,6 +179,17 @@ export async function startService(
       events.wakeAll();
       auth.forgetAll();
     });
+    // Push delivery: the fan-out and the event streams read the log too.
+    const pushing = new Push({
+      db,
+      log,
+      config,
+      registry: metrics.registry,
+      random: options.random,
+    });
+    push = pushing;
+    feed.subscribe((appended) => pushing.heard(appended));
+    feed.onCatchUp(() => pushing.caughtUp());
     notifier = new PgNotifier({
       connectionString: databaseUrl,
       connectTimeoutMs: config.databaseAcquireTimeoutMs,
@@ -175,12 +197,14 @@ export async function startService(
         [PENDING_CHANNEL]: wake,
         [EVENTS_CHANNEL]: (txId) => feed.notified(txId),
         [KEYS_REVOKED_CHANNEL]: (keyId) => auth.forget(keyId),
+        [WEBHOOKS_CHANNEL]: (payload) => pushing.notified(payload),
       },
       onReconnect: () => feed.caughtUp(),
       log,
     });
     await notifier.start();
     if (options.startRunner ?? true) jobRunner.start();
+    await pushing.start();
 
     const estimator = new QueueEstimator(store, stats, config.runnerConcurrency);
     const jobs = new Jobs({
@@ -205,6 +229,7 @@ export async function startService(
       auth,
       metrics,
       metricsToken: config.metricsToken,
+      push: pushing,
       maxBodyBytes: config.maxBodyBytes,
       maxBatchBodyBytes: config.maxBatchBodyBytes,
       isDraining: () => draining,
@@ -236,6 +261,7 @@ export async function startService(
       events,
       feed,
       metrics,
+      push: pushing,
       stop: () => (stopping ??= teardown()),
     };
   } catch (err) {

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { ConfigError, loadConfig, loadStandinConfig } from '../src/config.js';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { loadStandinConfig } from '../src/standin/config.js';
 
 describe('loadConfig(env)', () => {
   it('applies the documented defaults to an empty environment', () => {

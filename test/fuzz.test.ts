@@ -39,6 +39,12 @@ const path = fc.oneof(
   id.map((i) => `/jobs/${i}`),
   id.map((i) => `/batches/${i}`),
   id.map((i) => `/batches/${i}/results`),
+  // Push delivery (not GET /events: a valid request there is a stream that does not end).
+  fc.constant('/webhooks'),
+  id.map((i) => `/webhooks/${i}`),
+  id.map((i) => `/webhooks/${i}/rotate-secret`),
+  id.map((i) => `/webhooks/${i}/deliveries`),
+  fc.tuple(id, id).map(([i, d]) => `/webhooks/${i}/deliveries/${d}/redeliver`),
   fc.constantFrom('/healthz', '/readyz', '/openapi.json', '/docs', '/docs/assets/x', '/'),
   fc.webPath(),
 );
@@ -108,8 +114,35 @@ const transactionish = fc.record(
   },
   { requiredKeys: [] },
 );
+// Only literal addresses and localhost: no fuzzed host name reaches DNS.
+const webhookish = fc.record(
+  {
+    url: fc.oneof(
+      fc.constantFrom(
+        'https://93.184.216.34/hook',
+        'https://127.0.0.1/hook',
+        'http://10.0.0.1/x',
+        'https://localhost/x',
+        'https://[::ffff:169.254.169.254]/',
+        'ftp://93.184.216.34/',
+        'not a url',
+        '',
+      ),
+      fc.integer(),
+    ),
+    events: fc.oneof(
+      fc.subarray(['job.succeeded', 'job.failed', 'job.canceled', 'batch.completed']),
+      fc.array(junk, { maxLength: 3 }),
+      junk,
+    ),
+    description: fc.oneof(fc.string({ maxLength: 600 }), fc.constant(null), fc.integer()),
+    enabled: fc.oneof(fc.boolean(), junk),
+  },
+  { requiredKeys: [] },
+);
 const body = fc.oneof(
   transactionish.map((t) => JSON.stringify(t)),
+  webhookish.map((w) => JSON.stringify(w)),
   fc
     .array(transactionish, { maxLength: 5 })
     .map((transactions) => JSON.stringify({ transactions })),

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
-import type { StandinConfig } from '../src/config.js';
+import type { StandinConfig } from '../src/standin/config.js';
 import { HeuristicCallError, HttpHeuristic } from '../src/heuristic/http.js';
 import { NonRetryableError } from '../src/heuristic/errors.js';
 import { createLogger } from '../src/log.js';

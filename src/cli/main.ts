@@ -4,6 +4,8 @@
  *   merchant-normalizer submit FILE [--out FILE] ...   send a CSV/JSONL file, write the results
  *   merchant-normalizer status ID [--wait N]           show a job or a batch
  *   merchant-normalizer keys create|list|revoke        API keys (talks to the database)
+ *   merchant-normalizer webhooks create|list|…         webhook endpoints and their deliveries
+ *   merchant-normalizer events [--after ID]            your events as JSON lines (SSE)
  *
  * The API key comes from --api-key, MERCHANT_API_KEY, or the key file (--api-key-file,
  * MERCHANT_API_KEY_FILE, default DATA_DIR/api-key: what the embedded start writes).
@@ -19,6 +21,7 @@ import { VERSION } from '../version.js';
 import { InputError } from './input.js';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand } from './keys.js';
 import { EXIT, submitFile } from './submit.js';
+import { addWebhookCommands } from './webhooks.js';
 
 function integer(min: number, max: number) {
   return (value: string) => {
@@ -126,6 +129,13 @@ function program(): Command {
       }
       process.stdout.write(`${JSON.stringify(found, null, 2)}\n`);
     });
+
+  addWebhookCommands(cli, {
+    client: () =>
+      new MerchantClient({ baseUrl: String(cli.opts().url), apiKey: apiKey(), maxRetries: 3 }),
+    url: () => String(cli.opts().url),
+    apiKey,
+  });
 
   const keys = cli
     .command('keys')

@@ -11,6 +11,40 @@ export type Job = JobResource;
 export type Batch = BatchResource;
 export type { Transaction };
 
+/** A webhook endpoint as the API shows it; `secret` only when just created or rotated. */
+export interface Webhook {
+  id: string;
+  url: string;
+  description: string | null;
+  events: string[];
+  enabled: boolean;
+  disabled_reason: 'manual' | 'gone' | 'failing' | null;
+  disabled_at: string | null;
+  failing_since: string | null;
+  last_success_at: string | null;
+  last_failure_at: string | null;
+  previous_secret_expires_at: string | null;
+  created_at: string;
+  updated_at: string;
+  deliveries: string;
+  secret?: string;
+}
+
+/** One entry of a webhook's delivery log. */
+export interface WebhookDelivery {
+  id: string;
+  event_id: string;
+  event_type: string;
+  status: 'pending' | 'delivering' | 'delivered' | 'failed';
+  attempts: number;
+  last_status: number | null;
+  last_error: string | null;
+  last_attempt_at: string | null;
+  next_attempt_at: string | null;
+  created_at: string;
+  finished_at: string | null;
+}
+
 export interface BatchItem {
   index: number;
   job_id: string;
@@ -146,6 +180,60 @@ export class MerchantClient {
     return (await res.json()) as { jobs: Job[]; next_cursor: string | null };
   }
 
+  /** Registers a webhook endpoint; the answer's `secret` is shown only now. */
+  async createWebhook(endpoint: {
+    url: string;
+    events?: string[];
+    description?: string;
+  }): Promise<Webhook> {
+    return (await (await this.send('POST', '/webhooks', endpoint)).json()) as Webhook;
+  }
+
+  async listWebhooks(): Promise<Webhook[]> {
+    const res = await this.send('GET', '/webhooks');
+    return ((await res.json()) as { webhooks: Webhook[] }).webhooks;
+  }
+
+  async getWebhook(id: string): Promise<Webhook> {
+    return (await (await this.send('GET', webhookPath(id))).json()) as Webhook;
+  }
+
+  /** Changes url, events, description; `enabled` disables it or enables it again. */
+  async updateWebhook(
+    id: string,
+    patch: { url?: string; events?: string[]; description?: string | null; enabled?: boolean },
+  ): Promise<Webhook> {
+    return (await (await this.send('PATCH', webhookPath(id), patch)).json()) as Webhook;
+  }
+
+  async deleteWebhook(id: string): Promise<void> {
+    await this.send('DELETE', webhookPath(id));
+  }
+
+  /** A new secret (in the answer); the old one keeps signing beside it for 24 h. */
+  async rotateWebhookSecret(id: string): Promise<Webhook> {
+    const res = await this.send('POST', `${webhookPath(id)}/rotate-secret`);
+    return (await res.json()) as Webhook;
+  }
+
+  /** One page of a webhook's delivery log, newest first. */
+  async webhookDeliveries(
+    id: string,
+    page: { limit?: number; cursor?: string } = {},
+  ): Promise<{ deliveries: WebhookDelivery[]; next_cursor: string | null }> {
+    const query = new URLSearchParams();
+    if (page.limit) query.set('limit', String(page.limit));
+    if (page.cursor) query.set('cursor', page.cursor);
+    const res = await this.send('GET', `${webhookPath(id)}/deliveries?${query.toString()}`);
+    return (await res.json()) as { deliveries: WebhookDelivery[]; next_cursor: string | null };
+  }
+
+  /** Sends a delivery again now, with the same webhook-id. */
+  async redeliver(id: string, deliveryId: string): Promise<WebhookDelivery> {
+    const path = `${webhookPath(id)}/deliveries/${encodeURIComponent(deliveryId)}/redeliver`;
+    return (await (await this.send('POST', path)).json()) as WebhookDelivery;
+  }
+
   private async read<T>(path: string, opts: { wait?: number; etag?: string }): Promise<Read<T>> {
     const query = opts.wait ? `?wait=${opts.wait}` : '';
     const headers: Record<string, string> = opts.etag ? { 'If-None-Match': opts.etag } : {};
@@ -212,6 +300,8 @@ export class MerchantClient {
     await new Promise((resolve) => setTimeout(resolve, delayMs));
   }
 }
+
+const webhookPath = (id: string) => `/webhooks/${encodeURIComponent(id)}`;
 
 function submitHeaders(opts: { idempotencyKey?: string; waitSeconds?: number }) {
   const headers: Record<string, string> = {};

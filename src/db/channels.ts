@@ -13,3 +13,9 @@ export const EVENTS_CHANNEL = 'merchant_events';
 
 /** An API key was revoked (payload: the key id): every process drops it from its cache. */
 export const KEYS_REVOKED_CHANNEL = 'merchant_keys_revoked';
+
+/**
+ * Push delivery: payload `endpoints` when webhook endpoints changed (created, updated, disabled,
+ * deleted), `due` when deliveries became due now (fanned out, redelivered).
+ */
+export const WEBHOOKS_CHANNEL = 'merchant_webhooks';

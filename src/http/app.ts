@@ -8,15 +8,18 @@ import type { Authenticator } from '../auth/authenticator.js';
 import type { Jobs } from '../jobs/usecases.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import type { EventStreams } from '../push/stream.js';
 import { VERSION } from '../version.js';
 import { requestContext } from './middleware.js';
 import { openApiDocument } from './openapi.js';
 import { type Route, mount } from './route.js';
 import { batchRoutes } from './routes/batches.js';
 import { docsRoutes } from './routes/docs.js';
+import { eventRoutes } from './routes/events.js';
 import { type HealthDeps, healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { type WebhookRoutesDeps, webhookRoutes } from './routes/webhooks.js';
 
 export interface AppDeps extends HealthDeps {
   log: Logger;
@@ -30,6 +33,8 @@ export interface AppDeps extends HealthDeps {
   metrics?: Metrics;
   /** When set, /metrics needs `Authorization: Bearer <metricsToken>` (METRICS_TOKEN). */
   metricsToken?: string;
+  /** Webhooks and the event stream; without them there are no /webhooks and /events routes. */
+  push?: WebhookRoutesDeps['push'] & { streams: EventStreams };
 }
 
 /** Headers on every answer: an API that serves JSON has nothing to frame, embed or refer. */
@@ -48,6 +53,12 @@ export function appRoutes(deps: AppDeps): Route[] {
     ...jobRoutes(deps),
     ...batchRoutes(deps),
     ...(deps.metrics ? metricsRoutes(deps.metrics, deps.metricsToken) : []),
+    ...(deps.push
+      ? [
+          ...webhookRoutes({ ...deps, push: deps.push }),
+          ...eventRoutes({ ...deps, push: deps.push }),
+        ]
+      : []),
   ];
   let document: unknown;
   const describe = () => (document ??= openApiDocument(VERSION, api));

@@ -5,6 +5,7 @@
  */
 import { type Route, openApiPaths } from './route.js';
 import { ALL_SCHEMAS, MAX_WAIT_SECONDS, waitQuerySchema } from './schemas.js';
+import { webhookOperations } from './webhook-schemas.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -168,11 +169,14 @@ export function openApiDocument(
       summary: 'Asynchronous merchant-name normalization for card transactions.',
       description:
         'Submit a transaction (or a batch of up to 1000), get a job id at once, and poll or ' +
-        'long-poll (`?wait=N`) for the merchant. Errors are RFC 9457 problem+json. Calls about ' +
-        'jobs and batches need `Authorization: Bearer <API key>`.',
+        'long-poll (`?wait=N`) for the merchant, or have finished jobs pushed: signed webhooks ' +
+        '(`/webhooks`; payloads under `webhooks`) or a Server-Sent Events stream (`/events`). ' +
+        'Errors are RFC 9457 problem+json. Calls about jobs, batches, webhooks and events need ' +
+        '`Authorization: Bearer <API key>`.',
     },
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
     paths: openApiPaths(routes),
+    webhooks: webhookOperations(),
     security: [{ apiKey: [] }],
     components: {
       schemas: components,

@@ -12,6 +12,8 @@ import {
   TooManyAuthFailuresError,
   UnauthorizedError,
 } from '../errors.js';
+import { DeliveryInFlightError, EventExpiredError, WebhookLimitError } from '../push/errors.js';
+import { UrlRefusedError } from '../push/ssrf.js';
 
 export type FieldError =
   | {
@@ -52,6 +54,9 @@ export const PROBLEM_TYPES = {
   tooManyAuthFailures: '/problems/too-many-failed-authentications',
   quotaExceeded: '/problems/pending-quota-exceeded',
   queueFull: '/problems/queue-full',
+  webhookLimit: '/problems/webhook-limit',
+  deliveryInFlight: '/problems/delivery-in-flight',
+  eventExpired: '/problems/event-expired',
 } as const;
 
 export class HttpProblem extends Error {
@@ -147,6 +152,37 @@ export function problemOf(err: unknown): HttpProblem | undefined {
       'Idempotency-Key reused',
       err.message,
     );
+  }
+  return pushProblemOf(err);
+}
+
+/** The problems of push delivery (webhooks, the event stream). */
+function pushProblemOf(err: unknown): HttpProblem | undefined {
+  if (err instanceof UrlRefusedError) {
+    return new HttpProblem(
+      422,
+      PROBLEM_TYPES.validation,
+      'Invalid webhook',
+      `The url is refused: ${err.reason}.`,
+      [{ pointer: '/url', detail: `is refused: ${err.reason}` }],
+    );
+  }
+  if (err instanceof WebhookLimitError) {
+    return new HttpProblem(
+      409,
+      PROBLEM_TYPES.webhookLimit,
+      'Too Many Webhooks',
+      err.message,
+      undefined,
+      {},
+      { limit: err.limit },
+    );
+  }
+  if (err instanceof DeliveryInFlightError) {
+    return new HttpProblem(409, PROBLEM_TYPES.deliveryInFlight, 'Delivery In Flight', err.message);
+  }
+  if (err instanceof EventExpiredError) {
+    return new HttpProblem(410, PROBLEM_TYPES.eventExpired, 'Event Not In Log', err.message);
   }
   return undefined;
 }

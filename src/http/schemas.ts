@@ -3,6 +3,7 @@
  * responses: the one definition ajv validates with and the OpenAPI document is built from.
  * A `$ref` names another schema here by its `$id`; openapi.ts rewrites it to a component.
  */
+import { WEBHOOK_SCHEMAS } from './webhook-schemas.js';
 
 import { INTERMEDIARY_KINDS } from '../heuristic/types.js';
 
@@ -367,6 +368,7 @@ export const ALL_SCHEMAS = [
   batchSchema,
   batchResultsSchema,
   problemSchema,
+  ...WEBHOOK_SCHEMAS,
 ] as const;
 
 /** What a field must look like, said in words, for the errors ajv reports by keyword. */
@@ -378,6 +380,10 @@ export const FIELD_RULES: Record<string, string> = {
   currency: 'must be an upper-case ISO 4217 currency code, e.g. "USD"',
   mcc: 'must be a four-digit merchant category code as a string, e.g. "5411"',
   reference: 'must be a string of 1 to 200 characters',
+  url: 'must be an absolute https:// URL of at most 2000 characters',
+  events:
+    'must be a non-empty list of distinct event types: job.succeeded, job.failed, job.canceled, batch.completed',
+  enabled: 'must be true or false',
 };
 
 /** The same for query parameters. */
@@ -387,4 +393,7 @@ export const PARAMETER_RULES: Record<string, string> = {
   batch: 'must be a batch id (a UUID)',
   limit: 'must be a whole number from 1 to 1000',
   cursor: "must be a `next_cursor` value from a previous page's answer",
+  after: 'must be an event id (the `id:` of a message), digits only',
+  types:
+    'must be one or more of job.succeeded, job.failed, job.canceled, batch.completed, comma-separated',
 };

@@ -12,6 +12,8 @@ import {
   transactionSchema,
   waitQuerySchema,
 } from './schemas.js';
+import { eventsQuerySchema, webhookCreateSchema, webhookUpdateSchema } from './webhook-schemas.js';
+import type { EventType } from '../db/sql/events.js';
 
 // ajv-formats is CommonJS; under NodeNext its default import is the module object.
 const addFormats = addFormatsPlugin as unknown as typeof addFormatsPlugin.default;
@@ -51,6 +53,33 @@ const validateListQuery = queries.compile<{
   cursor?: string;
 }>(listJobsQuerySchema);
 const validatePageQuery = queries.compile<{ limit: number; cursor?: string }>(pageQuerySchema);
+const validateEventsQuery = queries.compile<{ after?: string; types?: string; batch?: string }>(
+  eventsQuerySchema,
+);
+
+export interface WebhookInput {
+  url: string;
+  events?: EventType[];
+  description?: string | null;
+}
+const validateWebhookCreate = bodies.getSchema<WebhookInput>(webhookCreateSchema.$id);
+const validateWebhookUpdate = bodies.getSchema<Partial<WebhookInput> & { enabled?: boolean }>(
+  webhookUpdateSchema.$id,
+);
+
+/** The body of POST /webhooks, or a 422 naming every bad field. */
+export function parseWebhookCreate(body: unknown): WebhookInput {
+  if (!validateWebhookCreate) throw new Error('WebhookCreate schema not registered');
+  return check(validateWebhookCreate, body, 'Invalid webhook', 'the webhook schema');
+}
+
+/** The body of PATCH /webhooks/{id}, or a 422 naming every bad field. */
+export function parseWebhookUpdate(body: unknown): Partial<WebhookInput> & { enabled?: boolean } {
+  if (!validateWebhookUpdate) throw new Error('WebhookUpdate schema not registered');
+  return check(validateWebhookUpdate, body, 'Invalid webhook', 'the webhook update schema');
+}
+
+export const parseEventsQuery = (query: unknown) => checkQuery(validateEventsQuery, query);
 
 /** The body as a Transaction, or a 422 problem naming every bad field. */
 export function parseTransaction(body: unknown): Transaction {
@@ -140,9 +169,19 @@ function describe(e: ErrorObject): [pointer: string, detail: string] {
   if (e.instancePath === '' && e.keyword === 'type') {
     return ['', 'the request body must be a JSON object'];
   }
-  const field = e.instancePath.split('/').pop() ?? '';
-  if (/^\d+$/.test(field) && e.keyword === 'type') {
+  if (e.instancePath === '' && e.keyword === 'minProperties') {
+    const known = Object.keys((e.parentSchema as { properties?: object }).properties ?? {});
+    return ['', `must change at least one of ${known.join(', ')}`];
+  }
+  const segments = e.instancePath.split('/');
+  const field = segments.pop() ?? '';
+  const parent = segments.at(-1) ?? '';
+  if (/^\d+$/.test(field) && parent === 'transactions' && e.keyword === 'type') {
     return [e.instancePath, 'each transaction must be a JSON object'];
+  }
+  // An item of a list (`/events/1`): the list's rule says what each item must be.
+  if (/^\d+$/.test(field) && parent !== 'transactions' && FIELD_RULES[parent]) {
+    return [e.instancePath, FIELD_RULES[parent]];
   }
   return [e.instancePath, FIELD_RULES[field] ?? e.message ?? 'is invalid'];
 }

@@ -87,17 +87,17 @@ export function batchItem(row: BatchItemRow) {
 }
 
 /**
- * The largest position of each cursor kind: what its column holds (`seq` is a bigint,
- * `batch_index` an integer). A larger number never came from us, and Postgres would refuse it.
+ * The largest position of each cursor kind: what its column holds (`seq` and event ids are
+ * bigints, `batch_index` an integer). A larger number never came from us, and Postgres would refuse it.
  */
-const CURSOR_MAX = { seq: 2n ** 63n - 1n, index: 2n ** 31n - 1n } as const;
+const CURSOR_MAX = { seq: 2n ** 63n - 1n, index: 2n ** 31n - 1n, event: 2n ** 63n - 1n } as const;
 
 /** Opaque page cursors: the position after which the next page starts. */
 export const cursors = {
-  encode: (kind: 'seq' | 'index', position: string | number) =>
+  encode: (kind: 'seq' | 'index' | 'event', position: string | number) =>
     Buffer.from(`${kind}:${position}`).toString('base64url'),
   /** The position, or `undefined` when the cursor is not one of ours of this kind. */
-  decode(kind: 'seq' | 'index', cursor: string): string | undefined {
+  decode(kind: 'seq' | 'index' | 'event', cursor: string): string | undefined {
     const text = Buffer.from(cursor, 'base64url').toString();
     const [k, position] = text.split(':');
     return k === kind &&

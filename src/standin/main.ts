@@ -5,7 +5,8 @@
  */
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { ConfigError, loadStandinConfig } from '../config.js';
+import { ConfigError } from '../config.js';
+import { loadStandinConfig } from './config.js';
 import { createLogger } from '../log.js';
 import { STANDIN_PATH, createStandinServer } from './server.js';
 

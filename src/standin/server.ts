@@ -7,7 +7,8 @@
  */
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { DelayRange, StandinConfig, StandinFailure } from '../config.js';
+import type { DelayRange } from '../config.js';
+import type { StandinConfig, StandinFailure } from './config.js';
 import { recognise } from '../heuristic/recognise.js';
 import type { Logger } from '../log.js';
 

@@ -145,14 +145,64 @@ export function readEvents(
   );
 }
 
-/** The log position of event `id`, if it is still kept; changes nothing. */
-export async function eventCursor(db: Knex, id: string): Promise<EventCursor | undefined> {
+/**
+ * Whether events after `after` (of one client, some types, one batch) exist that `readEvents`
+ * holds back yet, because a transaction older than theirs is still running; changes nothing.
+ * Reads only the newest part of the log.
+ */
+export async function eventsHeldBack(
+  db: Knex,
+  opts: { after: EventCursor; clientId?: string; types?: readonly EventType[]; batchId?: string },
+): Promise<boolean> {
+  const [row] = await rows<{ held: boolean }>(
+    db,
+    `SELECT EXISTS (
+       SELECT 1 FROM job_events
+       WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())
+         AND (tx_id, id) > (?::xid8, ?::bigint)
+         AND (?::uuid IS NULL OR client_id = ?)
+         AND (?::text[] IS NULL OR type = ANY(?::text[]))
+         AND (?::uuid IS NULL OR batch_id = ?)
+     ) AS held`,
+    [
+      opts.after.txId,
+      opts.after.id,
+      opts.clientId ?? null,
+      opts.clientId ?? null,
+      opts.types ? [...opts.types] : null,
+      opts.types ? [...opts.types] : null,
+      opts.batchId ?? null,
+      opts.batchId ?? null,
+    ],
+  );
+  return row?.held === true;
+}
+
+/** The log position of event `id` (of client `clientId`, if given), if it is still kept; changes nothing. */
+export async function eventCursor(
+  db: Knex,
+  id: string,
+  clientId?: string,
+): Promise<EventCursor | undefined> {
   const [row] = await rows<{ tx_id: string; id: string }>(
     db,
-    `SELECT tx_id::text, id FROM job_events WHERE id = ?::bigint`,
-    [id],
+    `SELECT tx_id::text, id FROM job_events WHERE id = ?::bigint AND (?::uuid IS NULL OR client_id = ?)`,
+    [id, clientId ?? null, clientId ?? null],
   );
   return row && { txId: row.tx_id, id: row.id };
+}
+
+/**
+ * The position of "now" in the log: every event after it committed after this call began, or
+ * was still being written then (so none is skipped, and a few written just before may follow).
+ */
+export async function logPosition(db: Knex): Promise<EventCursor> {
+  const [row] = await rows<{ tx_id: string }>(
+    db,
+    `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS tx_id`,
+  );
+  if (!row) throw new Error('no snapshot');
+  return { txId: row.tx_id, id: '0' };
 }
 
 // Deletes up to `limit` events older than `retentionMs` (database time).

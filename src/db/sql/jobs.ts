@@ -239,3 +239,9 @@ export async function purgeFinishedJobs(
   );
   return res.rowCount;
 }
+
+// Reads the jobs with these ids (any client's); changes nothing.
+export function getJobs(db: Knex, ids: readonly string[]): Promise<JobRow[]> {
+  if (ids.length === 0) return Promise.resolve([]);
+  return rows(db, `SELECT ${COLUMNS} FROM jobs WHERE id = ANY(?::uuid[])`, [[...ids]]);
+}
