@@ -177,6 +177,7 @@ export async function startService(
       maxBodyBytes: config.maxBodyBytes,
       maxBatchBodyBytes: config.maxBatchBodyBytes,
       jobMaxAttempts: config.jobMaxAttempts,
+      jobRetentionMs: config.jobRetentionMs,
       cacheKey: (tx) => (config.resultCacheTtlMs > 0 ? cacheKeyOf(heuristic, tx) : null),
       onJobSubmitted: wake,
       isDraining: () => draining,

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { parse } from 'csv-parse/sync';
 import type { Knex } from 'knex';
+import { v7 } from 'uuid';
 import { recogniseMerchant } from '../src/heuristic/recognise.js';
 import { freePort } from '../src/net.js';
 import { eventually, freshDatabase, rowCount, databaseUrl } from './support/db.js';
@@ -227,6 +228,18 @@ describe('CLI (merchant-normalizer)', function () {
     const unknown = cli(['status', 'nope'], url);
     expect(await unknown.exited).to.equal(2);
     expect(unknown.stderr).to.contain('no job or batch');
+  });
+
+  it('`status ID` of an id past retention exits 4 (410 Gone), saying the retention period', async () => {
+    const url = await startServer('0', { JOB_RETENTION_DAYS: '2' });
+    const expired = v7({ msecs: Date.now() - 3 * 24 * 60 * 60 * 1000 });
+    const run = cli(['status', expired], url);
+    expect(await run.exited, run.stderr).to.equal(4);
+    expect(run.stderr).to.contain('410 Gone');
+    expect(run.stderr).to.contain('retention period of 2 days');
+    // A recent id that does not exist is still "no such id" (exit 2), not expired.
+    const unknown = cli(['status', v7()], url);
+    expect(await unknown.exited).to.equal(2);
   });
 
   it('exits 3 with a resumable message when the service cannot be reached', async () => {

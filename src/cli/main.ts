@@ -8,7 +8,8 @@
  * The API key comes from --api-key, MERCHANT_API_KEY, or the key file (--api-key-file,
  * MERCHANT_API_KEY_FILE, default DATA_DIR/api-key: what the embedded start writes).
  * Exit codes: 0 all succeeded; 1 some jobs failed or were canceled, or rows were invalid
- * (--skip-invalid); 2 bad usage or input; 3 the service could not be reached or refused.
+ * (--skip-invalid); 2 bad usage or input; 3 the service could not be reached or refused;
+ * 4 a job or batch expired (410 Gone: deleted after the retention period).
  */
 import fs from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -213,6 +214,13 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write(
           'hint: pass --api-key, set MERCHANT_API_KEY, or point --api-key-file at a key file\n',
         );
+      }
+      if (err.status === 410) {
+        process.stderr.write(
+          'hint: results are kept for the retention period only; "submit --fresh" sends a file ' +
+            'again\n',
+        );
+        return EXIT.gone;
       }
       return EXIT.unavailable;
     }

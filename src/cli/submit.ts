@@ -38,7 +38,7 @@ export interface SubmitOptions {
 }
 
 /** Exit codes, documented in the README. */
-export const EXIT = { ok: 0, someFailed: 1, usage: 2, unavailable: 3 } as const;
+export const EXIT = { ok: 0, someFailed: 1, usage: 2, unavailable: 3, gone: 4 } as const;
 
 interface RunState {
   version: 1;

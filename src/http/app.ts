@@ -27,6 +27,8 @@ export interface AppDeps {
   maxBodyBytes: number;
   maxBatchBodyBytes: number;
   jobMaxAttempts: number;
+  /** How long finished jobs are kept: an older id that is missing is `410 Gone`. */
+  jobRetentionMs: number;
   /** The result-cache key of a transaction ("version:key"), or null: not cacheable. */
   cacheKey: (tx: Transaction) => string | null;
   onJobSubmitted: () => void;
@@ -44,6 +46,7 @@ export type ResourceRouteDeps = Pick<
   | 'events'
   | 'estimator'
   | 'jobMaxAttempts'
+  | 'jobRetentionMs'
   | 'cacheKey'
   | 'onJobSubmitted'
   | 'metrics'

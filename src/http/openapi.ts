@@ -102,6 +102,14 @@ const conditionalParameters = [
   },
 ];
 
+/** A missing id created longer ago than the retention period: it expired (http/gone.ts). */
+const gone = (what: string) =>
+  problem(
+    `No such ${what} any more: its id (a UUIDv7) was made longer ago than the retention ` +
+      'period (JOB_RETENTION_DAYS), after which finished jobs and batches are deleted. ' +
+      '`retention_days` says how long that is.',
+  );
+
 const unauthorized = problem(
   'No API key, or not a valid one (unknown, mistyped, revoked); see `WWW-Authenticate`.',
 );
@@ -144,6 +152,7 @@ function conditionalGet(operationId: string, summary: string, schema: string, wh
       },
       '304': { description: 'Unchanged since If-None-Match.' },
       '404': problem(`No such ${what}.`),
+      '410': gone(what),
       ...common4xx,
     },
   };
@@ -235,6 +244,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
             '200': { description: 'Canceled.', content: json(ref('Job')) },
             '401': unauthorized,
             '404': problem('No such job.'),
+            '410': gone('job'),
             '409': problem('Already finished (`job_status` says how).'),
             '503': common4xx['503'],
           },
@@ -258,6 +268,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
           responses: {
             '200': { description: 'One page.', content: json(ref('BatchResults')) },
             '404': problem('No such batch.'),
+            '410': gone('batch'),
             ...common4xx,
           },
         },

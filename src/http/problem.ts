@@ -35,6 +35,7 @@ export const PROBLEM_TYPES = {
   unsupportedMediaType: '/problems/unsupported-media-type',
   tooLarge: '/problems/body-too-large',
   notFound: '/problems/not-found',
+  gone: '/problems/gone',
   methodNotAllowed: '/problems/method-not-allowed',
   unavailable: '/problems/service-unavailable',
   unauthorized: '/problems/unauthorized',

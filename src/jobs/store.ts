@@ -9,6 +9,7 @@
 import type { Knex } from 'knex';
 import { prepared } from '../db/prepared.js';
 import type { Merchant, Transaction } from '../heuristic/types.js';
+import { newId } from '../ids.js';
 import type { JobError } from './errors.js';
 
 export type JobStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'canceled';
@@ -195,9 +196,9 @@ export async function insertJob(
   throw new Error('idempotent insert kept conflicting with a purge');
 }
 
-// Inserts a batch and one pending job per transaction (batch_index = position), in one
-// statement, and NOTIFYs runners. With an idempotency key already taken, inserts nothing and
-// returns the batch that holds the key (`created: false`) with its body hash.
+// Inserts a batch and one pending job per transaction (batch_index = position, a new UUIDv7
+// id each), in one statement, and NOTIFYs runners. With an idempotency key already taken,
+// inserts nothing and returns the batch that holds the key (`created: false`) with its body hash.
 export async function insertBatch(
   db: Knex,
   batch: {
@@ -237,7 +238,7 @@ export async function insertBatch(
        ), j AS (
          INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts,
                            cache_key, ${CACHED_COLUMNS})
-         SELECT gen_random_uuid(), b.client_id, b.id, t.ord - 1, t.tx, ?, k.key,
+         SELECT (?::uuid[])[t.ord::int], b.client_id, b.id, t.ord - 1, t.tx, ?, k.key,
                 ${cachedValues('r.result')}
          FROM b, jsonb_array_elements(?::jsonb) WITH ORDINALITY AS t(tx, ord)
          JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS k(key, ord) ON k.ord = t.ord
@@ -257,6 +258,7 @@ export async function insertBatch(
         batch.transactions.length,
         idempotency?.key ?? null,
         idempotency?.requestHash ?? null,
+        batch.transactions.map(() => newId()),
         batch.maxAttempts,
         JSON.stringify(batch.transactions),
         JSON.stringify(batch.transactions.map((_, i) => batch.cacheKeys?.[i] ?? null)),

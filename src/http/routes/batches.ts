@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
+import { newId } from '../../ids.js';
 import { batchTopic } from '../../jobs/events.js';
 import { type BatchRow, getBatch, getBatchItems, insertBatch } from '../../jobs/store.js';
 import { checkReplay, idempotencyOf } from '../idempotency.js';
 import { authenticate, clientOf, requireJson } from '../middleware.js';
-import { notFound } from '../problem.js';
+import { missing as missingOf } from '../gone.js';
 import { type ResourceKind, answerGet, answerSubmit } from '../respond.js';
 import { invalidCursor, parseBatch, parsePageQuery, parseWaitQuery } from '../validation.js';
 import {
@@ -34,7 +34,8 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
     retryAfter: (row) => deps.estimator.forBatch(row),
     retryAfterSubmitted: (row) => deps.estimator.forSubmitted(row.pending),
   });
-  const missing = (id: string) => () => notFound(`No batch with id "${id}".`);
+  // 404, or 410 for an id older than the retention period.
+  const missing = (id: string) => () => missingOf('batch', id, deps.jobRetentionMs);
 
   // Accept 1..1000 transactions at once, all or nothing: 202 once the batch and its jobs are
   // committed, with the job ids in submission order.
@@ -53,7 +54,7 @@ export function batchRoutes(deps: BatchRoutesDeps): Router {
         n,
         () =>
           insertBatch(deps.db, {
-            id: randomUUID(),
+            id: newId(),
             clientId: client.id,
             transactions,
             maxAttempts: deps.jobMaxAttempts,

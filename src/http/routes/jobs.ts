@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import { koaBody } from 'koa-body';
+import { newId } from '../../ids.js';
 import { jobTopic } from '../../jobs/events.js';
 import {
   type JobRow,
@@ -13,7 +13,8 @@ import {
 } from '../../jobs/store.js';
 import { checkReplay, idempotencyOf } from '../idempotency.js';
 import { authenticate, clientOf, requireJson } from '../middleware.js';
-import { HttpProblem, PROBLEM_TYPES, notFound } from '../problem.js';
+import { missing as missingOf } from '../gone.js';
+import { HttpProblem, PROBLEM_TYPES } from '../problem.js';
 import { type ResourceKind, answerGet, answerSubmit } from '../respond.js';
 import {
   parseListJobsQuery,
@@ -61,7 +62,8 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
     retryAfter: (row) => deps.estimator.forJob(row),
     retryAfterSubmitted: () => deps.estimator.forSubmitted(1),
   });
-  const missing = (id: string) => () => notFound(`No job with id "${id}".`);
+  // 404, or 410 for an id older than the retention period.
+  const missing = (id: string) => () => missingOf('job', id, deps.jobRetentionMs);
 
   // Accept one transaction: 202 once its pending job row is committed.
   router.post(
@@ -78,7 +80,7 @@ export function jobRoutes(deps: JobRoutesDeps): Router {
         1,
         () =>
           insertJob(deps.db, {
-            id: randomUUID(),
+            id: newId(),
             clientId: client.id,
             transaction,
             maxAttempts: deps.jobMaxAttempts,
