@@ -16,7 +16,10 @@ export interface DelayRange {
 export interface Config {
   /** HTTP port. @defaultValue 9898 */
   port: number;
-  /** Interface to bind. @defaultValue `0.0.0.0` */
+  /**
+   * Interface to bind (`HOST`). The embedded database is for one machine, so is the API then.
+   * @defaultValue `127.0.0.1` without DATABASE_URL (embedded Postgres), else `0.0.0.0`
+   */
   host: string;
   /** Postgres connection string; when unset an embedded Postgres is started. @defaultValue unset */
   databaseUrl: string | undefined;
@@ -72,6 +75,15 @@ export interface Config {
   resultCacheTtlMs: number;
   /** pino level. @defaultValue info */
   logLevel: LogLevel;
+
+  // Browser access (issue 15).
+  /**
+   * Origins whose web pages may call the API from a browser (CORS), from the comma-separated
+   * `CORS_ORIGINS`: exact origins such as `https://app.example.com`, or `*` for any. Empty
+   * sends no CORS headers, so browsers allow only same-origin pages (such as the dashboard).
+   * @defaultValue empty
+   */
+  corsOrigins: readonly string[];
 }
 
 export class ConfigError extends Error {
@@ -157,9 +169,22 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 
   const DAY = 24 * 60 * 60 * 1000;
 
+  const corsOrigins = (raw('CORS_ORIGINS') ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter((o) => o !== '');
+  for (const origin of corsOrigins) {
+    if (origin !== '*' && !isOrigin(origin)) {
+      problems.push(
+        `CORS_ORIGINS must be "*" or comma-separated origins like https://app.example.com ` +
+          `(scheme://host[:port], no path) (got "${origin}")`,
+      );
+    }
+  }
+
   const config: Config = {
     port: int('PORT', 9898, 0, 65535),
-    host: raw('HOST') ?? '0.0.0.0',
+    host: raw('HOST') ?? (databaseUrl === undefined ? '127.0.0.1' : '0.0.0.0'),
     databaseUrl,
     dataDir: raw('DATA_DIR') ?? '.data',
     embeddedPgPort: int('EMBEDDED_PG_PORT', 0, 0, 65535),
@@ -184,6 +209,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxPendingJobs: int('MAX_PENDING_JOBS', 1_000_000, 1, 1_000_000_000),
     resultCacheTtlMs: int('RESULT_CACHE_TTL_MS', 7 * DAY, 0, 3650 * DAY),
     logLevel,
+    corsOrigins: Object.freeze(corsOrigins),
   };
 
   if (config.jobBackoffMaxMs < config.jobBackoffBaseMs) {
@@ -194,4 +220,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
+}
+
+/** `scheme://host[:port]` and nothing else, as a browser sends it in `Origin`. */
+function isOrigin(value: string): boolean {
+  try {
+    return new URL(value).origin === value;
+  } catch {
+    return false;
+  }
 }

@@ -182,6 +182,7 @@ export async function startService(
       onJobSubmitted: wake,
       isDraining: () => draining,
       metrics,
+      corsOrigins: config.corsOrigins,
     });
 
     let url: string | undefined;
@@ -194,11 +195,17 @@ export async function startService(
       server.keepAliveTimeout = 5_000;
       server.listen(config.port, config.host);
       await once(server, 'listening');
-      const { port } = server.address() as AddressInfo;
+      const { port, address } = server.address() as AddressInfo;
       const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
       url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
       log.info(
-        { url, port, workerId: jobRunner.workerId, concurrency: config.runnerConcurrency },
+        {
+          url,
+          address,
+          port,
+          workerId: jobRunner.workerId,
+          concurrency: config.runnerConcurrency,
+        },
         'listening',
       );
     }

@@ -8,6 +8,7 @@ import type { QueueEstimator } from '../jobs/eta.js';
 import type { JobEvents } from '../jobs/events.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { corsFor } from './cors.js';
 import { requestContext } from './middleware.js';
 import { batchRoutes } from './routes/batches.js';
 import { docsRoutes } from './routes/docs.js';
@@ -35,6 +36,8 @@ export interface AppDeps {
   isDraining: () => boolean;
   /** Prometheus metrics; without them there is no /metrics route. */
   metrics?: Metrics;
+  /** Origins allowed to call from a browser (CORS_ORIGINS); none: no CORS headers. */
+  corsOrigins?: readonly string[];
 }
 
 /** What the job and batch routes use. */
@@ -81,6 +84,8 @@ export function createApp(deps: AppDeps): Koa {
     if (deps.isDraining()) ctx.set('Connection', 'close');
     await next();
   });
+  const cors = corsFor(deps.corsOrigins ?? []);
+  if (cors) app.use(cors);
   const router = new Router();
   router.use(
     healthRoutes(deps).routes(),
