@@ -36,5 +36,5 @@ export default tseslint.config(
       'no-console': 'off',
     },
   },
-  { files: ['eslint.config.js', 'src/cli/bin.js'], ...tseslint.configs.disableTypeChecked },
+  { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
 );

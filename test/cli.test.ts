@@ -1,5 +1,5 @@
 /**
- * The CLI as a batch script runs it: spawned through its `bin` entry against a spawned server.
+ * The CLI as a batch script runs it: spawned as a process against a spawned server.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -34,7 +34,8 @@ let apiKey = '';
 function cli(args: string[], url: string, env: Record<string, string> = {}): Run {
   const base = { ...process.env };
   delete base.DATABASE_URL;
-  const child = spawn(process.execPath, [path.join(ROOT, 'src/cli/bin.js'), ...args], {
+  // As `npm run cli` runs it; the built `bin` entry is run by test/package.test.ts.
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
     cwd: ROOT,
     env: {
       ...base,
@@ -287,6 +288,24 @@ describe('CLI (merchant-normalizer)', function () {
       const relisted = admin(['list', '--client', 'acme']);
       await relisted.exited;
       expect(relisted.stdout).to.match(new RegExp(`^${keyId}\\s+acme\\s+\\S+\\s+revoked `, 'm'));
+    });
+
+    it('`KEY=$(npm run -s cli -- keys create …)`, as the README writes it, captures the key alone', async () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl(db) };
+      for (const k of Object.keys(env)) if (/^npm_(package|lifecycle)_/.test(k)) delete env[k];
+      const shell = spawn(
+        'sh',
+        ['-c', 'KEY=$(npm run -s cli -- keys create --client acme) && printf "[%s]" "$KEY"'],
+        { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      let stderr = '';
+      shell.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+      shell.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+      const [code] = (await once(shell, 'exit')) as [number | null];
+      expect(code, stderr).to.equal(0);
+      expect(stdout).to.match(/^\[mn_[0-9a-f]{12}_[\w-]{43}\]$/);
+      expect(stderr).to.contain('Created key');
     });
 
     it('refuses a bad client name with exit 2', async () => {

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /**
  * merchant-normalizer: the command line for batch scripts.
  *
