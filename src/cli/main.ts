@@ -16,8 +16,9 @@ import fs from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { CLIENT_NAME } from '../auth/keys.js';
 import { localKeyFile } from '../auth/local-key.js';
-import { ApiError, MerchantClient } from '../client/client.js';
+import { ApiError, MerchantClient, NetworkError } from '../client/client.js';
 import { VERSION } from '../version.js';
+import { AMOUNT_FORMATS, type AmountFormat } from './amount.js';
 import { InputError } from './input.js';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand } from './keys.js';
 import { EXIT, submitFile } from './submit.js';
@@ -32,6 +33,22 @@ function integer(min: number, max: number) {
   };
 }
 
+/** `--url`: an http(s) base URL, or a usage error naming what was given. */
+function baseUrl(value: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new InvalidArgumentError(
+      `must be an http:// or https:// URL such as http://127.0.0.1:9898 (got "${value}")`,
+    );
+  }
+  return value;
+}
+
 function program(): Command {
   const cli = new Command()
     .name('merchant-normalizer')
@@ -40,7 +57,8 @@ function program(): Command {
     .addOption(
       new Option('--url <url>', 'service base URL')
         .env('MERCHANT_API_URL')
-        .default('http://127.0.0.1:9898'),
+        .default('http://127.0.0.1:9898')
+        .argParser(baseUrl),
     )
     .addOption(new Option('--api-key <key>', 'API key').env('MERCHANT_API_KEY'))
     .addOption(
@@ -71,7 +89,8 @@ function program(): Command {
     )
     .argument(
       '<file>',
-      'CSV with a header row (date,description,amount[,currency,mcc,reference]) or JSONL',
+      'CSV with a header row naming date, description, amount (optional: currency, mcc, ' +
+        'reference; any case; other columns are copied to the output), or JSONL',
     )
     .option('-o, --out <file>', 'where to write results (default: FILE.results.csv|jsonl)')
     .addOption(new Option('-f, --format <format>', 'output format').choices(['csv', 'jsonl']))
@@ -85,6 +104,16 @@ function program(): Command {
       8,
     )
     .option('--skip-invalid', 'submit the valid rows; list invalid ones in the output', false)
+    .addOption(
+      new Option('--amount-format <layout>', 'how the file writes amounts, by example')
+        .choices(AMOUNT_FORMATS)
+        .default('1234.56'),
+    )
+    .option(
+      '--drop-extra-columns',
+      'leave columns (JSONL: fields) that are not transaction fields out of the output',
+      false,
+    )
     .addOption(
       new Option('--progress <mode>', 'progress on stderr: a bar on a terminal, else lines')
         .choices(['auto', 'bar', 'lines', 'none'])
@@ -103,6 +132,8 @@ function program(): Command {
         retries: o.retries as number,
         fresh: o.fresh === true,
         skipInvalid: o.skipInvalid === true,
+        amountFormat: o.amountFormat as AmountFormat,
+        dropExtraColumns: o.dropExtraColumns === true,
         progress: mode as 'bar' | 'lines' | 'none',
         stderr: process.stderr,
       });
@@ -210,7 +241,8 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.usage;
     }
     if (err instanceof ApiError) {
-      process.stderr.write(`\nerror: the service answered ${err.message}\n`);
+      const who = err.request ? `${err.request.method} ${err.request.url}` : 'the service';
+      process.stderr.write(`\nerror: ${who} answered ${err.message}\n`);
       if (err.status === 401) {
         process.stderr.write(
           'hint: pass --api-key, set MERCHANT_API_KEY, or point --api-key-file at a key file\n',
@@ -223,6 +255,13 @@ export async function main(argv: string[]): Promise<number> {
         );
         return EXIT.gone;
       }
+      return EXIT.unavailable;
+    }
+    if (err instanceof NetworkError) {
+      process.stderr.write(
+        `\nerror: cannot reach the service at ${err.request.url} (${err.reason}); check --url ` +
+          'or MERCHANT_API_URL, then rerun the same command to resume\n',
+      );
       return EXIT.unavailable;
     }
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
