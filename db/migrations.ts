@@ -4,6 +4,7 @@ import * as batchesIdempotency from './migrations/0002_batches_idempotency.js';
 import * as clients from './migrations/0003_clients.js';
 import * as resultCache from './migrations/0004_result_cache.js';
 import * as leanIndexes from './migrations/0005_lean_indexes.js';
+import * as batchesByClient from './migrations/0009_batches_by_client.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -21,6 +22,7 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0003_clients', clients],
   ['0004_result_cache', resultCache],
   ['0005_lean_indexes', leanIndexes],
+  ['0009_batches_by_client', batchesByClient],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

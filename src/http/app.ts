@@ -13,6 +13,7 @@ import { requestContext } from './middleware.js';
 import { batchRoutes } from './routes/batches.js';
 import { docsRoutes } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
+import { insightRoutes } from './routes/insights.js';
 import { jobRoutes } from './routes/jobs.js';
 
 export interface AppDeps {
@@ -91,6 +92,7 @@ export function createApp(deps: AppDeps): Koa {
     healthRoutes(deps).routes(),
     jobRoutes(deps).routes(),
     batchRoutes(deps).routes(),
+    insightRoutes(deps).routes(),
     docsRoutes().routes(),
   );
   const metrics = deps.metrics;

@@ -10,6 +10,7 @@ import {
   pageQuerySchema,
   waitQuerySchema,
 } from './schemas.js';
+import { insightPaths } from './openapi-insights.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -273,6 +274,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
           },
         },
       },
+      ...insightPaths({ ref, json, problem, queryParameters, common4xx }),
       '/healthz': {
         get: {
           ...open,

@@ -4,6 +4,8 @@
  * A `$ref` names another schema here by its `$id`; openapi.ts rewrites it to a component.
  */
 
+import { INSIGHT_SCHEMAS } from './schemas-insights.js';
+
 export const MAX_BATCH_SIZE = 1000;
 /** Longest `?wait=` / `Prefer: wait=` in seconds. */
 export const MAX_WAIT_SECONDS = 60;
@@ -320,7 +322,7 @@ export const problemSchema = {
   },
 } as const;
 
-/** Every schema above, by `$id`. */
+/** Every schema above, by `$id`, and those of schemas-insights.ts. */
 export const ALL_SCHEMAS = [
   transactionSchema,
   batchRequestSchema,
@@ -331,6 +333,7 @@ export const ALL_SCHEMAS = [
   batchSchema,
   batchResultsSchema,
   problemSchema,
+  ...INSIGHT_SCHEMAS,
 ] as const;
 
 /** What a field must look like, said in words, for the errors ajv reports by keyword. */
@@ -351,4 +354,5 @@ export const PARAMETER_RULES: Record<string, string> = {
   batch: 'must be a batch id (a UUID)',
   limit: 'must be a whole number from 1 to 1000',
   cursor: "must be a `next_cursor` value from a previous page's answer",
+  window: 'must be one of 15m, 1h, 6h, 24h',
 };

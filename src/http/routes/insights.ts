@@ -1,0 +1,80 @@
+/**
+ * What the dashboard reads, for any key holder: `GET /stats` (counts, throughput and latency
+ * over a recent window) and `GET /batches` (the client's batches, newest first). Both see only
+ * the caller's own jobs and batches, like every other call.
+ */
+import Router from '@koa/router';
+import { clientActivity } from '../../jobs/activity.js';
+import { type BatchPosition, listBatches } from '../../jobs/batch-list.js';
+import { authenticate, clientOf } from '../middleware.js';
+import { STATS_WINDOWS, type StatsWindow, statsQuerySchema } from '../schemas-insights.js';
+import { checkQuery, createAjv, invalidCursor, parsePageQuery } from '../validation.js';
+import { batchResource } from '../views.js';
+import type { AppDeps } from '../app.js';
+
+export type InsightRoutesDeps = Pick<AppDeps, 'db' | 'auth'>;
+
+const validateStatsQuery = createAjv({ coerceTypes: true }).compile<{ window: StatsWindow }>(
+  statsQuerySchema,
+);
+
+/** Opaque `GET /batches` cursors: the position of the last batch of the previous page. */
+const batchCursor = {
+  encode: (p: BatchPosition) => Buffer.from(`batch:${p.createdUs}:${p.id}`).toString('base64url'),
+  decode(cursor: string): BatchPosition | undefined {
+    const m = /^batch:(\d{1,19}):([0-9a-f-]{36})$/.exec(
+      Buffer.from(cursor, 'base64url').toString(),
+    );
+    return m ? { createdUs: m[1] ?? '', id: m[2] ?? '' } : undefined;
+  },
+};
+
+export function insightRoutes(deps: InsightRoutesDeps): Router {
+  const router = new Router();
+  const auth = authenticate(deps.auth);
+
+  // The caller's jobs over a window: counts now and per outcome, finished per bucket, latency.
+  router.get('/stats', auth, async (ctx) => {
+    const { window } = checkQuery(validateStatsQuery, ctx.query);
+    const { bucketSeconds, buckets } = STATS_WINDOWS[window];
+    const a = await clientActivity(deps.db, { owner: clientOf(ctx).id, bucketSeconds, buckets });
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = {
+      window,
+      bucket_seconds: bucketSeconds,
+      from: a.from.toISOString(),
+      to: a.to.toISOString(),
+      counts: {
+        pending: a.pending,
+        running: a.running,
+        succeeded: a.succeeded,
+        failed: a.failed,
+        canceled: a.canceled,
+      },
+      latency_ms: a.latencyMs,
+      series: a.buckets.map((b) => ({
+        start: b.start.toISOString(),
+        succeeded: b.succeeded,
+        failed: b.failed,
+        canceled: b.canceled,
+        latency_ms: b.latencyMs,
+      })),
+    };
+  });
+
+  // The caller's batches, newest first, cursor-paginated, each as `GET /batches/{id}` shows it.
+  router.get('/batches', auth, async (ctx) => {
+    const { limit, cursor } = parsePageQuery(ctx.query);
+    const after = cursor === undefined ? undefined : batchCursor.decode(cursor);
+    if (cursor !== undefined && after === undefined) throw invalidCursor();
+    const rows = await listBatches(deps.db, { owner: clientOf(ctx).id, after, limit: limit + 1 });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    const nextCursor = rows.length > limit && last ? batchCursor.encode(last.position) : null;
+    if (nextCursor) ctx.set('Link', `</batches?limit=${limit}&cursor=${nextCursor}>; rel="next"`);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { batches: page.map(batchResource), next_cursor: nextCursor };
+  });
+
+  return router;
+}
