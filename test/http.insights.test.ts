@@ -159,3 +159,36 @@ describe('GET /batches', () => {
     await h.anon.get('/batches').expect(401);
   });
 });
+
+describe('GET / (the dashboard page and its files)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ heuristic: heuristic(), startRunner: false });
+  });
+  after(() => h.stop());
+
+  it('serves the page without a key, under a CSP that allows no inline script or style', async () => {
+    const page = await h.anon.get('/').expect(200);
+    expect(page.headers['content-type']).to.match(/^text\/html/);
+    const csp = String(page.headers['content-security-policy']);
+    expect(csp).to.contain("script-src 'self'");
+    expect(csp).to.contain("style-src 'self'");
+    expect(csp).to.contain("connect-src 'self'");
+    expect(csp).to.contain("default-src 'none'");
+    expect(csp).not.to.contain('unsafe');
+    expect(page.headers['x-frame-options']).to.equal('DENY');
+    expect(page.text).not.to.match(/<script>|<style|style="| on\w+="/); // nothing inline
+    const assets = [...page.text.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1] ?? '');
+    expect(assets).to.include.members(['/dashboard/app.js', '/dashboard/app.css']);
+    for (const asset of assets.filter((a) => a.startsWith('/dashboard/'))) {
+      const res = await h.anon.get(asset).expect(200);
+      expect(res.headers['content-type']).to.match(/^(text\/(javascript|css)|image\/svg\+xml)/);
+    }
+  });
+
+  it('serves nothing else from its directory', async () => {
+    await h.anon.get('/dashboard/index.html').expect(404);
+    await h.anon.get('/dashboard/..%2F..%2Fpackage.json').expect(404);
+    await h.anon.get('/dashboard/nope.js').expect(404);
+  });
+});

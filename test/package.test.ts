@@ -106,6 +106,8 @@ describe('the package (npm pack, installed from the tarball)', function () {
       'dist/src/cli/main.js',
       'dist/src/main.js',
       'dist/db/migrations.js',
+      'public/dashboard/index.html',
+      'public/dashboard/app.js',
     ]);
     expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).to.deep.equal([]);
     expect(files.filter((f) => /^(test|bench|src)\//.test(f))).to.deep.equal([]);

@@ -11,6 +11,7 @@ import type { Metrics } from '../metrics.js';
 import { corsFor } from './cors.js';
 import { requestContext } from './middleware.js';
 import { batchRoutes } from './routes/batches.js';
+import { dashboardRoutes } from './routes/dashboard.js';
 import { docsRoutes } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { insightRoutes } from './routes/insights.js';
@@ -80,7 +81,7 @@ export function createApp(deps: AppDeps): Koa {
     ),
   );
   app.use(async (ctx, next) => {
-    // The docs page replaces the Content-Security-Policy with one that lets it load its assets.
+    // The docs page and the dashboard replace the Content-Security-Policy with their own.
     ctx.set(SECURITY_HEADERS);
     if (deps.isDraining()) ctx.set('Connection', 'close');
     await next();
@@ -94,6 +95,7 @@ export function createApp(deps: AppDeps): Koa {
     batchRoutes(deps).routes(),
     insightRoutes(deps).routes(),
     docsRoutes().routes(),
+    dashboardRoutes().routes(),
   );
   const metrics = deps.metrics;
   if (metrics) {
