@@ -4,7 +4,7 @@
  * against a spawned server. Nothing is built on the user's side.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,10 +18,10 @@ import { ServerProcess } from './support/server-process.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+// Read synchronously: a top-level await makes mocha load this file as a separate ES module
+// graph, with test/support/db.ts instantiated twice (and its admin connection never closed).
 const VERSION = (
-  JSON.parse(await fs.readFile(path.join(ROOT, 'package.json'), 'utf8')) as {
-    version: string;
-  }
+  JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }
 ).version;
 
 /** This environment without what an outer `npm test` sets for its own package. */
