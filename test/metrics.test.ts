@@ -43,8 +43,10 @@ describe('GET /metrics', () => {
     expect(sample(busy, 'merchant_jobs_queued', 'status="pending"')).to.equal(2);
 
     await h.http.delete(`/jobs/${single.id}`).expect(200);
+    // Release the others only once the runner has aborted the canceled attempt: released first,
+    // that attempt could answer before the abort arrives, and its answer is then "discarded".
+    await eventually(async () => gate.aborted.length === 1, 10_000, 'the attempt aborted');
     gate.release();
-    // The canceled attempt is counted when the runner has aborted it, which races the others.
     await eventually(async () => {
       const text = await scrape();
       return (
