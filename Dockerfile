@@ -4,7 +4,8 @@
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# --ignore-scripts: the package's own `prepare` (the build) runs below, once the sources are in.
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json knexfile.ts ./
 COPY db ./db
 COPY src ./src
@@ -22,6 +23,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund \
     && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY public ./public
 USER node
 EXPOSE 9898
 # Liveness only: readiness (database, migrations) is /readyz, for orchestrators that route traffic.

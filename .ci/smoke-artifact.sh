@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the production artifact the way the Dockerfile does (compiled dist/, runtime
+# Builds the production artifact the way the Dockerfile does (compiled dist/ and public/, runtime
 # dependencies only, in a copy of its own), starts `node dist/src/main.js` against a scratch
-# database on the Postgres server at $1, and asks it for one transaction's merchant.
+# database on the Postgres server at $1, asks it for one transaction's merchant, and loads the
+# dashboard's page and script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 server_url=${1:?usage: smoke-artifact.sh POSTGRES_SERVER_URL}
@@ -17,7 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cp -r package.json package-lock.json dist "$work/"
+cp -r package.json package-lock.json dist public "$work/"
 (cd "$work" && npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund)
 psql "$server_url" -qc "CREATE DATABASE \"$db\""
 database_url="${server_url%/*}/$db"
@@ -42,6 +43,10 @@ if [ "$merchant" != "succeeded Netflix" ]; then
   cat "$work/server.log"
   exit 1
 fi
+# The dashboard's files ship with the build.
+page=$(curl -fsS "http://127.0.0.1:$port/")
+grep -q '<script type="module" src="/dashboard/app.js">' <<<"$page"
+curl -fsS -o /dev/null "http://127.0.0.1:$port/dashboard/app.js"
 kill -TERM "$pid"
 wait "$pid" || { echo "the server did not stop cleanly on SIGTERM"; cat "$work/server.log"; exit 1; }
 pid=""

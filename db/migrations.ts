@@ -6,6 +6,7 @@ import * as resultCache from './migrations/0004_result_cache.js';
 import * as leanIndexes from './migrations/0005_lean_indexes.js';
 import * as eventLog from './migrations/0006_event_log.js';
 import * as webhooks from './migrations/0008_webhooks.js';
+import * as batchesByClient from './migrations/0009_batches_by_client.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -24,8 +25,9 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0004_result_cache', resultCache],
   ['0005_lean_indexes', leanIndexes],
   ['0006_event_log', eventLog],
-  // 0007 is reserved for a change on another branch.
+  // 0007 was reserved for a change that turned out to need no migration.
   ['0008_webhooks', webhooks],
+  ['0009_batches_by_client', batchesByClient],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

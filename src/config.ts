@@ -18,7 +18,10 @@ export type { DelayRange };
 export interface Config {
   /** HTTP port. @defaultValue 9898 */
   port: number;
-  /** Interface to bind. @defaultValue `0.0.0.0` */
+  /**
+   * Interface to bind (`HOST`). The embedded database is for one machine, so is the API then.
+   * @defaultValue `127.0.0.1` without DATABASE_URL (embedded Postgres), else `0.0.0.0`
+   */
   host: string;
   /** Postgres connection string; when unset an embedded Postgres is started. @defaultValue unset */
   databaseUrl: string | undefined;
@@ -150,6 +153,15 @@ export interface Config {
   webhookPollMs: number;
   /** Interval of heartbeat comments on `GET /events`. @defaultValue 15000 */
   eventsHeartbeatMs: number;
+
+  // Browser access (issue 15).
+  /**
+   * Origins whose web pages may call the API from a browser (CORS), from the comma-separated
+   * `CORS_ORIGINS`: exact origins such as `https://app.example.com`, or `*` for any. Empty
+   * sends no CORS headers, so browsers allow only same-origin pages (such as the dashboard).
+   * @defaultValue empty
+   */
+  corsOrigins: readonly string[];
 }
 
 export class ConfigError extends Error {
@@ -195,10 +207,22 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       `RESULT_CACHE_SCOPE must be "client" or "global" (got "${raw('RESULT_CACHE_SCOPE')}")`,
     );
   }
+  const corsOrigins = (raw('CORS_ORIGINS') ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter((o) => o !== '');
+  for (const origin of corsOrigins) {
+    if (origin !== '*' && !isOrigin(origin)) {
+      problems.push(
+        `CORS_ORIGINS must be "*" or comma-separated origins like https://app.example.com ` +
+          `(scheme://host[:port], no path) (got "${origin}")`,
+      );
+    }
+  }
 
   const config: Config = {
     port: int('PORT', 9898, 0, 65535),
-    host: raw('HOST') ?? '0.0.0.0',
+    host: raw('HOST') ?? (databaseUrl === undefined ? '127.0.0.1' : '0.0.0.0'),
     databaseUrl,
     dataDir: raw('DATA_DIR') ?? '.data',
     embeddedPgPort: int('EMBEDDED_PG_PORT', 0, 0, 65535),
@@ -249,6 +273,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookDisableAfterMs: int('WEBHOOK_DISABLE_AFTER_MS', 5 * DAY, 1000, 365 * DAY),
     webhookPollMs: int('WEBHOOK_POLL_MS', 30_000, 50, DAY),
     eventsHeartbeatMs: int('EVENTS_HEARTBEAT_MS', 15_000, 10, 10 * 60_000),
+    corsOrigins: Object.freeze(corsOrigins),
   };
 
   if (config.jobBackoffMaxMs < config.jobBackoffBaseMs) {
@@ -278,4 +303,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
+}
+
+/** `scheme://host[:port]` and nothing else, as a browser sends it in `Origin`. */
+function isOrigin(value: string): boolean {
+  try {
+    return new URL(value).origin === value;
+  } catch {
+    return false;
+  }
 }

@@ -17,6 +17,39 @@ export class NotFoundError extends Error {
   }
 }
 
+/**
+ * No such job or batch any more: its id (a UUIDv7) was made longer ago than the retention
+ * period, so it was deleted after it finished (jobs/gone.ts).
+ */
+export class GoneError extends Error {
+  constructor(
+    readonly kind: 'job' | 'batch',
+    readonly id: string,
+    readonly createdAt: Date,
+    readonly retentionMs: number,
+  ) {
+    const retention = retentionText(retentionMs);
+    super(
+      `${kind === 'job' ? 'Job' : 'Batch'} ${id} was created at ${createdAt.toISOString()}, ` +
+        `longer ago than the retention period of ${retention}: finished ${kind}s are deleted ` +
+        `${retention} after they finish, so its results are no longer available.`,
+    );
+    this.name = 'GoneError';
+  }
+
+  get retentionDays(): number {
+    return Math.round((this.retentionMs / DAY_MS) * 100) / 100;
+  }
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** "7 days", "1 day", "1.5 days". */
+export function retentionText(retentionMs: number): string {
+  const days = Math.round((retentionMs / DAY_MS) * 100) / 100;
+  return `${days} day${days === 1 ? '' : 's'}`;
+}
+
 /** The job is terminal already, so it cannot be canceled. */
 export class AlreadyFinishedError extends Error {
   constructor(

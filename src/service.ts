@@ -216,6 +216,7 @@ export async function startService(
       estimator,
       events,
       jobMaxAttempts: config.jobMaxAttempts,
+      jobRetentionMs: config.jobRetentionMs,
       cacheKey: (tx, clientId) =>
         config.resultCacheTtlMs > 0
           ? scopedCacheKey(config.resultCacheScope, heuristic, tx, clientId)
@@ -229,6 +230,7 @@ export async function startService(
       auth,
       metrics,
       metricsToken: config.metricsToken,
+      corsOrigins: config.corsOrigins,
       push: pushing,
       maxBodyBytes: config.maxBodyBytes,
       maxBatchBodyBytes: config.maxBatchBodyBytes,
@@ -244,6 +246,7 @@ export async function startService(
       log.info(
         {
           url,
+          address: bound.address,
           port: bound.port,
           workerId: jobRunner.workerId,
           concurrency: config.runnerConcurrency,

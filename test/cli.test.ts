@@ -1,5 +1,5 @@
 /**
- * The CLI as a batch script runs it: spawned through its `bin` entry against a spawned server.
+ * The CLI as a batch script runs it: spawned as a process against a spawned server.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -11,9 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { parse } from 'csv-parse/sync';
 import type { Knex } from 'knex';
+import { v7 } from 'uuid';
 import { recognise, recogniseMerchant } from '../src/heuristic/recognise.js';
 import { freePort } from '../src/net.js';
-import { eventually, freshDatabase, rowCount, databaseUrl } from './support/db.js';
+import { eventually, freshDatabase, jobStatuses, rowCount, databaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
 import { issueKey } from '../src/auth/keys.js';
 
@@ -33,7 +34,8 @@ let apiKey = '';
 function cli(args: string[], url: string, env: Record<string, string> = {}): Run {
   const base = { ...process.env };
   delete base.DATABASE_URL;
-  const child = spawn(process.execPath, [path.join(ROOT, 'src/cli/bin.js'), ...args], {
+  // As `npm run cli` runs it; the built `bin` entry is run by test/package.test.ts.
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
     cwd: ROOT,
     env: {
       ...base,
@@ -142,8 +144,11 @@ describe('CLI (merchant-normalizer)', function () {
       30_000,
       'all 8 batches in the state file',
     );
+    // Some jobs done, so the rerun has progress to count from.
+    await eventually(async () => ((await jobStatuses(db)).succeeded ?? 0) >= 50, 30_000, '50 done');
     first.child.kill('SIGKILL');
     await first.exited;
+    const doneAtKill = (await jobStatuses(db)).succeeded ?? 0;
     expect(await count('batches')).to.equal(8);
     const unfinished = Number(
       (
@@ -161,8 +166,14 @@ describe('CLI (merchant-normalizer)', function () {
 
     const second = cli(args, url);
     expect(await second.exited, second.stderr).to.equal(0);
-    expect(second.stderr).to.contain('already submitted');
+    expect(second.stderr).to.match(
+      /resuming run \S+: 3 of 8 batch\(es\) already submitted, \d+ of 2000 transaction\(s\) already finished/,
+    );
     expect(second.stderr.match(/were already submitted as/g)).to.have.length(5);
+    // Progress starts from the jobs already done, not from 0.
+    const firstProgress = Number(/^progress (\d+)\/2000 /m.exec(second.stderr)?.[1]);
+    expect(firstProgress, second.stderr).to.be.at.least(doneAtKill);
+    expect(doneAtKill).to.be.at.least(50);
     expect(await count('batches')).to.equal(8);
     expect(await count('jobs')).to.equal(2000);
 
@@ -234,15 +245,144 @@ describe('CLI (merchant-normalizer)', function () {
     expect(unknown.stderr).to.contain('no job or batch');
   });
 
+  it('`status ID` of an id past retention exits 4 (410 Gone), saying the retention period', async () => {
+    const url = await startServer('0', { JOB_RETENTION_DAYS: '2' });
+    const expired = v7({ msecs: Date.now() - 3 * 24 * 60 * 60 * 1000 });
+    const run = cli(['status', expired], url);
+    expect(await run.exited, run.stderr).to.equal(4);
+    expect(run.stderr).to.contain('410 Gone');
+    expect(run.stderr).to.contain('retention period of 2 days');
+    // A recent id that does not exist is still "no such id" (exit 2), not expired.
+    const unknown = cli(['status', v7()], url);
+    expect(await unknown.exited).to.equal(2);
+  });
+
   it('exits 3 with a resumable message when the service cannot be reached', async () => {
-    const run = cli(
-      ['submit', SAMPLE, '--out', path.join(dir, 'x.csv'), '--retries', '1'],
-      `http://127.0.0.1:${await freePort()}`, // nothing listens there
-    );
+    const url = `http://127.0.0.1:${await freePort()}`; // nothing listens there
+    const run = cli(['submit', SAMPLE, '--out', path.join(dir, 'x.csv'), '--retries', '1'], url);
     expect(await run.exited).to.equal(3);
-    expect(run.stderr).to.contain('retrying in 1 s (attempt 1): network error: ECONNREFUSED');
-    expect(run.stderr).to.contain('cannot reach the service (ECONNREFUSED)');
+    const tried = `${url}/normalize_merchant/batch`;
+    expect(run.stderr).to.contain(
+      `retrying in 1 s (attempt 1): network error: ECONNREFUSED at ${tried}`,
+    );
+    expect(run.stderr).to.contain(`cannot reach the service at ${tried} (ECONNREFUSED)`);
     expect(run.stderr).to.contain('rerun the same command to resume');
+  });
+
+  it('refuses a --url that is not http(s), naming it (exit 2)', async () => {
+    const run = cli(['submit', SAMPLE, '--url', 'localhost:9898'], 'http://unused');
+    expect(await run.exited).to.equal(2);
+    expect(run.stderr).to.contain('must be an http:// or https:// URL');
+    expect(run.stderr).to.contain('"localhost:9898"');
+  });
+
+  it('names the URL of a call the service refused', async () => {
+    const url = await startServer('0');
+    const input = path.join(dir, 'in.csv');
+    await fs.writeFile(input, 'date,description,amount\n2026-04-03,NETFLIX.COM,15.49\n');
+    const run = cli(['submit', input], url, { MERCHANT_API_KEY: 'mn_000000000000_wrong' });
+    expect(await run.exited).to.equal(3);
+    expect(run.stderr).to.contain(`POST ${url}/normalize_merchant/batch answered 401 Unauthorized`);
+  });
+
+  it('copies columns the service does not know to the output, in CSV and JSONL', async () => {
+    const url = await startServer('0');
+    const file = path.join(dir, 'bank.csv');
+    await fs.writeFile(
+      file,
+      'Booking ID,Date,Description,Amount,Status,Category\n' +
+        'b-1,2026-04-03,Payment Netflix APRIL***,15.49,posted,"Fun, games"\n' +
+        'b-2,2026-04-04,SQ *BLUE BOTTLE COFFEE,-4.50,pending,\n',
+    );
+    const run = cli(['submit', file], url);
+    expect(await run.exited, run.stderr).to.equal(0);
+    expect(run.stderr).to.contain(
+      'note: column(s) "Booking ID", "Status", "Category" are not sent to the service',
+    );
+    const text = await fs.readFile(path.join(dir, 'bank.results.csv'), 'utf8');
+    expect(text.split('\n')[0]).to.equal(
+      'line,reference,date,description,amount,currency,mcc,status,merchant,error,job_id,' +
+        'Booking ID,input_Status,Category',
+    );
+    const out = parse<Record<string, string>>(text, { columns: true });
+    expect(
+      out.map((r) => [r['Booking ID'], r.input_Status, r.Category, r.status, r.merchant]),
+    ).to.deep.equal([
+      ['b-1', 'posted', 'Fun, games', 'succeeded', 'Netflix'],
+      ['b-2', 'pending', '', 'succeeded', 'Blue Bottle Coffee'],
+    ]);
+    expect(out.map((r) => r.amount)).to.deep.equal(['15.49', '-4.5']);
+
+    const dropped = cli(
+      ['submit', file, '--drop-extra-columns', '--out', path.join(dir, 'd.csv')],
+      url,
+    );
+    expect(await dropped.exited, dropped.stderr).to.equal(0);
+    const header = (await fs.readFile(path.join(dir, 'd.csv'), 'utf8')).split('\n')[0];
+    expect(header).to.equal(
+      'line,reference,date,description,amount,currency,mcc,status,merchant,error,job_id',
+    );
+
+    const jsonl = path.join(dir, 'bank.jsonl');
+    await fs.writeFile(
+      jsonl,
+      JSON.stringify({ date: '2026-04-03', description: 'NETFLIX.COM', amount: 1, tags: ['tv'] }) +
+        '\n',
+    );
+    const fromJsonl = cli(['submit', jsonl], url);
+    expect(await fromJsonl.exited, fromJsonl.stderr).to.equal(0);
+    const [record] = (await fs.readFile(path.join(dir, 'bank.results.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(record).to.include({ status: 'succeeded', merchant: 'Netflix' });
+    expect(record?.tags).to.deep.equal(['tv']);
+  });
+
+  it('says which --amount-format reads a formatted amount, and reads it with that format', async () => {
+    const url = await startServer('0');
+    const file = path.join(dir, 'formatted.csv');
+    await fs.writeFile(
+      file,
+      'date,description,amount\n' +
+        '2026-04-03,NETFLIX.COM,"1,234.50"\n' +
+        '2026-04-04,NETFLIX.COM,-12.00\n' +
+        '2026-04-05,NETFLIX.COM,twelve\n',
+    );
+    const refused = cli(['submit', file], url);
+    expect(await refused.exited).to.equal(2);
+    expect(refused.stderr).to.contain(
+      `${file}:2: amount "1,234.50" is a formatted number; to read it, pass --amount-format "1,234.56"`,
+    );
+    expect(refused.stderr).to.contain(`${file}:4: amount "twelve" is not a number`);
+    expect(refused.stderr).not.to.contain('not a string');
+    expect(await count('jobs')).to.equal(0);
+
+    await fs.writeFile(
+      file,
+      'date,description,amount\n2026-04-03,NETFLIX.COM,"1,234.50"\n2026-04-04,NETFLIX.COM,-12\n',
+    );
+    const read = cli(['submit', file, '--amount-format', '1,234.56'], url);
+    expect(await read.exited, read.stderr).to.equal(0);
+    const amounts = (await db('jobs').orderBy('seq').select('transaction')).map(
+      (r: { transaction: { amount: number } }) => r.transaction.amount,
+    );
+    expect(amounts).to.deep.equal([1234.5, -12]);
+
+    const german = path.join(dir, 'de.csv');
+    await fs.writeFile(german, 'date,description,amount\n2026-04-03,NETFLIX.COM,"-1.234,50"\n');
+    const de = cli(['submit', german, '--amount-format', '1.234,56'], url);
+    expect(await de.exited, de.stderr).to.equal(0);
+    expect(await count('jobs')).to.equal(3);
+  });
+
+  it('names the missing columns of a header it cannot use', async () => {
+    const file = path.join(dir, 'other.csv');
+    await fs.writeFile(file, 'Datum,Buchungstext,Betrag\n2026-04-03,NETFLIX,1\n');
+    const run = cli(['submit', file], 'http://unused');
+    expect(await run.exited).to.equal(2);
+    expect(run.stderr).to.contain('missing column(s) "date", "description", "amount"');
+    expect(run.stderr).to.contain('Found: "Datum", "Buchungstext", "Betrag"');
   });
 
   describe('keys', () => {
@@ -279,6 +419,24 @@ describe('CLI (merchant-normalizer)', function () {
       const relisted = admin(['list', '--client', 'acme']);
       await relisted.exited;
       expect(relisted.stdout).to.match(new RegExp(`^${keyId}\\s+acme\\s+\\S+\\s+revoked `, 'm'));
+    });
+
+    it('`KEY=$(npm run -s cli -- keys create …)`, as the README writes it, captures the key alone', async () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl(db) };
+      for (const k of Object.keys(env)) if (/^npm_(package|lifecycle)_/.test(k)) delete env[k];
+      const shell = spawn(
+        'sh',
+        ['-c', 'KEY=$(npm run -s cli -- keys create --client acme) && printf "[%s]" "$KEY"'],
+        { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      let stderr = '';
+      shell.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+      shell.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+      const [code] = (await once(shell, 'exit')) as [number | null];
+      expect(code, stderr).to.equal(0);
+      expect(stdout).to.match(/^\[mn_[0-9a-f]{12}_[\w-]{43}\]$/);
+      expect(stderr).to.contain('Created key');
     });
 
     it('refuses a bad client name with exit 2', async () => {

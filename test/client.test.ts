@@ -2,7 +2,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { expect } from 'chai';
-import { ApiError, MerchantClient } from '../src/client/client.js';
+import { ApiError, MerchantClient, NetworkError } from '../src/client/client.js';
+import { freePort } from '../src/net.js';
 import { Progress } from '../src/cli/progress.js';
 
 /** A scripted HTTP server: answers each request with the next of `answers`. */
@@ -82,6 +83,45 @@ describe('client module', () => {
     } finally {
       s.close();
     }
+  });
+});
+
+describe('client errors name the call', () => {
+  it('gives ApiError the method and URL that got the answer', async () => {
+    const s = await scripted([{ status: 409 }]);
+    try {
+      const client = new MerchantClient({ baseUrl: `${s.url}/`, maxRetries: 0 });
+      let error: unknown;
+      await client.cancel('j1').catch((err: unknown) => (error = err));
+      expect(error).to.be.instanceOf(ApiError);
+      expect((error as ApiError).request).to.deep.equal({
+        method: 'DELETE',
+        url: `${s.url}/jobs/j1`,
+      });
+    } finally {
+      s.close();
+    }
+  });
+
+  it('throws NetworkError naming the URL when nothing answers, after its retries', async () => {
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const reasons: string[] = [];
+    const client = new MerchantClient({
+      baseUrl: url,
+      maxRetries: 1,
+      maxBackoffMs: 10,
+      onRetry: ({ reason }) => reasons.push(reason),
+    });
+    let error: unknown;
+    await client.getBatch('b1').catch((err: unknown) => (error = err));
+    expect(error).to.be.instanceOf(NetworkError);
+    expect((error as NetworkError).request).to.deep.equal({
+      method: 'GET',
+      url: `${url}/batches/b1`,
+    });
+    expect((error as NetworkError).reason).to.equal('ECONNREFUSED');
+    expect((error as NetworkError).message).to.equal(`GET ${url}/batches/b1: ECONNREFUSED`);
+    expect(reasons).to.deep.equal([`network error: ECONNREFUSED at ${url}/batches/b1`]);
   });
 });
 

@@ -7,7 +7,8 @@ describe('loadConfig(env)', () => {
     const config = loadConfig({});
     expect(config).to.include({
       port: 9898,
-      host: '0.0.0.0',
+      // The embedded database is for one machine: so is the API, unless HOST says otherwise.
+      host: '127.0.0.1',
       databaseUrl: undefined,
       dataDir: '.data',
       runnerConcurrency: 16,
@@ -24,6 +25,20 @@ describe('loadConfig(env)', () => {
     });
     expect(config.heuristicDelayMs).to.deep.equal({ min: 1000, max: 30_000 });
     expect(Object.isFrozen(config)).to.equal(true);
+  });
+
+  it('binds every interface by default with DATABASE_URL, and reads HOST either way', () => {
+    expect(loadConfig({ DATABASE_URL: 'postgres://db/x' }).host).to.equal('0.0.0.0');
+    expect(loadConfig({ HOST: '0.0.0.0' }).host).to.equal('0.0.0.0');
+    expect(loadConfig({ HOST: '::1', DATABASE_URL: 'postgres://db/x' }).host).to.equal('::1');
+  });
+
+  it('reads CORS_ORIGINS as a comma-separated list of origins, empty by default', () => {
+    expect(loadConfig({}).corsOrigins).to.deep.equal([]);
+    expect(
+      loadConfig({ CORS_ORIGINS: 'https://app.example.com, http://localhost:3000' }).corsOrigins,
+    ).to.deep.equal(['https://app.example.com', 'http://localhost:3000']);
+    expect(loadConfig({ CORS_ORIGINS: '*' }).corsOrigins).to.deep.equal(['*']);
   });
 
   it('reads HEURISTIC_DELAY_MS as "N" or "MIN-MAX"', () => {
@@ -91,6 +106,9 @@ describe('loadConfig(env)', () => {
     ['METRICS_QUEUE_REFRESH_MS', '10'],
     ['AUTH_FAILURES_PER_MINUTE', '0'],
     ['RESULT_CACHE_SCOPE', 'tenant'],
+    ['CORS_ORIGINS', 'app.example.com'],
+    ['CORS_ORIGINS', 'https://app.example.com/'],
+    ['CORS_ORIGINS', 'https://ok.example.com,ftp//nope'],
   ];
   for (const [name, value] of bad) {
     it(`rejects ${name}=${JSON.stringify(value)} with a message naming it`, () => {

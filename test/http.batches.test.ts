@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { newId } from '../src/ids.js';
 import { eventually, rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
@@ -251,12 +252,14 @@ describe('batches', () => {
         id: crypto.randomUUID(),
         clientId: owner,
         transactions: items(3),
+        jobIds: items(3).map(() => newId()),
         maxAttempts: 1,
       });
       const unfinished = await h.store.insertBatch({
         id: crypto.randomUUID(),
         clientId: owner,
         transactions: items(2),
+        jobIds: items(2).map(() => newId()),
         maxAttempts: 1,
       });
       const longAgo = new Date(Date.now() - 30 * 24 * 3_600_000);

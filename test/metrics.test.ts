@@ -55,7 +55,6 @@ describe('GET /metrics', () => {
     // (and be discarded by its fenced write) instead of being aborted.
     await eventually(async () => gate.aborted.length === 1, 5000, 'the canceled attempt aborted');
     gate.release();
-    // The canceled attempt is counted when the runner has aborted it, which races the others.
     await eventually(async () => {
       const text = await scrape();
       return (

@@ -24,6 +24,8 @@ describe('OpenAPI and docs', () => {
       '/jobs/{id}',
       '/batches/{id}',
       '/batches/{id}/results',
+      '/batches',
+      '/stats',
     ]);
     // And it is a validator that can fail: the same document, broken, is refused.
     const broken = structuredClone(res.body);
@@ -69,6 +71,8 @@ describe('OpenAPI and docs', () => {
     check('Batch', (await h.http.get(`/batches/${batch.body.id}`).expect(200)).body);
     check('BatchResults', (await h.http.get(`/batches/${batch.body.id}/results`)).body);
     check('JobList', (await h.http.get('/jobs?limit=2').expect(200)).body);
+    check('BatchList', (await h.http.get('/batches?limit=2').expect(200)).body);
+    check('Stats', (await h.http.get('/stats').expect(200)).body);
     check('Job', (await h.http.get(`/jobs/${batch.body.job_ids[0]}`).expect(200)).body);
     check('Problem', (await h.http.post('/normalize_merchant').send({}).expect(422)).body);
     check('Problem', (await h.http.get('/jobs?limit=x').expect(400)).body);

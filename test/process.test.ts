@@ -2,9 +2,12 @@
  * The real server, spawned as `npm start` runs it, killed and restarted: the slow paths that
  * in-process tests cannot prove.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { eventually, freshDatabase, jobStatuses, databaseUrl } from './support/db.js';
@@ -12,6 +15,28 @@ import { ServerProcess } from './support/server-process.js';
 import { issueKey } from '../src/auth/keys.js';
 import { revokeKey } from '../src/db/sql/clients.js';
 import { createKnex } from '../src/db/knex.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Pids of live processes whose command line mentions `text` (Linux /proc). */
+async function processesMentioning(text: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(text)) pids.push(Number(entry));
+  }
+  return pids;
+}
 
 const transaction = (i: number) => ({
   date: '2026-04-03',
@@ -275,6 +300,50 @@ describe('server process (src/main.ts)', function () {
       );
       again.apiKey = replaced;
       expect((await again.get('/jobs')).status).to.equal(200);
+    });
+
+    it('`npm start` stops with its embedded Postgres on SIGTERM to npm, and binds 127.0.0.1', async () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0' };
+      delete env.DATABASE_URL;
+      delete env.HOST;
+      const npm = spawn('npm', ['start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const npmExited = once(npm, 'exit');
+      let output = '';
+      npm.stdout.setEncoding('utf8').on('data', (s: string) => (output += s));
+      npm.stderr.setEncoding('utf8').on('data', (s: string) => (output += s));
+      const started: number[] = [];
+      try {
+        const listening = await eventually(
+          async () => {
+            const line = output.split('\n').find((l) => l.includes('"msg":"listening"'));
+            return line ? (JSON.parse(line) as { address: string; workerId: string }) : undefined;
+          },
+          60_000,
+          '`npm start` to listen',
+        );
+        const servicePid = Number(listening.workerId.split(':')[1]);
+        const pidFile = await fs.readFile(path.join(dataDir, 'pg', 'postmaster.pid'), 'utf8');
+        const postgresPid = Number(pidFile.split('\n')[0]);
+        started.push(servicePid, postgresPid);
+        expect(listening.address, 'HOST defaults to loopback with the embedded database').to.equal(
+          '127.0.0.1',
+        );
+        expect(alive(servicePid) && alive(postgresPid)).to.equal(true);
+        expect(servicePid).not.to.equal(npm.pid);
+
+        npm.kill('SIGTERM'); // to npm only, as `kill <pid of npm start>` does
+        await npmExited;
+        await eventually(
+          async () => !alive(servicePid) && !alive(postgresPid),
+          30_000,
+          'the service and its Postgres to stop',
+        );
+        expect(await processesMentioning(dataDir), output).to.deep.equal([]);
+        expect(output).to.contain('"msg":"stopped"');
+      } finally {
+        for (const pid of started) if (alive(pid)) process.kill(pid, 'SIGKILL');
+        if (npm.exitCode === null && npm.signalCode === null) npm.kill('SIGKILL');
+      }
     });
 
     it('keeps its data across a SIGKILL and restart, and stops its Postgres on SIGTERM', async () => {

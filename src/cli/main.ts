@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /**
  * merchant-normalizer: the command line for batch scripts.
  *
@@ -10,14 +11,16 @@
  * The API key comes from --api-key, MERCHANT_API_KEY, or the key file (--api-key-file,
  * MERCHANT_API_KEY_FILE, default DATA_DIR/api-key: what the embedded start writes).
  * Exit codes: 0 all succeeded; 1 some jobs failed or were canceled, or rows were invalid
- * (--skip-invalid); 2 bad usage or input; 3 the service could not be reached or refused.
+ * (--skip-invalid); 2 bad usage or input; 3 the service could not be reached or refused;
+ * 4 a job or batch expired (410 Gone: deleted after the retention period).
  */
 import fs from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { CLIENT_NAME } from '../db/sql/clients.js';
 import { localKeyFile } from '../auth/local-key.js';
-import { ApiError, MerchantClient } from '../client/client.js';
+import { ApiError, MerchantClient, NetworkError } from '../client/client.js';
 import { VERSION } from '../version.js';
+import { AMOUNT_FORMATS, type AmountFormat } from './amount.js';
 import { InputError } from './input.js';
 import { createKeyCommand, listKeysCommand, revokeKeyCommand } from './keys.js';
 import { EXIT, submitFile } from './submit.js';
@@ -33,6 +36,22 @@ function integer(min: number, max: number) {
   };
 }
 
+/** `--url`: an http(s) base URL, or a usage error naming what was given. */
+function baseUrl(value: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new InvalidArgumentError(
+      `must be an http:// or https:// URL such as http://127.0.0.1:9898 (got "${value}")`,
+    );
+  }
+  return value;
+}
+
 function program(): Command {
   const cli = new Command()
     .name('merchant-normalizer')
@@ -41,7 +60,8 @@ function program(): Command {
     .addOption(
       new Option('--url <url>', 'service base URL')
         .env('MERCHANT_API_URL')
-        .default('http://127.0.0.1:9898'),
+        .default('http://127.0.0.1:9898')
+        .argParser(baseUrl),
     )
     .addOption(new Option('--api-key <key>', 'API key').env('MERCHANT_API_KEY'))
     .addOption(
@@ -72,7 +92,8 @@ function program(): Command {
     )
     .argument(
       '<file>',
-      'CSV with a header row (date,description,amount[,currency,mcc,reference]) or JSONL',
+      'CSV with a header row naming date, description, amount (optional: currency, mcc, ' +
+        'reference; any case; other columns are copied to the output), or JSONL',
     )
     .option('-o, --out <file>', 'where to write results (default: FILE.results.csv|jsonl)')
     .addOption(new Option('-f, --format <format>', 'output format').choices(['csv', 'jsonl']))
@@ -86,6 +107,16 @@ function program(): Command {
       8,
     )
     .option('--skip-invalid', 'submit the valid rows; list invalid ones in the output', false)
+    .addOption(
+      new Option('--amount-format <layout>', 'how the file writes amounts, by example')
+        .choices(AMOUNT_FORMATS)
+        .default('1234.56'),
+    )
+    .option(
+      '--drop-extra-columns',
+      'leave columns (JSONL: fields) that are not transaction fields out of the output',
+      false,
+    )
     .addOption(
       new Option('--progress <mode>', 'progress on stderr: a bar on a terminal, else lines')
         .choices(['auto', 'bar', 'lines', 'none'])
@@ -104,6 +135,8 @@ function program(): Command {
         retries: o.retries as number,
         fresh: o.fresh === true,
         skipInvalid: o.skipInvalid === true,
+        amountFormat: o.amountFormat as AmountFormat,
+        dropExtraColumns: o.dropExtraColumns === true,
         progress: mode as 'bar' | 'lines' | 'none',
         stderr: process.stderr,
       });
@@ -218,12 +251,27 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.usage;
     }
     if (err instanceof ApiError) {
-      process.stderr.write(`\nerror: the service answered ${err.message}\n`);
+      const who = err.request ? `${err.request.method} ${err.request.url}` : 'the service';
+      process.stderr.write(`\nerror: ${who} answered ${err.message}\n`);
       if (err.status === 401) {
         process.stderr.write(
           'hint: pass --api-key, set MERCHANT_API_KEY, or point --api-key-file at a key file\n',
         );
       }
+      if (err.status === 410) {
+        process.stderr.write(
+          'hint: results are kept for the retention period only; "submit --fresh" sends a file ' +
+            'again\n',
+        );
+        return EXIT.gone;
+      }
+      return EXIT.unavailable;
+    }
+    if (err instanceof NetworkError) {
+      process.stderr.write(
+        `\nerror: cannot reach the service at ${err.request.url} (${err.reason}); check --url ` +
+          'or MERCHANT_API_URL, then rerun the same command to resume\n',
+      );
       return EXIT.unavailable;
     }
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;

@@ -11,9 +11,18 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { open, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { stringify } from 'csv-stringify/sync';
 import { type BatchItem, MerchantClient } from '../client/client.js';
+import type { AmountFormat } from './amount.js';
 import { type InputFormat, InputError, type InputRow, formatOf, readRows } from './input.js';
+import {
+  type Counts,
+  type OutputRecord,
+  RecordWriter,
+  extraOutputNames,
+  invalidRecord,
+  resultRecord,
+  tally,
+} from './output.js';
 import { Progress, type ProgressMode } from './progress.js';
 
 export interface SubmitOptions {
@@ -33,12 +42,16 @@ export interface SubmitOptions {
   fresh: boolean;
   /** Submit the valid rows and report invalid ones in the output, instead of refusing. */
   skipInvalid: boolean;
+  /** How the file writes amounts. @defaultValue `1234.56` (plain numbers) */
+  amountFormat?: AmountFormat;
+  /** Leave the columns the service does not know out of the output (they are kept otherwise). */
+  dropExtraColumns?: boolean;
   progress: ProgressMode;
   stderr: NodeJS.WritableStream;
 }
 
 /** Exit codes, documented in the README. */
-export const EXIT = { ok: 0, someFailed: 1, usage: 2, unavailable: 3 } as const;
+export const EXIT = { ok: 0, someFailed: 1, usage: 2, unavailable: 3, gone: 4 } as const;
 
 interface RunState {
   version: 1;
@@ -50,24 +63,6 @@ interface RunState {
   batches: string[];
 }
 
-const OUTPUT_COLUMNS = [
-  'line',
-  'reference',
-  'date',
-  'description',
-  'amount',
-  'currency',
-  'mcc',
-  'status',
-  'merchant',
-  'merchant_id',
-  'intermediaries',
-  'error',
-  'job_id',
-] as const;
-
-type OutputRecord = Record<(typeof OUTPUT_COLUMNS)[number], string | number | null>;
-
 export async function submitFile(opts: SubmitOptions): Promise<number> {
   const say = (text: string) => opts.stderr.write(`${text}\n`);
   const inputFormat = formatOf(opts.file);
@@ -78,7 +73,7 @@ export async function submitFile(opts: SubmitOptions): Promise<number> {
   const text = await readFile(opts.file, 'utf8').catch((err: Error) => {
     throw new InputError(`cannot read ${opts.file}: ${err.message}`);
   });
-  const rows = readRows(text, inputFormat);
+  const { rows, extraColumns } = readRows(text, inputFormat, { amountFormat: opts.amountFormat });
   const invalid = rows.filter((r) => r.errors);
   if (invalid.length > 0 && !opts.skipInvalid) {
     for (const row of invalid.slice(0, 50)) {
@@ -99,6 +94,19 @@ export async function submitFile(opts: SubmitOptions): Promise<number> {
 
   const out = opts.out ?? opts.file.replace(/\.[^./]+$/, '') + `.results.${inputFormat}`;
   const outFormat = opts.format ?? formatOf(out) ?? inputFormat;
+  if (extraColumns.length > 0) {
+    const names = extraColumns.map((c) => `"${c}"`).join(', ');
+    say(
+      opts.dropExtraColumns
+        ? `note: column(s) ${names} are not sent and, with --drop-extra-columns, not written`
+        : `note: column(s) ${names} are not sent to the service; they are copied to the output ` +
+            '(--drop-extra-columns leaves them out)',
+    );
+  }
+  const writer = new RecordWriter(
+    outFormat,
+    opts.dropExtraColumns ? new Map() : extraOutputNames(extraColumns),
+  );
   const statePath = `${out}.state.json`;
   const inputSha256 = createHash('sha256').update(text).digest('hex');
   const state = await loadState(statePath, { inputSha256, batchSize: opts.batchSize, opts, say });
@@ -117,11 +125,18 @@ export async function submitFile(opts: SubmitOptions): Promise<number> {
       progress.note(`retrying in ${Math.ceil(delayMs / 1000)} s (attempt ${attempt}): ${reason}`),
   });
 
-  // 1. Submit every batch not submitted yet.
+  // 1. Submit every batch not submitted yet. `finished` counts each batch's finished jobs, so
+  // progress starts from what is already done (after a resume, or answered from the cache).
+  const finished = chunks.map(() => 0);
   const already = state.batches.filter(Boolean).length;
   if (already > 0) {
+    for (const [index, batchId] of state.batches.entries()) {
+      finished[index] = (await client.getBatch(batchId)).value?.finished ?? 0;
+    }
+    const done = finished.reduce((a, b) => a + b, 0);
     progress.note(
-      `resuming run ${state.runId}: ${already} of ${chunks.length} batch(es) already submitted`,
+      `resuming run ${state.runId}: ${already} of ${chunks.length} batch(es) already ` +
+        `submitted, ${done} of ${valid.length} transaction(s) already finished`,
     );
   }
   for (const [index, chunk] of chunks.entries()) {
@@ -131,6 +146,7 @@ export async function submitFile(opts: SubmitOptions): Promise<number> {
       { idempotencyKey: `${state.runId}:${index}` },
     );
     state.batches[index] = batch.id;
+    finished[index] = batch.finished;
     await saveState(statePath, state);
     progress.note(
       `batch ${index + 1}/${chunks.length}: ${batch.size} transactions ${replayed ? 'were already submitted' : 'submitted'} as ${batch.id}`,
@@ -140,21 +156,13 @@ export async function submitFile(opts: SubmitOptions): Promise<number> {
   // 2. Wait for each batch in order, writing its results as soon as it is done.
   const partial = `${out}.partial`;
   const sink = await open(partial, 'w');
-  const counts = { succeeded: 0, matched: 0, failed: 0, canceled: 0, invalid: 0 };
+  const counts: Counts = { succeeded: 0, matched: 0, failed: 0, canceled: 0, invalid: 0 };
   try {
-    const finished = chunks.map(() => 0);
     let nextRow = 0; // index into `rows`: everything before it is written
-    let header = true;
     const write = async (records: OutputRecord[]) => {
-      if (records.length === 0) return;
-      const chunk =
-        outFormat === 'csv'
-          ? stringify(records, { header, columns: [...OUTPUT_COLUMNS] })
-          : records.map((r) => JSON.stringify(r)).join('\n') + '\n';
-      header = false;
-      await sink.write(chunk);
+      if (records.length > 0) await sink.write(writer.serialise(records));
     };
-    progress.update(0);
+    progress.update(finished.reduce((a, b) => a + b, 0));
     for (const [index, batchId] of state.batches.entries()) {
       let etag: string | undefined;
       for (;;) {
@@ -181,12 +189,13 @@ export async function submitFile(opts: SubmitOptions): Promise<number> {
       let position = 0;
       while (nextRow < rows.length && (rows[nextRow]?.line ?? 0) <= lastLine) {
         const row = rows[nextRow++] as InputRow;
-        records.push(row.errors ? invalidRecord(row) : resultRecord(row, items.get(position++)));
+        const record = row.errors ? invalidRecord(row) : resultRecord(row, items.get(position++));
+        records.push(writer.withExtra(record, row.extra));
       }
       tally(counts, records);
       await write(records);
     }
-    const rest = rows.slice(nextRow).map((r) => invalidRecord(r));
+    const rest = rows.slice(nextRow).map((r) => writer.withExtra(invalidRecord(r), r.extra));
     tally(counts, rest);
     await write(rest);
   } finally {
@@ -236,61 +245,4 @@ async function loadState(
 async function saveState(path: string, state: RunState): Promise<void> {
   await writeFile(`${path}.tmp`, JSON.stringify(state, null, 2));
   await rename(`${path}.tmp`, path);
-}
-
-function resultRecord(row: InputRow, item: BatchItem | undefined): OutputRecord {
-  const tx = row.transaction;
-  return {
-    line: row.line,
-    reference: tx?.reference ?? null,
-    date: tx?.date ?? null,
-    description: tx?.description ?? null,
-    amount: tx?.amount ?? null,
-    currency: tx?.currency ?? null,
-    mcc: tx?.mcc ?? null,
-    status: item?.status ?? 'missing',
-    merchant: item?.result?.merchant?.name ?? null,
-    merchant_id: item?.result?.merchant?.id ?? null,
-    // Ids, `;`-separated, outermost first; empty when there were none.
-    intermediaries: item?.result?.intermediaries?.map((i) => i.id).join(';') ?? null,
-    error: item?.error && item.status !== 'succeeded' ? item.error.message : null,
-    job_id: item?.job_id ?? null,
-  };
-}
-
-function invalidRecord(row: InputRow): OutputRecord {
-  const raw = row.errors ? row.raw : {};
-  const field = (name: string) => {
-    const value = raw[name];
-    return typeof value === 'string' || typeof value === 'number' ? value : null;
-  };
-  return {
-    line: row.line,
-    reference: field('reference'),
-    date: field('date'),
-    description: field('description'),
-    amount: field('amount'),
-    currency: field('currency'),
-    mcc: field('mcc'),
-    status: 'invalid',
-    merchant: null,
-    merchant_id: null,
-    intermediaries: null,
-    error: row.errors?.join('; ') ?? null,
-    job_id: null,
-  };
-}
-
-function tally(
-  counts: { succeeded: number; matched: number; failed: number; canceled: number; invalid: number },
-  records: readonly OutputRecord[],
-) {
-  for (const r of records) {
-    if (r.status === 'succeeded') {
-      counts.succeeded += 1;
-      if (r.merchant !== null) counts.matched += 1;
-    } else if (r.status === 'canceled') counts.canceled += 1;
-    else if (r.status === 'invalid') counts.invalid += 1;
-    else counts.failed += 1;
-  }
 }

@@ -68,11 +68,19 @@ export interface ClientOptions {
   fetch?: typeof fetch;
 }
 
+/** The call that failed: method and full URL. */
+export interface RequestInfo {
+  method: string;
+  url: string;
+}
+
 /** An answer that is not what was asked for: carries the problem+json body. */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly problem: ProblemBody | undefined,
+    /** The call that got this answer. */
+    readonly request?: RequestInfo,
   ) {
     super(
       problem
@@ -80,6 +88,19 @@ export class ApiError extends Error {
         : `HTTP ${status}`,
     );
     this.name = 'ApiError';
+  }
+}
+
+/** No answer at all (refused, reset, DNS, timeout), after any retries: names the URL tried. */
+export class NetworkError extends Error {
+  constructor(
+    readonly request: RequestInfo,
+    /** `ECONNREFUSED`, `ENOTFOUND`, … or the underlying message. */
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${request.method} ${request.url}: ${reason}`, options);
+    this.name = 'NetworkError';
   }
 }
 
@@ -262,10 +283,11 @@ export class MerchantClient {
   ): Promise<Response> {
     const maxRetries = this.opts.maxRetries ?? 8;
     const safe = method !== 'POST' || opts.idempotencyKey !== undefined;
+    const request: RequestInfo = { method, url: this.base + path };
     for (let attempt = 0; ; attempt++) {
       let res: Response;
       try {
-        res = await this.fetch(this.base + path, {
+        res = await this.fetch(request.url, {
           method,
           headers: {
             accept: 'application/json',
@@ -276,15 +298,16 @@ export class MerchantClient {
           body: body === undefined ? undefined : JSON.stringify(body),
         });
       } catch (err) {
-        if (!safe || attempt >= maxRetries) throw err;
-        await this.pause(attempt, undefined, `network error: ${describe(err)}`);
+        const reason = describe(err);
+        if (!safe || attempt >= maxRetries) throw new NetworkError(request, reason, { cause: err });
+        await this.pause(attempt, undefined, `network error: ${reason} at ${request.url}`);
         continue;
       }
       if (res.ok || accept.includes(res.status)) return res;
       const problem = await readProblem(res);
       const mayRetry =
         RETRYABLE.has(res.status) && (safe || res.status === 429 || res.status === 503);
-      if (!mayRetry || attempt >= maxRetries) throw new ApiError(res.status, problem);
+      if (!mayRetry || attempt >= maxRetries) throw new ApiError(res.status, problem, request);
       await this.pause(
         attempt,
         parseRetryAfter(res.headers.get('retry-after')),

@@ -5,6 +5,7 @@
  * exactly once: in the process whose statement wrote it).
  */
 import type { Knex } from 'knex';
+import * as activity from './sql/activity.js';
 import * as batches from './sql/batches.js';
 import * as cache from './sql/cache.js';
 import * as claims from './sql/claims.js';
@@ -59,6 +60,8 @@ export interface JobStore {
   listJobs: Bound<typeof jobs.listJobs>;
   getBatch: Bound<typeof batches.getBatch>;
   getBatchItems: Bound<typeof batches.getBatchItems>;
+  listBatches: Bound<typeof batches.listBatches>;
+  clientActivity: Bound<typeof activity.clientActivity>;
   countPending: Bound<typeof jobs.countPending>;
   countPendingBefore: Bound<typeof jobs.countPendingBefore>;
   countActiveWorkers: Bound<typeof jobs.countActiveWorkers>;
@@ -108,6 +111,8 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     listJobs: (opts) => jobs.listJobs(db, opts),
     getBatch: (id, owner) => batches.getBatch(db, id, owner),
     getBatchItems: (opts) => batches.getBatchItems(db, opts),
+    listBatches: (opts) => batches.listBatches(db, opts),
+    clientActivity: (opts) => activity.clientActivity(db, opts),
     countPending: (opts) => jobs.countPending(db, opts),
     countPendingBefore: (seq, cap) => jobs.countPendingBefore(db, seq, cap),
     countActiveWorkers: () => jobs.countActiveWorkers(db),

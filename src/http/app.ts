@@ -10,13 +10,16 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { EventStreams } from '../push/stream.js';
 import { VERSION } from '../version.js';
+import { corsFor } from './cors.js';
 import { requestContext } from './middleware.js';
 import { openApiDocument } from './openapi.js';
 import { type Route, mount } from './route.js';
 import { batchRoutes } from './routes/batches.js';
 import { docsRoutes } from './routes/docs.js';
 import { eventRoutes } from './routes/events.js';
+import { dashboardRoutes } from './routes/dashboard.js';
 import { type HealthDeps, healthRoutes } from './routes/health.js';
+import { insightRoutes } from './routes/insights.js';
 import { jobRoutes } from './routes/jobs.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { type WebhookRoutesDeps, webhookRoutes } from './routes/webhooks.js';
@@ -33,6 +36,8 @@ export interface AppDeps extends HealthDeps {
   metrics?: Metrics;
   /** When set, /metrics needs `Authorization: Bearer <metricsToken>` (METRICS_TOKEN). */
   metricsToken?: string;
+  /** Origins allowed to call from a browser (CORS_ORIGINS); none: no CORS headers. */
+  corsOrigins?: readonly string[];
   /** Webhooks and the event stream; without them there are no /webhooks and /events routes. */
   push?: WebhookRoutesDeps['push'] & { streams: EventStreams };
 }
@@ -52,6 +57,7 @@ export function appRoutes(deps: AppDeps): Route[] {
     ...healthRoutes(deps),
     ...jobRoutes(deps),
     ...batchRoutes(deps),
+    ...insightRoutes(deps),
     ...(deps.metrics ? metricsRoutes(deps.metrics, deps.metricsToken) : []),
     ...(deps.push
       ? [
@@ -62,7 +68,7 @@ export function appRoutes(deps: AppDeps): Route[] {
   ];
   let document: unknown;
   const describe = () => (document ??= openApiDocument(VERSION, api));
-  return [...api, ...docsRoutes(describe)];
+  return [...api, ...docsRoutes(describe), ...dashboardRoutes()];
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -84,6 +90,8 @@ export function createApp(deps: AppDeps): Koa {
     if (deps.isDraining()) ctx.set('Connection', 'close');
     await next();
   });
+  const cors = corsFor(deps.corsOrigins ?? []);
+  if (cors) app.use(cors);
   const router = mount(appRoutes(deps));
   app.use(router.routes());
   app.use(router.allowedMethods());

@@ -98,6 +98,14 @@ export const conditionalParameters = [
   },
 ];
 
+/** A missing id created longer ago than the retention period: it expired (jobs/gone.ts). */
+export const gone = (what: string) =>
+  problem(
+    `No such ${what} any more: its id (a UUIDv7) was made longer ago than the retention ` +
+      'period (JOB_RETENTION_DAYS), after which finished jobs and batches are deleted. ' +
+      '`retention_days` says how long that is.',
+  );
+
 export const unauthorized = problem(
   'No API key, or not a valid one (unknown, mistyped, revoked); see `WWW-Authenticate`.',
 );
@@ -149,6 +157,7 @@ export function conditionalGet(
       },
       '304': { description: 'Unchanged since If-None-Match.' },
       '404': problem(`No such ${what}.`),
+      '410': gone(what),
       ...common4xx,
     },
   };

@@ -5,6 +5,7 @@
  */
 import {
   AlreadyFinishedError,
+  GoneError,
   IdempotencyKeyReusedError,
   NotFoundError,
   QueueFullError,
@@ -48,6 +49,7 @@ export const PROBLEM_TYPES = {
   unsupportedMediaType: '/problems/unsupported-media-type',
   tooLarge: '/problems/body-too-large',
   notFound: '/problems/not-found',
+  gone: '/problems/gone',
   methodNotAllowed: '/problems/method-not-allowed',
   unavailable: '/problems/service-unavailable',
   unauthorized: '/problems/unauthorized',
@@ -95,6 +97,19 @@ export const notFound = (detail: string) =>
 export function problemOf(err: unknown): HttpProblem | undefined {
   if (err instanceof HttpProblem) return err;
   if (err instanceof NotFoundError) return notFound(err.message);
+  if (err instanceof GoneError) {
+    return new HttpProblem(
+      410,
+      PROBLEM_TYPES.gone,
+      'Gone',
+      err.message,
+      undefined,
+      {},
+      {
+        retention_days: err.retentionDays,
+      },
+    );
+  }
   if (err instanceof AlreadyFinishedError) {
     return new HttpProblem(
       409,

@@ -4,7 +4,6 @@
  */
 import type { Context } from 'koa';
 import type { Jobs, Watched } from '../jobs/usecases.js';
-import { NotFoundError } from '../errors.js';
 import { etagOf, ifNoneMatch, matchesAny, preferredWait, whileConnected } from './waiting.js';
 
 /** Waits (long-poll) for `watched` while the client stays connected. */
@@ -42,7 +41,7 @@ export async function answerGet<Row, View>(
     waitSeconds,
     (r) => watched.isFinal(r) || (tags !== undefined && !matchesAny(tags, etagOf(view(r)))),
   );
-  if (row === undefined) throw new NotFoundError(watched.kind, watched.id);
+  if (row === undefined) throw jobs.missing(watched.kind, watched.id);
   const body = view(row);
   const etag = etagOf(body);
   ctx.set('ETag', etag);

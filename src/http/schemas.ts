@@ -7,6 +7,8 @@ import { WEBHOOK_SCHEMAS } from './webhook-schemas.js';
 
 import { INTERMEDIARY_KINDS } from '../heuristic/types.js';
 
+import { INSIGHT_SCHEMAS } from './schemas-insights.js';
+
 export const MAX_BATCH_SIZE = 1000;
 /** Longest `?wait=` / `Prefer: wait=` in seconds. */
 export const MAX_WAIT_SECONDS = 60;
@@ -357,7 +359,7 @@ export const problemSchema = {
   },
 } as const;
 
-/** Every schema above, by `$id`. */
+/** Every schema above, by `$id`, and those of schemas-insights.ts. */
 export const ALL_SCHEMAS = [
   transactionSchema,
   batchRequestSchema,
@@ -369,6 +371,7 @@ export const ALL_SCHEMAS = [
   batchResultsSchema,
   problemSchema,
   ...WEBHOOK_SCHEMAS,
+  ...INSIGHT_SCHEMAS,
 ] as const;
 
 /** What a field must look like, said in words, for the errors ajv reports by keyword. */
@@ -396,4 +399,5 @@ export const PARAMETER_RULES: Record<string, string> = {
   after: 'must be an event id (the `id:` of a message), digits only',
   types:
     'must be one or more of job.succeeded, job.failed, job.canceled, batch.completed, comma-separated',
+  window: 'must be one of 15m, 1h, 6h, 24h',
 };

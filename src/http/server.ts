@@ -8,7 +8,7 @@ export async function listen(
   app: Koa,
   host: string,
   port: number,
-): Promise<{ server: http.Server; url: string; port: number }> {
+): Promise<{ server: http.Server; url: string; port: number; address: string }> {
   const handle = app.callback();
   const server = http.createServer((req, res) => void handle(req, res));
   // Slow or stalled clients must not hold sockets forever; a long-poll may take 60 s.
@@ -17,10 +17,10 @@ export async function listen(
   server.keepAliveTimeout = 5_000;
   server.listen(port, host);
   await once(server, 'listening');
-  const bound = (server.address() as AddressInfo).port;
+  const { port: bound, address } = server.address() as AddressInfo;
   const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
   const url = `http://${shown.includes(':') ? `[${shown}]` : shown}:${bound}`;
-  return { server, url, port: bound };
+  return { server, url, port: bound, address };
 }
 
 /** Stops accepting, closes idle keep-alive sockets, resolves when every request is answered. */

@@ -186,7 +186,8 @@ function describe(e: ErrorObject): [pointer: string, detail: string] {
   return [e.instancePath, FIELD_RULES[field] ?? e.message ?? 'is invalid'];
 }
 
-function checkQuery<T>(validate: ValidateFunction<T>, query: unknown): T {
+/** The query as T (coerced, defaults filled in), or a 400 problem naming each bad parameter. */
+export function checkQuery<T>(validate: ValidateFunction<T>, query: unknown): T {
   // A copy: ajv coerces in place and Koa's ctx.query is a getter-backed object.
   const copy: Record<string, unknown> = { ...(query as Record<string, unknown>) };
   const repeated = Object.keys(copy).filter((k) => Array.isArray(copy[k]));

@@ -3,15 +3,17 @@
  * for, list and cancel jobs and batches. Routes parse and render; everything they decide is here,
  * and what it refuses it throws as a domain error (errors.ts).
  */
-import { randomUUID } from 'node:crypto';
+import type { BatchPosition } from '../db/sql/batches.js';
 import type { BatchItemRow, BatchRow, Idempotency, JobRow, JobStatus } from '../db/sql/rows.js';
 import { isTerminal } from '../db/sql/rows.js';
 import type { JobStore } from '../db/store.js';
 import type { Transaction } from '../heuristic/types.js';
+import { newId } from '../ids.js';
 import type { Admission } from './admission.js';
-import { AlreadyFinishedError, IdempotencyKeyReusedError, NotFoundError } from '../errors.js';
+import { AlreadyFinishedError, IdempotencyKeyReusedError } from '../errors.js';
 import type { QueueEstimator } from './eta.js';
 import { type JobEvents, batchTopic, jobTopic } from './hub.js';
+import { missing } from './gone.js';
 import { waitFor } from './waiting.js';
 
 export interface JobsDeps {
@@ -22,6 +24,8 @@ export interface JobsDeps {
   /** Where long-poll waiters hear that a job or batch changed. */
   events: JobEvents;
   jobMaxAttempts: number;
+  /** How long finished jobs are kept: an older id that is missing is gone, not unknown. */
+  jobRetentionMs: number;
   /** The result-cache key of a client's transaction, or null: not cacheable. */
   cacheKey: (tx: Transaction, clientId: string) => string | null;
   /** Jobs were queued here: the local runner may claim them at once. */
@@ -72,7 +76,7 @@ export class Jobs {
       1,
       () =>
         store.insertJob({
-          id: randomUUID(),
+          id: newId(),
           clientId: owner,
           transaction,
           maxAttempts: this.deps.jobMaxAttempts,
@@ -105,9 +109,10 @@ export class Jobs {
       n,
       () =>
         store.insertBatch({
-          id: randomUUID(),
+          id: newId(),
           clientId: owner,
           transactions,
+          jobIds: transactions.map(() => newId()),
           maxAttempts: this.deps.jobMaxAttempts,
           idempotency,
           cacheKeys: transactions.map((tx) => this.deps.cacheKey(tx, owner)),
@@ -125,7 +130,7 @@ export class Jobs {
     checkReplay(idempotency, inserted.requestHash, 'batch');
     // A new batch is known from its insert; only a replay needs reading.
     const row = await store.getBatch(inserted.id, owner);
-    if (!row) throw new NotFoundError('batch', inserted.id); // purged the same instant
+    if (!row) throw this.missing('batch', inserted.id); // purged the same instant
     return { row, jobIds: inserted.jobIds, replayed: true };
   }
 
@@ -141,7 +146,7 @@ export class Jobs {
       return canceled.row;
     }
     const row = await this.job(owner, id).load();
-    if (!row) throw new NotFoundError('job', id);
+    if (!row) throw this.missing('job', id);
     throw new AlreadyFinishedError(row.id, row.status);
   }
 
@@ -153,6 +158,16 @@ export class Jobs {
     return this.deps.store.listJobs({ owner, ...query });
   }
 
+  /** The client's batches newest first (after `after`), each counted per status. */
+  listBatches(owner: string, page: { after?: BatchPosition; limit: number }) {
+    return this.deps.store.listBatches({ owner, ...page });
+  }
+
+  /** What the client's jobs did over the last `buckets` × `bucketSeconds` (GET /stats). */
+  activity(owner: string, window: { bucketSeconds: number; buckets: number }) {
+    return this.deps.store.clientActivity({ owner, ...window });
+  }
+
   /** Items of one of the client's batches after `afterIndex`, in submission order. */
   async batchItems(
     owner: string,
@@ -160,9 +175,14 @@ export class Jobs {
     page: { afterIndex: number; limit: number },
   ): Promise<{ batch: BatchRow; items: BatchItemRow[] }> {
     const batch = await this.batch(owner, id).load();
-    if (!batch) throw new NotFoundError('batch', id);
+    if (!batch) throw this.missing('batch', id);
     const items = await this.deps.store.getBatchItems({ batchId: batch.id, owner, ...page });
     return { batch, items };
+  }
+
+  /** Why a job or batch the caller asked for is not there: unknown (404), or expired (410). */
+  missing(kind: 'job' | 'batch', id: string) {
+    return missing(kind, id, this.deps.jobRetentionMs);
   }
 
   /** One of the client's jobs. Another client's job is "not found", like a missing one. */

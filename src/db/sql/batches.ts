@@ -1,6 +1,6 @@
 /**
- * Statements about batches: submit (the batch and its jobs in one statement), read, list
- * items, purge.
+ * Statements about batches: submit (the batch and its jobs in one statement), read, list a
+ * client's batches and a batch's items, purge.
  */
 import type { Knex } from 'knex';
 import { PENDING_CHANNEL } from '../channels.js';
@@ -17,7 +17,8 @@ import {
   rows,
 } from './rows.js';
 
-// Inserts a batch and one job per transaction (batch_index = position), in one statement:
+// Inserts a batch and one job per transaction (batch_index = position, ids from `jobIds`), in
+// one statement:
 // pending, or succeeded at once from the result cache (with their events, and batch.completed
 // when nothing is left to run); NOTIFYs runners when any is pending. With an idempotency key
 // already taken, inserts nothing and returns the batch that holds the key (`created: false`)
@@ -28,6 +29,8 @@ export async function insertBatch(
     id: string;
     clientId: string;
     transactions: readonly Transaction[];
+    /** One id per transaction, in order (UUIDv7, from src/ids.ts). */
+    jobIds: readonly string[];
     maxAttempts: number;
     idempotency?: Idempotency;
     /** Result-cache key per transaction (null: not cacheable); hits are stored succeeded. */
@@ -68,7 +71,7 @@ export async function insertBatch(
        ), j AS (
          INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts,
                            cache_key, ${CACHED_COLUMNS})
-         SELECT gen_random_uuid(), b.client_id, b.id, t.ord - 1, t.tx, ?, t.key,
+         SELECT (?::uuid[])[t.ord::int], b.client_id, b.id, t.ord - 1, t.tx, ?, t.key,
                 ${cachedValues('t.result')}
          FROM b, t
          ORDER BY t.ord
@@ -91,6 +94,7 @@ export async function insertBatch(
         batch.transactions.length,
         idempotency?.key ?? null,
         idempotency?.requestHash ?? null,
+        [...batch.jobIds],
         batch.maxAttempts,
         PENDING_CHANNEL,
       ],
@@ -160,6 +164,50 @@ export async function getBatch(db: Knex, id: string, owner: Owner): Promise<Batc
     [id, ...ownBindings],
   );
   return res.rows[0];
+}
+
+/** Where a page starts: after the batch made at `createdUs` (µs since the epoch) with `id`. */
+export interface BatchPosition {
+  createdUs: string;
+  id: string;
+}
+
+// Reads up to `limit` of `owner`'s batches older than `after` (all when absent), newest first,
+// with their jobs counted per status; changes nothing.
+export async function listBatches(
+  db: Knex,
+  opts: { owner: string; after?: BatchPosition; limit: number },
+): Promise<(BatchRow & { position: BatchPosition })[]> {
+  const after = opts.after
+    ? `AND (created_at, id) < (timestamptz 'epoch' + ?::bigint * interval '1 microsecond', ?::uuid)`
+    : '';
+  const found = await rows<BatchRow & { created_us: string }>(
+    db,
+    `WITH page AS (
+       SELECT id, client_id, size, created_at FROM batches
+       WHERE client_id = ? ${after}
+       ORDER BY created_at DESC, id DESC
+       LIMIT ?
+     )
+     SELECT p.id, p.client_id, p.size, p.created_at,
+       (extract(epoch FROM p.created_at) * 1000000)::bigint::text AS created_us,
+       count(*) FILTER (WHERE j.status = 'pending')::int   AS pending,
+       count(*) FILTER (WHERE j.status = 'running')::int   AS running,
+       count(*) FILTER (WHERE j.status = 'succeeded')::int AS succeeded,
+       count(*) FILTER (WHERE j.status = 'failed')::int    AS failed,
+       count(*) FILTER (WHERE j.status = 'canceled')::int  AS canceled,
+       min(j.started_at) AS started_at,
+       max(j.finished_at) AS finished_at,
+       max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq
+     FROM page p LEFT JOIN jobs j ON j.batch_id = p.id
+     GROUP BY p.id, p.client_id, p.size, p.created_at
+     ORDER BY p.created_at DESC, p.id DESC`,
+    [opts.owner, ...(opts.after ? [opts.after.createdUs, opts.after.id] : []), opts.limit],
+  );
+  return found.map(({ created_us: createdUs, ...row }) => ({
+    ...row,
+    position: { createdUs, id: row.id },
+  }));
 }
 
 // Reads up to `limit` items of one of `owner`'s batches with batch_index > `afterIndex`, in

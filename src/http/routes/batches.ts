@@ -11,6 +11,7 @@ import { authenticate, clientOf } from '../middleware.js';
 import {
   common4xx,
   conditionalGet,
+  gone,
   headers,
   idParameter,
   json,
@@ -142,6 +143,7 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
         responses: {
           '200': { description: 'One page.', content: json(ref('BatchResults')) },
           '404': problem('No such batch.'),
+          '410': gone('batch'),
           ...common4xx,
         },
       },

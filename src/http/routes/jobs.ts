@@ -11,6 +11,7 @@ import { authenticate, clientOf } from '../middleware.js';
 import {
   common4xx,
   conditionalGet,
+  gone,
   idParameter,
   json,
   problem,
@@ -171,6 +172,7 @@ export function jobRoutes(deps: JobRoutesDeps): Route[] {
           '401': unauthorized,
           '404': problem('No such job.'),
           '409': problem('Already finished (`job_status` says how).'),
+          '410': gone('job'),
           '503': common4xx['503'],
         },
       },
