@@ -301,8 +301,8 @@ describe('CLI (merchant-normalizer)', function () {
     );
     const text = await fs.readFile(path.join(dir, 'bank.results.csv'), 'utf8');
     expect(text.split('\n')[0]).to.equal(
-      'line,reference,date,description,amount,currency,mcc,status,merchant,error,job_id,' +
-        'Booking ID,input_Status,Category',
+      'line,reference,date,description,amount,currency,mcc,status,merchant,merchant_id,' +
+        'intermediaries,error,job_id,Booking ID,input_Status,Category',
     );
     const out = parse<Record<string, string>>(text, { columns: true });
     expect(
@@ -320,7 +320,8 @@ describe('CLI (merchant-normalizer)', function () {
     expect(await dropped.exited, dropped.stderr).to.equal(0);
     const header = (await fs.readFile(path.join(dir, 'd.csv'), 'utf8')).split('\n')[0];
     expect(header).to.equal(
-      'line,reference,date,description,amount,currency,mcc,status,merchant,error,job_id',
+      'line,reference,date,description,amount,currency,mcc,status,merchant,merchant_id,' +
+        'intermediaries,error,job_id',
     );
 
     const jsonl = path.join(dir, 'bank.jsonl');

@@ -32,16 +32,20 @@ describe('CLI: webhooks and events', function () {
   const cli = (args: string[]): Run => {
     const env = { ...process.env };
     delete env.DATABASE_URL;
-    const child = spawn(process.execPath, [path.join(ROOT, 'src/cli/bin.js'), ...args], {
-      cwd: ROOT,
-      env: {
-        ...env,
-        MERCHANT_API_URL: server.url,
-        MERCHANT_API_KEY: server.apiKey,
-        MERCHANT_API_KEY_FILE: path.join(os.tmpdir(), 'mn-no-such-key-file'),
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), ...args],
+      {
+        cwd: ROOT,
+        env: {
+          ...env,
+          MERCHANT_API_URL: server.url,
+          MERCHANT_API_KEY: server.apiKey,
+          MERCHANT_API_KEY_FILE: path.join(os.tmpdir(), 'mn-no-such-key-file'),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    );
     const run: Run = {
       child,
       stdout: '',

@@ -165,8 +165,16 @@ describe('the package (npm pack, installed from the tarball)', function () {
       sameExport: boolean;
     };
     expect(out.items.map((i) => [i.index, i.reference, i.status, i.result])).to.deep.equal([
-      [0, 'a', 'succeeded', { merchant: { name: 'Netflix' } }],
-      [1, 'b', 'succeeded', { merchant: { name: 'Blue Bottle Coffee' } }],
+      [0, 'a', 'succeeded', { merchant: { name: 'Netflix', id: 'netflix' }, intermediaries: [] }],
+      [
+        1,
+        'b',
+        'succeeded',
+        {
+          merchant: { name: 'Blue Bottle Coffee', id: 'blue-bottle-coffee' },
+          intermediaries: [{ id: 'square', name: 'Square', kind: 'processor' }],
+        },
+      ],
     ]);
     expect(out.items.map((i) => i.job_id)).to.deep.equal(out.jobIds);
     expect(out.missing, 'a 404 reads as no value').to.equal(null);
