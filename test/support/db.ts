@@ -25,9 +25,14 @@ export function withDatabase(name: string): string {
   return url.toString();
 }
 
-/** Test databases are named `mnt_<pid of the mocha process>_<n>`; the template `…_tpl`. */
+/**
+ * Test databases are named `mnt_<pid of the process running the test>_<n>`; the template is
+ * `mnt_<pid of the mocha process>_tpl`, made by the global fixture and named to the processes
+ * that run test files (`mocha --parallel` workers too) through TEST_TEMPLATE_DATABASE.
+ */
 const PREFIX = 'mnt_';
-export const templateName = () => `${PREFIX}${process.pid}_tpl`;
+export const templateName = () =>
+  process.env.TEST_TEMPLATE_DATABASE ?? `${PREFIX}${process.pid}_tpl`;
 let created = 0;
 
 let admin: pg.Client | undefined;

@@ -31,6 +31,7 @@ export async function mochaGlobalSetup() {
   }
   await dropLeftovers();
   const template = templateName();
+  process.env.TEST_TEMPLATE_DATABASE = template;
   await adminQuery(`CREATE DATABASE "${template}"`);
   const db = createKnex(withDatabase(template), 2, createLogger('warn'));
   try {
@@ -43,6 +44,8 @@ export async function mochaGlobalSetup() {
 export async function mochaGlobalTeardown() {
   if (process.env.TEST_DATABASE_URL) {
     await dropDatabase(templateName()).catch((err: unknown) => console.error(err));
+    // Those of this process, then those of `--parallel` workers that have exited.
+    await dropLeftovers().catch((err: unknown) => console.error(err));
     await dropLeftovers(process.pid).catch((err: unknown) => console.error(err));
   }
   await embedded?.stop();
