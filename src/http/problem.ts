@@ -20,6 +20,8 @@ export type FieldError =
   | {
       /** JSON Pointer (RFC 6901) into the request body, e.g. "/amount"; "" is the whole body. */
       pointer: string;
+      /** The line of an uploaded file (a file batch) the pointer is about. */
+      line?: number;
       detail: string;
     }
   | {

@@ -30,6 +30,11 @@ export interface JobsDeps {
   cacheKey: (tx: Transaction, clientId: string) => string | null;
   /** Jobs were queued here: the local runner may claim them at once. */
   onJobSubmitted: () => void;
+  /**
+   * Longest time a file batch may hold its database transaction, the upload included.
+   * @defaultValue 600000 (10 minutes)
+   */
+  fileBatchTimeoutMs?: number;
   metrics?: {
     jobsSubmitted: { inc(labels: { via: 'single' | 'batch' }, value?: number): void };
     answeredWithoutCall(via: 'submit', n: number): void;
@@ -132,6 +137,86 @@ export class Jobs {
     const row = await store.getBatch(inserted.id, owner);
     if (!row) throw this.missing('batch', inserted.id); // purged the same instant
     return { row, jobIds: inserted.jobIds, replayed: true };
+  }
+
+  /**
+   * Stores a whole file of transactions as one batch, all or nothing, storing them as they
+   * arrive (an error thrown by `transactions` stores nothing); the quota is checked once they are
+   * all in and counted. `idempotency` is read then too (a file's fingerprint is known at its end).
+   */
+  async submitBatchFile(
+    owner: string,
+    transactions: AsyncIterable<Transaction>,
+    idempotency: () => Idempotency | undefined,
+  ): Promise<{ row: BatchRow; replayed: boolean }> {
+    const { store, admission, metrics } = this.deps;
+    const cacheKey = this.deps.cacheKey;
+    async function* rows() {
+      for await (const transaction of transactions) {
+        yield { id: newId(), transaction, cacheKey: cacheKey(transaction, owner) };
+      }
+    }
+    let admitted = 0;
+    let inserted;
+    try {
+      inserted = await store.insertBatchFile({
+        id: newId(),
+        clientId: owner,
+        rows: rows(),
+        maxAttempts: this.deps.jobMaxAttempts,
+        idempotency,
+        timeoutMs: this.deps.fileBatchTimeoutMs ?? 600_000,
+        admit: async (n) => {
+          await admission.admit(owner, n);
+          admitted = n;
+        },
+      });
+    } catch (err) {
+      admission.release(owner, admitted);
+      throw err;
+    }
+    // What did not end up queued: all of a replay, the cache hits of a new batch.
+    admission.release(owner, admitted - (inserted.created ? (inserted.row?.pending ?? 0) : 0));
+    if (inserted.created && inserted.row) {
+      const n = inserted.size;
+      metrics?.jobsSubmitted.inc({ via: 'batch' }, n);
+      const cached = inserted.row.succeeded;
+      metrics?.answeredWithoutCall('submit', cached);
+      if (cached < n) this.deps.onJobSubmitted();
+      return { row: inserted.row, replayed: false };
+    }
+    checkReplay(idempotency(), inserted.requestHash, 'batch');
+    const row = await store.getBatch(inserted.id, owner);
+    if (!row) throw this.missing('batch', inserted.id); // purged the same instant
+    return { row, replayed: true };
+  }
+
+  /**
+   * Every item of one of the client's batches in submission order, read `pageSize` at a time
+   * (each with its transaction): a results file of any size in constant memory. Throws
+   * (404/410) before the first item when the batch is not there.
+   */
+  async batchFileItems(owner: string, id: string, pageSize = 1000) {
+    const batch = await this.batch(owner, id).load();
+    if (!batch) throw this.missing('batch', id);
+    const store = this.deps.store;
+    const batchId = batch.id;
+    async function* items() {
+      let afterIndex = -1;
+      for (;;) {
+        const page = await store.getBatchFileItems({
+          batchId,
+          owner,
+          afterIndex,
+          limit: pageSize,
+        });
+        yield* page;
+        const last = page.at(-1);
+        if (!last || page.length < pageSize) return;
+        afterIndex = last.batch_index;
+      }
+    }
+    return { batch, items: items() };
   }
 
   /**
