@@ -303,6 +303,32 @@ describe('file batches', () => {
       expect(await count('jobs')).to.equal(1);
     });
 
+    it('answers 503 with Retry-After while as many file batches as it takes are uploading', async () => {
+      // A pool of 2 takes one file batch at a time (each holds a connection while it uploads).
+      await start({ poolMax: 2 });
+      const { req, answer } = await streamingUpload(NDJSON);
+      req.write(ndjson(10));
+      await eventually(async () => {
+        const { rows } = await h.db.raw<{ rows: unknown[] }>(
+          `SELECT 1 FROM pg_stat_activity
+           WHERE datname = current_database() AND query LIKE 'COPY batch_file_rows%'`,
+        );
+        return rows.length > 0;
+      });
+      const busy = await upload(NDJSON, ndjson(1)).expect(503);
+      expectProblem(busy, '/problems/service-unavailable', 503);
+      expect(busy.headers['retry-after']).to.match(/^\d+$/);
+      // JSON batches are not held up.
+      await h.http
+        .post('/normalize_merchant/batch')
+        .send({ transactions: [tx('a')] })
+        .expect(202);
+      req.end(ndjson(10, 10));
+      expect((await answer).status).to.equal(202);
+      await upload(NDJSON, ndjson(1)).expect(202);
+      expect(await count('jobs')).to.equal(22);
+    });
+
     it('admits a file all or nothing against the pending-job quota (429, nothing stored)', async () => {
       await start({ quota: { clientMaxPending: 10 } });
       const res = await upload(NDJSON, ndjson(11)).expect(429);

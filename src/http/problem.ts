@@ -5,6 +5,7 @@
  */
 import {
   AlreadyFinishedError,
+  FileBatchesBusyError,
   GoneError,
   IdempotencyKeyReusedError,
   NotFoundError,
@@ -132,6 +133,16 @@ export function problemOf(err: unknown): HttpProblem | undefined {
       undefined,
       { 'Retry-After': String(err.retryAfterSeconds) },
       { limit: err.limit },
+    );
+  }
+  if (err instanceof FileBatchesBusyError) {
+    return new HttpProblem(
+      503,
+      PROBLEM_TYPES.unavailable,
+      'Service Unavailable',
+      err.message,
+      undefined,
+      { 'Retry-After': '5', Connection: 'close' },
     );
   }
   if (err instanceof QueueFullError) {

@@ -10,7 +10,11 @@ import type { JobStore } from '../db/store.js';
 import type { Transaction } from '../heuristic/types.js';
 import { newId } from '../ids.js';
 import type { Admission } from './admission.js';
-import { AlreadyFinishedError, IdempotencyKeyReusedError } from '../errors.js';
+import {
+  AlreadyFinishedError,
+  FileBatchesBusyError,
+  IdempotencyKeyReusedError,
+} from '../errors.js';
 import type { QueueEstimator } from './eta.js';
 import { type JobEvents, batchTopic, jobTopic } from './hub.js';
 import { missing } from './gone.js';
@@ -31,10 +35,15 @@ export interface JobsDeps {
   /** Jobs were queued here: the local runner may claim them at once. */
   onJobSubmitted: () => void;
   /**
-   * Longest time a file batch may hold its database transaction, the upload included.
-   * @defaultValue 600000 (10 minutes)
+   * Longest time a file batch may hold its database transaction, the upload included (the HTTP
+   * server ends a request that takes longer than 75 s to arrive). @defaultValue 120000
    */
   fileBatchTimeoutMs?: number;
+  /**
+   * File batches taken at once: each holds a pool connection while it is uploaded, so they
+   * must leave the pool to everything else. @defaultValue 2
+   */
+  maxFileBatchesInFlight?: number;
   metrics?: {
     jobsSubmitted: { inc(labels: { via: 'single' | 'batch' }, value?: number): void };
     answeredWithoutCall(via: 'submit', n: number): void;
@@ -67,6 +76,9 @@ function byUuid<T>(id: string, read: (uuid: string) => Promise<T | undefined>) {
 export const batchDone = (row: BatchRow) => row.succeeded + row.failed + row.canceled === row.size;
 
 export class Jobs {
+  /** File batches being uploaded now. */
+  private fileBatchesInFlight = 0;
+
   constructor(private readonly deps: JobsDeps) {}
 
   /** Stores one transaction as a job (or replays an idempotent submit); 202 material. */
@@ -149,6 +161,21 @@ export class Jobs {
     transactions: AsyncIterable<Transaction>,
     idempotency: () => Idempotency | undefined,
   ): Promise<{ row: BatchRow; replayed: boolean }> {
+    const limit = this.deps.maxFileBatchesInFlight ?? 2;
+    if (this.fileBatchesInFlight >= limit) throw new FileBatchesBusyError(limit);
+    this.fileBatchesInFlight += 1;
+    try {
+      return await this.storeBatchFile(owner, transactions, idempotency);
+    } finally {
+      this.fileBatchesInFlight -= 1;
+    }
+  }
+
+  private async storeBatchFile(
+    owner: string,
+    transactions: AsyncIterable<Transaction>,
+    idempotency: () => Idempotency | undefined,
+  ): Promise<{ row: BatchRow; replayed: boolean }> {
     const { store, admission, metrics } = this.deps;
     const cacheKey = this.deps.cacheKey;
     async function* rows() {
@@ -165,7 +192,7 @@ export class Jobs {
         rows: rows(),
         maxAttempts: this.deps.jobMaxAttempts,
         idempotency,
-        timeoutMs: this.deps.fileBatchTimeoutMs ?? 600_000,
+        timeoutMs: this.deps.fileBatchTimeoutMs ?? 120_000,
         admit: async (n) => {
           await admission.admit(owner, n);
           admitted = n;
