@@ -223,24 +223,14 @@ export class Jobs {
    * (each with its transaction): a results file of any size in constant memory. Throws
    * (404/410) before the first item when the batch is not there.
    */
-  async batchFileItems(owner: string, id: string, pageSize = 1000) {
+  async batchFileItems(owner: string, id: string, pageSize = 5000) {
     const batch = await this.batch(owner, id).load();
     if (!batch) throw this.missing('batch', id);
     const store = this.deps.store;
-    const batchId = batch.id;
+    const { id: batchId, size } = batch;
     async function* items() {
-      let afterIndex = -1;
-      for (;;) {
-        const page = await store.getBatchFileItems({
-          batchId,
-          owner,
-          afterIndex,
-          limit: pageSize,
-        });
-        yield* page;
-        const last = page.at(-1);
-        if (!last || page.length < pageSize) return;
-        afterIndex = last.batch_index;
+      for (let from = 0; from < size; from += pageSize) {
+        yield* await store.getBatchFileItems({ batchId, owner, from, to: from + pageSize });
       }
     }
     return { batch, items: items() };

@@ -153,19 +153,21 @@ export async function insertBatchFile(
   });
 }
 
-// Reads up to `limit` items of one of `owner`'s batches with batch_index > `afterIndex`, in
-// submission order, each with its transaction (the pages of a results file); changes nothing.
+// Reads the items of one of `owner`'s batches with `from` <= batch_index < `to`, in submission
+// order, each with its transaction (the pages of a results file); changes nothing. A range, not a
+// LIMIT: right after a large batch is inserted the planner has no statistics on it, and a LIMIT
+// page planned as a bitmap scan reads (and sorts) every later item of the batch each time.
 export async function getBatchFileItems(
   db: Knex,
-  opts: { batchId: string; owner: Owner; afterIndex: number; limit: number },
+  opts: { batchId: string; owner: Owner; from: number; to: number },
 ): Promise<(BatchItemRow & { transaction: Transaction })[]> {
   const [own, ownBindings] = ownedBy('jobs', opts.owner);
   return rows<BatchItemRow & { transaction: Transaction }>(
     db,
     `SELECT id, batch_index, status, transaction->>'reference' AS reference, result, error,
             transaction
-     FROM jobs WHERE batch_id = ? AND batch_index > ? AND ${own}
-     ORDER BY batch_index LIMIT ?`,
-    [opts.batchId, opts.afterIndex, ...ownBindings, opts.limit],
+     FROM jobs WHERE batch_id = ? AND batch_index >= ? AND batch_index < ? AND ${own}
+     ORDER BY batch_index`,
+    [opts.batchId, opts.from, opts.to, ...ownBindings],
   );
 }

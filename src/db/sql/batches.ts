@@ -235,7 +235,9 @@ export async function listBatches(
 }
 
 // Reads up to `limit` items of one of `owner`'s batches with batch_index > `afterIndex`, in
-// submission order.
+// submission order. The upper bound is what LIMIT says (a batch's indexes are 0..size-1, its
+// jobs are deleted only with it), spelt as a range so that a large batch just inserted, with no
+// statistics yet, is not planned as a bitmap scan reading every later item for each page.
 export async function getBatchItems(
   db: Knex,
   opts: { batchId: string; owner: Owner; afterIndex: number; limit: number },
@@ -243,9 +245,9 @@ export async function getBatchItems(
   const [own, ownBindings] = ownedBy('jobs', opts.owner);
   const res = await db.raw<{ rows: BatchItemRow[] }>(
     `SELECT id, batch_index, status, transaction->>'reference' AS reference, result, error
-     FROM jobs WHERE batch_id = ? AND batch_index > ? AND ${own}
+     FROM jobs WHERE batch_id = ? AND batch_index > ? AND batch_index <= ? AND ${own}
      ORDER BY batch_index LIMIT ?`,
-    [opts.batchId, opts.afterIndex, ...ownBindings, opts.limit],
+    [opts.batchId, opts.afterIndex, opts.afterIndex + opts.limit, ...ownBindings, opts.limit],
   );
   return res.rows;
 }
