@@ -378,7 +378,8 @@ describe('file batches', () => {
         .set('Content-Encoding', 'gzip')
         .expect(415);
       expectProblem(compressed, '/problems/unsupported-media-type', 415);
-      await upload('text/plain', ndjson(1)).expect(415);
+      const plain = await upload('text/plain', ndjson(1)).expect(415);
+      expect(plain.body.detail).to.match(/"text\/csv" or "application\/x-ndjson"/);
       expect(await count('batches')).to.equal(0);
     });
   });

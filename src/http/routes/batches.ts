@@ -12,7 +12,7 @@ import {
   fileFormatOf,
   readFileBatch,
 } from '../batch-file.js';
-import { jsonBody, requireJson } from '../body.js';
+import { jsonBody, requireJsonOr } from '../body.js';
 import { idempotencyKeyOf, idempotencyOf } from '../idempotency.js';
 import { authenticate, clientOf } from '../middleware.js';
 import {
@@ -77,7 +77,10 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
             batchLocation(row.id),
           );
         },
-        requireJson,
+        requireJsonOr(
+          `, or a file of up to ${MAX_FILE_BATCH_SIZE} transactions as ` +
+            `"${FILE_MEDIA_TYPES.csv}" or "${FILE_MEDIA_TYPES.ndjson}"`,
+        ),
         jsonBody(deps.maxBatchBodyBytes),
         async (ctx) => {
           const owner = clientOf(ctx).id;
