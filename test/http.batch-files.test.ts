@@ -197,6 +197,26 @@ describe('file batches', () => {
       expect(await count('batches')).to.equal(0);
     });
 
+    it('reads a byte-order mark before the first line as nothing; refuses an overlong line with 422', async () => {
+      await start();
+      await upload(NDJSON, '\uFEFF' + ndjson(2)).expect(202);
+      await upload(CSV, '\uFEFFdate,description,amount\n2026-04-03,x,1\n').expect(202);
+      const long = JSON.stringify(tx('x'.repeat(70_000)));
+      const res = await upload(NDJSON, ndjson(2) + long + '\n').expect(422);
+      expect(res.body.errors).to.deep.equal([
+        { line: 3, pointer: '', detail: 'is longer than 65536 bytes' },
+      ]);
+      // Across many chunks too: the line is refused before it is held whole.
+      const huge = await upload(NDJSON, 'x'.repeat(5_000_000)).expect(422);
+      expect(huge.body.errors[0]).to.include({ line: 1 });
+      const csv = await upload(
+        CSV,
+        `date,description,amount\n2026-04-03,${'x'.repeat(70_000)},1\n`,
+      );
+      expect(csv.status).to.equal(422);
+      expect(await count('jobs')).to.equal(3);
+    });
+
     it('refuses a file without transactions with 422', async () => {
       await start();
       await upload(NDJSON, '\n\n').expect(422);

@@ -38,6 +38,20 @@ export function fileFormatOf(ctx: Context): FileFormat | undefined {
   return type ? 'ndjson' : undefined;
 }
 
+/** Longest line of NDJSON, longest record of CSV: far more than any transaction needs. */
+const MAX_LINE_BYTES = 64 * 1024;
+
+/** 422 for an NDJSON line longer than MAX_LINE_BYTES (not read to its end). */
+const overlong = (line: number) =>
+  new HttpProblem(
+    422,
+    PROBLEM_TYPES.validation,
+    'Invalid batch file',
+    `Line ${line} of the file is longer than ${MAX_LINE_BYTES} bytes. Nothing was stored.`,
+    [{ line, pointer: '', detail: `is longer than ${MAX_LINE_BYTES} bytes` }],
+    { Connection: 'close' },
+  );
+
 const tooLarge = (detail: string) =>
   new HttpProblem(413, PROBLEM_TYPES.tooLarge, 'Content Too Large', detail, undefined, {
     Connection: 'close',
@@ -72,12 +86,32 @@ export function readFileBatch(
   }
   const hash = createHash('sha256').update(`${format}\n`);
   let bytes = 0;
+  // NDJSON: newlines so far and the bytes since the last one, so that an overlong line (which
+  // the line splitter would have to hold) is refused naming its number. CSV records may span
+  // lines; csv-parse bounds them itself (max_record_size).
+  let newlines = 0;
+  let lineBytes = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _enc, done: TransformCallback) {
       bytes += chunk.length;
       if (bytes > limits.maxBytes) {
         done(tooLarge(`The request body is larger than the limit of ${limits.maxBytes} bytes.`));
         return;
+      }
+      if (format === 'ndjson') {
+        let start = 0;
+        for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+          if (lineBytes + nl - start > MAX_LINE_BYTES) break;
+          newlines += 1;
+          lineBytes = 0;
+          start = nl + 1;
+        }
+        const end = chunk.indexOf(10, start);
+        lineBytes += (end === -1 ? chunk.length : end) - start;
+        if (lineBytes > MAX_LINE_BYTES) {
+          done(overlong(newlines + 1));
+          return;
+        }
       }
       hash.update(chunk);
       done(null, chunk);
@@ -110,8 +144,10 @@ interface FileRecord {
 async function* ndjsonRecords(body: Transform): AsyncGenerator<FileRecord> {
   const lines = pipeline(body, split2(), () => {});
   let line = 0;
-  for await (const text of lines as AsyncIterable<string>) {
+  for await (const raw of lines as AsyncIterable<string>) {
     line += 1;
+    // A byte-order mark before the first line is not part of it.
+    const text = line === 1 ? raw.replace(/^\uFEFF/, '') : raw;
     if (text.trim() === '') continue;
     let value: unknown;
     try {
@@ -133,6 +169,7 @@ async function* csvRecords(body: Transform): AsyncGenerator<FileRecord> {
     columns: (names: string[]) => checkHeader(names.map((h) => h.trim())),
     skip_empty_lines: true,
     bom: true,
+    max_record_size: MAX_LINE_BYTES,
     info: true,
     raw: true,
   });
