@@ -4,7 +4,8 @@ import { expect } from 'chai';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { newId } from '../src/ids.js';
 import { eventually, rowCount } from './support/db.js';
-import { type Harness, type HarnessOptions, startHarness } from './support/harness.js';
+import { readEvents } from '../src/db/sql/events.js';
+import { type Harness, type HarnessOptions, startHarness, submitJob } from './support/harness.js';
 import { expectProblem } from './support/problem.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
@@ -52,6 +53,15 @@ describe('file batches', () => {
         [batchId],
       )
     ).rows;
+
+  /** The size of the staging table an upload in progress writes to (another session's). */
+  const stagedBytes = async () => {
+    const { rows } = await h.db.raw<{ rows: { n: string }[] }>(
+      `SELECT coalesce(sum(pg_relation_size(oid)), 0) AS n FROM pg_class
+       WHERE relname = 'batch_file_rows' AND relpersistence = 't'`,
+    );
+    return Number(rows[0]?.n ?? 0);
+  };
 
   /** A port for requests whose body the test writes itself. */
   const listen = async () => {
@@ -229,19 +239,9 @@ describe('file batches', () => {
       await start();
       const { req, answer } = await streamingUpload(NDJSON);
       for (let i = 0; i < 50_000; i += 5000) req.write(ndjson(5000, i));
-      // The first half is already on its way into Postgres while the request is still open:
-      // the body is streamed into COPY, not buffered until it ends.
-      await eventually(
-        async () => {
-          const { rows } = await h.db.raw<{ rows: unknown[] }>(
-            `SELECT 1 FROM pg_stat_activity
-             WHERE datname = current_database() AND query LIKE 'COPY batch_file_rows%'`,
-          );
-          return rows.length > 0;
-        },
-        20_000,
-        'a COPY in progress',
-      );
+      // The first half is already in Postgres while the request is still open: the body is
+      // COPYed as it arrives, not buffered until it ends.
+      await eventually(async () => (await stagedBytes()) > 1_000_000, 20_000, 'rows staged');
       for (let i = 50_000; i < 100_000; i += 5000) req.write(ndjson(5000, i));
       req.end();
       const { status, body } = await answer;
@@ -263,6 +263,25 @@ describe('file batches', () => {
          ) s WHERE previous > batch_index`,
       );
       expect(seqOrder[0]?.out_of_order).to.equal(0);
+    });
+
+    it('holds no transaction open while the body arrives: event readers are not held back', async () => {
+      await start();
+      const { id } = await submitJob(h, 'Cancel me');
+      const { req, answer } = await streamingUpload(NDJSON);
+      req.write(ndjson(6000));
+      await eventually(async () => (await stagedBytes()) > 0, 20_000, 'rows staged');
+      // A reader of the event log waits for the oldest open write transaction on the server; an
+      // upload that kept one open while its client paused would hold every reader back.
+      await h.http.delete(`/jobs/${id}`).expect(200);
+      await eventually(
+        async () => (await readEvents(h.db, { limit: 10 })).some((e) => e.job_id === id),
+        20_000,
+        'the cancel event, readable while the upload is paused',
+      );
+      req.end(ndjson(1, 6000));
+      expect((await answer).status).to.equal(202);
+      expect(await count('jobs')).to.equal(6002);
     });
 
     it('answers 413 past 100,000 rows and stores nothing', async function () {
@@ -305,14 +324,8 @@ describe('file batches', () => {
       await start({ poolMax: 2 });
       const { req, answer } = await streamingUpload(NDJSON);
       answer.catch(() => {});
-      req.write(ndjson(1000));
-      await eventually(async () => {
-        const { rows } = await h.db.raw<{ rows: unknown[] }>(
-          `SELECT 1 FROM pg_stat_activity
-           WHERE datname = current_database() AND query LIKE 'COPY batch_file_rows%'`,
-        );
-        return rows.length > 0;
-      });
+      req.write(ndjson(6000));
+      await eventually(async () => (await stagedBytes()) > 0, 20_000, 'rows staged');
       req.destroy();
       // Both of the pool's connections serve requests again.
       await eventually(async () => {
@@ -327,14 +340,8 @@ describe('file batches', () => {
       // A pool of 2 takes one file batch at a time (each holds a connection while it uploads).
       await start({ poolMax: 2 });
       const { req, answer } = await streamingUpload(NDJSON);
-      req.write(ndjson(10));
-      await eventually(async () => {
-        const { rows } = await h.db.raw<{ rows: unknown[] }>(
-          `SELECT 1 FROM pg_stat_activity
-           WHERE datname = current_database() AND query LIKE 'COPY batch_file_rows%'`,
-        );
-        return rows.length > 0;
-      });
+      req.write(ndjson(6000));
+      await eventually(async () => (await stagedBytes()) > 0, 20_000, 'rows staged');
       const busy = await upload(NDJSON, ndjson(1)).expect(503);
       expectProblem(busy, '/problems/service-unavailable', 503);
       expect(busy.headers['retry-after']).to.match(/^\d+$/);
@@ -343,10 +350,10 @@ describe('file batches', () => {
         .post('/normalize_merchant/batch')
         .send({ transactions: [tx('a')] })
         .expect(202);
-      req.end(ndjson(10, 10));
+      req.end(ndjson(10, 6000));
       expect((await answer).status).to.equal(202);
       await upload(NDJSON, ndjson(1)).expect(202);
-      expect(await count('jobs')).to.equal(22);
+      expect(await count('jobs')).to.equal(6012);
     });
 
     it('admits a file all or nothing against the pending-job quota (429, nothing stored)', async () => {

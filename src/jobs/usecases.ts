@@ -35,10 +35,10 @@ export interface JobsDeps {
   /** Jobs were queued here: the local runner may claim them at once. */
   onJobSubmitted: () => void;
   /**
-   * Longest time a file batch may hold its database transaction, the upload included (the HTTP
-   * server ends a request that takes longer than 75 s to arrive). @defaultValue 120000
+   * Longest a statement of a file batch's final insert may take (100,000 jobs at once take
+   * longer than the pool's statement timeout). @defaultValue 60000
    */
-  fileBatchTimeoutMs?: number;
+  fileBatchInsertTimeoutMs?: number;
   /**
    * File batches taken at once: each holds a pool connection while it is uploaded, so they
    * must leave the pool to everything else. @defaultValue 2
@@ -192,7 +192,7 @@ export class Jobs {
         rows: rows(),
         maxAttempts: this.deps.jobMaxAttempts,
         idempotency,
-        timeoutMs: this.deps.fileBatchTimeoutMs ?? 120_000,
+        insertTimeoutMs: this.deps.fileBatchInsertTimeoutMs ?? 60_000,
         admit: async (n) => {
           await admission.admit(owner, n);
           admitted = n;

@@ -1,7 +1,7 @@
 /**
  * A whole file as one batch (POST /normalize_merchant/batch with an NDJSON or CSV body): the rows
- * are streamed with COPY into a staging table as they arrive, then inserted into `batches` and
- * `jobs` by the same statement as a JSON batch (insertBatchSql), in one transaction. Nothing is
+ * are COPYed into a staging table as they arrive, then inserted into `batches` and `jobs` by the
+ * same statement as a JSON batch (insertBatchSql), in one transaction. Nothing is
  * stored unless every row arrived and was valid. COPY is pg-copy-streams (brianc, the author of
  * pg): the fastest way to get rows into Postgres, and a stream, so the file is never held whole.
  */
@@ -31,9 +31,18 @@ export interface FileRow {
   cacheKey: string | null;
 }
 
-interface CopyConnection {
+/** The pooled pg connection an upload holds. */
+interface PgConnection {
+  query<R>(config: {
+    text: string;
+    values?: readonly unknown[];
+    query_timeout?: number;
+  }): Promise<{ rows: R[] }>;
   query(stream: NodeJS.WritableStream): NodeJS.WritableStream;
 }
+
+/** Rows COPYed at once: a short statement each, the memory of a few hundred KiB. */
+const ROWS_PER_COPY = 5000;
 
 /** A value as COPY's text format writes it: backslash, newline, CR and tab escaped; `\N` is null. */
 function copyText(value: string | null): string {
@@ -43,30 +52,23 @@ function copyText(value: string | null): string {
   );
 }
 
-/** COPY input: one line per row, in chunks of about 64 KiB. */
-async function* copyLines(
-  source: AsyncIterable<FileRow>,
-  counted: { n: number },
-): AsyncGenerator<string> {
-  let chunk = '';
-  for await (const row of source) {
-    counted.n += 1;
-    chunk += `${counted.n}\t${row.id}\t${copyText(JSON.stringify(row.transaction))}\t${copyText(row.cacheKey)}\n`;
-    if (chunk.length >= 65536) {
-      yield chunk;
-      chunk = '';
-    }
-  }
-  if (chunk) yield chunk;
+/** knex-style `?` placeholders to `$1…$n` (the statements here have no other `?`). */
+function positional(sql: string): string {
+  let n = 0;
+  return sql.replace(/\?/g, () => `$${++n}`);
 }
 
-// Inserts a batch and one job per row of `rows` (batch_index = position), all or nothing, in one
-// transaction: COPYs the rows into a temporary staging table as they come, calls `admit(n)`
-// (which may refuse by throwing), then inserts as insertBatch does (cache hits succeeded with
-// their events, batch.completed when nothing is left to run, NOTIFY when any is pending). With
-// the idempotency key (read once every row arrived) already taken, inserts nothing and returns
-// the batch holding it with its body hash. `timeoutMs` bounds the whole transaction (the COPY
-// lasts as long as the upload).
+// Inserts a batch and one job per row of `rows` (batch_index = position), all or nothing, on one
+// pinned connection. As the rows arrive they are COPYed, ROWS_PER_COPY at a time, each COPY its
+// own short transaction, into a temporary staging table of the session; no transaction stays
+// open while the client uploads (one would hold back every reader of the event log, which waits
+// for the oldest open write transaction on the server). Once all are in: calls `admit(n)` (which
+// may refuse by throwing), then in one transaction inserts as insertBatch does (cache hits
+// succeeded with their events, batch.completed when nothing is left to run, NOTIFY when any is
+// pending). With the idempotency key (read once every row arrived) already taken, inserts
+// nothing and returns the batch holding it with its body hash. `insertTimeoutMs` bounds that
+// last transaction's statements. The staging table is dropped in any case (and with the session,
+// should the process die).
 export async function insertBatchFile(
   db: Knex,
   batch: {
@@ -76,7 +78,7 @@ export async function insertBatchFile(
     maxAttempts: number;
     idempotency: () => Idempotency | undefined;
     admit: (n: number) => Promise<void>;
-    timeoutMs: number;
+    insertTimeoutMs: number;
   },
 ): Promise<{
   id: string;
@@ -87,27 +89,85 @@ export async function insertBatchFile(
   size: number;
   events: EventCounts;
 }> {
-  return db.transaction(async (trx) => {
-    await trx.raw(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(batch.timeoutMs))}`);
-    await trx.raw(
-      `CREATE TEMPORARY TABLE batch_file_rows (ord integer, id uuid, tx jsonb, key text)
-       ON COMMIT DROP`,
-    );
-    // knex hands a transaction's own connection to whoever acquires one from its client.
-    const client = trx.client as { acquireConnection(): Promise<CopyConnection> };
-    const conn = await client.acquireConnection();
-    const copy = copyFrom('COPY batch_file_rows (ord, id, tx, key) FROM STDIN');
-    // pg's read timeout (the pool's query_timeout) would end a COPY that lasts as long as the
-    // upload; statement_timeout above bounds it instead.
-    (copy as unknown as { query_timeout: number }).query_timeout = batch.timeoutMs + 1000;
-    const counted = { n: 0 };
-    await pipeline(Readable.from(copyLines(batch.rows, counted)), conn.query(copy));
-    const size = counted.n;
+  // knex has no public API for pinning one pooled connection; prepared.ts uses the same two.
+  const pool = db.client as {
+    acquireConnection(): Promise<PgConnection>;
+    releaseConnection(conn: PgConnection): Promise<void>;
+  };
+  const conn = await pool.acquireConnection();
+  try {
+    await conn.query({
+      text: `CREATE TEMPORARY TABLE IF NOT EXISTS batch_file_rows
+               (ord integer, id uuid, tx jsonb, key text)`,
+    });
+    await conn.query({ text: 'TRUNCATE batch_file_rows' });
+    const size = await stage(conn, batch.rows);
     await batch.admit(size);
-    await trx.raw('ANALYZE batch_file_rows');
-    const idempotency = batch.idempotency();
-    const [created] = await rows<InsertedBatch>(
-      trx,
+    await conn.query({ text: 'BEGIN' });
+    try {
+      const result = await insertStaged(conn, { ...batch, size });
+      await conn.query({ text: 'COMMIT' });
+      return result;
+    } catch (err) {
+      await conn.query({ text: 'ROLLBACK' }).catch(() => {});
+      throw err;
+    }
+  } finally {
+    await conn.query({ text: 'DROP TABLE IF EXISTS batch_file_rows' }).catch(() => {});
+    await pool.releaseConnection(conn);
+  }
+}
+
+/** COPYs `rows` into batch_file_rows, ROWS_PER_COPY at a time; answers how many there were. */
+async function stage(conn: PgConnection, rows: AsyncIterable<FileRow>): Promise<number> {
+  const iterator = rows[Symbol.asyncIterator]();
+  let n = 0;
+  try {
+    for (let done = false; !done;) {
+      let text = '';
+      const start = n;
+      while (n - start < ROWS_PER_COPY) {
+        const next = await iterator.next();
+        if (next.done) {
+          done = true;
+          break;
+        }
+        n += 1;
+        const { id, transaction, cacheKey } = next.value;
+        text += `${n}\t${id}\t${copyText(JSON.stringify(transaction))}\t${copyText(cacheKey)}\n`;
+      }
+      if (text === '') break;
+      const copy = conn.query(copyFrom('COPY batch_file_rows (ord, id, tx, key) FROM STDIN'));
+      await pipeline(Readable.from([text]), copy);
+    }
+  } catch (err) {
+    await iterator.return?.();
+    throw err;
+  }
+  return n;
+}
+
+/** In the open transaction: the batch and its jobs from batch_file_rows. */
+async function insertStaged(
+  conn: PgConnection,
+  batch: {
+    id: string;
+    clientId: string;
+    size: number;
+    maxAttempts: number;
+    idempotency: () => Idempotency | undefined;
+    insertTimeoutMs: number;
+  },
+) {
+  const timeout = Math.max(1, Math.floor(batch.insertTimeoutMs));
+  // A large file takes longer than the pool's statement_timeout (and pg's read timeout).
+  await conn.query({ text: `SET LOCAL statement_timeout = ${timeout}` });
+  await conn.query({ text: 'ANALYZE batch_file_rows' });
+  const idempotency = batch.idempotency();
+  const {
+    rows: [created],
+  } = await conn.query<InsertedBatch>({
+    text: positional(
       insertBatchSql(
         `t AS (
            SELECT u.id, u.tx, u.ord, u.key, r.result
@@ -116,41 +176,43 @@ export async function insertBatchFile(
          )`,
         { jobIds: false },
       ),
-      [
-        batch.id,
-        batch.clientId,
-        size,
-        idempotency?.key ?? null,
-        idempotency?.requestHash ?? null,
-        batch.maxAttempts,
-        PENDING_CHANNEL,
-      ],
-    );
-    if (created) {
-      return {
-        id: created.id,
-        created: true,
-        requestHash: idempotency?.requestHash ?? null,
-        row: newBatchRow(created, batch.clientId, size),
-        size,
-        events: eventCounts(created.events),
-      };
-    }
-    if (!idempotency) throw new Error('batch insert returned no row');
-    const [found] = await rows<{ id: string; request_hash: string }>(
-      trx,
-      `SELECT id, request_hash FROM batches WHERE client_id = ? AND idempotency_key = ?`,
-      [batch.clientId, idempotency.key],
-    );
-    if (!found) throw new Error('idempotent batch insert conflicted with a purge');
-    return {
-      id: found.id,
-      created: false,
-      requestHash: found.request_hash,
-      size,
-      events: {},
-    };
+    ),
+    values: [
+      batch.id,
+      batch.clientId,
+      batch.size,
+      idempotency?.key ?? null,
+      idempotency?.requestHash ?? null,
+      batch.maxAttempts,
+      PENDING_CHANNEL,
+    ],
+    query_timeout: timeout + 1000,
   });
+  if (created) {
+    return {
+      id: created.id,
+      created: true,
+      requestHash: idempotency?.requestHash ?? null,
+      row: newBatchRow(created, batch.clientId, batch.size),
+      size: batch.size,
+      events: eventCounts(created.events),
+    };
+  }
+  if (!idempotency) throw new Error('batch insert returned no row');
+  const {
+    rows: [found],
+  } = await conn.query<{ id: string; request_hash: string }>({
+    text: 'SELECT id, request_hash FROM batches WHERE client_id = $1 AND idempotency_key = $2',
+    values: [batch.clientId, idempotency.key],
+  });
+  if (!found) throw new Error('idempotent batch insert conflicted with a purge');
+  return {
+    id: found.id,
+    created: false,
+    requestHash: found.request_hash,
+    size: batch.size,
+    events: {},
+  };
 }
 
 // Reads the items of one of `owner`'s batches with `from` <= batch_index < `to`, in submission

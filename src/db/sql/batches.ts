@@ -245,7 +245,7 @@ export async function getBatchItems(
   const [own, ownBindings] = ownedBy('jobs', opts.owner);
   const res = await db.raw<{ rows: BatchItemRow[] }>(
     `SELECT id, batch_index, status, transaction->>'reference' AS reference, result, error
-     FROM jobs WHERE batch_id = ? AND batch_index > ? AND batch_index <= ? AND ${own}
+     FROM jobs WHERE batch_id = ? AND batch_index > ? AND batch_index <= ?::bigint AND ${own}
      ORDER BY batch_index LIMIT ?`,
     [opts.batchId, opts.afterIndex, opts.afterIndex + opts.limit, ...ownBindings, opts.limit],
   );
