@@ -22,6 +22,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { createKnex, migrateLatest } from '../src/db/knex.js';
 import { createLogger } from '../src/log.js';
 import { freePort } from '../src/net.js';
+import { benchFiles } from './files.js';
 import { type PeerResult, bullmq, graphileWorker, pgBoss } from './peers.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -348,6 +349,8 @@ async function main() {
   result.get_under_cpu_load_running_jobs = Number(running);
   await cpu.stop();
   await reset(db);
+
+  Object.assign(result, await benchFiles(databaseUrl)); // file batches, both ways (bench/files.ts)
 
   // 10. The peers.
   const peerOpts = { databaseUrl, jobs: PEER_JOBS, concurrency: CONCURRENCY, pickups: PICKUPS };

@@ -78,6 +78,17 @@ export class QuotaExceededError extends Error {
 }
 
 /** The service holds its maximum of pending jobs; nothing was stored. */
+/** As many file batches as the process takes at once are being uploaded (each holds a connection). */
+export class FileBatchesBusyError extends Error {
+  constructor(readonly limit: number) {
+    super(
+      `${limit} file batch(es) are being uploaded to this process already, the most it takes at ` +
+        'once; nothing was stored. Retry after Retry-After seconds.',
+    );
+    this.name = 'FileBatchesBusyError';
+  }
+}
+
 export class QueueFullError extends Error {
   constructor(
     readonly limit: number,

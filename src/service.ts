@@ -222,6 +222,8 @@ export async function startService(
           ? scopedCacheKey(config.resultCacheScope, heuristic, tx, clientId)
           : null,
       onJobSubmitted: wake,
+      // Each file batch holds a connection while it is uploaded: at most half the pool.
+      maxFileBatchesInFlight: Math.max(1, Math.floor(config.databasePoolMax / 2)),
       metrics,
     });
     const app = createApp({

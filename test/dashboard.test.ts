@@ -20,6 +20,8 @@ import { type Service, startService } from '../src/service.js';
 import { databaseUrl, eventually, freshDatabase } from './support/db.js';
 import { testConfig } from './support/harness.js';
 import { Gate, TestHeuristic, tx } from './support/heuristics.js';
+import { pushConfig } from './support/push.js';
+import { Receiver } from './support/receiver.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = [
@@ -121,7 +123,11 @@ describe('dashboard (GET /) in headless Chromium', function () {
       return { name: t.description };
     });
     service = await startService(
-      testConfig(databaseUrl(db), { jobMaxAttempts: 1, config: { corsOrigins: [allowed.url] } }),
+      testConfig(databaseUrl(db), {
+        jobMaxAttempts: 1,
+        // Loopback receivers; a failed delivery waits a minute, so it stays pending here.
+        config: { corsOrigins: [allowed.url], ...pushConfig({ webhookRetryScheduleMs: [60_000] }) },
+      }),
       { log: createLogger('silent'), heuristic },
     );
     url = service.url ?? '';
@@ -283,6 +289,90 @@ describe('dashboard (GET /) in headless Chromium', function () {
       await page.screenshot({ path: screenshot, fullPage: true });
     }
     await page.close();
+  });
+
+  it("shows each webhook endpoint's health: state, last success and failure, streak, backlog, why", async () => {
+    const healthy = await Receiver.start();
+    const broken = await Receiver.start();
+    broken.answer = () => ({ status: 500 });
+    const call = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return (await res.json()) as Record<string, unknown>;
+    };
+    try {
+      const ok = await call('POST', '/webhooks', {
+        url: `${healthy.url}/hook`,
+        description: 'ledger sync',
+      });
+      const bad = await call('POST', '/webhooks', { url: `${broken.url}/hook`, description: XSS });
+      const off = await call('POST', '/webhooks', { url: `${healthy.url}/off` });
+      await call('PATCH', `/webhooks/${String(off.id)}`, { enabled: false });
+      await call('POST', '/normalize_merchant', tx('Netflix'));
+      await eventually(
+        async () => {
+          const a = await call('GET', `/webhooks/${String(ok.id)}`);
+          const b = await call('GET', `/webhooks/${String(bad.id)}`);
+          return a.last_success_at !== null && b.pending_deliveries === 1 && b.failing_since;
+        },
+        20_000,
+        'a delivery to each endpoint',
+      );
+
+      const { page, seen } = await openTab();
+      await page.goto(`${url}/`);
+      await page.fill('#key', key);
+      await page.click('button[type=submit]');
+      await page.waitForSelector(`#webhooks tbody tr[data-webhook="${String(bad.id)}"]`);
+      const rows = await page.locator('#webhooks tbody tr').evaluateAll((trs) =>
+        trs.map((r) => ({
+          id: r.getAttribute('data-webhook'),
+          state: r.querySelector('td.state')?.getAttribute('data-state'),
+          stateText: r.querySelector('td.state')?.textContent,
+          description: r.querySelector('td.endpoint small')?.textContent ?? null,
+          success: r.querySelector('td.last-success')?.textContent,
+          failure: r.querySelector('td.last-failure')?.textContent,
+          streak: r.querySelector('td.streak')?.textContent,
+          waiting: r.querySelector('td.waiting')?.textContent,
+          error: r.querySelector('td.error')?.textContent,
+        })),
+      );
+      expect(rows.map((r) => [r.id, r.state, r.stateText])).to.deep.equal([
+        [ok.id, 'healthy', 'healthy'],
+        [bad.id, 'failing', 'failing'],
+        [off.id, 'disabled', 'disabled (manual)'],
+      ]);
+      const [okRow, badRow, offRow] = rows;
+      expect(okRow).to.include({
+        description: 'ledger sync',
+        failure: '–',
+        streak: '–',
+        waiting: '0',
+      });
+      expect(okRow?.success).to.not.equal('–');
+      // The failing one: since when, how many wait, and what its receiver answered.
+      expect(badRow).to.include({ description: XSS, success: '–', waiting: '1' });
+      expect(badRow?.failure).to.not.equal('–');
+      expect(badRow?.streak).to.match(/min$/);
+      expect(badRow?.error).to.match(/^500\b/);
+      expect(offRow).to.include({ success: '–', failure: '–', waiting: '0' });
+      // A description is text, never markup.
+      expect(await page.locator('#webhooks img').count()).to.equal(0);
+      expect(await page.evaluate(() => (globalThis as unknown as Win).__xss)).to.equal(undefined);
+      expect(seen.requests).to.include.members([
+        `${url}/webhooks`,
+        `${url}/webhooks/${String(bad.id)}/deliveries?limit=1`,
+      ]);
+      expect(seen.violations, 'CSP violations').to.deep.equal([]);
+      expect(seen.errors, 'console errors').to.deep.equal([]);
+      await page.close();
+    } finally {
+      await healthy.close();
+      await broken.close();
+    }
   });
 
   it('keeps the key in sessionStorage only: kept across a reload, gone in a new tab', async () => {

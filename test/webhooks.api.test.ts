@@ -215,6 +215,42 @@ describe('webhook endpoints (/webhooks)', () => {
     });
   });
 
+  describe('GET /webhooks/{id} health', () => {
+    it('counts pending deliveries while the endpoint fails, and none once it is delivered to', async () => {
+      // Retries a minute apart: failed deliveries stay pending while the test looks.
+      await h.stop();
+      h = await startHarness({
+        heuristic: new TestHeuristic(echoAfter(0)),
+        config: pushConfig({ webhookRetryScheduleMs: [60_000] }),
+      });
+      receiver.answer = () => ({ status: 500 });
+      const { id } = await register(h, receiver);
+      const fresh = (await h.http.get(`/webhooks/${id}`).expect(200)).body;
+      expect(fresh).to.include({ pending_deliveries: 0, failing_since: null });
+      for (const name of ['A', 'B']) await submitJob(h, name);
+      await eventually(async () => receiver.received.length === 2);
+      const sick = await eventually(async () => {
+        const res = await h.http.get(`/webhooks/${id}`).expect(200);
+        return res.body.last_failure_at !== null && res.body.pending_deliveries === 2 && res.body;
+      });
+      expect(sick.failing_since).to.be.a('string');
+      expect(sick.last_success_at).to.equal(null);
+
+      receiver.answer = () => ({ status: 204 });
+      const { deliveries } = (await h.http.get(`/webhooks/${id}/deliveries`).expect(200)).body;
+      for (const d of deliveries as { id: string }[]) {
+        await h.http.post(`/webhooks/${id}/deliveries/${d.id}/redeliver`).expect(202);
+      }
+      const healthy = await eventually(async () => {
+        const res = await h.http.get(`/webhooks/${id}`).expect(200);
+        return res.body.pending_deliveries === 0 && res.body.failing_since === null && res.body;
+      });
+      expect(healthy.last_success_at).to.be.a('string');
+      const [listed] = (await h.http.get('/webhooks').expect(200)).body.webhooks;
+      expect(listed).to.include({ id, pending_deliveries: 0 });
+    });
+  });
+
   it("answers 404 for another client's endpoint on every route, and lists only one's own", async () => {
     const { id } = await register(h, receiver);
     await submitJob(h, 'Netflix');

@@ -66,16 +66,18 @@ function showKeyForm(signedIn) {
 async function refresh() {
   clearTimeout(timer);
   try {
-    const [stats, batches, failures] = await Promise.all([
+    const [stats, batches, failures, endpoints] = await Promise.all([
       api('/stats?window=1h'),
       api('/batches?limit=10'),
       api('/jobs?status=failed&limit=10'),
+      readEndpoints(),
     ]);
     renderCounts(stats);
     renderThroughput(stats);
     renderLatency(stats);
     renderBatches(batches.batches);
     renderFailures(failures.jobs);
+    renderEndpoints(endpoints);
     notice('');
     $('updated').textContent = `Updated ${dateTime.format(new Date(stats.to))}`;
     timer = setTimeout(refresh, REFRESH_MS);
@@ -262,6 +264,87 @@ function renderFailures(jobs) {
   );
   $('failures').tBodies[0].replaceChildren(
     ...(rows.length > 0 ? rows : [emptyRow(5, 'No failed jobs.')]),
+  );
+}
+
+/**
+ * The key holder's webhook endpoints (`null`: this server has no webhooks), each failing one
+ * with its newest delivery, whose last answer says why it fails.
+ */
+async function readEndpoints() {
+  let list;
+  try {
+    list = await api('/webhooks');
+  } catch (err) {
+    if (err instanceof ApiProblem && err.status === 404) return null;
+    throw err;
+  }
+  return Promise.all(
+    list.webhooks.map(async (endpoint) => {
+      if (stateOf(endpoint) !== 'failing') return { endpoint, latest: undefined };
+      const log = await api(`/webhooks/${encodeURIComponent(endpoint.id)}/deliveries?limit=1`);
+      return { endpoint, latest: log.deliveries[0] };
+    }),
+  );
+}
+
+/** `disabled`, `failing` (no success since its first failure), `healthy`, or `new` (no tries). */
+function stateOf(endpoint) {
+  if (!endpoint.enabled) return 'disabled';
+  if (endpoint.failing_since !== null) return 'failing';
+  return endpoint.last_success_at === null ? 'new' : 'healthy';
+}
+
+/** "3 min", "2 h 5 min", "4 d 3 h": how long since `iso`. */
+function since(iso) {
+  const minutes = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 60_000));
+  if (minutes < 1) return 'under 1 min';
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) return `${hours} h ${minutes % 60} min`;
+  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+}
+
+function renderEndpoints(endpoints) {
+  const body = $('webhooks').tBodies[0];
+  if (endpoints === null) {
+    body.replaceChildren(emptyRow(7, 'This server does not deliver webhooks.'));
+    return;
+  }
+  const when = (iso) => (iso === null ? '–' : dateTime.format(new Date(iso)));
+  const rows = endpoints.map(({ endpoint, latest }) => {
+    const state = stateOf(endpoint);
+    const stateText = state === 'disabled' ? `disabled (${endpoint.disabled_reason})` : state;
+    // The receiver's status, and the error unless it only says the same ("HTTP 500").
+    const status = latest?.last_status ?? null;
+    const error = latest?.last_error ?? null;
+    const why = [
+      status === null ? '' : el('code', {}, String(status)),
+      error === null || error === `HTTP ${status}` ? '' : ` ${error}`,
+    ];
+    return el(
+      'tr',
+      { 'data-webhook': endpoint.id },
+      el(
+        'td',
+        { class: 'endpoint' },
+        el('span', { class: 'url' }, endpoint.url),
+        endpoint.description ? el('small', {}, endpoint.description) : '',
+      ),
+      el('td', { class: `state ${state}`, 'data-state': state }, stateText),
+      el('td', { class: 'last-success' }, when(endpoint.last_success_at)),
+      el('td', { class: 'last-failure' }, when(endpoint.last_failure_at)),
+      el(
+        'td',
+        { class: 'streak' },
+        endpoint.failing_since === null ? '–' : since(endpoint.failing_since),
+      ),
+      el('td', { class: 'num waiting' }, number.format(endpoint.pending_deliveries)),
+      el('td', { class: 'error' }, ...why),
+    );
+  });
+  body.replaceChildren(
+    ...(rows.length > 0 ? rows : [emptyRow(7, 'No webhook endpoints (POST /webhooks adds one).')]),
   );
 }
 

@@ -24,6 +24,8 @@ export interface Webhook {
   last_success_at: string | null;
   last_failure_at: string | null;
   previous_secret_expires_at: string | null;
+  /** Deliveries neither delivered nor given up yet. */
+  pending_deliveries: number;
   created_at: string;
   updated_at: string;
   deliveries: string;

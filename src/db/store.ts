@@ -6,6 +6,7 @@
  */
 import type { Knex } from 'knex';
 import * as activity from './sql/activity.js';
+import * as batchFiles from './sql/batch-files.js';
 import * as batches from './sql/batches.js';
 import * as cache from './sql/cache.js';
 import * as claims from './sql/claims.js';
@@ -55,11 +56,13 @@ export interface RunnerStore {
 export interface JobStore {
   insertJob: Reported<typeof jobs.insertJob>;
   insertBatch: Reported<typeof batches.insertBatch>;
+  insertBatchFile: Reported<typeof batchFiles.insertBatchFile>;
   cancelJob: Reported<typeof jobs.cancelJob>;
   getJob: Bound<typeof jobs.getJob>;
   listJobs: Bound<typeof jobs.listJobs>;
   getBatch: Bound<typeof batches.getBatch>;
   getBatchItems: Bound<typeof batches.getBatchItems>;
+  getBatchFileItems: Bound<typeof batchFiles.getBatchFileItems>;
   listBatches: Bound<typeof batches.listBatches>;
   clientActivity: Bound<typeof activity.clientActivity>;
   countPending: Bound<typeof jobs.countPending>;
@@ -103,6 +106,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     runner,
     insertJob: async (job) => reported(await jobs.insertJob(db, job)),
     insertBatch: async (batch) => reported(await batches.insertBatch(db, batch)),
+    insertBatchFile: async (batch) => reported(await batchFiles.insertBatchFile(db, batch)),
     cancelJob: async (id, owner) => {
       const canceled = await jobs.cancelJob(db, id, owner);
       return canceled && reported(canceled);
@@ -111,6 +115,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     listJobs: (opts) => jobs.listJobs(db, opts),
     getBatch: (id, owner) => batches.getBatch(db, id, owner),
     getBatchItems: (opts) => batches.getBatchItems(db, opts),
+    getBatchFileItems: (opts) => batchFiles.getBatchFileItems(db, opts),
     listBatches: (opts) => batches.listBatches(db, opts),
     clientActivity: (opts) => activity.clientActivity(db, opts),
     countPending: (opts) => jobs.countPending(db, opts),

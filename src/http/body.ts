@@ -65,14 +65,22 @@ function isDecompressionError(err: unknown): boolean {
 
 /** Answers 415 unless the request declares a JSON body. */
 export function requireJson(ctx: Context, next: Next) {
-  if (!ctx.is('application/json')) {
-    const got = ctx.get('Content-Type') || 'none';
-    throw new HttpProblem(
-      415,
-      PROBLEM_TYPES.unsupportedMediaType,
-      'Unsupported Media Type',
-      `Send the body as JSON with "Content-Type: application/json" (got: ${got}).`,
-    );
-  }
-  return next();
+  return requireJsonOr('')(ctx, next);
+}
+
+/** Answers 415 unless the request declares a JSON body; `alternatives` says what else fits. */
+export function requireJsonOr(alternatives: string) {
+  return (ctx: Context, next: Next) => {
+    if (!ctx.is('application/json')) {
+      const got = ctx.get('Content-Type') || 'none';
+      throw new HttpProblem(
+        415,
+        PROBLEM_TYPES.unsupportedMediaType,
+        'Unsupported Media Type',
+        `Send the body as JSON with "Content-Type: application/json"${alternatives} ` +
+          `(got: ${got}).`,
+      );
+    }
+    return next();
+  };
 }

@@ -15,6 +15,12 @@ const KEY = /^(?:"([\x21\x23-\x5b\x5d-\x7e]{1,255})"|([\x21\x23-\x5b\x5d-\x7e]{1
 
 /** The request's key and body fingerprint; `undefined` without the header; 400 if malformed. */
 export function idempotencyOf(ctx: Context, body: unknown): Idempotency | undefined {
+  const key = idempotencyKeyOf(ctx);
+  return key === undefined ? undefined : { key, requestHash: fingerprint(body) };
+}
+
+/** The request's key; `undefined` without the header; 400 if malformed. */
+export function idempotencyKeyOf(ctx: Context): string | undefined {
   const header = ctx.get('Idempotency-Key');
   if (!header) return undefined;
   const match = KEY.exec(header.trim());
@@ -28,7 +34,7 @@ export function idempotencyOf(ctx: Context, body: unknown): Idempotency | undefi
         'backslashes), optionally in double quotes, e.g. "9f0c6c1e-2d1b-4c1a-9a57-0d1f1c0c7b9e".',
     );
   }
-  return { key, requestHash: fingerprint(body) };
+  return key;
 }
 
 /** sha256 of the body as canonical JSON (object keys sorted), so key order does not matter. */

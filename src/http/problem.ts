@@ -5,6 +5,7 @@
  */
 import {
   AlreadyFinishedError,
+  FileBatchesBusyError,
   GoneError,
   IdempotencyKeyReusedError,
   NotFoundError,
@@ -20,6 +21,8 @@ export type FieldError =
   | {
       /** JSON Pointer (RFC 6901) into the request body, e.g. "/amount"; "" is the whole body. */
       pointer: string;
+      /** The line of an uploaded file (a file batch) the pointer is about. */
+      line?: number;
       detail: string;
     }
   | {
@@ -130,6 +133,16 @@ export function problemOf(err: unknown): HttpProblem | undefined {
       undefined,
       { 'Retry-After': String(err.retryAfterSeconds) },
       { limit: err.limit },
+    );
+  }
+  if (err instanceof FileBatchesBusyError) {
+    return new HttpProblem(
+      503,
+      PROBLEM_TYPES.unavailable,
+      'Service Unavailable',
+      err.message,
+      undefined,
+      { 'Retry-After': '5', Connection: 'close' },
     );
   }
   if (err instanceof QueueFullError) {

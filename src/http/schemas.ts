@@ -10,6 +10,8 @@ import { INTERMEDIARY_KINDS } from '../heuristic/types.js';
 import { INSIGHT_SCHEMAS } from './schemas-insights.js';
 
 export const MAX_BATCH_SIZE = 1000;
+/** Most transactions in one file batch (NDJSON or CSV body). */
+export const MAX_FILE_BATCH_SIZE = 100_000;
 /** Longest `?wait=` / `Prefer: wait=` in seconds. */
 export const MAX_WAIT_SECONDS = 60;
 export const JOB_STATUSES = ['pending', 'running', 'succeeded', 'failed', 'canceled'] as const;
@@ -351,6 +353,11 @@ export const problemSchema = {
         required: ['detail'],
         properties: {
           pointer: { type: 'string', description: 'JSON Pointer into the request body.' },
+          line: {
+            type: 'integer',
+            minimum: 1,
+            description: 'In a file batch: the line of the file; `pointer` is into its row.',
+          },
           parameter: { type: 'string', description: 'The query parameter at fault.' },
           detail: { type: 'string' },
         },

@@ -77,6 +77,7 @@ export const webhookSchema = {
     'last_success_at',
     'last_failure_at',
     'previous_secret_expires_at',
+    'pending_deliveries',
     'created_at',
     'updated_at',
     'deliveries',
@@ -104,6 +105,13 @@ export const webhookSchema = {
     previous_secret_expires_at: {
       ...nullableTimestamp,
       description: 'After a rotation: until when the previous secret still signs.',
+    },
+    pending_deliveries: {
+      type: 'integer',
+      minimum: 0,
+      description:
+        'Deliveries waiting for their next attempt or being attempted now: neither delivered ' +
+        'nor given up. A backlog that grows while `failing_since` is set is an endpoint in trouble.',
     },
     created_at: timestamp,
     updated_at: timestamp,

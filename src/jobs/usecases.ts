@@ -10,7 +10,11 @@ import type { JobStore } from '../db/store.js';
 import type { Transaction } from '../heuristic/types.js';
 import { newId } from '../ids.js';
 import type { Admission } from './admission.js';
-import { AlreadyFinishedError, IdempotencyKeyReusedError } from '../errors.js';
+import {
+  AlreadyFinishedError,
+  FileBatchesBusyError,
+  IdempotencyKeyReusedError,
+} from '../errors.js';
 import type { QueueEstimator } from './eta.js';
 import { type JobEvents, batchTopic, jobTopic } from './hub.js';
 import { missing } from './gone.js';
@@ -30,6 +34,16 @@ export interface JobsDeps {
   cacheKey: (tx: Transaction, clientId: string) => string | null;
   /** Jobs were queued here: the local runner may claim them at once. */
   onJobSubmitted: () => void;
+  /**
+   * Longest a statement of a file batch's final insert may take (100,000 jobs at once take
+   * longer than the pool's statement timeout). @defaultValue 60000
+   */
+  fileBatchInsertTimeoutMs?: number;
+  /**
+   * File batches taken at once: each holds a pool connection while it is uploaded, so they
+   * must leave the pool to everything else. @defaultValue 2
+   */
+  maxFileBatchesInFlight?: number;
   metrics?: {
     jobsSubmitted: { inc(labels: { via: 'single' | 'batch' }, value?: number): void };
     answeredWithoutCall(via: 'submit', n: number): void;
@@ -62,6 +76,9 @@ function byUuid<T>(id: string, read: (uuid: string) => Promise<T | undefined>) {
 export const batchDone = (row: BatchRow) => row.succeeded + row.failed + row.canceled === row.size;
 
 export class Jobs {
+  /** File batches being uploaded now. */
+  private fileBatchesInFlight = 0;
+
   constructor(private readonly deps: JobsDeps) {}
 
   /** Stores one transaction as a job (or replays an idempotent submit); 202 material. */
@@ -132,6 +149,91 @@ export class Jobs {
     const row = await store.getBatch(inserted.id, owner);
     if (!row) throw this.missing('batch', inserted.id); // purged the same instant
     return { row, jobIds: inserted.jobIds, replayed: true };
+  }
+
+  /**
+   * Stores a whole file of transactions as one batch, all or nothing, storing them as they
+   * arrive (an error thrown by `transactions` stores nothing); the quota is checked once they are
+   * all in and counted. `idempotency` is read then too (a file's fingerprint is known at its end).
+   */
+  async submitBatchFile(
+    owner: string,
+    transactions: AsyncIterable<Transaction>,
+    idempotency: () => Idempotency | undefined,
+  ): Promise<{ row: BatchRow; replayed: boolean }> {
+    const limit = this.deps.maxFileBatchesInFlight ?? 2;
+    if (this.fileBatchesInFlight >= limit) throw new FileBatchesBusyError(limit);
+    this.fileBatchesInFlight += 1;
+    try {
+      return await this.storeBatchFile(owner, transactions, idempotency);
+    } finally {
+      this.fileBatchesInFlight -= 1;
+    }
+  }
+
+  private async storeBatchFile(
+    owner: string,
+    transactions: AsyncIterable<Transaction>,
+    idempotency: () => Idempotency | undefined,
+  ): Promise<{ row: BatchRow; replayed: boolean }> {
+    const { store, admission, metrics } = this.deps;
+    const cacheKey = this.deps.cacheKey;
+    async function* rows() {
+      for await (const transaction of transactions) {
+        yield { id: newId(), transaction, cacheKey: cacheKey(transaction, owner) };
+      }
+    }
+    let admitted = 0;
+    let inserted;
+    try {
+      inserted = await store.insertBatchFile({
+        id: newId(),
+        clientId: owner,
+        rows: rows(),
+        maxAttempts: this.deps.jobMaxAttempts,
+        idempotency,
+        insertTimeoutMs: this.deps.fileBatchInsertTimeoutMs ?? 60_000,
+        admit: async (n) => {
+          await admission.admit(owner, n);
+          admitted = n;
+        },
+      });
+    } catch (err) {
+      admission.release(owner, admitted);
+      throw err;
+    }
+    // What did not end up queued: all of a replay, the cache hits of a new batch.
+    admission.release(owner, admitted - (inserted.created ? (inserted.row?.pending ?? 0) : 0));
+    if (inserted.created && inserted.row) {
+      const n = inserted.size;
+      metrics?.jobsSubmitted.inc({ via: 'batch' }, n);
+      const cached = inserted.row.succeeded;
+      metrics?.answeredWithoutCall('submit', cached);
+      if (cached < n) this.deps.onJobSubmitted();
+      return { row: inserted.row, replayed: false };
+    }
+    checkReplay(idempotency(), inserted.requestHash, 'batch');
+    const row = await store.getBatch(inserted.id, owner);
+    if (!row) throw this.missing('batch', inserted.id); // purged the same instant
+    return { row, replayed: true };
+  }
+
+  /**
+   * Every item of one of the client's batches in submission order, read `pageSize` at a time
+   * (each with its transaction): a results file of any size in constant memory. Throws
+   * (404/410) before the first item when the batch is not there.
+   */
+  async batchFileItems(owner: string, id: string, pageSize = 5000) {
+    const batch = await this.batch(owner, id).load();
+    if (!batch) throw this.missing('batch', id);
+    const store = this.deps.store;
+    const { id: batchId, size } = batch;
+    async function* items() {
+      for (let from = 0; from < size; from += pageSize) {
+        yield* await store.getBatchFileItems({ batchId, owner, from, to: from + pageSize });
+      }
+    }
+    return { batch, items: items() };
   }
 
   /**

@@ -17,6 +17,40 @@ import {
   rows,
 } from './rows.js';
 
+/**
+ * The statement that inserts a batch and its jobs from CTE `source`, which must define `t(id, tx,
+ * ord, key, result)`: job id, transaction, 1-based position, cache key, cached result (null: a
+ * miss). Placeholders after the source's own: batch id, client id, size, idempotency key, request
+ * hash, max attempts, the NOTIFY channel. Answers one row (none when the idempotency key is
+ * taken) with the batch, the cache hits, its events and, given `jobIds`, the job ids in order.
+ */
+export function insertBatchSql(source: string, opts: { jobIds: boolean }): string {
+  return `WITH ${source}, b AS (
+         INSERT INTO batches (id, client_id, size, unfinished, idempotency_key, request_hash)
+         SELECT ?, ?, ?, (SELECT count(*) FROM t WHERE t.result IS NULL), ?, ?
+         ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING id, client_id, created_at, unfinished
+       ), j AS (
+         INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts,
+                           cache_key, ${CACHED_COLUMNS})
+         SELECT t.id, b.client_id, b.id, t.ord - 1, t.tx, ?, t.key,
+                ${cachedValues('t.result')}
+         FROM b, t
+         ORDER BY t.ord
+         RETURNING id, client_id, batch_id, batch_index, seq, status, finished_at
+       ), finished AS (
+         SELECT id, client_id, batch_id, status FROM j WHERE status = 'succeeded'
+       ), ${logFinished('finished', { inserted: 'b' })}
+       SELECT b.id, b.created_at,
+              ${opts.jobIds ? 'array_agg(j.id ORDER BY j.batch_index)' : 'NULL::uuid[]'} AS job_ids,
+              max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq,
+              count(*) FILTER (WHERE j.status = 'succeeded')::int AS cached,
+              max(j.finished_at) AS finished_at,
+              CASE WHEN bool_or(j.status = 'pending') THEN pg_notify(?, '') END,
+              ${EVENT_COUNTS} AS events
+       FROM b, j GROUP BY b.id, b.created_at`;
+}
+
 // Inserts a batch and one job per transaction (batch_index = position, ids from `jobIds`), in
 // one statement:
 // pending, or succeeded at once from the result cache (with their events, and batch.completed
@@ -47,46 +81,21 @@ export async function insertBatch(
 }> {
   const { idempotency } = batch;
   for (let tries = 0; tries < 3; tries++) {
-    const [created] = await preparedRows<{
-      id: string;
-      created_at: Date;
-      job_ids: string[];
-      last_pending_seq: string | null;
-      cached: number;
-      finished_at: Date | null;
-      events: unknown;
-    }>(
+    const [created] = await preparedRows<InsertedBatch>(
       db,
       'merchant_insert_batch',
-      `WITH t AS (
-         SELECT t.tx, t.ord, k.key, r.result
-         FROM jsonb_array_elements(?::jsonb) WITH ORDINALITY AS t(tx, ord)
-         JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS k(key, ord) ON k.ord = t.ord
-         LEFT JOIN results r ON r.cache_key = k.key AND r.expires_at > now()
-       ), b AS (
-         INSERT INTO batches (id, client_id, size, unfinished, idempotency_key, request_hash)
-         SELECT ?, ?, ?, (SELECT count(*) FROM t WHERE t.result IS NULL), ?, ?
-         ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING id, client_id, created_at, unfinished
-       ), j AS (
-         INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts,
-                           cache_key, ${CACHED_COLUMNS})
-         SELECT (?::uuid[])[t.ord::int], b.client_id, b.id, t.ord - 1, t.tx, ?, t.key,
-                ${cachedValues('t.result')}
-         FROM b, t
-         ORDER BY t.ord
-         RETURNING id, client_id, batch_id, batch_index, seq, status, finished_at
-       ), finished AS (
-         SELECT id, client_id, batch_id, status FROM j WHERE status = 'succeeded'
-       ), ${logFinished('finished', { inserted: 'b' })}
-       SELECT b.id, b.created_at, array_agg(j.id ORDER BY j.batch_index) AS job_ids,
-              max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq,
-              count(*) FILTER (WHERE j.status = 'succeeded')::int AS cached,
-              max(j.finished_at) AS finished_at,
-              CASE WHEN bool_or(j.status = 'pending') THEN pg_notify(?, '') END,
-              ${EVENT_COUNTS} AS events
-       FROM b, j GROUP BY b.id, b.created_at`,
+      insertBatchSql(
+        `t AS (
+           SELECT (?::uuid[])[t.ord::int] AS id, t.tx, t.ord, k.key, r.result
+           FROM jsonb_array_elements(?::jsonb) WITH ORDINALITY AS t(tx, ord)
+           JOIN jsonb_array_elements_text(?::jsonb) WITH ORDINALITY AS k(key, ord)
+             ON k.ord = t.ord
+           LEFT JOIN results r ON r.cache_key = k.key AND r.expires_at > now()
+         )`,
+        { jobIds: true },
+      ),
       [
+        [...batch.jobIds],
         JSON.stringify(batch.transactions),
         JSON.stringify(batch.transactions.map((_, i) => batch.cacheKeys?.[i] ?? null)),
         batch.id,
@@ -94,7 +103,6 @@ export async function insertBatch(
         batch.transactions.length,
         idempotency?.key ?? null,
         idempotency?.requestHash ?? null,
-        [...batch.jobIds],
         batch.maxAttempts,
         PENDING_CHANNEL,
       ],
@@ -102,23 +110,10 @@ export async function insertBatch(
     if (created) {
       return {
         id: created.id,
-        jobIds: created.job_ids,
+        jobIds: created.job_ids ?? [],
         created: true,
         requestHash: idempotency?.requestHash ?? null,
-        row: {
-          id: created.id,
-          client_id: batch.clientId,
-          size: batch.transactions.length,
-          created_at: created.created_at,
-          pending: batch.transactions.length - created.cached,
-          running: 0,
-          succeeded: created.cached,
-          failed: 0,
-          canceled: 0,
-          started_at: created.finished_at,
-          finished_at: created.finished_at,
-          last_pending_seq: created.last_pending_seq,
-        },
+        row: newBatchRow(created, batch.clientId, batch.transactions.length),
         events: eventCounts(created.events),
       };
     }
@@ -143,6 +138,35 @@ export async function insertBatch(
     // The batch holding the key was purged between the two statements: insert again.
   }
   throw new Error('idempotent batch insert kept conflicting with a purge');
+}
+
+/** What insertBatchSql answers for a new batch. */
+export interface InsertedBatch {
+  id: string;
+  created_at: Date;
+  job_ids: string[] | null;
+  last_pending_seq: string | null;
+  cached: number;
+  finished_at: Date | null;
+  events: unknown;
+}
+
+/** The batch insertBatchSql just inserted, as getBatch would read it. */
+export function newBatchRow(created: InsertedBatch, clientId: string, size: number): BatchRow {
+  return {
+    id: created.id,
+    client_id: clientId,
+    size,
+    created_at: created.created_at,
+    pending: size - created.cached,
+    running: 0,
+    succeeded: created.cached,
+    failed: 0,
+    canceled: 0,
+    started_at: created.finished_at,
+    finished_at: created.finished_at,
+    last_pending_seq: created.last_pending_seq,
+  };
 }
 
 // Reads one batch of `owner` and counts its jobs per status; changes nothing.
@@ -211,7 +235,9 @@ export async function listBatches(
 }
 
 // Reads up to `limit` items of one of `owner`'s batches with batch_index > `afterIndex`, in
-// submission order.
+// submission order. The upper bound is what LIMIT says (a batch's indexes are 0..size-1, its
+// jobs are deleted only with it), spelt as a range so that a large batch just inserted, with no
+// statistics yet, is not planned as a bitmap scan reading every later item for each page.
 export async function getBatchItems(
   db: Knex,
   opts: { batchId: string; owner: Owner; afterIndex: number; limit: number },
@@ -219,9 +245,9 @@ export async function getBatchItems(
   const [own, ownBindings] = ownedBy('jobs', opts.owner);
   const res = await db.raw<{ rows: BatchItemRow[] }>(
     `SELECT id, batch_index, status, transaction->>'reference' AS reference, result, error
-     FROM jobs WHERE batch_id = ? AND batch_index > ? AND ${own}
+     FROM jobs WHERE batch_id = ? AND batch_index > ? AND batch_index <= ?::bigint AND ${own}
      ORDER BY batch_index LIMIT ?`,
-    [opts.batchId, opts.afterIndex, ...ownBindings, opts.limit],
+    [opts.batchId, opts.afterIndex, opts.afterIndex + opts.limit, ...ownBindings, opts.limit],
   );
   return res.rows;
 }

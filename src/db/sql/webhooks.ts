@@ -25,6 +25,8 @@ export interface EndpointRow {
   last_failure_at: Date | null;
   /** When the previous secret stops signing, while it still does. */
   previous_secret_expires_at: Date | null;
+  /** Deliveries not delivered and not given up yet (pending or being attempted). */
+  pending_deliveries: number;
   created_at: Date;
   updated_at: Date;
 }
@@ -34,7 +36,10 @@ const COLUMNS = `id, client_id, url, description, event_types, enabled, disabled
   disabled_at, failing_since, last_success_at, last_failure_at,
   CASE WHEN previous_secret_expires_at > now() THEN previous_secret_expires_at END
     AS previous_secret_expires_at,
-  created_at, updated_at`;
+  created_at, updated_at,
+  (SELECT count(*)::int FROM webhook_deliveries d
+   WHERE d.endpoint_id = webhook_endpoints.id AND d.status IN ('pending', 'delivering'))
+    AS pending_deliveries`;
 
 const notifyChanged = `pg_notify('${WEBHOOKS_CHANNEL}', 'endpoints')`;
 

@@ -1,12 +1,19 @@
 /**
- * Batches: submit 1..1000 transactions at once, read (and long-poll) a batch, page through its
- * results in submission order.
+ * Batches: submit 1..1000 transactions at once (JSON), or up to 100,000 as a file (NDJSON, CSV);
+ * read (and long-poll) a batch; page through its results in submission order, or take them all
+ * as one file.
  */
 import type { Context } from 'koa';
 import type { Authenticator } from '../../auth/authenticator.js';
 import type { Jobs } from '../../jobs/usecases.js';
-import { jsonBody, requireJson } from '../body.js';
-import { idempotencyOf } from '../idempotency.js';
+import {
+  FILE_MEDIA_TYPES,
+  MAX_FILE_BODY_BYTES,
+  fileFormatOf,
+  readFileBatch,
+} from '../batch-file.js';
+import { jsonBody, requireJsonOr } from '../body.js';
+import { idempotencyKeyOf, idempotencyOf } from '../idempotency.js';
 import { authenticate, clientOf } from '../middleware.js';
 import {
   common4xx,
@@ -22,8 +29,10 @@ import {
   submitParameters,
 } from '../openapi.js';
 import { answerGet, answerSubmit } from '../respond.js';
+import { HttpProblem, PROBLEM_TYPES } from '../problem.js';
 import type { Route } from '../route.js';
-import { MAX_BATCH_SIZE, pageQuerySchema } from '../schemas.js';
+import { MAX_BATCH_SIZE, MAX_FILE_BATCH_SIZE, pageQuerySchema } from '../schemas.js';
+import { resultsFile, resultsMediaType } from '../results-file.js';
 import { invalidCursor, parseBatch, parsePageQuery, parseWaitQuery } from '../validation.js';
 import { batchItem, batchLocation, batchResource, cursors } from '../views.js';
 
@@ -46,7 +55,32 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
       path: '/normalize_merchant/batch',
       handle: [
         auth,
-        requireJson,
+        // A file (NDJSON, CSV) is read as it arrives, never by the JSON body parser.
+        async (ctx, next) => {
+          const format = fileFormatOf(ctx);
+          if (!format) {
+            await next();
+            return;
+          }
+          const owner = clientOf(ctx).id;
+          const key = idempotencyKeyOf(ctx);
+          const file = readFileBatch(ctx, format);
+          const { row, replayed } = await jobs.submitBatchFile(owner, file.transactions, () =>
+            key === undefined ? undefined : { key, requestHash: file.fingerprint() },
+          );
+          const watched = jobs.batch(owner, row.id);
+          await answerSubmit(
+            ctx,
+            jobs,
+            { watched, row, replayed },
+            batchResource,
+            batchLocation(row.id),
+          );
+        },
+        requireJsonOr(
+          `, or a file of up to ${MAX_FILE_BATCH_SIZE} transactions as ` +
+            `"${FILE_MEDIA_TYPES.csv}" or "${FILE_MEDIA_TYPES.ndjson}"`,
+        ),
         jsonBody(deps.maxBatchBodyBytes),
         async (ctx) => {
           const owner = clientOf(ctx).id;
@@ -72,7 +106,19 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
         operationId: 'submitBatch',
         summary: `Submit 1..${MAX_BATCH_SIZE} transactions, all or nothing`,
         parameters: submitParameters,
-        requestBody: { required: true, content: json(ref('BatchRequest')) },
+        requestBody: {
+          required: true,
+          description:
+            `JSON: 1..${MAX_BATCH_SIZE} transactions. NDJSON (one transaction object per line) ` +
+            `or CSV (header row: date, description, amount; optional currency, mcc, reference): ` +
+            `1..${MAX_FILE_BATCH_SIZE} transactions, at most ${MAX_FILE_BODY_BYTES} bytes, ` +
+            'streamed; the answer then has no `job_ids`.',
+          content: {
+            ...json(ref('BatchRequest')),
+            [FILE_MEDIA_TYPES.ndjson]: { schema: { type: 'string' } },
+            [FILE_MEDIA_TYPES.csv]: { schema: { type: 'string' } },
+          },
+        },
         responses: {
           '200': { description: 'Done within `Prefer: wait`.', content: json(ref('Batch')) },
           '202': {
@@ -109,11 +155,41 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
       ),
     },
     {
-      // One item per transaction in submission order, cursor-paginated.
+      // One item per transaction in submission order, cursor-paginated; or, asked for NDJSON or
+      // CSV, every item in one streamed file.
       method: 'get',
       path: '/batches/:id/results',
       handle: [
         auth,
+        async (ctx, next) => {
+          ctx.vary('Accept');
+          const type = ctx.accepts(
+            'application/json',
+            FILE_MEDIA_TYPES.ndjson,
+            FILE_MEDIA_TYPES.csv,
+          );
+          if (type !== FILE_MEDIA_TYPES.ndjson && type !== FILE_MEDIA_TYPES.csv) {
+            await next();
+            return;
+          }
+          if (Object.keys(ctx.query).length > 0) {
+            throw new HttpProblem(
+              400,
+              PROBLEM_TYPES.invalidParameter,
+              'Invalid query parameter',
+              'A results file holds every item; `limit` and `cursor` are for JSON pages.',
+              Object.keys(ctx.query).map((parameter) => ({
+                parameter,
+                detail: 'is not a parameter of a results file',
+              })),
+            );
+          }
+          const format = type === FILE_MEDIA_TYPES.csv ? 'csv' : 'ndjson';
+          const { items } = await jobs.batchFileItems(clientOf(ctx).id, idOf(ctx));
+          ctx.set('Cache-Control', 'no-store');
+          ctx.type = resultsMediaType(format);
+          ctx.body = resultsFile(items, format);
+        },
         async (ctx) => {
           const { limit, cursor } = parsePageQuery(ctx.query);
           const afterIndex = cursor === undefined ? '-1' : cursors.decode('index', cursor);
@@ -141,7 +217,17 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
         summary: 'One item per transaction, in submission order',
         parameters: [idParameter('batch'), ...queryParameters(pageQuerySchema)],
         responses: {
-          '200': { description: 'One page.', content: json(ref('BatchResults')) },
+          '200': {
+            description:
+              'One page (JSON); or, with `Accept: application/x-ndjson` or `text/csv`, every ' +
+              'item in one streamed file (NDJSON: one item per line; CSV: the transaction and ' +
+              'its outcome per row).',
+            content: {
+              ...json(ref('BatchResults')),
+              [FILE_MEDIA_TYPES.ndjson]: { schema: { type: 'string' } },
+              [FILE_MEDIA_TYPES.csv]: { schema: { type: 'string' } },
+            },
+          },
           '404': problem('No such batch.'),
           '410': gone('batch'),
           ...common4xx,

@@ -43,6 +43,7 @@ export function webhookResource(row: EndpointRow, secret?: string) {
     last_success_at: row.last_success_at?.toISOString() ?? null,
     last_failure_at: row.last_failure_at?.toISOString() ?? null,
     previous_secret_expires_at: row.previous_secret_expires_at?.toISOString() ?? null,
+    pending_deliveries: row.pending_deliveries,
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString(),
     deliveries: `${webhookLocation(row.id)}/deliveries`,
