@@ -12,14 +12,15 @@ import {
   common4xx,
   conditionalGet,
   gone,
-  headers,
   idParameter,
   json,
+  page,
   problem,
   queryParameters,
   ref,
   submitErrors,
   submitParameters,
+  submitted,
 } from '../openapi.js';
 import { answerGet, answerSubmit } from '../respond.js';
 import type { Route } from '../route.js';
@@ -70,20 +71,19 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'submitBatch',
+        tags: ['Batches'],
         summary: `Submit 1..${MAX_BATCH_SIZE} transactions, all or nothing`,
+        description:
+          'Stores a batch and one job per transaction in one transaction: all of them or, if any ' +
+          'is invalid, none (the 422 points at each bad item). The 202 carries `job_ids` in ' +
+          'submission order; follow the batch at its Location and read `results` when `done`.',
         parameters: submitParameters,
         requestBody: { required: true, content: json(ref('BatchRequest')) },
         responses: {
-          '200': { description: 'Done within `Prefer: wait`.', content: json(ref('Batch')) },
-          '202': {
-            description: 'Accepted: the batch and its jobs are stored (`job_ids` in order).',
-            headers: {
-              Location: headers.Location,
-              'Retry-After': headers.RetryAfter,
-              'Idempotent-Replayed': headers.IdempotentReplayed,
-            },
-            content: json(ref('Batch')),
-          },
+          ...submitted(
+            'Batch',
+            'Accepted: the batch and its jobs are stored (`job_ids` in order).',
+          ),
           ...submitErrors,
         },
       },
@@ -101,12 +101,18 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
           await answerGet(ctx, jobs, watched, batchResource, wait);
         },
       ],
-      doc: conditionalGet(
-        'getBatch',
-        'Progress of a batch; long-poll with `wait`',
-        'Batch',
-        'batch',
-      ),
+      doc: {
+        ...conditionalGet(
+          'getBatch',
+          'Progress of a batch; long-poll with `wait`',
+          'Batch',
+          'batch',
+        ),
+        tags: ['Batches'],
+        description:
+          'Counts per status, `finished`, `done` and `progress`. `?wait=N` holds the request up ' +
+          'to N s until the batch is done; with `If-None-Match`, until anything changed.',
+      },
     },
     {
       // One item per transaction in submission order, cursor-paginated.
@@ -138,10 +144,14 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'getBatchResults',
+        tags: ['Batches'],
         summary: 'One item per transaction, in submission order',
+        description:
+          "Each item: the transaction's index and `reference`, its job's id and status, and the " +
+          '`result` or `error`; cursor pages (follow `Link` or pass `next_cursor`).',
         parameters: [idParameter('batch'), ...queryParameters(pageQuerySchema)],
         responses: {
-          '200': { description: 'One page.', content: json(ref('BatchResults')) },
+          '200': page('One page.', 'BatchResults'),
           '404': problem('No such batch.'),
           '410': gone('batch'),
           ...common4xx,
