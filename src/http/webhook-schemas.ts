@@ -260,7 +260,7 @@ export function webhookOperations(): Record<string, unknown> {
           tags: ['Webhooks'],
           // Sent by the service, signed; no API key involved.
           security: [],
-          summary: `\`${type}\`, POSTed to your endpoint`,
+          summary: `${type}, POSTed to your endpoint`,
           description:
             'Signed per Standard Webhooks: verify `webhook-signature` over ' +
             '`{webhook-id}.{webhook-timestamp}.{raw body}` with your `whsec_` secret (e.g. the ' +

@@ -104,7 +104,7 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
       doc: {
         ...conditionalGet(
           'getBatch',
-          'Progress of a batch; long-poll with `wait`',
+          'Progress of a batch; long-poll with ?wait',
           'Batch',
           'batch',
         ),

@@ -149,7 +149,7 @@ export function jobRoutes(deps: JobRoutesDeps): Route[] {
         },
       ],
       doc: {
-        ...conditionalGet('getJob', 'One job; long-poll with `wait`', 'Job', 'job'),
+        ...conditionalGet('getJob', 'One job; long-poll with ?wait', 'Job', 'job'),
         tags: ['Jobs'],
         description:
           'The job: its status, and once finished its `result` (or `error`). `?wait=N` holds ' +
