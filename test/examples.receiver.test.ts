@@ -1,7 +1,7 @@
 /**
- * The README's webhook receiver (examples/webhook-receiver.mjs), run as a user would, against
+ * The example webhook receiver (examples/webhook-receiver.mjs), run as a user would, against
  * the service: it verifies every delivery with the signing secret and prints each event once.
- * The README shows the same file.
+ * The README and docs/push.md show the same file.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -17,7 +17,7 @@ import { pushConfig } from './support/push.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const EXAMPLE = path.join(ROOT, 'examples/webhook-receiver.mjs');
 
-describe('examples/webhook-receiver.mjs (the README receiver)', () => {
+describe('examples/webhook-receiver.mjs (the receiver the README and docs/push.md show)', () => {
   let started: Harness | undefined;
   let child: ChildProcess | undefined;
   afterEach(async () => {
@@ -26,9 +26,12 @@ describe('examples/webhook-receiver.mjs (the README receiver)', () => {
     started = undefined;
   });
 
-  it('is the code the README shows', () => {
+  it('is the code the README and docs/push.md show', () => {
+    const code = readFileSync(EXAMPLE, 'utf8');
+    expect(readFileSync(path.join(ROOT, 'docs/push.md'), 'utf8')).to.contain(code);
     const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-    expect(readme).to.contain(readFileSync(EXAMPLE, 'utf8'));
+    expect(readme).to.contain(code);
+    expect(readme).to.contain('(examples/webhook-receiver.mjs)');
   });
 
   it('verifies and prints each delivered event once, and refuses a forged one', async () => {

@@ -1,7 +1,9 @@
 /**
  * The OpenAPI 3.1 document: components from the JSON Schemas in schemas.ts (the ones ajv
  * validates requests with), paths from the routes themselves (route.ts), so the docs cannot
- * drift from what the service accepts or serves. The pieces operations share are here.
+ * drift from what the service accepts or serves. The pieces operations share are here. No
+ * `jsonSchemaDialect`: the default (the OAS 3.1 base dialect, JSON Schema 2020-12) is what the
+ * schemas are written in, and Swagger UI warns about any other value.
  */
 import { type Route, openApiPaths } from './route.js';
 import { ALL_SCHEMAS, MAX_WAIT_SECONDS, waitQuerySchema } from './schemas.js';
@@ -28,8 +30,15 @@ function toComponent(schema: unknown): Json {
 
 export const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 export const json = (schema: Json) => ({ 'application/json': { schema } });
-export const problem = (description: string) => ({
+const headerRef = (name: keyof typeof HEADERS) => ({ $ref: `#/components/headers/${name}` });
+const responseRef = (name: keyof typeof RESPONSES) => ({ $ref: `#/components/responses/${name}` });
+
+/** A problem+json response carrying X-Request-Id and the headers named in `withHeaders`. */
+export const problem = (description: string, ...withHeaders: (keyof typeof HEADERS)[]) => ({
   description,
+  headers: Object.fromEntries(
+    [...withHeaders, 'X-Request-Id' as const].map((name) => [name, headerRef(name)]),
+  ),
   content: { 'application/problem+json': { schema: ref('Problem') } },
 });
 
@@ -49,21 +58,166 @@ export const idParameter = (what: 'job' | 'batch') => ({
   schema: { type: 'string', format: 'uuid' },
 });
 
-export const headers = {
-  Location: { description: 'Where to poll.', schema: { type: 'string' } },
-  RetryAfter: {
+/**
+ * Every response header the service sends (src/http/respond.ts, problem.ts, middleware.ts and
+ * the routes), in `components.headers`; responses refer to them by name.
+ */
+const HEADERS = {
+  'X-Request-Id': {
+    description:
+      'The request id: yours from `X-Request-Id` when it is sane (up to 128 of ' +
+      '`A-Z a-z 0-9 _ . : -`), else a new UUID. On every answer; the log lines carry it.',
+    schema: { type: 'string' },
+  },
+  Location: {
+    description: 'Where to read the resource (a path on this server).',
+    schema: { type: 'string' },
+  },
+  'Content-Location': {
+    description: 'The resource this finished representation is of: the same path as Location.',
+    schema: { type: 'string' },
+  },
+  'Retry-After-Poll': {
     description:
       'Seconds until looking again is worthwhile, from the queue ahead, the slots serving it ' +
       'and observed heuristic durations (1..60). Only while not finished.',
     schema: { type: 'integer', minimum: 1, maximum: 60 },
   },
-  ETag: { description: 'Strong tag of this representation.', schema: { type: 'string' } },
-  IdempotentReplayed: {
+  'Retry-After': {
+    description:
+      'Seconds to wait before retrying: nothing was done, and trying sooner fails again.',
+    schema: { type: 'integer', minimum: 1 },
+  },
+  ETag: {
+    description:
+      'Strong tag of this representation; send it as If-None-Match to get 304 while unchanged ' +
+      '(or, with `wait`, to be held until it changes).',
+    schema: { type: 'string', examples: ['"n3JrYx0cQm0bI6vJt2y8cVhCq1Q"'] },
+  },
+  Link: {
+    description: 'The next page, as `<path?…&cursor=…>; rel="next"`; absent on the last page.',
+    schema: { type: 'string' },
+  },
+  'Preference-Applied': {
+    description: 'With `Prefer: wait=N`: the wait honoured, `wait=N` (N at most 60).',
+    schema: { type: 'string', examples: ['wait=30'] },
+  },
+  'Idempotent-Replayed': {
     description: '`true` when an Idempotency-Key replay returned the original resource.',
     schema: { type: 'string', enum: ['true'] },
   },
-  RequestId: { description: 'Echoed or generated request id.', schema: { type: 'string' } },
+  'WWW-Authenticate': {
+    description:
+      'The challenge: `Bearer realm="merchant-normalizer"`, with `error="invalid_request"` ' +
+      '(no or malformed key) or `error="invalid_token"` (unknown or revoked key).',
+    schema: { type: 'string' },
+  },
+  Allow: { description: 'The methods this path takes.', schema: { type: 'string' } },
+} as const;
+
+/** Headers as route files name them (each a reference into `components.headers`). */
+export const headers = {
+  Location: headerRef('Location'),
+  ContentLocation: headerRef('Content-Location'),
+  RetryAfter: headerRef('Retry-After-Poll'),
+  RetryAfterRefused: headerRef('Retry-After'),
+  ETag: headerRef('ETag'),
+  Link: headerRef('Link'),
+  PreferenceApplied: headerRef('Preference-Applied'),
+  IdempotentReplayed: headerRef('Idempotent-Replayed'),
+  RequestId: headerRef('X-Request-Id'),
 };
+
+/**
+ * Responses every operation shares, in `components.responses`. openApiDocument adds 405 and 500
+ * to every operation, and 401 and 429 to every one that needs a key, so no route can forget them.
+ */
+const RESPONSES = {
+  Unauthorized: problem(
+    'No API key, or not a valid one (unknown, mistyped, revoked); see `WWW-Authenticate`.',
+    'WWW-Authenticate',
+  ),
+  TooManyFailedAuthentications: problem(
+    'Too many failed authentications from your address (AUTH_FAILURES_PER_MINUTE): a key ' +
+      'this process has not verified before waits Retry-After seconds.',
+    'Retry-After',
+  ),
+  MethodNotAllowed: problem(
+    'The path does not take this method; `Allow` lists those it does. (OpenAPI has no place ' +
+      "for a path's own answers, so every operation lists it.)",
+    'Allow',
+  ),
+  InternalError: problem(
+    'A bug: the body says only "Internal Server Error"; the log has the details under the ' +
+      'X-Request-Id.',
+  ),
+};
+
+/** The tags, in the order Swagger UI shows them; every operation has one. */
+export const TAGS = [
+  {
+    name: 'Jobs',
+    description: 'Submit one transaction; read, long-poll, list and cancel its job.',
+  },
+  {
+    name: 'Batches',
+    description:
+      'Submit up to 1000 transactions at once, all or nothing; follow their progress and read ' +
+      'the results in submission order.',
+  },
+  {
+    name: 'Stats',
+    description:
+      'Counts, throughput and latency of your jobs over a recent window (the dashboard).',
+  },
+  {
+    name: 'Webhooks',
+    description:
+      'Signed HTTP callbacks (Standard Webhooks) for finished jobs and batches: endpoints, ' +
+      'secrets, the delivery log, redelivery; and, under `webhooks`, what a receiver is sent.',
+  },
+  { name: 'Events', description: 'Your events as a Server-Sent Events stream, resumable.' },
+  {
+    name: 'Operations',
+    description: 'Liveness, readiness and Prometheus metrics, for orchestrators and monitoring.',
+  },
+] as const;
+export type Tag = (typeof TAGS)[number]['name'];
+
+/** The 200 (finished within `Prefer: wait`) and 202 of a submit (respond.ts answerSubmit). */
+export function submitted(schema: string, accepted: string) {
+  return {
+    '200': {
+      description: 'Finished within `Prefer: wait`.',
+      headers: {
+        Location: headers.Location,
+        'Content-Location': headers.ContentLocation,
+        ETag: headers.ETag,
+        'Preference-Applied': headers.PreferenceApplied,
+        'Idempotent-Replayed': headers.IdempotentReplayed,
+      },
+      content: json(ref(schema)),
+    },
+    '202': {
+      description: accepted,
+      headers: {
+        Location: headers.Location,
+        ETag: headers.ETag,
+        'Retry-After': headers.RetryAfter,
+        'Preference-Applied': headers.PreferenceApplied,
+        'Idempotent-Replayed': headers.IdempotentReplayed,
+      },
+      content: json(ref(schema)),
+    },
+  };
+}
+
+/** A 200 page of a cursor-paginated list, with `Link` to the next page. */
+export const page = (description: string, schema: string) => ({
+  description,
+  headers: { Link: headers.Link },
+  content: json(ref(schema)),
+});
 
 export const submitParameters = [
   {
@@ -106,14 +260,12 @@ export const gone = (what: string) =>
       '`retention_days` says how long that is.',
   );
 
-export const unauthorized = problem(
-  'No API key, or not a valid one (unknown, mistyped, revoked); see `WWW-Authenticate`.',
-);
+export const unauthorized = responseRef('Unauthorized');
 
 export const common4xx = {
   '400': problem('Invalid query parameter or Idempotency-Key.'),
   '401': unauthorized,
-  '503': problem('The database is unreachable; retry after Retry-After.'),
+  '503': problem('The database is unreachable; retry after Retry-After.', 'Retry-After'),
 };
 
 export const submitErrors = {
@@ -126,12 +278,15 @@ export const submitErrors = {
   '415': problem('Body is not JSON.'),
   '422': problem('Body does not match the schema (see `errors`), or Idempotency-Key reused.'),
   '429': problem(
-    'Accepting it would exceed your pending-job limit (CLIENT_MAX_PENDING); nothing was ' +
-      'stored. Retry after Retry-After.',
+    'Accepting it would exceed your pending-job limit (CLIENT_MAX_PENDING; `limit` says it), ' +
+      'or too many failed authentications came from your address (AUTH_FAILURES_PER_MINUTE); ' +
+      'nothing was stored. Retry after Retry-After.',
+    'Retry-After',
   ),
   '503': problem(
     'The database is unreachable, or the service holds its maximum of pending jobs ' +
       '(MAX_PENDING_JOBS); nothing was stored. Retry after Retry-After.',
+    'Retry-After',
   ),
 };
 
@@ -145,17 +300,14 @@ export function conditionalGet(
   schema: string,
   what: 'job' | 'batch',
 ) {
+  const pollHeaders = { ETag: headers.ETag, 'Retry-After': headers.RetryAfter };
   return {
     operationId,
     summary,
     parameters: [idParameter(what), ...conditionalParameters],
     responses: {
-      '200': {
-        description: `The ${what}.`,
-        headers: { ETag: headers.ETag, 'Retry-After': headers.RetryAfter },
-        content: json(ref(schema)),
-      },
-      '304': { description: 'Unchanged since If-None-Match.' },
+      '200': { description: `The ${what}.`, headers: pollHeaders, content: json(ref(schema)) },
+      '304': { description: 'Unchanged since If-None-Match.', headers: pollHeaders },
       '404': problem(`No such ${what}.`),
       '410': gone(what),
       ...common4xx,
@@ -163,13 +315,105 @@ export function conditionalGet(
   };
 }
 
+type Schema = { [key: string]: Json };
+type Operation = {
+  security?: unknown[];
+  requestBody?: { content?: Record<string, { schema?: Json }> };
+  responses: Record<string, { $ref?: string; headers?: Record<string, unknown> }>;
+};
+
+/** The component names a value refers to (`#/components/schemas/Name`). */
+function refsIn(value: unknown, into = new Set<string>()): Set<string> {
+  if (Array.isArray(value)) for (const v of value) refsIn(v, into);
+  else if (value !== null && typeof value === 'object') {
+    for (const [key, v] of Object.entries(value)) {
+      if (key === '$ref' && typeof v === 'string' && v.startsWith('#/components/schemas/')) {
+        into.add(v.slice('#/components/schemas/'.length));
+      } else refsIn(v, into);
+    }
+  }
+  return into;
+}
+
+/** `schema` with every `additionalProperties: false` dropped, at any depth. */
+function opened(schema: Json): Json {
+  if (Array.isArray(schema)) return schema.map(opened);
+  if (schema === null || typeof schema !== 'object') return schema;
+  return Object.fromEntries(
+    Object.entries(schema)
+      .filter(([key, v]) => !(key === 'additionalProperties' && v === false))
+      .map(([key, v]) => [key, opened(v)]),
+  );
+}
+
+/**
+ * The schema components. Request bodies stay as ajv validates them (closed: an unknown field is
+ * a 422). Everything else is what the service sends, published open: a client generated from
+ * this document must accept a field added later. (The schemas in schemas.ts stay closed, and
+ * the tests check answers against those, so an undocumented field still fails a test.)
+ */
+function schemaComponents(operations: Operation[]): Record<string, Json> {
+  const written = Object.fromEntries(
+    ALL_SCHEMAS.map((schema) => [schema.$id, toComponent(schema) as Schema]),
+  );
+  const requests = new Set<string>();
+  const pending = [...refsIn(operations.map((op) => op.requestBody ?? null))];
+  for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+    if (requests.has(name)) continue;
+    requests.add(name);
+    pending.push(...refsIn(written[name]));
+  }
+  for (const [name, schema] of Object.entries(written)) {
+    if (requests.has(name)) continue;
+    const closed = [...refsIn(schema)].filter((r) => requests.has(r));
+    if (closed.length > 0) {
+      throw new Error(`response schema ${name} refers to request schema(s) ${closed.join(', ')}`);
+    }
+  }
+  return Object.fromEntries(
+    Object.entries(written).map(([name, schema]) => [
+      name,
+      requests.has(name) ? schema : opened(schema),
+    ]),
+  );
+}
+
+/**
+ * What every operation answers besides its own responses: 405 and 500 always, 401 and 429
+ * where a key is needed; and `X-Request-Id` on every response.
+ */
+function withSharedResponses(operation: Operation): Operation {
+  const needsKey = operation.security === undefined;
+  const responses: Operation['responses'] = {
+    ...operation.responses,
+    ...(needsKey && { '401': operation.responses['401'] ?? responseRef('Unauthorized') }),
+    ...(needsKey && {
+      '429': operation.responses['429'] ?? responseRef('TooManyFailedAuthentications'),
+    }),
+    '405': operation.responses['405'] ?? responseRef('MethodNotAllowed'),
+    '500': operation.responses['500'] ?? responseRef('InternalError'),
+  };
+  for (const [status, response] of Object.entries(responses)) {
+    if (response.$ref !== undefined) continue;
+    responses[status] = {
+      ...response,
+      headers: { ...response.headers, 'X-Request-Id': headers.RequestId },
+    };
+  }
+  return { ...operation, responses };
+}
+
 export function openApiDocument(
   version: string,
   routes: readonly Route[],
 ): Record<string, unknown> {
-  const components = Object.fromEntries(
-    ALL_SCHEMAS.map((schema) => [schema.$id, toComponent(schema)]),
-  );
+  const paths = openApiPaths(routes) as Record<string, Record<string, Operation>>;
+  for (const operations of Object.values(paths)) {
+    for (const [method, operation] of Object.entries(operations)) {
+      operations[method] = withSharedResponses(operation);
+    }
+  }
+  const components = schemaComponents(Object.values(paths).flatMap((p) => Object.values(p)));
   return {
     openapi: '3.1.0',
     info: {
@@ -181,14 +425,25 @@ export function openApiDocument(
         'long-poll (`?wait=N`) for the merchant, or have finished jobs pushed: signed webhooks ' +
         '(`/webhooks`; payloads under `webhooks`) or a Server-Sent Events stream (`/events`). ' +
         'Errors are RFC 9457 problem+json. Calls about jobs, batches, webhooks and events need ' +
-        '`Authorization: Bearer <API key>`.',
+        '`Authorization: Bearer <API key>`.\n\n' +
+        'Answers may gain fields in later versions (the response schemas are open): ignore ' +
+        'those you do not know. Request bodies are checked strictly: an unknown field is a 422.',
     },
-    jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
-    paths: openApiPaths(routes),
+    // A relative URL: the server that serves this document (Swagger UI at /docs calls it).
+    servers: [
+      {
+        url: '/',
+        description: 'This service: the origin /openapi.json was loaded from.',
+      },
+    ],
+    tags: TAGS,
+    paths,
     webhooks: webhookOperations(),
     security: [{ apiKey: [] }],
     components: {
       schemas: components,
+      responses: RESPONSES,
+      headers: HEADERS,
       securitySchemes: {
         apiKey: {
           type: 'http',

@@ -63,6 +63,17 @@ export const transactionSchema = {
   },
 } as const;
 
+/**
+ * A job's `transaction`: the one submitted, as the service sends it back. The same rules as
+ * Transaction under its own name, because a request body and an answer are published
+ * differently (openapi.ts: requests closed, answers open).
+ */
+export const submittedTransactionSchema = {
+  ...transactionSchema,
+  $id: 'SubmittedTransaction',
+  description: 'The transaction as it was submitted.',
+} as const;
+
 export const batchRequestSchema = {
   $id: 'BatchRequest',
   type: 'object',
@@ -226,7 +237,7 @@ export const jobSchema = {
   properties: {
     id: uuid,
     status: { type: 'string', enum: JOB_STATUSES },
-    transaction: { $ref: 'Transaction' },
+    transaction: { $ref: 'SubmittedTransaction' },
     result: {
       description: 'Set once `status` is `succeeded`.',
       oneOf: [{ $ref: 'MerchantResult' }, { type: 'null' }],
@@ -346,6 +357,19 @@ export const problemSchema = {
     title: { type: 'string' },
     status: { type: 'integer' },
     detail: { type: 'string' },
+    retention_days: {
+      type: 'number',
+      description: '`410 /problems/gone`: how long finished jobs and batches are kept, in days.',
+    },
+    job_status: {
+      type: 'string',
+      description: '`409 /problems/job-already-finished`: how the job finished.',
+    },
+    limit: {
+      type: 'integer',
+      description:
+        '`429 /problems/pending-quota-exceeded` and `409 /problems/webhook-limit`: the limit.',
+    },
     errors: {
       type: 'array',
       items: {
@@ -369,6 +393,7 @@ export const problemSchema = {
 /** Every schema above, by `$id`, and those of schemas-insights.ts. */
 export const ALL_SCHEMAS = [
   transactionSchema,
+  submittedTransactionSchema,
   batchRequestSchema,
   merchantResultSchema,
   jobErrorSchema,

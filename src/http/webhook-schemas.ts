@@ -1,7 +1,8 @@
 /**
  * JSON Schemas of push delivery: webhook endpoint requests and resources, the delivery log, the
- * event message (a webhook's body, an event stream's `data:`) and the event-stream query. Part
- * of ALL_SCHEMAS (schemas.ts), so ajv validates with them and the OpenAPI document shows them;
+ * event message (a webhook's body, an event stream's `data:`) and the event-stream query. All but
+ * the query (compiled where it is used, and shown as parameters) are part of ALL_SCHEMAS
+ * (schemas.ts), so ajv validates with them and the OpenAPI document shows them;
  * the OpenAPI `webhooks` section (the payloads a receiver gets) is built here too.
  */
 import { EVENT_TYPES } from '../db/sql/events.js';
@@ -246,7 +247,6 @@ export const WEBHOOK_SCHEMAS = [
   webhookDeliverySchema,
   webhookDeliveryListSchema,
   eventSchema,
-  eventsQuerySchema,
 ] as const;
 
 const signedHeader = (name: string, description: string, example: string) => ({
@@ -265,9 +265,10 @@ export function webhookOperations(): Record<string, unknown> {
       {
         post: {
           operationId: `receive_${type.replace('.', '_')}`,
+          tags: ['Webhooks'],
           // Sent by the service, signed; no API key involved.
           security: [],
-          summary: `\`${type}\`, POSTed to your endpoint`,
+          summary: `${type}, POSTed to your endpoint`,
           description:
             'Signed per Standard Webhooks: verify `webhook-signature` over ' +
             '`{webhook-id}.{webhook-timestamp}.{raw body}` with your `whsec_` secret (e.g. the ' +

@@ -19,14 +19,15 @@ import {
   common4xx,
   conditionalGet,
   gone,
-  headers,
   idParameter,
   json,
+  page,
   problem,
   queryParameters,
   ref,
   submitErrors,
   submitParameters,
+  submitted,
 } from '../openapi.js';
 import { answerGet, answerSubmit } from '../respond.js';
 import { HttpProblem, PROBLEM_TYPES } from '../problem.js';
@@ -104,7 +105,12 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'submitBatch',
+        tags: ['Batches'],
         summary: `Submit 1..${MAX_BATCH_SIZE} transactions, all or nothing`,
+        description:
+          'Stores a batch and one job per transaction in one transaction: all of them or, if any ' +
+          'is invalid, none (the 422 points at each bad item). The 202 carries `job_ids` in ' +
+          'submission order; follow the batch at its Location and read `results` when `done`.',
         parameters: submitParameters,
         requestBody: {
           required: true,
@@ -120,16 +126,10 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
           },
         },
         responses: {
-          '200': { description: 'Done within `Prefer: wait`.', content: json(ref('Batch')) },
-          '202': {
-            description: 'Accepted: the batch and its jobs are stored (`job_ids` in order).',
-            headers: {
-              Location: headers.Location,
-              'Retry-After': headers.RetryAfter,
-              'Idempotent-Replayed': headers.IdempotentReplayed,
-            },
-            content: json(ref('Batch')),
-          },
+          ...submitted(
+            'Batch',
+            'Accepted: the batch and its jobs are stored (`job_ids` in order; not for a file).',
+          ),
           ...submitErrors,
         },
       },
@@ -147,12 +147,18 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
           await answerGet(ctx, jobs, watched, batchResource, wait);
         },
       ],
-      doc: conditionalGet(
-        'getBatch',
-        'Progress of a batch; long-poll with `wait`',
-        'Batch',
-        'batch',
-      ),
+      doc: {
+        ...conditionalGet(
+          'getBatch',
+          'Progress of a batch; long-poll with ?wait',
+          'Batch',
+          'batch',
+        ),
+        tags: ['Batches'],
+        description:
+          'Counts per status, `finished`, `done` and `progress`. `?wait=N` holds the request up ' +
+          'to N s until the batch is done; with `If-None-Match`, until anything changed.',
+      },
     },
     {
       // One item per transaction in submission order, cursor-paginated; or, asked for NDJSON or
@@ -214,14 +220,19 @@ export function batchRoutes(deps: BatchRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'getBatchResults',
+        tags: ['Batches'],
         summary: 'One item per transaction, in submission order',
+        description:
+          "Each item: the transaction's index and `reference`, its job's id and status, and the " +
+          '`result` or `error`; cursor pages (follow `Link` or pass `next_cursor`).',
         parameters: [idParameter('batch'), ...queryParameters(pageQuerySchema)],
         responses: {
           '200': {
+            ...page('One page (JSON).', 'BatchResults'),
             description:
-              'One page (JSON); or, with `Accept: application/x-ndjson` or `text/csv`, every ' +
-              'item in one streamed file (NDJSON: one item per line; CSV: the transaction and ' +
-              'its outcome per row).',
+              'One page (JSON; `Link` to the next); or, with `Accept: application/x-ndjson` or ' +
+              '`text/csv`, every item in one streamed file (NDJSON: one item per line; CSV: the ' +
+              'transaction and its outcome per row).',
             content: {
               ...json(ref('BatchResults')),
               [FILE_MEDIA_TYPES.ndjson]: { schema: { type: 'string' } },

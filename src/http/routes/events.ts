@@ -75,6 +75,7 @@ export function eventRoutes(deps: EventRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'streamEvents',
+        tags: ['Events'],
         summary: 'Your events as they happen (Server-Sent Events)',
         description:
           'A `text/event-stream` of your events: `id:` is the event id, `event:` its type, ' +

@@ -3,7 +3,7 @@
  */
 import type { MigrationState } from '../../db/knex.js';
 import { HttpProblem, PROBLEM_TYPES } from '../problem.js';
-import { open, problem } from '../openapi.js';
+import { json, open, problem } from '../openapi.js';
 import type { Route } from '../route.js';
 
 export interface HealthDeps {
@@ -42,8 +42,21 @@ export function healthRoutes(deps: HealthDeps): Route[] {
       doc: {
         ...open,
         operationId: 'liveness',
+        tags: ['Operations'],
         summary: 'Liveness: the process answers',
-        responses: { '200': { description: 'Alive.' } },
+        description:
+          'For restarting a hung process: checks nothing else, so a database outage does not ' +
+          'get every replica restarted. No API key.',
+        responses: {
+          '200': {
+            description: 'Alive.',
+            content: json({
+              type: 'object',
+              required: ['status'],
+              properties: { status: { type: 'string', const: 'ok' } },
+            }),
+          },
+        },
       },
     },
     {
@@ -85,13 +98,35 @@ export function healthRoutes(deps: HealthDeps): Route[] {
       doc: {
         ...open,
         operationId: 'readiness',
+        tags: ['Operations'],
         summary: 'Readiness: database reachable, migrations applied',
         description:
-          'Answers within 2 s. `checks.migrations` is `newer` (with `unknown_migrations`) ' +
-          'when a newer version has migrated the database further: still ready.',
+          'For load balancers: answers within 2 s. `checks.migrations` is `newer` (with ' +
+          '`unknown_migrations`) when a newer version has migrated the database further: still ' +
+          'ready. No API key.',
         responses: {
-          '200': { description: 'Ready.' },
-          '503': problem('Not ready: shutting down, database unreachable or not migrated.'),
+          '200': {
+            description: 'Ready.',
+            content: json({
+              type: 'object',
+              required: ['status', 'checks'],
+              properties: {
+                status: { type: 'string', const: 'ready' },
+                checks: {
+                  type: 'object',
+                  properties: {
+                    database: { type: 'string', const: 'ok' },
+                    migrations: { type: 'string', enum: ['ok', 'newer'] },
+                  },
+                },
+                unknown_migrations: { type: 'array', items: { type: 'string' } },
+              },
+            }),
+          },
+          '503': problem(
+            'Not ready: shutting down, database unreachable or not migrated.',
+            'Retry-After',
+          ),
         },
       },
     },

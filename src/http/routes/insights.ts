@@ -7,7 +7,7 @@ import type { Authenticator } from '../../auth/authenticator.js';
 import type { BatchPosition } from '../../db/sql/batches.js';
 import type { Jobs } from '../../jobs/usecases.js';
 import { authenticate, clientOf } from '../middleware.js';
-import { common4xx, json, queryParameters, ref } from '../openapi.js';
+import { common4xx, json, page, queryParameters, ref } from '../openapi.js';
 import type { Route } from '../route.js';
 import { pageQuerySchema } from '../schemas.js';
 import { STATS_WINDOWS, type StatsWindow, statsQuerySchema } from '../schemas-insights.js';
@@ -74,6 +74,7 @@ export function insightRoutes(deps: InsightRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'getStats',
+        tags: ['Stats'],
         summary: 'Your jobs over a recent window: counts, throughput and latency',
         description:
           'What the dashboard charts. `counts` holds your jobs pending and running now, and ' +
@@ -111,15 +112,18 @@ export function insightRoutes(deps: InsightRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'listBatches',
+        tags: ['Batches'],
         summary: 'Your batches, newest first, cursor-paginated',
+        description:
+          "Each batch as `GET /batches/{id}` shows it. Pass a page's `next_cursor` as `cursor` " +
+          'for the next page (or follow `Link`).',
         parameters: queryParameters(pageQuerySchema),
         responses: {
-          '200': {
-            description:
-              'One page, each batch as `GET /batches/{id}` shows it; `Link: <…>; rel="next"` ' +
+          '200': page(
+            'One page, each batch as `GET /batches/{id}` shows it; `Link: <…>; rel="next"` ' +
               'when there is another.',
-            content: json(ref('BatchList')),
-          },
+            'BatchList',
+          ),
           ...common4xx,
         },
       },

@@ -14,12 +14,13 @@ import {
   gone,
   idParameter,
   json,
+  page,
   problem,
   queryParameters,
   ref,
-  headers,
   submitErrors,
   submitParameters,
+  submitted,
   unauthorized,
 } from '../openapi.js';
 import { answerGet, answerSubmit } from '../respond.js';
@@ -73,20 +74,18 @@ export function jobRoutes(deps: JobRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'submitTransaction',
+        tags: ['Jobs'],
         summary: 'Submit one transaction',
+        description:
+          'Stores the transaction as a pending job and answers `202` once it is committed, with ' +
+          'the job and its `Location`; read that (`?wait=N` long-polls) until `status` is ' +
+          '`succeeded`, `failed` or `canceled`. With `Prefer: wait=N` the answer is held up to ' +
+          'N s and is `200` with the finished job if it finishes in time. An `Idempotency-Key` ' +
+          'makes a retry safe.',
         parameters: submitParameters,
         requestBody: { required: true, content: json(ref('Transaction')) },
         responses: {
-          '200': { description: 'Finished within `Prefer: wait`.', content: json(ref('Job')) },
-          '202': {
-            description: 'Accepted: the job is stored; poll its Location.',
-            headers: {
-              Location: headers.Location,
-              'Retry-After': headers.RetryAfter,
-              'Idempotent-Replayed': headers.IdempotentReplayed,
-            },
-            content: json(ref('Job')),
-          },
+          ...submitted('Job', 'Accepted: the job is stored; read its Location.'),
           ...submitErrors,
         },
       },
@@ -125,13 +124,14 @@ export function jobRoutes(deps: JobRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'listJobs',
+        tags: ['Jobs'],
         summary: 'Jobs, newest first, cursor-paginated',
+        description:
+          'Your jobs, newest first, optionally only those in some statuses or of one batch. ' +
+          "Pass a page's `next_cursor` as `cursor` for the next page (or follow `Link`).",
         parameters: queryParameters(listJobsQuerySchema),
         responses: {
-          '200': {
-            description: 'One page; `Link: <…>; rel="next"` when there is another.',
-            content: json(ref('JobList')),
-          },
+          '200': page('One page; `Link: <…>; rel="next"` when there is another.', 'JobList'),
           ...common4xx,
         },
       },
@@ -148,7 +148,15 @@ export function jobRoutes(deps: JobRoutesDeps): Route[] {
           await answerGet(ctx, jobs, jobs.job(clientOf(ctx).id, id), jobResource, wait);
         },
       ],
-      doc: conditionalGet('getJob', 'One job; long-poll with `wait`', 'Job', 'job'),
+      doc: {
+        ...conditionalGet('getJob', 'One job; long-poll with ?wait', 'Job', 'job'),
+        tags: ['Jobs'],
+        description:
+          'The job: its status, and once finished its `result` (or `error`). `?wait=N` holds ' +
+          'the request up to N s until it is finished; with `If-None-Match`, until it differs ' +
+          'from that ETag (304 if it never did). While it is not finished, `Retry-After` says ' +
+          'when looking again is worthwhile.',
+      },
     },
     {
       // Cancel: pending -> canceled at once; running -> canceled, and the runner holding it
@@ -165,7 +173,11 @@ export function jobRoutes(deps: JobRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'cancelJob',
+        tags: ['Jobs'],
         summary: 'Cancel a pending or running job',
+        description:
+          'A pending job is canceled at once; a running one too, and the attempt under way is ' +
+          'aborted (its result discarded). A finished job is a 409 saying how it finished.',
         parameters: [idParameter('job')],
         responses: {
           '200': { description: 'Canceled.', content: json(ref('Job')) },

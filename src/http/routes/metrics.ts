@@ -3,7 +3,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Metrics } from '../../metrics.js';
-import { open } from '../openapi.js';
+import { open, problem } from '../openapi.js';
 import { HttpProblem, PROBLEM_TYPES } from '../problem.js';
 import type { Route } from '../route.js';
 
@@ -40,13 +40,21 @@ export function metricsRoutes(metrics: Metrics, metricsToken?: string): Route[] 
       doc: {
         ...open,
         operationId: 'metrics',
+        tags: ['Operations'],
         summary: 'Prometheus metrics (text format); counters are per process',
-        description: 'Open unless the service sets METRICS_TOKEN; then it needs that bearer token.',
+        description:
+          'Open unless the service sets METRICS_TOKEN; then it needs that bearer token (not an ' +
+          'API key).',
         responses: {
           '200': {
             description: 'The metrics.',
             content: { 'text/plain': { schema: { type: 'string' } } },
           },
+          '401': problem(
+            'METRICS_TOKEN is set and the request does not carry it ' +
+              '(`WWW-Authenticate: Bearer realm="merchant-normalizer-metrics"`).',
+            'WWW-Authenticate',
+          ),
         },
       },
     },

@@ -9,7 +9,7 @@ import type { EndpointRow } from '../../db/sql/webhooks.js';
 import type { Webhooks } from '../../push/webhooks.js';
 import { jsonBody, requireJson } from '../body.js';
 import { authenticate, clientOf } from '../middleware.js';
-import { common4xx, headers, json, problem, queryParameters, ref } from '../openapi.js';
+import { common4xx, headers, json, page, problem, queryParameters, ref } from '../openapi.js';
 import type { Route } from '../route.js';
 import { pageQuerySchema } from '../schemas.js';
 import {
@@ -103,7 +103,12 @@ export function webhookRoutes(deps: WebhookRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'createWebhook',
+        tags: ['Webhooks'],
         summary: 'Register a webhook endpoint',
+        description:
+          'From now on, the events you choose (all by default) are POSTed to `url`, signed with ' +
+          'the `secret` in this answer: store it, it is not shown again. A client may have up ' +
+          'to 20 endpoints.',
         requestBody: { required: true, content: json(ref('WebhookCreate')) },
         responses: {
           '201': {
@@ -131,7 +136,9 @@ export function webhookRoutes(deps: WebhookRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'listWebhooks',
+        tags: ['Webhooks'],
         summary: 'Your webhook endpoints, oldest first',
+        description: 'All your endpoints, with their status (never their secrets).',
         responses: {
           '200': { description: 'All of them.', content: json(ref('WebhookList')) },
           ...common4xx,
@@ -151,7 +158,11 @@ export function webhookRoutes(deps: WebhookRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'getWebhook',
+        tags: ['Webhooks'],
         summary: 'One webhook endpoint and its status',
+        description:
+          'Whether it is enabled (or why not), since when it has been failing, and its last ' +
+          'success and failure.',
         parameters: [idParameter('id', 'webhook')],
         responses: {
           '200': { description: 'The endpoint.', content: json(ref('Webhook')) },
@@ -176,7 +187,11 @@ export function webhookRoutes(deps: WebhookRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'updateWebhook',
+        tags: ['Webhooks'],
         summary: 'Change, enable or disable an endpoint',
+        description:
+          'Change its url, events or description; `enabled: false` holds its deliveries, ' +
+          '`enabled: true` resumes them and clears a disabled state.',
         parameters: [idParameter('id', 'webhook')],
         requestBody: { required: true, content: json(ref('WebhookUpdate')) },
         responses: {
@@ -201,7 +216,9 @@ export function webhookRoutes(deps: WebhookRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'deleteWebhook',
+        tags: ['Webhooks'],
         summary: 'Delete an endpoint and its delivery log',
+        description: 'Nothing more is sent to it, including deliveries not yet made.',
         parameters: [idParameter('id', 'webhook')],
         responses: { '204': { description: 'Deleted.' }, '404': notFound, ...common4xx },
       },
@@ -223,6 +240,7 @@ export function webhookRoutes(deps: WebhookRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'rotateWebhookSecret',
+        tags: ['Webhooks'],
         summary: 'Rotate the signing secret',
         description:
           'Returns the new secret (shown only here). For 24 hours every message is signed with ' +
@@ -268,10 +286,14 @@ export function webhookRoutes(deps: WebhookRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'listWebhookDeliveries',
+        tags: ['Webhooks'],
         summary: "An endpoint's delivery log, newest event first",
+        description:
+          'One delivery per event sent to the endpoint: its status, attempts, and the last ' +
+          'answer or error; cursor pages (follow `Link` or pass `next_cursor`).',
         parameters: [idParameter('id', 'webhook'), ...queryParameters(pageQuerySchema)],
         responses: {
-          '200': { description: 'One page.', content: json(ref('WebhookDeliveryList')) },
+          '200': page('One page.', 'WebhookDeliveryList'),
           '404': notFound,
           ...common4xx,
         },
@@ -293,6 +315,7 @@ export function webhookRoutes(deps: WebhookRoutesDeps): Route[] {
       ],
       doc: {
         operationId: 'redeliverWebhook',
+        tags: ['Webhooks'],
         summary: 'Send a delivery again',
         description:
           'Makes the delivery due now with a fresh retry schedule and the same `webhook-id` ' +
