@@ -40,6 +40,11 @@ const ONLY = process.env.BENCH_ONLY?.split(',').map((p) => p.trim());
 const on = (phase: string) => !ONLY || ONLY.includes(phase);
 /** Extra node flags for spawned servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/**
+ * Another checkout whose `src/main.ts` is the service measured (its own migrations run when it
+ * starts): compares a past commit with the same harness. Default: this checkout.
+ */
+const SERVICE_DIR = process.env.BENCH_SERVICE_DIR;
 const SAMPLE = path.resolve(import.meta.dirname, '../test/fixtures/transactions-2k.csv');
 
 const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
@@ -65,6 +70,7 @@ async function spawnServer(
   const port = await freePort();
   const child = spawn(process.execPath, [...NODE_ARGS, '--import', 'tsx', script], {
     env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: 'warn' },
+    cwd: script === 'src/main.ts' ? SERVICE_DIR : undefined,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   children.push(child);
@@ -193,7 +199,12 @@ async function main() {
     stopEmbedded = () => pg.stop();
   }
   const db = createKnex(databaseUrl, 4);
-  await migrateLatest(db);
+  if (SERVICE_DIR) {
+    say(`service from ${SERVICE_DIR}`);
+    await (await startService(databaseUrl, {})).stop(); // it migrates on start
+  } else {
+    await migrateLatest(db);
+  }
   await db.raw('TRUNCATE jobs, batches, results, flights, api_keys, clients CASCADE');
   auth = { authorization: `Bearer ${(await issueKey(db, 'bench')).key}` };
   say(`${os.cpus().length} cores, Node ${process.version}, RUNNER_CONCURRENCY=${CONCURRENCY}`);
@@ -448,18 +459,20 @@ async function main() {
     result.slow_running_jobs = running;
     // Statements per second while they all sleep: from pg_stat_statements when installed,
     // else transactions (commits + rollbacks) of the database.
+    const tracked = (
+      await db.raw<{ rows: [{ on: boolean }] }>(
+        `SELECT to_regclass('pg_stat_statements') IS NOT NULL AS on`,
+      )
+    ).rows[0].on;
     const count = async () => {
-      const res = await db.raw<{ rows: [{ n: string; how: string }] }>(
-        `SELECT CASE WHEN to_regclass('pg_stat_statements') IS NULL
-                  THEN (SELECT xact_commit + xact_rollback FROM pg_stat_database
-                        WHERE datname = current_database())
-                  ELSE (SELECT sum(calls) FROM pg_stat_statements s
-                        JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database())
-                END AS n,
-                CASE WHEN to_regclass('pg_stat_statements') IS NULL THEN 'transactions'
-                     ELSE 'statements' END AS how`,
+      const res = await db.raw<{ rows: [{ n: string }] }>(
+        tracked
+          ? `SELECT sum(calls) AS n FROM pg_stat_statements s
+             JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()`
+          : `SELECT xact_commit + xact_rollback AS n FROM pg_stat_database
+             WHERE datname = current_database()`,
       );
-      return { n: Number(res.rows[0].n), how: res.rows[0].how };
+      return { n: Number(res.rows[0].n), how: tracked ? 'statements' : 'transactions' };
     };
     const before = await count();
     const t0 = performance.now();
@@ -638,6 +651,7 @@ main().then(
   () => process.exit(0),
   (err: unknown) => {
     console.error(err);
+    console.error(`bench: failed; measured so far: ${JSON.stringify({ ...result, targets })}`);
     // Do not leave servers behind (they would hold this process's stdout open).
     for (const child of children) child.kill('SIGKILL');
     process.exit(1);

@@ -55,6 +55,8 @@ export interface RunnerStore {
 export interface JobStore {
   insertJob: Reported<typeof jobs.insertJob>;
   insertBatch: Reported<typeof batches.insertBatch>;
+  /** Tells runners in every process that jobs are pending (a NOTIFY of its own). */
+  announcePending: Bound<typeof jobs.announcePending>;
   cancelJob: Reported<typeof jobs.cancelJob>;
   getJob: Bound<typeof jobs.getJob>;
   listJobs: Bound<typeof jobs.listJobs>;
@@ -103,6 +105,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     runner,
     insertJob: async (job) => reported(await jobs.insertJob(db, job)),
     insertBatch: async (batch) => reported(await batches.insertBatch(db, batch)),
+    announcePending: () => jobs.announcePending(db),
     cancelJob: async (id, owner) => {
       const canceled = await jobs.cancelJob(db, id, owner);
       return canceled && reported(canceled);

@@ -3,7 +3,6 @@
  * client's batches and a batch's items, purge.
  */
 import type { Knex } from 'knex';
-import { PENDING_CHANNEL } from '../channels.js';
 import type { Transaction } from '../../heuristic/types.js';
 import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
 import { CACHED_COLUMNS, cachedValues } from './jobs.js';
@@ -20,8 +19,8 @@ import {
 // Inserts a batch and one job per transaction (batch_index = position, ids from `jobIds`), in
 // one statement:
 // pending, or succeeded at once from the result cache (with their events, and batch.completed
-// when nothing is left to run); NOTIFYs runners when any is pending. With an idempotency key
-// already taken, inserts nothing and returns the batch that holds the key (`created: false`)
+// when nothing is left to run); the caller announces pending jobs (jobs.ts announcePending).
+// With an idempotency key already taken, inserts nothing and returns the batch that holds the key (`created: false`)
 // with its body hash.
 export async function insertBatch(
   db: Knex,
@@ -83,7 +82,6 @@ export async function insertBatch(
               max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq,
               count(*) FILTER (WHERE j.status = 'succeeded')::int AS cached,
               max(j.finished_at) AS finished_at,
-              CASE WHEN bool_or(j.status = 'pending') THEN pg_notify(?, '') END,
               ${EVENT_COUNTS} AS events
        FROM b, j GROUP BY b.id, b.created_at`,
       [
@@ -96,7 +94,6 @@ export async function insertBatch(
         idempotency?.requestHash ?? null,
         [...batch.jobIds],
         batch.maxAttempts,
-        PENDING_CHANNEL,
       ],
     );
     if (created) {
