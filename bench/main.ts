@@ -474,25 +474,23 @@ async function main() {
       );
       return { n: Number(res.rows[0].n), how: tracked ? 'statements' : 'transactions' };
     };
+    // The runner alone first (10 s: a heartbeat's renewal, the reaper's polls), then the GETs.
     const before = await count();
     const t0 = performance.now();
+    await sleep(10_000);
+    const after = await count();
+    result[`slow_db_${after.how}_per_s`] = round(
+      (after.n - before.n) / ((performance.now() - t0) / 1000),
+    );
     const get = await autocannon({
       url: `${many.base}/jobs/${probe}`,
       headers: auth,
       connections: 16,
       duration: Math.min(SECONDS, 5),
     });
-    await sleep(Math.max(0, 10_000 - (performance.now() - t0)));
-    const after = await count();
-    const perSecond = round((after.n - before.n) / ((performance.now() - t0) / 1000));
     result.slow_rss_mb = await rssMb(many.pid);
     result.slow_get_p50_ms = get.latency.p50;
     result.slow_get_p99_ms = get.latency.p99;
-    // The GETs are statements too: subtract them to leave the runner's own.
-    result[`slow_db_${after.how}_per_s`] = perSecond;
-    result[`slow_db_${after.how}_per_s_without_gets`] = round(
-      perSecond - get.requests.total / ((performance.now() - t0) / 1000),
-    );
     target(
       `${SLOW_JOBS} slow jobs in flight: RSS`,
       result.slow_rss_mb,
@@ -501,8 +499,8 @@ async function main() {
     );
     target(`${SLOW_JOBS} slow jobs in flight: GET p99`, get.latency.p99, '≤ 20 ms', (v) => v <= 20);
     target(
-      `${SLOW_JOBS} slow jobs in flight: database ${after.how}/s (runner, GETs excluded)`,
-      Number(result[`slow_db_${after.how}_per_s_without_gets`]),
+      `${SLOW_JOBS} slow jobs in flight: database ${after.how}/s (10 s, no GETs)`,
+      Number(result[`slow_db_${after.how}_per_s`]),
       'bounded, reported',
       () => running >= SLOW_JOBS,
       `${running} running`,
