@@ -20,8 +20,8 @@ import {
 // one statement:
 // pending, or succeeded at once from the result cache (with their events, and batch.completed
 // when nothing is left to run); the caller announces pending jobs (jobs.ts announcePending).
-// With an idempotency key already taken, inserts nothing and returns the batch that holds the key (`created: false`)
-// with its body hash.
+// With an idempotency key already taken, inserts nothing and returns the batch that holds the
+// key (`created: false`) with its body hash.
 export async function insertBatch(
   db: Knex,
   batch: {
