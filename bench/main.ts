@@ -31,7 +31,21 @@ const PEER_JOBS = Number(process.env.BENCH_PEER_JOBS ?? 5000);
 const CONCURRENCY = 16;
 const CONNECTIONS = 64;
 const PICKUPS = 200;
+const TTR_JOBS = Number(process.env.BENCH_TTR_JOBS ?? 500);
+const LONGPOLL_WAITERS = Number(process.env.BENCH_LONGPOLL_WAITERS ?? 1000);
+const SLOW_JOBS = Number(process.env.BENCH_SLOW_JOBS ?? 10_000);
+const PROC_JOBS = Number(process.env.BENCH_PROC_JOBS ?? 10_000);
 const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? 6379);
+/** Comma-separated phases to run (submit,batch,drain,pickup,ttr,longpoll,util,calls,rss,cpu,slow10k,procs,files,peers); all by default. */
+const ONLY = process.env.BENCH_ONLY?.split(',').map((p) => p.trim());
+const on = (phase: string) => !ONLY || ONLY.includes(phase);
+/** Extra node flags for spawned servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/**
+ * Another checkout whose `src/main.ts` is the service measured (its own migrations run when it
+ * starts): compares a past commit with the same harness. Default: this checkout.
+ */
+const SERVICE_DIR = process.env.BENCH_SERVICE_DIR;
 const SAMPLE = path.resolve(import.meta.dirname, '../test/fixtures/transactions-2k.csv');
 
 const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
@@ -55,8 +69,9 @@ async function spawnServer(
   ready: (base: string) => Promise<boolean>,
 ): Promise<Server> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+  const child = spawn(process.execPath, [...NODE_ARGS, '--import', 'tsx', script], {
     env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: 'warn' },
+    cwd: script === 'src/main.ts' ? SERVICE_DIR : undefined,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   children.push(child);
@@ -138,19 +153,24 @@ async function submitBatches(
   return ids.flat();
 }
 
+/**
+ * Waits until no job is pending or running (every caller has had all its submits answered, so
+ * that means all `n` finished). Asks the partial indexes, not a count over the whole table: the
+ * harness should not compete with the service for the two cores.
+ */
 async function waitFinished(db: Knex, n: number, what: string): Promise<void> {
-  let last = 0;
+  let last = performance.now();
   for (;;) {
-    const [row] = (await db('jobs')
-      .whereIn('status', ['succeeded', 'failed', 'canceled'])
-      .count('* as done')) as [{ done: string }];
-    const done = Number(row.done);
-    if (done >= n) return;
+    const res = await db.raw<{ rows: [{ open: boolean }] }>(
+      `SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'pending')
+           OR EXISTS (SELECT 1 FROM jobs WHERE status = 'running') AS open`,
+    );
+    if (!res.rows[0].open) return;
     if (performance.now() - last > 3000) {
       last = performance.now();
-      say(`  ${what}: ${done}/${n} finished`);
+      say(`  ${what}: ${n} jobs, some still open`);
     }
-    await sleep(20);
+    await sleep(10);
   }
 }
 
@@ -180,195 +200,391 @@ async function main() {
     stopEmbedded = () => pg.stop();
   }
   const db = createKnex(databaseUrl, 4);
-  await migrateLatest(db);
-  await db.raw('TRUNCATE jobs, batches, results, flights, api_keys, clients');
+  if (SERVICE_DIR) {
+    say(`service from ${SERVICE_DIR}`);
+    await (await startService(databaseUrl, {})).stop(); // it migrates on start
+  } else {
+    await migrateLatest(db);
+  }
+  await db.raw('TRUNCATE jobs, batches, results, flights, api_keys, clients CASCADE');
   auth = { authorization: `Bearer ${(await issueKey(db, 'bench')).key}` };
   say(`${os.cpus().length} cores, Node ${process.version}, RUNNER_CONCURRENCY=${CONCURRENCY}`);
 
   // 1. Single submit over HTTP (autocannon), next to a bare Koa handler doing one INSERT.
-  const noop = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '0' });
-  result.rss_idle_mb = await rssMb(noop.pid);
-  say(`single submit: ${CONNECTIONS} connections for ${SECONDS} s`);
-  const submit = await autocannon({
-    url: `${noop.base}/normalize_merchant`,
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...auth },
-    body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
-    connections: CONNECTIONS,
-    duration: SECONDS,
-  });
-  if (submit.non2xx > 0 || submit.errors > 0) {
-    throw new Error(`submit: ${submit.non2xx} non-2xx, ${submit.errors} errors`);
-  }
-  result.submit_req_per_s = round(submit.requests.average);
-  result.submit_p50_ms = submit.latency.p50;
-  result.submit_p99_ms = submit.latency.p99;
-  await waitFinished(db, submit.requests.total, 'submitted jobs');
-  await reset(db);
+  const needNoop = ['submit', 'batch', 'drain', 'pickup', 'ttr'].some(on);
+  const noop = needNoop ? await startService(databaseUrl, { HEURISTIC_DELAY_MS: '0' }) : undefined;
+  if (noop) result.rss_idle_mb = await rssMb(noop.pid);
+  if (noop && on('submit')) {
+    say(`single submit: ${CONNECTIONS} connections for ${SECONDS} s`);
+    const submit = await autocannon({
+      url: `${noop.base}/normalize_merchant`,
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...auth },
+      body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
+      connections: CONNECTIONS,
+      duration: SECONDS,
+    });
+    if (submit.non2xx > 0 || submit.errors > 0) {
+      throw new Error(`submit: ${submit.non2xx} non-2xx, ${submit.errors} errors`);
+    }
+    result.submit_req_per_s = round(submit.requests.average);
+    result.submit_p50_ms = submit.latency.p50;
+    result.submit_p99_ms = submit.latency.p99;
+    await waitFinished(db, submit.requests.total, 'submitted jobs');
+    await reset(db);
 
-  const bare = await spawnServer('bench/bare-koa.ts', { DATABASE_URL: databaseUrl }, (base) =>
-    fetch(base, { method: 'HEAD' }).then(
-      () => true,
-      () => false,
-    ),
-  );
-  say(`bare Koa + one INSERT: ${CONNECTIONS} connections for ${SECONDS} s`);
-  const baseline = await autocannon({
-    url: `${bare.base}/`,
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
-    connections: CONNECTIONS,
-    duration: SECONDS,
-  });
-  result.bare_koa_insert_req_per_s = round(baseline.requests.average);
-  result.bare_koa_insert_p50_ms = baseline.latency.p50;
-  result.bare_koa_insert_p99_ms = baseline.latency.p99;
-  await bare.stop();
-  await db.raw('DROP TABLE IF EXISTS bench_bare');
+    const bare = await spawnServer('bench/bare-koa.ts', { DATABASE_URL: databaseUrl }, (base) =>
+      fetch(base, { method: 'HEAD' }).then(
+        () => true,
+        () => false,
+      ),
+    );
+    say(`bare Koa + one INSERT: ${CONNECTIONS} connections for ${SECONDS} s`);
+    const baseline = await autocannon({
+      url: `${bare.base}/`,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
+      connections: CONNECTIONS,
+      duration: SECONDS,
+    });
+    result.bare_koa_insert_req_per_s = round(baseline.requests.average);
+    result.bare_koa_insert_p50_ms = baseline.latency.p50;
+    result.bare_koa_insert_p99_ms = baseline.latency.p99;
+    await bare.stop();
+    await db.raw('DROP TABLE IF EXISTS bench_bare');
+    target(
+      'single submit vs bare Koa + one INSERT',
+      ratio(result.submit_req_per_s, result.bare_koa_insert_req_per_s),
+      '≥ 0.8x',
+      (v) => v >= 0.8,
+      `${result.submit_req_per_s} vs ${result.bare_koa_insert_req_per_s} req/s`,
+    );
+  }
 
   // 2. Batch submit.
-  say('batch submit: 10 x 1000, 4 in flight');
-  let t0 = performance.now();
-  await submitBatches(noop.base, 10_000, (i) => `OPENAI ${i}`);
-  result.batch_submit_jobs_per_s = round(10_000 / ((performance.now() - t0) / 1000));
-  await waitFinished(db, 10_000, 'batch jobs');
-  await reset(db);
+  if (noop && on('batch')) {
+    say('batch submit: 10 x 1000, 4 in flight');
+    const t0 = performance.now();
+    await submitBatches(noop.base, 10_000, (i) => `OPENAI ${i}`);
+    result.batch_submit_jobs_per_s = round(10_000 / ((performance.now() - t0) / 1000));
+    await waitFinished(db, 10_000, 'batch jobs');
+    await reset(db);
+  }
 
   // 3. End-to-end drain: DRAIN_JOBS no-op jobs, from the first submit to the last finish.
-  say(`drain: ${DRAIN_JOBS} no-op jobs`);
-  t0 = performance.now();
-  await submitBatches(noop.base, DRAIN_JOBS, (i) => `OPENAI ${i}`);
-  await waitFinished(db, DRAIN_JOBS, 'drain');
-  result.drain_jobs_per_s = round(DRAIN_JOBS / ((performance.now() - t0) / 1000));
-  const underLoad = await percentiles(db, PICKUP_MS);
-  result.drain_pickup_p50_ms = underLoad.p50;
-  result.drain_pickup_p99_ms = underLoad.p99;
-  result.rss_after_drain_mb = await rssMb(noop.pid);
-  await reset(db);
+  if (noop && on('drain')) {
+    say(`drain: ${DRAIN_JOBS} no-op jobs`);
+    const t0 = performance.now();
+    await submitBatches(noop.base, DRAIN_JOBS, (i) => `OPENAI ${i}`);
+    await waitFinished(db, DRAIN_JOBS, 'drain');
+    result.drain_jobs_per_s = round(DRAIN_JOBS / ((performance.now() - t0) / 1000));
+    const underLoad = await percentiles(db, PICKUP_MS);
+    result.drain_pickup_p50_ms = underLoad.p50;
+    result.drain_pickup_p99_ms = underLoad.p99;
+    result.rss_after_drain_mb = await rssMb(noop.pid);
+    await reset(db);
+  }
 
   // 4. Pick-up on an idle queue: one job at a time, submit to heuristic start.
-  say(`pick-up: ${PICKUPS} jobs, one at a time`);
-  for (let i = 0; i < PICKUPS; i++) {
-    const job = (await post(noop.base, '/normalize_merchant', tx(`OPENAI ${i}`, i))) as {
-      id: string;
-    };
-    await fetch(`${noop.base}/jobs/${job.id}?wait=10`, { headers: auth }).then((r) => r.json());
-    await sleep(5);
+  if (noop && on('pickup')) {
+    say(`pick-up: ${PICKUPS} jobs, one at a time`);
+    for (let i = 0; i < PICKUPS; i++) {
+      const job = (await post(noop.base, '/normalize_merchant', tx(`OPENAI ${i}`, i))) as {
+        id: string;
+      };
+      await fetch(`${noop.base}/jobs/${job.id}?wait=10`, { headers: auth }).then((r) => r.json());
+      await sleep(5);
+    }
+    const idle = await percentiles(db, PICKUP_MS);
+    result.pickup_p50_ms = idle.p50;
+    result.pickup_p99_ms = idle.p99;
+    await reset(db);
   }
-  const idle = await percentiles(db, PICKUP_MS);
-  result.pickup_p50_ms = idle.p50;
-  result.pickup_p99_ms = idle.p99;
-  await reset(db);
-  await noop.stop();
 
-  // 5. Completion -> long-poll answer: 500 jobs of 100 ms, each with a ?wait=60 waiter.
-  say('long-poll: 500 jobs of 100 ms, each with a waiter');
-  const slow = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '100' });
-  const ids = await submitBatches(slow.base, 500, (i) => `SPOTIFY ${i}`, 1);
-  const lags: number[] = [];
-  await Promise.all(
-    ids.map(async (id) => {
-      const askedAt = Date.now();
-      const res = await fetch(`${slow.base}/jobs/${id}?wait=60`, { headers: auth });
-      const answeredAt = Date.now();
-      const job = (await res.json()) as { finished_at: string | null };
-      const finishedAt = Date.parse(job.finished_at ?? '');
-      if (finishedAt >= askedAt) lags.push(answeredAt - finishedAt);
-    }),
-  );
-  lags.sort((a, b) => a - b);
-  result.longpoll_answer_p50_ms = lags[Math.floor(lags.length / 2)] ?? NaN;
-  result.longpoll_answer_p99_ms = lags[Math.floor(lags.length * 0.99)] ?? NaN;
-  await slow.stop();
-  await reset(db);
+  // 4b. Time to result: POST, then GET ?wait on its id, one job at a time, measured here.
+  if (noop && on('ttr')) {
+    say(`time to result: ${TTR_JOBS} sequential POST + GET ?wait`);
+    const times: number[] = [];
+    for (let i = 0; i < TTR_JOBS; i++) {
+      const t0 = performance.now();
+      const job = (await post(noop.base, '/normalize_merchant', tx(`OPENAI ${i}`, i))) as {
+        id: string;
+      };
+      const res = await fetch(`${noop.base}/jobs/${job.id}?wait=10`, { headers: auth });
+      const done = (await res.json()) as { status: string };
+      if (done.status !== 'succeeded') throw new Error(`time to result: ${done.status}`);
+      times.push(performance.now() - t0);
+    }
+    const p = quantiles(times);
+    result.time_to_result_p50_ms = p.p50;
+    result.time_to_result_p99_ms = p.p99;
+    target('time to result p99 (no-op, POST then GET ?wait)', p.p99, '≤ 10 ms', (v) => v <= 10);
+    await reset(db);
+  }
+  await noop?.stop();
+
+  // 5. Completion -> long-poll answer: LONGPOLL_WAITERS jobs of 100 ms, each with a ?wait=60.
+  if (on('longpoll')) {
+    say(`long-poll: ${LONGPOLL_WAITERS} jobs of 100 ms, each with a waiter`);
+    const slow = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '100' });
+    const ids = await submitBatches(slow.base, LONGPOLL_WAITERS, (i) => `SPOTIFY ${i}`, 1);
+    const lags: number[] = [];
+    await Promise.all(
+      ids.map(async (id) => {
+        const askedAt = Date.now();
+        const res = await fetch(`${slow.base}/jobs/${id}?wait=60`, { headers: auth });
+        const answeredAt = Date.now();
+        const job = (await res.json()) as { finished_at: string | null };
+        const finishedAt = Date.parse(job.finished_at ?? '');
+        if (finishedAt >= askedAt) lags.push(answeredAt - finishedAt);
+      }),
+    );
+    const p = quantiles(lags);
+    result.longpoll_waiters = LONGPOLL_WAITERS;
+    result.longpoll_answer_p50_ms = p.p50;
+    result.longpoll_answer_p99_ms = p.p99;
+    target(`long-poll lag p99, ${LONGPOLL_WAITERS} waiters`, p.p99, '≤ 20 ms', (v) => v <= 20);
+    await slow.stop();
+    await reset(db);
+  }
 
   // 6. Slot utilization: 1 s heuristic, N = 10 x C jobs.
-  say(`utilization: ${10 * CONCURRENCY} jobs of 1 s on ${CONCURRENCY} slots`);
-  const second = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '1000' });
-  await submitBatches(second.base, 10 * CONCURRENCY, (i) => `UBER TRIP ${i}`, 1);
-  await waitFinished(db, 10 * CONCURRENCY, 'utilization');
-  const span = await db.raw<{ rows: [{ busy_s: number; span_s: number }] }>(
-    `SELECT sum(extract(epoch FROM finished_at - started_at)) AS busy_s,
-            extract(epoch FROM max(finished_at) - min(started_at)) AS span_s FROM jobs`,
-  );
-  result.utilization_pct = round(
-    (100 * Number(span.rows[0].busy_s)) / (CONCURRENCY * Number(span.rows[0].span_s)),
-  );
-  await second.stop();
-  await reset(db);
+  if (on('util')) {
+    say(`utilization: ${10 * CONCURRENCY} jobs of 1 s on ${CONCURRENCY} slots`);
+    const second = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '1000' });
+    await submitBatches(second.base, 10 * CONCURRENCY, (i) => `UBER TRIP ${i}`, 1);
+    await waitFinished(db, 10 * CONCURRENCY, 'utilization');
+    const span = await db.raw<{ rows: [{ busy_s: number; span_s: number }] }>(
+      `SELECT sum(extract(epoch FROM finished_at - started_at)) AS busy_s,
+              extract(epoch FROM max(finished_at) - min(started_at)) AS span_s FROM jobs`,
+    );
+    result.utilization_pct = round(
+      (100 * Number(span.rows[0].busy_s)) / (CONCURRENCY * Number(span.rows[0].span_s)),
+    );
+    target('slot utilization (1 s jobs)', result.utilization_pct, '≥ 99 %', (v) => v >= 99);
+    await second.stop();
+    await reset(db);
+  }
 
   // 7. Heuristic calls vs jobs on transactions-2k.csv, result cache and single-flight on.
-  say('heuristic calls on transactions-2k.csv (cache on)');
-  const cached = await startService(databaseUrl, {
-    HEURISTIC_DELAY_MS: '20',
-    RESULT_CACHE_TTL_MS: '3600000',
-  });
-  const rows = (await fs.readFile(SAMPLE, 'utf8')).trim().split('\n').slice(1);
-  const descriptions = rows.map((r) => r.slice(11, r.lastIndexOf(',')).replace(/^"|"$/g, ''));
-  await submitBatches(cached.base, descriptions.length, (i) => descriptions[i] ?? '', 2);
-  await waitFinished(db, descriptions.length, 'transactions-2k');
-  const metrics = await (await fetch(`${cached.base}/metrics`)).text();
-  result.sample_jobs = descriptions.length;
-  result.sample_heuristic_calls = Number(
-    /^merchant_heuristic_duration_seconds_count (\d+)/m.exec(metrics)?.[1] ?? NaN,
-  );
-  result.sample_distinct_keys = Number(
-    (await db.raw<{ rows: [{ n: string }] }>('SELECT count(DISTINCT cache_key) AS n FROM jobs'))
-      .rows[0].n,
-  );
-  await cached.stop();
-  await reset(db);
+  if (on('calls')) {
+    say('heuristic calls on transactions-2k.csv (cache on)');
+    const cached = await startService(databaseUrl, {
+      HEURISTIC_DELAY_MS: '20',
+      RESULT_CACHE_TTL_MS: '3600000',
+    });
+    const rows = (await fs.readFile(SAMPLE, 'utf8')).trim().split('\n').slice(1);
+    const descriptions = rows.map((r) => r.slice(11, r.lastIndexOf(',')).replace(/^"|"$/g, ''));
+    await submitBatches(cached.base, descriptions.length, (i) => descriptions[i] ?? '', 2);
+    await waitFinished(db, descriptions.length, 'transactions-2k');
+    result.sample_jobs = descriptions.length;
+    result.sample_heuristic_calls = await heuristicCalls(cached.base);
+    result.sample_distinct_keys = Number(
+      (await db.raw<{ rows: [{ n: string }] }>('SELECT count(DISTINCT cache_key) AS n FROM jobs'))
+        .rows[0].n,
+    );
+    target(
+      'heuristic calls = distinct keys (transactions-2k.csv)',
+      result.sample_heuristic_calls,
+      `= ${result.sample_distinct_keys}`,
+      (v) => v === result.sample_distinct_keys,
+    );
+    await cached.stop();
+    await reset(db);
+  }
 
   // 8. RSS at 0 and 100k pending jobs (the heuristic never finishes in time).
-  say('RSS with 100,000 pending jobs');
-  const stuck = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '600000' });
-  await sleep(1000);
-  result.rss_0_pending_mb = await rssMb(stuck.pid);
-  await submitBatches(stuck.base, 100_000, (i) => `NETFLIX ${i}`);
-  await sleep(2000);
-  result.rss_100k_pending_mb = await rssMb(stuck.pid);
-  await stuck.stop();
-  await reset(db);
+  if (on('rss')) {
+    say('RSS with 100,000 pending jobs');
+    const stuck = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '600000' });
+    await sleep(1000);
+    result.rss_0_pending_mb = await rssMb(stuck.pid);
+    await submitBatches(stuck.base, 100_000, (i) => `NETFLIX ${i}`);
+    await sleep(2000);
+    result.rss_100k_pending_mb = await rssMb(stuck.pid);
+    target(
+      'RSS growth, 0 → 100k pending',
+      round(Number(result.rss_100k_pending_mb) - Number(result.rss_0_pending_mb)),
+      '≤ +50 MB',
+      (v) => v <= 50,
+    );
+    await stuck.stop();
+    await reset(db);
+  }
 
   // 9. GET p99 while CPU-heavy heuristics run (200 ms of CPU per job, on worker threads).
-  say('GET latency while CPU-heavy heuristics run');
-  const cpu = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '0', HEURISTIC_CPU_MS: '200' });
-  const [probe] = await submitBatches(cpu.base, 1000, (i) => `LYFT RIDE ${i}`, 1);
-  const get = await autocannon({
-    url: `${cpu.base}/jobs/${probe}`,
-    headers: auth,
-    connections: 16,
-    duration: Math.min(SECONDS, 5),
-  });
-  const [{ running }] = (await db('jobs').where({ status: 'running' }).count('* as running')) as [
-    { running: string },
-  ];
-  result.get_under_cpu_load_p50_ms = get.latency.p50;
-  result.get_under_cpu_load_p99_ms = get.latency.p99;
-  result.get_under_cpu_load_running_jobs = Number(running);
-  await cpu.stop();
-  await reset(db);
+  if (on('cpu')) {
+    say('GET latency while CPU-heavy heuristics run');
+    const cpu = await startService(databaseUrl, {
+      HEURISTIC_DELAY_MS: '0',
+      HEURISTIC_CPU_MS: '200',
+    });
+    const [probe] = await submitBatches(cpu.base, 1000, (i) => `LYFT RIDE ${i}`, 1);
+    const get = await autocannon({
+      url: `${cpu.base}/jobs/${probe}`,
+      headers: auth,
+      connections: 16,
+      duration: Math.min(SECONDS, 5),
+    });
+    const [{ running }] = (await db('jobs').where({ status: 'running' }).count('* as running')) as [
+      { running: string },
+    ];
+    result.get_under_cpu_load_p50_ms = get.latency.p50;
+    result.get_under_cpu_load_p99_ms = get.latency.p99;
+    result.get_under_cpu_load_running_jobs = Number(running);
+    target('GET p99 during CPU-heavy heuristics', get.latency.p99, '≤ 20 ms', (v) => v <= 20);
+    await cpu.stop();
+    await reset(db);
+  }
 
-  Object.assign(result, await benchFiles(databaseUrl)); // file batches, both ways (bench/files.ts)
-
-  // 10. The peers.
-  const peerOpts = { databaseUrl, jobs: PEER_JOBS, concurrency: CONCURRENCY, pickups: PICKUPS };
-  const peers: Array<[string, () => Promise<PeerResult>]> = [
-    ['graphile_worker', () => graphileWorker(peerOpts)],
-    ['bullmq', () => bullmq({ ...peerOpts, redisPort: REDIS_PORT })],
-    // Its pick-up is its polling interval (0.5 s): 20 samples say as much as 200.
-    ['pg_boss', () => pgBoss({ ...peerOpts, pickups: 20 })],
-  ];
-  for (const [name, runPeer] of peers) {
-    if (name === 'bullmq' && !(await reachable(REDIS_PORT))) {
-      say(`${name}: skipped (no Redis on 127.0.0.1:${REDIS_PORT})`);
-      result[`${name}_skipped`] = 'no Redis';
-      continue;
+  // 10. Many slow jobs in flight: RUNNER_CONCURRENCY=10000, 30 s I/O-bound heuristic.
+  if (on('slow10k')) {
+    say(`${SLOW_JOBS} jobs of 30 s in flight in one process (RUNNER_CONCURRENCY=${SLOW_JOBS})`);
+    const many = await startService(databaseUrl, {
+      HEURISTIC_DELAY_MS: '30000',
+      RUNNER_CONCURRENCY: String(SLOW_JOBS),
+      SHUTDOWN_GRACE_MS: '0',
+    });
+    const [probe] = await submitBatches(many.base, SLOW_JOBS, (i) => `HULU ${i}`);
+    const deadline = performance.now() + 20_000;
+    let running = 0;
+    while (performance.now() < deadline) {
+      const [row] = (await db('jobs').where({ status: 'running' }).count('* as n')) as [
+        { n: string },
+      ];
+      running = Number(row.n);
+      if (running >= SLOW_JOBS) break;
+      await sleep(200);
     }
-    say(`${name}: ${PEER_JOBS} no-op jobs at concurrency ${CONCURRENCY}, ${PICKUPS} pick-ups`);
-    const r = await runPeer();
-    for (const [k, v] of Object.entries(r)) result[`${name}_${k}`] = v;
+    result.slow_running_jobs = running;
+    // Statements per second while they all sleep: from pg_stat_statements when installed,
+    // else transactions (commits + rollbacks) of the database.
+    const tracked = (
+      await db.raw<{ rows: [{ on: boolean }] }>(
+        `SELECT to_regclass('pg_stat_statements') IS NOT NULL AS on`,
+      )
+    ).rows[0].on;
+    const count = async () => {
+      const res = await db.raw<{ rows: [{ n: string }] }>(
+        tracked
+          ? `SELECT sum(calls) AS n FROM pg_stat_statements s
+             JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()`
+          : `SELECT xact_commit + xact_rollback AS n FROM pg_stat_database
+             WHERE datname = current_database()`,
+      );
+      return { n: Number(res.rows[0].n), how: tracked ? 'statements' : 'transactions' };
+    };
+    // The runner alone first (10 s: a heartbeat's renewal, the reaper's polls), then the GETs.
+    const before = await count();
+    const t0 = performance.now();
+    await sleep(10_000);
+    const after = await count();
+    result[`slow_db_${after.how}_per_s`] = round(
+      (after.n - before.n) / ((performance.now() - t0) / 1000),
+    );
+    const get = await autocannon({
+      url: `${many.base}/jobs/${probe}`,
+      headers: auth,
+      connections: 16,
+      duration: Math.min(SECONDS, 5),
+    });
+    result.slow_rss_mb = await rssMb(many.pid);
+    result.slow_get_p50_ms = get.latency.p50;
+    result.slow_get_p99_ms = get.latency.p99;
+    target(
+      `${SLOW_JOBS} slow jobs in flight: RSS`,
+      result.slow_rss_mb,
+      '≤ 500 MB',
+      (v) => v <= 500,
+    );
+    target(`${SLOW_JOBS} slow jobs in flight: GET p99`, get.latency.p99, '≤ 20 ms', (v) => v <= 20);
+    target(
+      `${SLOW_JOBS} slow jobs in flight: database ${after.how}/s (10 s, no GETs)`,
+      Number(result[`slow_db_${after.how}_per_s`]),
+      'bounded, reported',
+      () => running >= SLOW_JOBS,
+      `${running} running`,
+    );
+    await many.stop();
+    await reset(db);
+  }
+
+  // 11. One, two, three processes on one Postgres: throughput, and every job run exactly once.
+  if (on('procs')) {
+    for (const n of [1, 2, 3]) {
+      say(`${n} process(es): ${PROC_JOBS} no-op jobs`);
+      const servers = await Promise.all(
+        Array.from({ length: n }, () => startService(databaseUrl, { HEURISTIC_DELAY_MS: '0' })),
+      );
+      const t0 = performance.now();
+      await Promise.all(
+        servers.map((srv, k) =>
+          submitBatches(srv.base, Math.ceil(PROC_JOBS / n), (i) => `OPENAI ${k}-${i}`, 2),
+        ),
+      );
+      const total = Math.ceil(PROC_JOBS / n) * n;
+      await waitFinished(db, total, `${n} processes`);
+      result[`procs_${n}_jobs_per_s`] = round(total / ((performance.now() - t0) / 1000));
+      const calls = (await Promise.all(servers.map((srv) => heuristicCalls(srv.base)))).reduce(
+        (a, b) => a + b,
+        0,
+      );
+      const [check] = (
+        await db.raw<{ rows: [{ jobs: string; once: string }] }>(
+          `SELECT count(*) AS jobs,
+                  count(*) FILTER (WHERE status = 'succeeded' AND attempts = 1) AS once
+           FROM jobs`,
+        )
+      ).rows;
+      const exactlyOnce = Number(check.jobs) === total && Number(check.once) === total;
+      result[`procs_${n}_exactly_once`] = exactlyOnce && calls === total ? 'yes' : 'NO';
+      result[`procs_${n}_heuristic_calls`] = calls;
+      await Promise.all(servers.map((srv) => srv.stop()));
+      await reset(db);
+    }
+    target(
+      'several processes: same jobs run exactly once (1/2/3 processes)',
+      [1, 2, 3].every((n) => result[`procs_${n}_exactly_once`] === 'yes') ? 1 : 0,
+      'exactly once',
+      (v) => v === 1,
+      [1, 2, 3].map((n) => `${n}: ${result[`procs_${n}_jobs_per_s`]} jobs/s`).join(', '),
+    );
+  }
+
+  // File batches, both ways (bench/files.ts).
+  if (on('files')) Object.assign(result, await benchFiles(databaseUrl));
+
+  // 12. The peers. graphile-worker drains the same N as our drain, at the same concurrency,
+  // enqueue + drain timed together, on the same Postgres.
+  if (on('peers')) {
+    const peerOpts = { databaseUrl, jobs: PEER_JOBS, concurrency: CONCURRENCY, pickups: PICKUPS };
+    const peers: Array<[string, () => Promise<PeerResult>]> = [
+      ['graphile_worker', () => graphileWorker({ ...peerOpts, jobs: DRAIN_JOBS })],
+      ['bullmq', () => bullmq({ ...peerOpts, redisPort: REDIS_PORT })],
+      // Its pick-up is its polling interval (0.5 s): 20 samples say as much as 200.
+      ['pg_boss', () => pgBoss({ ...peerOpts, pickups: 20 })],
+    ];
+    for (const [name, runPeer] of peers) {
+      if (name === 'bullmq' && !(await reachable(REDIS_PORT))) {
+        say(`${name}: skipped (no Redis on 127.0.0.1:${REDIS_PORT})`);
+        result[`${name}_skipped`] = 'no Redis';
+        continue;
+      }
+      const jobs = name === 'graphile_worker' ? DRAIN_JOBS : PEER_JOBS;
+      say(`${name}: ${jobs} no-op jobs at concurrency ${CONCURRENCY}, ${PICKUPS} pick-ups`);
+      const r = await runPeer();
+      for (const [k, v] of Object.entries(r)) result[`${name}_${k}`] = v;
+    }
+    if (result.drain_jobs_per_s !== undefined && result.graphile_worker_drain_jobs_per_s) {
+      target(
+        `drain ${DRAIN_JOBS} no-op jobs vs graphile-worker batch mode (enqueue + drain)`,
+        ratio(result.drain_jobs_per_s, result.graphile_worker_drain_jobs_per_s),
+        '≥ 1.0x',
+        (v) => v >= 1,
+        `${result.drain_jobs_per_s} vs ${result.graphile_worker_drain_jobs_per_s} jobs/s`,
+      );
+    }
   }
 
   await db.destroy();
@@ -379,7 +595,47 @@ async function main() {
   result.node = process.version;
   console.log('\n| metric | value |\n|---|---|');
   for (const [k, v] of Object.entries(result)) console.log(`| ${k} | ${v} |`);
-  console.log(`\n${JSON.stringify(result)}`);
+  console.log('\n| target | measured | wanted | met | detail |\n|---|---|---|---|---|');
+  for (const t of targets) {
+    console.log(`| ${t.what} | ${t.value} | ${t.wanted} | ${t.met ? 'yes' : 'NO'} | ${t.detail} |`);
+  }
+  console.log(`\n${JSON.stringify({ ...result, targets })}`);
+}
+
+interface Target {
+  what: string;
+  value: number;
+  wanted: string;
+  met: boolean;
+  detail: string;
+}
+const targets: Target[] = [];
+
+/** Records one of the issue's targets for the final table. */
+function target(
+  what: string,
+  value: number | string | undefined,
+  wanted: string,
+  met: (v: number) => boolean,
+  detail = '',
+) {
+  const v = Number(value);
+  targets.push({ what, value: v, wanted, met: Number.isFinite(v) && met(v), detail });
+}
+
+function ratio(a: number | string | undefined, b: number | string | undefined): number {
+  return round(Number(a) / Number(b), 2);
+}
+
+function quantiles(values: number[]): { p50: number; p99: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))];
+  return { p50: round(at(0.5) ?? NaN, 2), p99: round(at(0.99) ?? NaN, 2) };
+}
+
+async function heuristicCalls(base: string): Promise<number> {
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  return Number(/^merchant_heuristic_duration_seconds_count (\d+)/m.exec(metrics)?.[1] ?? NaN);
 }
 
 function reachable(port: number): Promise<boolean> {
@@ -397,6 +653,7 @@ main().then(
   () => process.exit(0),
   (err: unknown) => {
     console.error(err);
+    console.error(`bench: failed; measured so far: ${JSON.stringify({ ...result, targets })}`);
     // Do not leave servers behind (they would hold this process's stdout open).
     for (const child of children) child.kill('SIGKILL');
     process.exit(1);

@@ -34,6 +34,7 @@ import { Jobs } from './jobs/usecases.js';
 import { type Logger, createLogger } from './log.js';
 import { Metrics } from './metrics.js';
 import { Push } from './push/push.js';
+import { PendingAnnouncer } from './runner/announce.js';
 import { Runner } from './runner/runner.js';
 import { AttemptStats } from './runner/stats.js';
 
@@ -166,6 +167,8 @@ export async function startService(
     runner = jobRunner;
     busySlots = () => jobRunner.busySlots;
     const wake = () => jobRunner.wake();
+    // Other processes' runners hear of submits by a NOTIFY sent after the commit (announce.ts).
+    const announcer = new PendingAnnouncer(() => store.announcePending(), log);
 
     // What the event log tells this process: waiters wake, canceled attempts abort.
     feed.subscribe((appended) => {
@@ -221,7 +224,10 @@ export async function startService(
         config.resultCacheTtlMs > 0
           ? scopedCacheKey(config.resultCacheScope, heuristic, tx, clientId)
           : null,
-      onJobSubmitted: wake,
+      onJobSubmitted: () => {
+        wake();
+        announcer.announce();
+      },
       // Each file batch holds a connection while it is uploaded: at most half the pool.
       maxFileBatchesInFlight: Math.max(1, Math.floor(config.databasePoolMax / 2)),
       metrics,

@@ -57,6 +57,8 @@ export interface JobStore {
   insertJob: Reported<typeof jobs.insertJob>;
   insertBatch: Reported<typeof batches.insertBatch>;
   insertBatchFile: Reported<typeof batchFiles.insertBatchFile>;
+  /** Tells runners in every process that jobs are pending (a NOTIFY of its own). */
+  announcePending: Bound<typeof jobs.announcePending>;
   cancelJob: Reported<typeof jobs.cancelJob>;
   getJob: Bound<typeof jobs.getJob>;
   listJobs: Bound<typeof jobs.listJobs>;
@@ -107,6 +109,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     insertJob: async (job) => reported(await jobs.insertJob(db, job)),
     insertBatch: async (batch) => reported(await batches.insertBatch(db, batch)),
     insertBatchFile: async (batch) => reported(await batchFiles.insertBatchFile(db, batch)),
+    announcePending: () => jobs.announcePending(db),
     cancelJob: async (id, owner) => {
       const canceled = await jobs.cancelJob(db, id, owner);
       return canceled && reported(canceled);

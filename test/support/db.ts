@@ -4,7 +4,7 @@ import pg from 'pg';
 import { ensureClient } from '../../src/db/sql/clients.js';
 import { createKnex } from '../../src/db/knex.js';
 import type { JobRow } from '../../src/db/sql/rows.js';
-import { insertJob } from '../../src/db/sql/jobs.js';
+import { announcePending, insertJob } from '../../src/db/sql/jobs.js';
 import { createLogger } from '../../src/log.js';
 import { tx } from './heuristics.js';
 
@@ -152,8 +152,8 @@ export async function clientId(db: Knex, name = 'a'): Promise<string> {
 }
 
 /**
- * A pending job inserted straight into the table, as another process would (no local wake-up);
- * it belongs to client "a" unless another client is named.
+ * A pending job inserted straight into the table and announced, as another process would (no
+ * local wake-up, a NOTIFY); it belongs to client "a" unless another client is named.
  */
 export async function insertPending(
   db: Knex,
@@ -162,10 +162,13 @@ export async function insertPending(
   client = 'a',
 ): Promise<JobRow> {
   const owner = await clientId(db, client);
-  return insertJob(db, {
+  const { row } = await insertJob(db, {
     id: randomUUID(),
     clientId: owner,
     transaction: tx(description),
     maxAttempts,
-  }).then((r) => r.row);
+  });
+  // As a submitting process does once the insert committed: runners everywhere hear of it.
+  await announcePending(db);
+  return row;
 }

@@ -10,7 +10,6 @@ import { pipeline } from 'node:stream/promises';
 import type { Knex } from 'knex';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { Transaction } from '../../heuristic/types.js';
-import { PENDING_CHANNEL } from '../channels.js';
 import { type InsertedBatch, insertBatchSql, newBatchRow } from './batches.js';
 import { type EventCounts, eventCounts } from './events.js';
 import {
@@ -64,8 +63,8 @@ function positional(sql: string): string {
 // open while the client uploads (one would hold back every reader of the event log, which waits
 // for the oldest open write transaction on the server). Once all are in: calls `admit(n)` (which
 // may refuse by throwing), then in one transaction inserts as insertBatch does (cache hits
-// succeeded with their events, batch.completed when nothing is left to run, NOTIFY when any is
-// pending). With the idempotency key (read once every row arrived) already taken, inserts
+// succeeded with their events, batch.completed when nothing is left to run; the caller
+// announces pending jobs). With the idempotency key (read once every row arrived) already taken, inserts
 // nothing and returns the batch holding it with its body hash. `insertTimeoutMs` bounds that
 // last transaction's statements. The staging table is dropped in any case (and with the session,
 // should the process die).
@@ -184,7 +183,6 @@ async function insertStaged(
       idempotency?.key ?? null,
       idempotency?.requestHash ?? null,
       batch.maxAttempts,
-      PENDING_CHANNEL,
     ],
     query_timeout: timeout + 1000,
   });

@@ -3,7 +3,6 @@
  * client's batches and a batch's items, purge.
  */
 import type { Knex } from 'knex';
-import { PENDING_CHANNEL } from '../channels.js';
 import type { Transaction } from '../../heuristic/types.js';
 import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
 import { CACHED_COLUMNS, cachedValues } from './jobs.js';
@@ -21,7 +20,7 @@ import {
  * The statement that inserts a batch and its jobs from CTE `source`, which must define `t(id, tx,
  * ord, key, result)`: job id, transaction, 1-based position, cache key, cached result (null: a
  * miss). Placeholders after the source's own: batch id, client id, size, idempotency key, request
- * hash, max attempts, the NOTIFY channel. Answers one row (none when the idempotency key is
+ * hash, max attempts. Answers one row (none when the idempotency key is
  * taken) with the batch, the cache hits, its events and, given `jobIds`, the job ids in order.
  */
 export function insertBatchSql(source: string, opts: { jobIds: boolean }): string {
@@ -46,7 +45,6 @@ export function insertBatchSql(source: string, opts: { jobIds: boolean }): strin
               max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq,
               count(*) FILTER (WHERE j.status = 'succeeded')::int AS cached,
               max(j.finished_at) AS finished_at,
-              CASE WHEN bool_or(j.status = 'pending') THEN pg_notify(?, '') END,
               ${EVENT_COUNTS} AS events
        FROM b, j GROUP BY b.id, b.created_at`;
 }
@@ -54,9 +52,9 @@ export function insertBatchSql(source: string, opts: { jobIds: boolean }): strin
 // Inserts a batch and one job per transaction (batch_index = position, ids from `jobIds`), in
 // one statement:
 // pending, or succeeded at once from the result cache (with their events, and batch.completed
-// when nothing is left to run); NOTIFYs runners when any is pending. With an idempotency key
-// already taken, inserts nothing and returns the batch that holds the key (`created: false`)
-// with its body hash.
+// when nothing is left to run); the caller announces pending jobs (jobs.ts announcePending).
+// With an idempotency key already taken, inserts nothing and returns the batch that holds the
+// key (`created: false`) with its body hash.
 export async function insertBatch(
   db: Knex,
   batch: {
@@ -104,7 +102,6 @@ export async function insertBatch(
         idempotency?.key ?? null,
         idempotency?.requestHash ?? null,
         batch.maxAttempts,
-        PENDING_CHANNEL,
       ],
     );
     if (created) {

@@ -49,9 +49,11 @@ export function claimJobs(
     'merchant_claim_jobs',
     `WITH turns AS (
        SELECT c.id, row_number() OVER (ORDER BY c.last_claimed_at NULLS FIRST, c.id) AS turn
-       FROM clients c
-       WHERE EXISTS (SELECT 1 FROM jobs j
-                     WHERE j.client_id = c.id AND j.status = 'pending' AND j.run_after <= now())
+       FROM clients c CROSS JOIN LATERAL (
+         SELECT 1 FROM jobs j
+         WHERE j.client_id = c.id AND j.status = 'pending' AND j.run_after <= now()
+         LIMIT 1
+       ) due_work
        ORDER BY c.last_claimed_at NULLS FIRST, c.id
        LIMIT ?
      ), candidates AS (

@@ -1,0 +1,91 @@
+/**
+ * PendingAnnouncer on its own: an idle announce sends at once; announces arriving while one is
+ * in flight share a single next one; a failed send is logged and does not stop later ones. The
+ * NOTIFY is a function the test holds open and settles, so no interleaving here is timed.
+ */
+import { expect } from 'chai';
+import pg from 'pg';
+import { PENDING_CHANNEL } from '../src/db/channels.js';
+import { createLogger } from '../src/log.js';
+import { PendingAnnouncer } from '../src/runner/announce.js';
+import { databaseUrl, eventually } from './support/db.js';
+import { type Harness, startHarness, submitJob } from './support/harness.js';
+import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+
+/** A notify whose every call waits until the test settles it. */
+class HeldNotify {
+  readonly calls: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  readonly notify = (): Promise<void> =>
+    new Promise<void>((resolve, reject) => this.calls.push({ resolve, reject }));
+}
+
+/** Lets queued promise callbacks run. */
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+};
+
+describe('PendingAnnouncer', () => {
+  const log = createLogger('silent');
+
+  it('sends at once when idle, and one more for all the announces made meanwhile', async () => {
+    const held = new HeldNotify();
+    const announcer = new PendingAnnouncer(held.notify, log);
+    announcer.announce();
+    expect(held.calls).to.have.length(1);
+    for (let i = 0; i < 50; i++) announcer.announce();
+    await settle();
+    expect(held.calls, 'nothing more while the first is in flight').to.have.length(1);
+    held.calls[0]?.resolve();
+    await settle();
+    expect(held.calls, 'the 50 share one').to.have.length(2);
+    held.calls[1]?.resolve();
+    await settle();
+    expect(held.calls, 'nothing was announced after it started').to.have.length(2);
+    announcer.announce();
+    expect(held.calls, 'idle again: at once').to.have.length(3);
+    held.calls[2]?.resolve();
+  });
+
+  it('after a failed send, the next announce sends again', async () => {
+    const held = new HeldNotify();
+    const announcer = new PendingAnnouncer(held.notify, log);
+    announcer.announce();
+    held.calls[0]?.reject(new Error('database unreachable'));
+    await settle();
+    announcer.announce();
+    expect(held.calls).to.have.length(2);
+    held.calls[1]?.resolve();
+  });
+});
+
+describe('submits are announced to other processes', () => {
+  let h: Harness | undefined;
+  let listener: pg.Client | undefined;
+  afterEach(async () => {
+    await listener?.end();
+    await h?.stop();
+    listener = undefined;
+    h = undefined;
+  });
+
+  it('NOTIFYs the pending channel after a single submit and after a batch commits', async () => {
+    // As another process's runner would: LISTENing, and nothing else tells it of new jobs.
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    listener = new pg.Client({ connectionString: databaseUrl(h.db) });
+    await listener.connect();
+    let heard = 0;
+    listener.on('notification', (n) => {
+      if (n.channel === PENDING_CHANNEL) heard += 1;
+    });
+    await listener.query(`LISTEN ${PENDING_CHANNEL}`);
+
+    await submitJob(h, 'Dropbox');
+    await eventually(() => Promise.resolve(heard >= 1), 5000, 'a NOTIFY after the single submit');
+    const before = heard;
+    await h.http
+      .post('/normalize_merchant/batch')
+      .send({ transactions: [tx('Zoom'), tx('Slack')] })
+      .expect(202);
+    await eventually(() => Promise.resolve(heard > before), 5000, 'a NOTIFY after the batch');
+  });
+});
