@@ -266,7 +266,16 @@ describe('the event log (job_events)', () => {
         await trx.rollback();
         throw err;
       }
-      const all = await readEvents(h.db, { limit: 100 });
+      // Both now, once no other transaction older than them is open on the server (the horizon
+      // is server-wide: another test's transaction may be open for a moment).
+      const all = await eventually(
+        async () => {
+          const events = await readEvents(h.db, { limit: 100 });
+          return events.length >= 2 && events;
+        },
+        10_000,
+        'both events past the horizon',
+      );
       expect(all.map((e) => e.job_id)).to.deep.equal([slow.id, fast.id]);
       const rest = await readEvents(h.db, {
         limit: 100,
