@@ -4,6 +4,7 @@
  * place that hears about every terminal change this process writes (metrics count each event
  * exactly once: in the process whose statement wrote it).
  */
+import { jobReader } from './job-reader.js';
 import type { Knex } from 'knex';
 import * as activity from './sql/activity.js';
 import * as batchFiles from './sql/batch-files.js';
@@ -114,7 +115,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
       const canceled = await jobs.cancelJob(db, id, owner);
       return canceled && reported(canceled);
     },
-    getJob: (id, owner) => jobs.getJob(db, id, owner),
+    getJob: jobReader(db),
     listJobs: (opts) => jobs.listJobs(db, opts),
     getBatch: (id, owner) => batches.getBatch(db, id, owner),
     getBatchItems: (opts) => batches.getBatchItems(db, opts),

@@ -249,8 +249,14 @@ export async function purgeFinishedJobs(
   return res.rowCount;
 }
 
-// Reads the jobs with these ids (any client's); changes nothing.
+// Reads the jobs with these ids (any client's), with the database's clock (`read_at`); changes
+// nothing.
 export function getJobs(db: Knex, ids: readonly string[]): Promise<JobRow[]> {
   if (ids.length === 0) return Promise.resolve([]);
-  return rows(db, `SELECT ${COLUMNS} FROM jobs WHERE id = ANY(?::uuid[])`, [[...ids]]);
+  return preparedRows(
+    db,
+    'merchant_get_jobs',
+    `SELECT ${COLUMNS}, now() AS read_at FROM jobs WHERE id = ANY(?::uuid[])`,
+    [[...ids]],
+  );
 }
