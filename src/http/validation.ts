@@ -2,10 +2,9 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsPlugin from 'ajv-formats';
 import type { Transaction } from '../heuristic/types.js';
 import { type FieldError, HttpProblem, PROBLEM_TYPES } from './problem.js';
+import { FIELD_RULES, PARAMETER_RULES } from './rules.js';
 import {
   ALL_SCHEMAS,
-  FIELD_RULES,
-  PARAMETER_RULES,
   batchRequestSchema,
   listJobsQuerySchema,
   pageQuerySchema,

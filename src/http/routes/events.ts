@@ -11,7 +11,7 @@ import { authenticate, clientOf } from '../middleware.js';
 import { common4xx, problem, queryParameters } from '../openapi.js';
 import { HttpProblem, PROBLEM_TYPES } from '../problem.js';
 import type { Route } from '../route.js';
-import { PARAMETER_RULES } from '../schemas.js';
+import { PARAMETER_RULES } from '../rules.js';
 import { parseEventsQuery } from '../validation.js';
 import { eventsQuerySchema } from '../webhook-schemas.js';
 
