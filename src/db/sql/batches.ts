@@ -166,19 +166,23 @@ export function newBatchRow(created: InsertedBatch, clientId: string, size: numb
   };
 }
 
-// Reads one batch of `owner` and counts its jobs per status; changes nothing.
-export async function getBatch(db: Knex, id: string, owner: Owner): Promise<BatchRow | undefined> {
-  const [own, ownBindings] = ownedBy('b', owner);
-  const res = await db.raw<{ rows: BatchRow[] }>(
-    `SELECT b.id, b.client_id, b.size, b.created_at,
-       count(*) FILTER (WHERE j.status = 'pending')::int   AS pending,
+// A batch's jobs (alias `j`) counted per status, with when they started and finished: the
+// columns of BatchRow that getBatch and listBatches compute alike.
+const JOB_COUNTS = `count(*) FILTER (WHERE j.status = 'pending')::int   AS pending,
        count(*) FILTER (WHERE j.status = 'running')::int   AS running,
        count(*) FILTER (WHERE j.status = 'succeeded')::int AS succeeded,
        count(*) FILTER (WHERE j.status = 'failed')::int    AS failed,
        count(*) FILTER (WHERE j.status = 'canceled')::int  AS canceled,
        min(j.started_at) AS started_at,
        max(j.finished_at) AS finished_at,
-       max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq
+       max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq`;
+
+// Reads one batch of `owner` and counts its jobs per status; changes nothing.
+export async function getBatch(db: Knex, id: string, owner: Owner): Promise<BatchRow | undefined> {
+  const [own, ownBindings] = ownedBy('b', owner);
+  const res = await db.raw<{ rows: BatchRow[] }>(
+    `SELECT b.id, b.client_id, b.size, b.created_at,
+       ${JOB_COUNTS}
      FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
      WHERE b.id = ? AND ${own}
      GROUP BY b.id`,
@@ -212,14 +216,7 @@ export async function listBatches(
      )
      SELECT p.id, p.client_id, p.size, p.created_at,
        (extract(epoch FROM p.created_at) * 1000000)::bigint::text AS created_us,
-       count(*) FILTER (WHERE j.status = 'pending')::int   AS pending,
-       count(*) FILTER (WHERE j.status = 'running')::int   AS running,
-       count(*) FILTER (WHERE j.status = 'succeeded')::int AS succeeded,
-       count(*) FILTER (WHERE j.status = 'failed')::int    AS failed,
-       count(*) FILTER (WHERE j.status = 'canceled')::int  AS canceled,
-       min(j.started_at) AS started_at,
-       max(j.finished_at) AS finished_at,
-       max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq
+       ${JOB_COUNTS}
      FROM page p LEFT JOIN jobs j ON j.batch_id = p.id
      GROUP BY p.id, p.client_id, p.size, p.created_at
      ORDER BY p.created_at DESC, p.id DESC`,
