@@ -7,6 +7,7 @@ import * as leanIndexes from './migrations/0005_lean_indexes.js';
 import * as eventLog from './migrations/0006_event_log.js';
 import * as webhooks from './migrations/0008_webhooks.js';
 import * as batchesByClient from './migrations/0009_batches_by_client.js';
+import * as eventsAfterCommit from './migrations/0010_events_announced_after_commit.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -28,6 +29,7 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   // 0007 was reserved for a change that turned out to need no migration.
   ['0008_webhooks', webhooks],
   ['0009_batches_by_client', batchesByClient],
+  ['0010_events_announced_after_commit', eventsAfterCommit],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

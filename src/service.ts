@@ -29,6 +29,7 @@ import { Admission } from './jobs/admission.js';
 import { scopedCacheKey } from './jobs/cache-scope.js';
 import { QueueEstimator } from './jobs/eta.js';
 import { EventFeed } from './jobs/events.js';
+import { announceEvents } from './db/sql/events.js';
 import { JobEvents } from './jobs/hub.js';
 import { Jobs } from './jobs/usecases.js';
 import { type Logger, createLogger } from './log.js';
@@ -116,7 +117,7 @@ export async function startService(
     await db.destroy();
     await embedded?.stop();
   };
-  const feed = new EventFeed(db, log);
+  const feed = new EventFeed(db, log, (payload) => announceEvents(db, payload));
 
   try {
     // Start-up waits for a database that is not up yet (compose, a restart) rather than exit.
@@ -146,7 +147,12 @@ export async function startService(
       queueRefreshMs: config.metricsQueueRefreshMs,
     });
     heuristics.registerMetrics(metrics.registry);
-    const store = createStore(db, { onEvents: (counts) => metrics.eventsAppended(counts) });
+    const store = createStore(db, {
+      onAppended: (appended) => {
+        metrics.eventsAppended(appended.counts);
+        feed.appended(appended);
+      },
+    });
     const jobRunner = new Runner({
       store: store.runner,
       heuristic,
@@ -198,7 +204,7 @@ export async function startService(
       connectTimeoutMs: config.databaseAcquireTimeoutMs,
       channels: {
         [PENDING_CHANNEL]: wake,
-        [EVENTS_CHANNEL]: (txId) => feed.notified(txId),
+        [EVENTS_CHANNEL]: (payload) => feed.notified(payload),
         [KEYS_REVOKED_CHANNEL]: (keyId) => auth.forget(keyId),
         [WEBHOOKS_CHANNEL]: (payload) => pushing.notified(payload),
       },

@@ -6,8 +6,8 @@
 export const PENDING_CHANNEL = 'merchant_jobs_pending';
 
 /**
- * Events were appended to the log (job_events): payload is the appending transaction's id;
- * sent by a trigger once per such transaction, when it commits.
+ * Events were appended to the log (job_events): payload `origin:tx,tx,…`, the writing process
+ * and the ids of transactions that appended events, sent after they committed (src/jobs/events.ts).
  */
 export const EVENTS_CHANNEL = 'merchant_events';
 

@@ -1,8 +1,9 @@
 /**
  * The store: the data-access modules (sql/) bound to one pool, as the runner and the use-cases
- * receive them. Every statement that appends events reports their counts to `onEvents`, the one
- * place that hears about every terminal change this process writes (metrics count each event
- * exactly once: in the process whose statement wrote it).
+ * receive them. Every statement that appends events reports what it appended to `onAppended`,
+ * after its commit: the one place that hears about every terminal change this process writes
+ * (metrics count each event exactly once, in the process whose statement wrote it; the event
+ * feed hands them on and tells the other processes).
  */
 import { jobReader } from './job-reader.js';
 import type { Knex } from 'knex';
@@ -11,7 +12,7 @@ import * as batchFiles from './sql/batch-files.js';
 import * as batches from './sql/batches.js';
 import * as cache from './sql/cache.js';
 import * as claims from './sql/claims.js';
-import type { EventCounts } from './sql/events.js';
+import type { Appended } from './sql/events.js';
 import * as events from './sql/events.js';
 import * as jobs from './sql/jobs.js';
 import type { Claim, JobError, JobRow } from './sql/rows.js';
@@ -23,7 +24,7 @@ type Bound<F> = F extends (db: Knex, ...rest: infer A) => infer R ? (...args: A)
 type Reported<F> = F extends (db: Knex, ...rest: infer A) => Promise<infer R>
   ? (...args: A) => Promise<Unreported<R>>
   : never;
-type Unreported<R> = R extends { events: EventCounts } ? Omit<R, 'events'> : R;
+type Unreported<R> = R extends { events: Appended } ? Omit<R, 'events'> : R;
 
 /** What the runner needs: claim, renew, record outcomes, single-flight, reap and purge. */
 export interface RunnerStore {
@@ -79,15 +80,15 @@ export interface Store extends JobStore {
 }
 
 export interface StoreHooks {
-  /** Events appended by a statement of this process, counted by type. */
-  onEvents?: (counts: EventCounts) => void;
+  /** Events a statement of this process appended, once it committed. */
+  onAppended?: (appended: Appended) => void;
 }
 
 export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
   /** Reports a statement's events and hands back the rest of its result. */
-  const reported = <T extends { events: EventCounts }>(result: T): Omit<T, 'events'> => {
-    const { events: counts, ...rest } = result;
-    if (Object.keys(counts).length > 0) hooks.onEvents?.(counts);
+  const reported = <T extends { events: Appended }>(result: T): Omit<T, 'events'> => {
+    const { events, ...rest } = result;
+    if (events.txId !== undefined) hooks.onAppended?.(events);
     return rest;
   };
   const runner: RunnerStore = {

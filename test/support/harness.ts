@@ -3,19 +3,23 @@ import supertest from 'supertest';
 import { type IssuedKey, issueKey } from '../../src/auth/keys.js';
 import { type Config, loadConfig } from '../../src/config.js';
 import type { Heuristic } from '../../src/heuristic/types.js';
-import { type Store, createStore } from '../../src/db/store.js';
+import type { Store } from '../../src/db/store.js';
 import type { JobEvents } from '../../src/jobs/hub.js';
 import type { Runner } from '../../src/runner/runner.js';
 import { createLogger } from '../../src/log.js';
 import { type Service, startService } from '../../src/service.js';
 import { databaseUrl, freshDatabase } from './db.js';
+import { announcingStore } from './process-store.js';
 import { tx } from './heuristics.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 export interface Harness {
   /** A pool of the test's own on its database, for looking behind the API. */
   db: Knex;
-  /** The store on `db`: the statements the runner and the use-cases run, for tests to call. */
+  /**
+   * The store on `db`: the statements the runner and the use-cases run, for tests to call. It
+   * announces what it finishes as another process would (support/process-store.ts).
+   */
   store: Store;
   /** The service, wired by `startService` exactly as `npm start` wires it. */
   service: Service;
@@ -123,11 +127,12 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
     throw err;
   }
   const key = await issueKey(db, 'a');
+  const own = announcingStore(db);
   const callback = service.app.callback();
   const as = (apiKey: string) => supertest.agent(callback).set('Authorization', `Bearer ${apiKey}`);
   return {
     db,
-    store: createStore(db),
+    store: own.store,
     service,
     runner: service.runner,
     events: service.events,
@@ -142,6 +147,7 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
       proxy?.refuseNew(false);
       await service.stop();
       await proxy?.close();
+      await own.idle();
       await db.destroy();
     },
   };

@@ -1,13 +1,13 @@
 import type { Knex } from 'knex';
 import { createKnex } from '../../src/db/knex.js';
 import type { Heuristic } from '../../src/heuristic/types.js';
-import { createStore } from '../../src/db/store.js';
 import { Runner, type RunnerOptions } from '../../src/runner/runner.js';
 import { AttemptStats } from '../../src/runner/stats.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import { databaseUrl } from './db.js';
 import { attemptOutcomes } from './metrics.js';
+import { announcingStore } from './process-store.js';
 
 export interface OtherRunner {
   runner: Runner;
@@ -21,7 +21,7 @@ export interface OtherRunner {
 /**
  * A second runner on the test's database with a pool of its own, as another process would run
  * it, but without a LISTEN connection: it hears of no cancel and no new job unless woken, so a
- * test decides exactly what it learns and when. Not started; call `runner.start()`.
+ * test decides exactly what it learns and when. What it finishes it announces, as a process does. Not started; call `runner.start()`.
  */
 export function otherRunner(
   db: Knex,
@@ -30,8 +30,10 @@ export function otherRunner(
 ): OtherRunner {
   const pool = createKnex(databaseUrl(db), 2, createLogger('silent'));
   const metrics = new Metrics({ db: pool, busySlots: () => 0, concurrency: 1, waiters: () => 0 });
+  // What it finishes, it announces as a process does: the test's service hears it.
+  const own = announcingStore(pool, (appended) => metrics.eventsAppended(appended.counts));
   const runner = new Runner({
-    store: createStore(pool, { onEvents: (counts) => metrics.eventsAppended(counts) }).runner,
+    store: own.store.runner,
     heuristic,
     log: createLogger('silent'),
     stats: new AttemptStats(),
@@ -52,6 +54,7 @@ export function otherRunner(
     attempts: () => attemptOutcomes(metrics),
     async stop() {
       await runner.stop(0);
+      await own.idle();
       await pool.destroy();
     },
   };

@@ -11,7 +11,7 @@ import type { Knex } from 'knex';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { Transaction } from '../../heuristic/types.js';
 import { type InsertedBatch, insertBatchSql, newBatchRow } from './batches.js';
-import { type EventCounts, eventCounts } from './events.js';
+import { type Appended, NOTHING_APPENDED, appended } from './events.js';
 import {
   type BatchItemRow,
   type BatchRow,
@@ -86,7 +86,7 @@ export async function insertBatchFile(
   /** The new batch as getBatch would read it right after the insert; only when `created`. */
   row?: BatchRow;
   size: number;
-  events: EventCounts;
+  events: Appended;
 }> {
   // knex has no public API for pinning one pooled connection; prepared.ts uses the same two.
   const pool = db.client as {
@@ -193,7 +193,7 @@ async function insertStaged(
       requestHash: idempotency?.requestHash ?? null,
       row: newBatchRow(created, batch.clientId, batch.size),
       size: batch.size,
-      events: eventCounts(created.events),
+      events: appended(created.events),
     };
   }
   if (!idempotency) throw new Error('batch insert returned no row');
@@ -209,7 +209,7 @@ async function insertStaged(
     created: false,
     requestHash: found.request_hash,
     size: batch.size,
-    events: {},
+    events: NOTHING_APPENDED,
   };
 }
 

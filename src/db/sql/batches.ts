@@ -4,7 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { Transaction } from '../../heuristic/types.js';
-import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
+import { type Appended, EVENTS, NOTHING_APPENDED, appended, logFinished } from './events.js';
 import { CACHED_COLUMNS, cachedValues } from './jobs.js';
 import {
   type BatchItemRow,
@@ -45,7 +45,7 @@ export function insertBatchSql(source: string, opts: { jobIds: boolean }): strin
               max(j.seq) FILTER (WHERE j.status = 'pending') AS last_pending_seq,
               count(*) FILTER (WHERE j.status = 'succeeded')::int AS cached,
               max(j.finished_at) AS finished_at,
-              ${EVENT_COUNTS} AS events
+              ${EVENTS} AS events
        FROM b, j GROUP BY b.id, b.created_at`;
 }
 
@@ -75,7 +75,7 @@ export async function insertBatch(
   requestHash: string | null;
   /** The new batch as getBatch would read it right after the insert; only when `created`. */
   row?: BatchRow;
-  events: EventCounts;
+  events: Appended;
 }> {
   const { idempotency } = batch;
   for (let tries = 0; tries < 3; tries++) {
@@ -111,7 +111,7 @@ export async function insertBatch(
         created: true,
         requestHash: idempotency?.requestHash ?? null,
         row: newBatchRow(created, batch.clientId, batch.transactions.length),
-        events: eventCounts(created.events),
+        events: appended(created.events),
       };
     }
     if (!idempotency) throw new Error('batch insert returned no row');
@@ -129,7 +129,7 @@ export async function insertBatch(
         jobIds: found.job_ids ?? [],
         created: false,
         requestHash: found.request_hash,
-        events: {},
+        events: NOTHING_APPENDED,
       };
     }
     // The batch holding the key was purged between the two statements: insert again.

@@ -10,7 +10,7 @@
 import type { Knex } from 'knex';
 import { PENDING_CHANNEL } from '../channels.js';
 import type { MatchResult } from '../../heuristic/types.js';
-import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
+import { type Appended, EVENTS, NOTHING_APPENDED, appended, logFinished } from './events.js';
 import {
   COLUMNS,
   type Claim,
@@ -122,8 +122,8 @@ export async function completeJobs(
     items: readonly { claim: Claim; result: MatchResult }[];
     cacheTtlMs?: number;
   },
-): Promise<{ rows: ((JobRow & { followers: number }) | undefined)[]; events: EventCounts }> {
-  if (opts.items.length === 0) return { rows: [], events: {} };
+): Promise<{ rows: ((JobRow & { followers: number }) | undefined)[]; events: Appended }> {
+  if (opts.items.length === 0) return { rows: [], events: NOTHING_APPENDED };
   const ttl = opts.cacheTtlMs ?? 0;
   const done = await preparedRows<JobRow & { followers: number; events: unknown }>(
     db,
@@ -160,7 +160,7 @@ export async function completeJobs(
      ), ${logFinished('finished', 'decrement')}
      SELECT done.*,
             (SELECT count(*) FROM followers f WHERE f.leader_id = done.id)::int AS followers,
-            ${EVENT_COUNTS} AS events
+            CASE WHEN row_number() OVER () = 1 THEN ${EVENTS} END AS events
      FROM done`,
     [
       opts.items.map((i) => i.claim.id),
@@ -174,7 +174,7 @@ export async function completeJobs(
   const byId = new Map(done.map(({ events: _events, ...row }) => [row.id, row]));
   return {
     rows: opts.items.map((i) => byId.get(i.claim.id)),
-    events: eventCounts(done[0]?.events),
+    events: appended(done.map((row) => row.events)),
   };
 }
 
@@ -185,7 +185,7 @@ export async function completeJobs(
 export async function failAttempt(
   db: Knex,
   opts: { workerId: string; claim: Claim; error: JobError; retry: boolean; retryDelayMs: number },
-): Promise<{ row: JobRow | undefined; events: EventCounts }> {
+): Promise<{ row: JobRow | undefined; events: Appended }> {
   const [found] = await rows<JobRow & { events: unknown }>(
     db,
     `WITH failed AS (
@@ -203,7 +203,7 @@ export async function failAttempt(
      SELECT failed.*, CASE WHEN (status = 'pending' AND run_after <= now())
                                 OR cache_key IS NOT NULL
                            THEN pg_notify(?, '') END AS notified,
-            ${EVENT_COUNTS} AS events
+            ${EVENTS} AS events
      FROM failed`,
     [
       opts.retry,
@@ -216,9 +216,9 @@ export async function failAttempt(
       PENDING_CHANNEL,
     ],
   );
-  if (!found) return { row: undefined, events: {} };
+  if (!found) return { row: undefined, events: NOTHING_APPENDED };
   const { events, ...row } = found;
-  return { row, events: eventCounts(events) };
+  return { row, events: appended(events) };
 }
 
 // Hands this worker's unfinished claims back: status=pending, run_after=now(), attempts-1 (an
@@ -259,7 +259,7 @@ export async function reapExpiredLeases(
     /** Jobs not to reap: the caller's own live attempts, whatever their lease says. */
     except?: readonly string[];
   },
-): Promise<{ requeued: number; failed: number; events: EventCounts }> {
+): Promise<{ requeued: number; failed: number; events: Appended }> {
   const [counts] = await rows<{ requeued: number; failed: number; events: unknown }>(
     db,
     `WITH reaped AS (
@@ -284,13 +284,13 @@ export async function reapExpiredLeases(
      SELECT count(*) FILTER (WHERE status = 'pending')::int AS requeued,
             count(*) FILTER (WHERE status = 'failed')::int AS failed,
             CASE WHEN count(*) FILTER (WHERE status = 'pending') > 0 THEN pg_notify(?, '') END,
-            ${EVENT_COUNTS} AS events
+            ${EVENTS} AS events
      FROM reaped`,
     [[...(opts.except ?? [])], opts.limit, PENDING_CHANNEL],
   );
   return {
     requeued: counts?.requeued ?? 0,
     failed: counts?.failed ?? 0,
-    events: eventCounts(counts?.events),
+    events: appended(counts?.events),
   };
 }

@@ -8,7 +8,8 @@
  * This is the only place those three things are written, so no terminal path can forget one.
  */
 import type { Knex } from 'knex';
-import { rows } from './rows.js';
+import { EVENTS_CHANNEL } from '../channels.js';
+import { preparedRows, rows } from './rows.js';
 
 export type EventType = 'job.succeeded' | 'job.failed' | 'job.canceled' | 'batch.completed';
 export const EVENT_TYPES: readonly EventType[] = [
@@ -35,9 +36,26 @@ export interface EventRow {
 export type EventCounts = Partial<Record<EventType, number>>;
 
 /**
+ * What one statement appended to the log, as it reports it (the EVENTS column): counts by type,
+ * the appending transaction (absent when it appended nothing), and the rows themselves when there
+ * are at most EVENT_ROWS_MAX of them (a large batch's cache hits are read back by `txId`).
+ */
+export interface Appended {
+  counts: EventCounts;
+  txId?: string;
+  rows?: EventRow[];
+}
+
+/** Nothing appended. */
+export const NOTHING_APPENDED: Appended = Object.freeze({ counts: Object.freeze({}) });
+
+/** A statement reports its appended rows when there are at most this many. */
+export const EVENT_ROWS_MAX = 1000;
+
+/**
  * CTEs to append after a CTE named `finished` with columns (id, client_id, batch_id, status)
- * that lists the jobs this statement made terminal. Defines `logged(type)`: the events
- * appended; select `${EVENT_COUNTS} AS events` to report them.
+ * that lists the jobs this statement made terminal. Defines `logged`: the events appended, with
+ * every column; select `${EVENTS} AS events` (on one row of the answer) to report them.
  *
  * `batches`:
  * - `decrement`: the batches of finished jobs have their `unfinished` count decremented (rows
@@ -54,17 +72,17 @@ export function logFinished(
   const jobs = `job_logged AS (
     INSERT INTO job_events (type, client_id, job_id, batch_id)
     SELECT 'job.' || f.status, f.client_id, f.id, f.batch_id FROM ${finished} f ORDER BY f.id
-    RETURNING type
+    RETURNING ${LOGGED_COLUMNS}
   )`;
   if (batches === 'none') {
-    return `${jobs}, logged AS (SELECT type FROM job_logged)`;
+    return `${jobs}, logged AS (SELECT * FROM job_logged)`;
   }
   if (typeof batches === 'object') {
     return `${jobs}, batch_logged AS (
       INSERT INTO job_events (type, client_id, batch_id)
       SELECT 'batch.completed', client_id, id FROM ${batches.inserted} WHERE unfinished = 0
-      RETURNING type
-    ), logged AS (SELECT type FROM job_logged UNION ALL SELECT type FROM batch_logged)`;
+      RETURNING ${LOGGED_COLUMNS}
+    ), logged AS (SELECT * FROM job_logged UNION ALL SELECT * FROM batch_logged)`;
   }
   return `${jobs}, batch_locked AS (
     SELECT b.id FROM batches b
@@ -79,22 +97,44 @@ export function logFinished(
   ), batch_logged AS (
     INSERT INTO job_events (type, client_id, batch_id)
     SELECT 'batch.completed', client_id, id FROM batch_counted WHERE unfinished = 0
-    RETURNING type
-  ), logged AS (SELECT type FROM job_logged UNION ALL SELECT type FROM batch_logged)`;
+    RETURNING ${LOGGED_COLUMNS}
+  ), logged AS (SELECT * FROM job_logged UNION ALL SELECT * FROM batch_logged)`;
 }
 
-/** SQL expression: the `logged` CTE's counts per type, as a JSON object. */
-export const EVENT_COUNTS = `(SELECT coalesce(jsonb_object_agg(type, n), '{}'::jsonb)
-  FROM (SELECT type, count(*)::int AS n FROM logged GROUP BY type) counted)`;
+const LOGGED_COLUMNS = 'id, tx_id, type, client_id, job_id, batch_id, created_at';
 
-/** The events of one transaction (named by an EVENTS_CHANNEL notification); changes nothing. */
-export function eventsOfTransaction(db: Knex, txId: string): Promise<EventRow[]> {
+/**
+ * SQL expression: what the `logged` CTE appended, as a JSON object `{counts, tx, rows}` (see
+ * `Appended`; parse it with `appended`). The transaction id is what other processes are told
+ * after the commit (src/jobs/events.ts); the rows let this process hand the events on without
+ * reading them back.
+ */
+export const EVENTS = `(SELECT jsonb_build_object(
+    'counts', (SELECT coalesce(jsonb_object_agg(type, n), '{}'::jsonb)
+               FROM (SELECT type, count(*)::int AS n FROM logged GROUP BY type) counted),
+    'tx', (SELECT pg_current_xact_id()::text WHERE EXISTS (SELECT 1 FROM logged)),
+    'rows', CASE WHEN (SELECT count(*) FROM logged) <= ${EVENT_ROWS_MAX} THEN
+      (SELECT coalesce(jsonb_agg(jsonb_build_object(
+         'id', id::text, 'tx_id', tx_id::text, 'type', type, 'client_id', client_id,
+         'job_id', job_id, 'batch_id', batch_id, 'created_at', created_at) ORDER BY id), '[]')
+       FROM logged) END))`;
+
+/** The events of some transactions (named by EVENTS_CHANNEL notifications); changes nothing. */
+export function eventsOfTransactions(db: Knex, txIds: readonly string[]): Promise<EventRow[]> {
   return rows<EventRow>(
     db,
     `SELECT id, tx_id::text, type, client_id, job_id, batch_id, created_at
-     FROM job_events WHERE tx_id = ?::xid8 ORDER BY id`,
-    [txId],
+     FROM job_events WHERE tx_id = ANY(?::xid8[]) ORDER BY tx_id, id`,
+    [[...txIds]],
   );
+}
+
+/** Tells every process (EVENTS_CHANNEL) of transactions that appended events (src/jobs/events.ts). */
+export async function announceEvents(db: Knex, payload: string): Promise<void> {
+  await preparedRows(db, 'merchant_announce_events', `SELECT pg_notify(?, ?)`, [
+    EVENTS_CHANNEL,
+    payload,
+  ]);
 }
 
 /** A position in the log: read in (tx_id, id) order. */
@@ -221,7 +261,28 @@ export async function purgeEvents(
   return res.rowCount;
 }
 
-/** Parses the EVENT_COUNTS column (absent or null when the statement returned no row). */
-export function eventCounts(value: unknown): EventCounts {
-  return value !== null && typeof value === 'object' ? value : {};
+/**
+ * Parses the EVENTS column: of a single row, or of the rows of an answer where one row carries
+ * it (absent or null when the statement returned no row).
+ */
+export function appended(value: unknown): Appended {
+  if (Array.isArray(value)) {
+    return appended(value.find((v) => v !== null && v !== undefined));
+  }
+  if (value === null || typeof value !== 'object') return NOTHING_APPENDED;
+  const {
+    counts,
+    tx,
+    rows: logged,
+  } = value as { counts?: EventCounts; tx?: string | null; rows?: unknown[] | null };
+  return {
+    counts: counts ?? {},
+    ...(typeof tx === 'string' && { txId: tx }),
+    ...(Array.isArray(logged) && { rows: logged.map(eventRowOf) }),
+  };
+}
+
+function eventRowOf(raw: unknown): EventRow {
+  const row = raw as Omit<EventRow, 'created_at'> & { created_at: string };
+  return { ...row, created_at: new Date(row.created_at) };
 }

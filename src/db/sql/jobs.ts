@@ -4,7 +4,7 @@
  */
 import type { Knex } from 'knex';
 import { PENDING_CHANNEL } from '../channels.js';
-import { EVENT_COUNTS, type EventCounts, eventCounts, logFinished } from './events.js';
+import { type Appended, EVENTS, NOTHING_APPENDED, appended, logFinished } from './events.js';
 import {
   COLUMNS,
   type Idempotency,
@@ -52,7 +52,7 @@ export async function insertJob(
     /** Result-cache key; a cached answer stores the job already succeeded. */
     cacheKey?: string | null;
   },
-): Promise<{ row: JobRow; created: boolean; requestHash: string | null; events: EventCounts }> {
+): Promise<{ row: JobRow; created: boolean; requestHash: string | null; events: Appended }> {
   const { idempotency } = job;
   for (let tries = 0; tries < 3; tries++) {
     const [inserted] = await preparedRows<JobRow & { events: unknown }>(
@@ -70,7 +70,7 @@ export async function insertJob(
        ), finished AS (
          SELECT id, client_id, batch_id, status FROM inserted WHERE status = 'succeeded'
        ), ${logFinished('finished', 'none')}
-       SELECT inserted.*, ${EVENT_COUNTS} AS events
+       SELECT inserted.*, ${EVENTS} AS events
        FROM inserted`,
       [
         job.cacheKey ?? null,
@@ -89,7 +89,7 @@ export async function insertJob(
         row,
         created: true,
         requestHash: idempotency?.requestHash ?? null,
-        events: eventCounts(events),
+        events: appended(events),
       };
     }
     if (!idempotency) throw new Error('insert returned no row');
@@ -100,7 +100,7 @@ export async function insertJob(
     );
     if (existing) {
       const { request_hash: requestHash, ...existingRow } = existing;
-      return { row: existingRow, created: false, requestHash, events: {} };
+      return { row: existingRow, created: false, requestHash, events: NOTHING_APPENDED };
     }
     // The job holding the key was purged between the two statements: insert again.
   }
@@ -168,7 +168,7 @@ export async function cancelJob(
   db: Knex,
   id: string,
   owner: Owner,
-): Promise<{ row: JobRow; previousStatus: JobStatus; events: EventCounts } | undefined> {
+): Promise<{ row: JobRow; previousStatus: JobStatus; events: Appended } | undefined> {
   const [own, ownBindings] = ownedBy('jobs', owner);
   const [found] = await rows<JobRow & { previous_status: JobStatus; events: unknown }>(
     db,
@@ -184,12 +184,12 @@ export async function cancelJob(
      ), finished AS (
        SELECT id, client_id, batch_id, status FROM canceled
      ), ${logFinished('finished', 'decrement')}
-     SELECT canceled.*, ${EVENT_COUNTS} AS events FROM canceled`,
+     SELECT canceled.*, ${EVENTS} AS events FROM canceled`,
     [id, ...ownBindings],
   );
   if (!found) return undefined;
   const { previous_status: previousStatus, events, ...row } = found;
-  return { row, previousStatus, events: eventCounts(events) };
+  return { row, previousStatus, events: appended(events) };
 }
 
 // Counts pending jobs (of one client, or all), stopping at `cap` (a bounded index scan).

@@ -1,0 +1,203 @@
+/**
+ * How appended events travel (src/jobs/events.ts): the writing process hands a statement's rows
+ * on at once and announces the transaction after its commit, one notification in flight, the
+ * rest coalesced; other processes read what they are told, the writer skips its own; and no
+ * statement NOTIFYs inside its own transaction any more (that serialized every commit).
+ */
+import { expect } from 'chai';
+import type { Knex } from 'knex';
+import pg from 'pg';
+import { EVENTS_CHANNEL } from '../src/db/channels.js';
+import type { Appended, EventRow } from '../src/db/sql/events.js';
+import { EventFeed } from '../src/jobs/events.js';
+import { createLogger } from '../src/log.js';
+import { databaseUrl, eventually, freshDatabase } from './support/db.js';
+import { type Harness, startHarness, submitJob } from './support/harness.js';
+import { TestHeuristic, echoAfter } from './support/heuristics.js';
+import { otherRunner } from './support/other-runner.js';
+
+/** A notify whose every call waits until the test settles it; payloads kept. */
+class HeldNotify {
+  readonly calls: Array<{ payload: string; resolve: () => void; reject: (e: unknown) => void }> =
+    [];
+  readonly notify = (payload: string): Promise<void> =>
+    new Promise<void>((resolve, reject) => this.calls.push({ payload, resolve, reject }));
+}
+
+/** Lets queued promise callbacks run. */
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+};
+
+/** Appends one job.canceled event in a transaction of its own; returns that transaction's id. */
+async function appendEvent(db: Knex): Promise<string> {
+  return db.transaction(async (trx) => {
+    const [client] = await trx('clients').insert({ name: `c-${Math.random()}` }, ['id']);
+    const { rows } = await trx.raw<{ rows: { tx: string }[] }>(
+      `INSERT INTO job_events (type, client_id, job_id)
+       VALUES ('job.canceled', ?, gen_random_uuid()) RETURNING tx_id::text AS tx`,
+      [(client as { id: string }).id],
+    );
+    return rows[0]!.tx;
+  });
+}
+
+const appendedIn = (txId: string, rows?: EventRow[]): Appended => ({
+  counts: { 'job.canceled': 1 },
+  txId,
+  ...(rows && { rows }),
+});
+
+describe('EventFeed', () => {
+  const log = createLogger('silent');
+  let db: Knex;
+  before(async () => {
+    db = await freshDatabase(2);
+  });
+  after(() => db.destroy());
+
+  it("hands a statement's own rows on at once, without reading them back", () => {
+    const feed = new EventFeed(db, log);
+    const heard: EventRow[][] = [];
+    feed.subscribe((events) => heard.push([...events]));
+    const row: EventRow = {
+      id: '7',
+      tx_id: '99',
+      type: 'job.succeeded',
+      client_id: '00000000-0000-4000-8000-000000000001',
+      job_id: '00000000-0000-4000-8000-000000000002',
+      batch_id: null,
+      created_at: new Date(),
+    };
+    feed.appended(appendedIn('99', [row]));
+    // Synchronously: a read would have answered later.
+    expect(heard).to.deep.equal([[row]]);
+  });
+
+  it('reads the events back by transaction when the statement did not carry them', async () => {
+    const feed = new EventFeed(db, log);
+    const heard: EventRow[] = [];
+    feed.subscribe((events) => heard.push(...events));
+    const txId = await appendEvent(db);
+    feed.appended(appendedIn(txId));
+    await feed.idle();
+    expect(heard.map((e) => [e.tx_id, e.type])).to.deep.equal([[txId, 'job.canceled']]);
+  });
+
+  it('announces at once when idle; transactions committed meanwhile share the next one', async () => {
+    const held = new HeldNotify();
+    const feed = new EventFeed(db, log, held.notify);
+    feed.appended(appendedIn('1', []));
+    expect(held.calls.map((c) => c.payload.split(':')[1])).to.deep.equal(['1']);
+    for (const tx of ['2', '3', '4']) feed.appended(appendedIn(tx, []));
+    await settle();
+    expect(held.calls, 'nothing more while the first is in flight').to.have.length(1);
+    held.calls[0]!.resolve();
+    await settle();
+    expect(held.calls.map((c) => c.payload.split(':')[1])).to.deep.equal(['1', '2,3,4']);
+    expect(held.calls[1]!.payload.split(':')[0], 'the same origin').to.equal(
+      held.calls[0]!.payload.split(':')[0],
+    );
+    held.calls[1]!.resolve();
+    await feed.idle();
+  });
+
+  it('splits a long backlog into payloads Postgres accepts (under 8,000 bytes), each id once', async () => {
+    const held = new HeldNotify();
+    const feed = new EventFeed(db, log, held.notify);
+    feed.appended(appendedIn('1', []));
+    const backlog = Array.from({ length: 1000 }, (_, i) => String(10n ** 19n + BigInt(i)));
+    for (const tx of backlog) feed.appended(appendedIn(tx, []));
+    for (let i = 0; i < held.calls.length; i++) {
+      held.calls[i]!.resolve();
+      await settle();
+    }
+    const sent = held.calls.slice(1).flatMap((c) => c.payload.split(':')[1]!.split(','));
+    expect(sent).to.deep.equal(backlog);
+    for (const c of held.calls) expect(Buffer.byteLength(c.payload)).to.be.below(8000);
+  });
+
+  it('after a failed announcement, the next transaction is announced', async () => {
+    const held = new HeldNotify();
+    const feed = new EventFeed(db, log, held.notify);
+    feed.appended(appendedIn('1', []));
+    held.calls[0]!.reject(new Error('database unreachable'));
+    await settle();
+    feed.appended(appendedIn('2', []));
+    expect(held.calls.map((c) => c.payload.split(':')[1])).to.deep.equal(['1', '2']);
+    held.calls[1]!.resolve();
+    await feed.idle();
+  });
+
+  it("skips its own announcements, reads another process's and the bare ids migration 0006's trigger sent", async () => {
+    const held = new HeldNotify();
+    const writer = new EventFeed(db, log, held.notify);
+    const reader = new EventFeed(db, log);
+    const heardByWriter: string[] = [];
+    const heardByReader: string[] = [];
+    writer.subscribe((events) => heardByWriter.push(...events.map((e) => e.tx_id)));
+    reader.subscribe((events) => heardByReader.push(...events.map((e) => e.tx_id)));
+    const first = await appendEvent(db);
+    const second = await appendEvent(db);
+    writer.appended(appendedIn(first, []));
+    held.calls[0]!.resolve();
+    const payload = held.calls[0]!.payload;
+
+    writer.notified(payload);
+    reader.notified(payload);
+    reader.notified(second); // the old trigger's payload
+    reader.notified('someone:not-a-tx-id,also not');
+    await Promise.all([writer.idle(), reader.idle()]);
+    expect(heardByWriter, 'its own: not read again').to.deep.equal([]);
+    expect(heardByReader.sort()).to.deep.equal([first, second].sort());
+  });
+});
+
+describe('events reach other processes', () => {
+  let h: Harness | undefined;
+  let listener: pg.Client | undefined;
+  afterEach(async () => {
+    await listener?.end();
+    await h?.stop();
+    listener = undefined;
+    h = undefined;
+  });
+
+  it('a completion is announced after its commit, not by a NOTIFY inside its transaction', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
+    listener = new pg.Client({ connectionString: databaseUrl(h.db) });
+    await listener.connect();
+    const payloads: string[] = [];
+    listener.on('notification', (n) => {
+      if (n.channel === EVENTS_CHANNEL) payloads.push(n.payload ?? '');
+    });
+    await listener.query(`LISTEN ${EVENTS_CHANNEL}`);
+    const job = await submitJob(h, 'Netflix');
+    await eventually(() => Promise.resolve(payloads.length >= 1), 5000, 'an announcement');
+    // A NOTIFY sent inside the completing transaction is delivered at its commit, so before the
+    // announcement sent after it: had there been one, it would be first.
+    expect(payloads[0]).to.match(/^[0-9a-f]{12}:\d+$/);
+    const [event] = await h.db('job_events').where({ job_id: job.id }).select('tx_id');
+    expect(payloads[0]!.split(':')[1]).to.equal(String((event as { tx_id: string }).tx_id));
+  });
+
+  it("another process's finish answers this process's long-poll waiter", async () => {
+    const heuristic = new TestHeuristic(echoAfter(0));
+    h = await startHarness({ heuristic, startRunner: false });
+    const other = otherRunner(h.db, heuristic);
+    try {
+      const job = await submitJob(h, 'Spotify');
+      const started = Date.now();
+      const waiter = h.http.get(`/jobs/${job.id}?wait=30`).then((r) => r);
+      await eventually(async () => h!.events.size === 1, 5000, 'the waiter to register');
+      other.runner.start();
+      other.runner.wake();
+      const res = await waiter;
+      expect(res.body.status).to.equal('succeeded');
+      // Told, not answered at the deadline (30 s) after a re-read.
+      expect(Date.now() - started).to.be.below(10_000);
+    } finally {
+      await other.stop();
+    }
+  });
+});
