@@ -181,6 +181,37 @@ describe('events reach other processes', () => {
     expect(payloads[0]!.split(':')[1]).to.equal(String((event as { tx_id: string }).tx_id));
   });
 
+  it('a session of a version before 0010 (no merchant.events_announced) is still announced by the trigger', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    listener = new pg.Client({ connectionString: databaseUrl(h.db) });
+    await listener.connect();
+    const payloads: string[] = [];
+    listener.on('notification', (n) => {
+      if (n.channel === EVENTS_CHANNEL) payloads.push(n.payload ?? '');
+    });
+    await listener.query(`LISTEN ${EVENTS_CHANNEL}`);
+    const old = new pg.Client({ connectionString: databaseUrl(h.db) });
+    await old.connect();
+    try {
+      const job = await submitJob(h, 'Hulu');
+      const waiter = h.http.get(`/jobs/${job.id}?wait=30`).then((r) => r);
+      await eventually(async () => h!.events.size === 1, 5000, 'the waiter to register');
+      // As the previous version's cancel would: its event appended, nothing announced by it.
+      const { rows } = await old.query<{ tx: string }>(
+        `WITH c AS (UPDATE jobs SET status = 'canceled', finished_at = now()
+                    WHERE id = $1 RETURNING id, client_id)
+         INSERT INTO job_events (type, client_id, job_id)
+         SELECT 'job.canceled', client_id, id FROM c RETURNING tx_id::text AS tx`,
+        [job.id],
+      );
+      await eventually(() => Promise.resolve(payloads.length >= 1), 5000, 'the trigger');
+      expect(payloads).to.deep.equal([rows[0]!.tx]);
+      expect((await waiter).body.status, 'this version reads it').to.equal('canceled');
+    } finally {
+      await old.end();
+    }
+  });
+
   it("another process's finish answers this process's long-poll waiter", async () => {
     const heuristic = new TestHeuristic(echoAfter(0));
     h = await startHarness({ heuristic, startRunner: false });

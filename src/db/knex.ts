@@ -46,7 +46,12 @@ export function knexConfig(
       max: poolMax,
       afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
         closeOnReadTimeout(conn);
-        done(null, conn);
+        // This process announces the events it writes after the commit (src/jobs/events.ts);
+        // the trigger kept for older versions must not NOTIFY inside its transactions (0010).
+        conn.query(`SET merchant.events_announced = 'after_commit'`).then(
+          () => done(null, conn),
+          (err: Error) => done(err, conn),
+        );
       },
     },
     migrations: { migrationSource, tableName: 'knex_migrations' },
