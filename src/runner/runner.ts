@@ -66,6 +66,10 @@ interface Attempt {
 
 /** Attempts shorter than this on average make claims fetch ahead (see `prefetch`). */
 const PREFETCH_BELOW_MS = 50;
+/** Fetch ahead about this much work per slot (see `prefetch`)... */
+const PREFETCH_WORK_MS = 20;
+/** ...but at most this many jobs per slot. */
+const PREFETCH_MAX_PER_SLOT = 16;
 
 export class Runner {
   readonly workerId: string;
@@ -227,12 +231,17 @@ export class Runner {
   }
 
   /**
-   * Jobs claimed beyond the free slots, to wait here for one: a claim per job costs more than a
-   * job that takes a few milliseconds, so for such jobs one claim fetches up to `concurrency`
-   * more. Never for slow heuristics: a claimed job waiting here could have run elsewhere.
+   * Jobs claimed beyond the free slots, to wait here for one: a claim costs more than a job that
+   * takes a few milliseconds, so for such jobs one claim fetches about PREFETCH_WORK_MS of work
+   * per slot ahead (at least one job, at most PREFETCH_MAX_PER_SLOT), so a claim's round trip
+   * is shared by many jobs and the slots do not wait for it. A job waits here at most about that
+   * long. Never for slow heuristics: a claimed job waiting here could have run elsewhere.
    */
-  private prefetch(): number {
-    return this.opts.stats.meanMs < PREFETCH_BELOW_MS ? this.opts.concurrency : 0;
+  prefetch(): number {
+    const meanMs = this.opts.stats.meanMs;
+    if (!(meanMs < PREFETCH_BELOW_MS)) return 0;
+    const perSlot = Math.floor(PREFETCH_WORK_MS / Math.max(meanMs, 0.01));
+    return this.opts.concurrency * Math.min(PREFETCH_MAX_PER_SLOT, Math.max(1, perSlot));
   }
 
   private dispatch(job: JobRow) {

@@ -1,0 +1,97 @@
+/**
+ * Claiming ahead (Runner.prefetch): for jobs that take a few milliseconds one claim fetches
+ * about 20 ms of work per slot (at most 16 jobs per slot), so a claim's round trip is shared by
+ * many jobs; for slow jobs a claim asks for the free slots only, so nothing waits here that
+ * another process could run.
+ */
+import { expect } from 'chai';
+import type { Knex } from 'knex';
+import { createLogger } from '../src/log.js';
+import { Metrics } from '../src/metrics.js';
+import { Runner } from '../src/runner/runner.js';
+import { AttemptStats } from '../src/runner/stats.js';
+import { eventually, freshDatabase, insertPending, jobStatuses } from './support/db.js';
+import { Gate, TestHeuristic, echoAfter } from './support/heuristics.js';
+import { announcingStore } from './support/process-store.js';
+
+const CONCURRENCY = 4;
+
+/** A runner whose claims are recorded (the limit each asked for), with `meanMs` observed so far. */
+function runnerWith(db: Knex, heuristic: TestHeuristic, meanMs: number) {
+  const { store } = announcingStore(db);
+  const limits: number[] = [];
+  const runner = new Runner({
+    store: {
+      ...store.runner,
+      claim: (opts) => {
+        limits.push(opts.limit);
+        return store.runner.claim(opts);
+      },
+    },
+    heuristic,
+    log: createLogger('silent'),
+    stats: new AttemptStats(meanMs),
+    metrics: new Metrics({ db, busySlots: () => 0, concurrency: CONCURRENCY, waiters: () => 0 }),
+    concurrency: CONCURRENCY,
+    leaseMs: 60_000,
+    timeoutMs: 60_000,
+    backoffBaseMs: 10,
+    backoffMaxMs: 10,
+    pollMs: 3_600_000,
+    retentionMs: 86_400_000,
+    purgeIntervalMs: 3_600_000,
+  });
+  return { runner, limits };
+}
+
+describe('Runner: claiming ahead', () => {
+  let db: Knex;
+  let runner: Runner | undefined;
+  beforeEach(async () => {
+    db = await freshDatabase(4);
+  });
+  afterEach(async () => {
+    await runner?.stop(0);
+    runner = undefined;
+    await db.destroy();
+  });
+
+  it('fetches up to 16 jobs per slot for jobs of a fraction of a millisecond, and runs them all', async () => {
+    for (let i = 0; i < 100; i++) await insertPending(db, `fast ${i}`);
+    const gate = new Gate();
+    const heuristic = new TestHeuristic(gate.behaviour);
+    const made = runnerWith(db, heuristic, 0.1);
+    runner = made.runner;
+    runner.start();
+    runner.wake();
+    await eventually(async () => heuristic.running === CONCURRENCY);
+    expect(made.limits[0], 'the first claim').to.equal(CONCURRENCY * 17);
+    expect(await jobStatuses(db)).to.deep.equal({ running: 68, pending: 32 });
+    gate.release();
+    await eventually(async () => (await jobStatuses(db)).succeeded === 100);
+  });
+
+  it('fetches about 20 ms of work per slot for jobs of a few milliseconds', () => {
+    const made = runnerWith(db, new TestHeuristic(echoAfter(0)), 5);
+    runner = made.runner;
+    expect(runner.prefetch()).to.equal(CONCURRENCY * 4);
+    expect(runnerWith(db, new TestHeuristic(echoAfter(0)), 20).runner.prefetch()).to.equal(
+      CONCURRENCY,
+    );
+  });
+
+  it('asks for the free slots only when jobs take 50 ms or more', async () => {
+    for (let i = 0; i < 10; i++) await insertPending(db, `slow ${i}`);
+    const gate = new Gate();
+    const heuristic = new TestHeuristic(gate.behaviour);
+    const made = runnerWith(db, heuristic, 50);
+    runner = made.runner;
+    runner.start();
+    runner.wake();
+    await eventually(async () => heuristic.running === CONCURRENCY);
+    expect(made.limits[0]).to.equal(CONCURRENCY);
+    expect(await jobStatuses(db)).to.deep.equal({ running: CONCURRENCY, pending: 6 });
+    gate.release();
+    await eventually(async () => (await jobStatuses(db)).succeeded === 10);
+  });
+});
