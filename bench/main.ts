@@ -22,6 +22,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { createKnex, migrateLatest } from '../src/db/knex.js';
 import { createLogger } from '../src/log.js';
 import { freePort } from '../src/net.js';
+import { BIG_OPS, benchBigTable } from './bigtable.js';
 import { benchFiles } from './files.js';
 import { type PeerResult, bullmq, graphileWorker, pgBoss } from './peers.js';
 
@@ -38,7 +39,10 @@ const PROC_JOBS = Number(process.env.BENCH_PROC_JOBS ?? 10_000);
 const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? 6379);
 /** GETs per second of the polling clients in the CPU phase. */
 const GET_RATE = Number(process.env.BENCH_GET_RATE ?? 200);
-/** Comma-separated phases to run (submit,batch,drain,pickup,ttr,longpoll,util,calls,rss,cpu,slow10k,procs,files,peers); all by default. */
+/**
+ * Comma-separated phases to run (submit,batch,drain,pickup,ttr,longpoll,util,calls,rss,cpu,slow10k,procs,files,peers); all by default.
+ * `bigtable` (bench/bigtable.ts: 10 M + 1 M jobs, minutes and GBs) runs only when named here.
+ */
 const ONLY = process.env.BENCH_ONLY?.split(',').map((p) => p.trim());
 const on = (phase: string) => !ONLY || ONLY.includes(phase);
 /** Extra node flags for spawned servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
@@ -603,6 +607,27 @@ async function main() {
 
   // File batches, both ways (bench/files.ts).
   if (on('files')) Object.assign(result, await benchFiles(databaseUrl));
+
+  // The big table (bench/bigtable.ts), opt-in.
+  if (ONLY?.includes('bigtable')) {
+    Object.assign(result, await benchBigTable(databaseUrl));
+    for (const op of BIG_OPS) {
+      target(
+        `big table: ${op} p99 vs empty table`,
+        result[`big_${op}_p99_ratio`],
+        '≤ 2x',
+        (v) => v <= 2,
+        `p99 ${result[`big_${op}_p99_ms`]} vs ${result[`big_empty_${op}_p99_ms`]} ms, p50 ${result[`big_${op}_p50_ms`]} vs ${result[`big_empty_${op}_p50_ms`]}`,
+      );
+    }
+    target(
+      'big table: the purge blocks no one (samples waiting on its backend)',
+      result.big_purge_blocked_by_purge_samples,
+      '= 0',
+      (v) => v === 0,
+      `${result.big_purge_rows} jobs in ${result.big_purge_s} s; lock waits in ${result.big_purge_lock_wait_samples} of ${result.big_purge_activity_samples} samples`,
+    );
+  }
 
   // 12. The peers. graphile-worker drains the same N as our drain, at the same concurrency,
   // enqueue + drain timed together, on the same Postgres.
