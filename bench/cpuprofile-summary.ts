@@ -149,7 +149,8 @@ if (childrenOf) {
   const callees = new Map<string, number>();
   for (const n of profile.nodes) {
     if (n.callFrame.functionName !== childrenOf) continue;
-    if (!exclude.has(childrenOf)) callees.set('(self)', (callees.get('(self)') ?? 0) + (selfUs.get(n.id) ?? 0));
+    if (!exclude.has(childrenOf))
+      callees.set('(self)', (callees.get('(self)') ?? 0) + (selfUs.get(n.id) ?? 0));
     for (const c of n.children ?? []) {
       const f = byId.get(c)?.callFrame;
       if (!f) continue;
