@@ -14,11 +14,11 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import fs from 'node:fs';
 import autocannon from 'autocannon';
 import { issueKey } from '../src/auth/keys.js';
 import { createKnex } from '../src/db/knex.js';
 import { freePort } from '../src/net.js';
+import { cpuMs, postgresCpuMs, systemCpuMs } from './cpu.js';
 
 const databaseUrl = process.env.DATABASE_URL;
 if (!databaseUrl) throw new Error('DATABASE_URL is required');
@@ -79,35 +79,10 @@ const commits = async () =>
       )
     ).rows[0].n,
   );
-/** CPU time (user + system) of `pid`, in ms; with `children`, of those it has reaped too. */
-function cpuMs(pid: number, children = false): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  const ticks = [11, 12, ...(children ? [13, 14] : [])].reduce((t, i) => t + Number(fields[i]), 0);
-  return ticks * 10; // USER_HZ is 100 on Linux
-}
-/** CPU time of the postmaster's processes, the exited ones included. */
-function postgresCpuMs(): number {
-  let total = cpuMs(pgPid, true);
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const ppid = Number(
-        fs.readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]?.split(' ')[1],
-      );
-      if (ppid === pgPid) total += cpuMs(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return total;
-}
-/** System (kernel) CPU time of `pid`, in ms. */
-const systemMs = (pid: number) =>
-  Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[12]) * 10;
 const cpu = () => ({
   server: cpuMs(child.pid ?? 0),
-  server_system: systemMs(child.pid ?? 0),
-  postgres: pgPid ? postgresCpuMs() : NaN,
+  server_system: systemCpuMs(child.pid ?? 0),
+  postgres: pgPid ? postgresCpuMs(pgPid) : NaN,
   client: process.cpuUsage().user / 1000 + process.cpuUsage().system / 1000,
 });
 
