@@ -23,6 +23,7 @@ import { createKnex, migrateLatest } from '../src/db/knex.js';
 import { createLogger } from '../src/log.js';
 import { freePort } from '../src/net.js';
 import { BIG_OPS, benchBigTable } from './bigtable.js';
+import { cpuMs, postgresCpuMs } from './cpu.js';
 import { benchFiles } from './files.js';
 import { type PeerResult, bullmq, graphileWorker, pgBoss } from './peers.js';
 
@@ -59,6 +60,25 @@ const say = (line: string) => console.log(`bench: ${line}`);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const children: ChildProcess[] = [];
+/** The embedded Postgres's postmaster (its CPU is measured); unset with BENCH_DATABASE_URL. */
+let postmasterPid: number | undefined;
+
+/**
+ * CPU ms per request of the server `pid` and of Postgres over `run` (which returns how many
+ * requests it made): steadier than req/s on a shared machine.
+ */
+async function cpuPerRequest(
+  pid: number,
+  run: () => Promise<number>,
+): Promise<{ server: number; postgres: number }> {
+  const pgCpu = () => (postmasterPid ? postgresCpuMs(postmasterPid) : NaN);
+  const [server0, postgres0] = [cpuMs(pid), pgCpu()];
+  const n = await run();
+  return {
+    server: round((cpuMs(pid) - server0) / n, 3),
+    postgres: round((pgCpu() - postgres0) / n, 3),
+  };
+}
 const result: Record<string, number | string> = {};
 let auth: Record<string, string> = {};
 
@@ -202,6 +222,7 @@ async function main() {
   if (!databaseUrl) {
     dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'merchant-bench-'));
     const pg = await startEmbeddedPostgres({ dataDir, port: 0, log: createLogger('warn') });
+    postmasterPid = pg.pid;
     databaseUrl = pg.url;
     stopEmbedded = () => pg.stop();
   }
@@ -222,13 +243,17 @@ async function main() {
   if (noop) result.rss_idle_mb = await rssMb(noop.pid);
   if (noop && on('submit')) {
     say(`single submit: ${CONNECTIONS} connections for ${SECONDS} s`);
-    const submit = await autocannon({
-      url: `${noop.base}/normalize_merchant`,
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...auth },
-      body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
-      connections: CONNECTIONS,
-      duration: SECONDS,
+    let submit!: Awaited<ReturnType<typeof autocannon>>;
+    const submitCpu = await cpuPerRequest(noop.pid, async () => {
+      submit = await autocannon({
+        url: `${noop.base}/normalize_merchant`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...auth },
+        body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
+        connections: CONNECTIONS,
+        duration: SECONDS,
+      });
+      return submit.requests.total;
     });
     if (submit.non2xx > 0 || submit.errors > 0) {
       throw new Error(`submit: ${submit.non2xx} non-2xx, ${submit.errors} errors`);
@@ -236,6 +261,8 @@ async function main() {
     result.submit_req_per_s = round(submit.requests.average);
     result.submit_p50_ms = submit.latency.p50;
     result.submit_p99_ms = submit.latency.p99;
+    result.submit_server_cpu_ms_per_req = submitCpu.server;
+    result.submit_postgres_cpu_ms_per_req = submitCpu.postgres;
     await waitFinished(db, submit.requests.total, 'submitted jobs');
     await reset(db);
 
@@ -246,17 +273,23 @@ async function main() {
       ),
     );
     say(`bare Koa + one INSERT: ${CONNECTIONS} connections for ${SECONDS} s`);
-    const baseline = await autocannon({
-      url: `${bare.base}/`,
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
-      connections: CONNECTIONS,
-      duration: SECONDS,
+    let baseline!: Awaited<ReturnType<typeof autocannon>>;
+    const bareCpu = await cpuPerRequest(bare.pid, async () => {
+      baseline = await autocannon({
+        url: `${bare.base}/`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
+        connections: CONNECTIONS,
+        duration: SECONDS,
+      });
+      return baseline.requests.total;
     });
     result.bare_koa_insert_req_per_s = round(baseline.requests.average);
     result.bare_koa_insert_p50_ms = baseline.latency.p50;
     result.bare_koa_insert_p99_ms = baseline.latency.p99;
+    result.bare_koa_server_cpu_ms_per_req = bareCpu.server;
+    result.bare_koa_postgres_cpu_ms_per_req = bareCpu.postgres;
     await bare.stop();
     await db.raw('DROP TABLE IF EXISTS bench_bare');
     target(
@@ -264,7 +297,9 @@ async function main() {
       ratio(result.submit_req_per_s, result.bare_koa_insert_req_per_s),
       '≥ 0.8x',
       (v) => v >= 0.8,
-      `${result.submit_req_per_s} vs ${result.bare_koa_insert_req_per_s} req/s`,
+      `${result.submit_req_per_s} vs ${result.bare_koa_insert_req_per_s} req/s; CPU ms per ` +
+        `request, server ${submitCpu.server} vs ${bareCpu.server}, ` +
+        `Postgres ${submitCpu.postgres} vs ${bareCpu.postgres}`,
     );
   }
 

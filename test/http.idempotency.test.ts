@@ -257,3 +257,60 @@ describe('an idempotent replay answers exactly as the original did', () => {
     expect(first.body).to.include({ done: true, finished: 2 });
   });
 });
+
+describe('on POST /normalize_merchant with the result cache off (the insert without lookup)', () => {
+  let off: Harness;
+  beforeEach(async () => {
+    const heuristic = new TestHeuristic(echoAfter(0));
+    off = await startHarness({ heuristic, cacheTtlMs: 0, startRunner: false });
+  });
+  afterEach(() => off.stop());
+
+  it('stores the job pending and appends no event, as a cache miss does', async () => {
+    const res = await off.http.post('/normalize_merchant').send(tx('Netflix')).expect(202);
+    expect(res.body).to.include({ status: 'pending', result: null, attempts: 0 });
+    const row = await off.db('jobs').where({ id: res.body.id }).first();
+    expect(row).to.include({
+      status: 'pending',
+      cache_key: null,
+      result: null,
+      started_at: null,
+      finished_at: null,
+      idempotency_key: null,
+    });
+    expect(await rowCount(off.db, 'job_events')).to.equal(0);
+  });
+
+  it('replays the same job for the same key and body; another body is 422', async () => {
+    const first = await off.http
+      .post('/normalize_merchant')
+      .set('Idempotency-Key', 'off-1')
+      .send(tx('Netflix'))
+      .expect(202);
+    const again = await off.http
+      .post('/normalize_merchant')
+      .set('Idempotency-Key', 'off-1')
+      .send(tx('Netflix'))
+      .expect(202);
+    expect(again.body).to.deep.equal(first.body);
+    expect(again.headers['idempotent-replayed']).to.equal('true');
+    const other = await off.http
+      .post('/normalize_merchant')
+      .set('Idempotency-Key', 'off-1')
+      .send(tx('Spotify'))
+      .expect(422);
+    expectProblem(other, '/problems/idempotency-key-reused', 422);
+    expect(await rowCount(off.db, 'jobs')).to.equal(1);
+  });
+
+  it('creates exactly one job for concurrent duplicates', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        off.http.post('/normalize_merchant').set('Idempotency-Key', 'race').send(tx('Uber')),
+      ),
+    );
+    expect(answers.map((a) => a.status)).to.deep.equal(Array(20).fill(202));
+    expect(new Set(answers.map((a) => a.body.id)).size).to.equal(1);
+    expect(await rowCount(off.db, 'jobs')).to.equal(1);
+  });
+});

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import { rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
@@ -29,6 +30,25 @@ describe('POST /normalize_merchant', () => {
     const row = await h.db('jobs').where({ id: res.body.id }).first();
     expect(row.status).to.equal('pending');
     expect(row.transaction).to.deep.equal(valid);
+  });
+
+  it('tags the body it sends: ETag is over the JSON as sent, on the 202 and on a read', async () => {
+    const tagOf = (text: string) =>
+      `"${createHash('sha256').update(text, 'utf8').digest('base64url').slice(0, 27)}"`;
+    const body = { ...valid, description: 'Café Zürich 🍕' };
+    const submitted = await h.http.post('/normalize_merchant').send(body).expect(202);
+    expect(submitted.headers['content-type']).to.equal('application/json; charset=utf-8');
+    expect(submitted.headers.etag).to.equal(tagOf(submitted.text));
+    expect(Number(submitted.headers['content-length'])).to.equal(Buffer.byteLength(submitted.text));
+    expect(JSON.parse(submitted.text).transaction).to.deep.equal(body);
+    const read = await h.http.get(submitted.headers.location as string).expect(200);
+    expect(read.headers['content-type']).to.equal('application/json; charset=utf-8');
+    expect(read.headers.etag).to.equal(tagOf(read.text));
+    expect(read.headers.etag).to.equal(submitted.headers.etag);
+    await h.http
+      .get(submitted.headers.location as string)
+      .set('If-None-Match', read.headers.etag as string)
+      .expect(304);
   });
 
   it('carries X-Request-Id: echoes a sane one, generates one otherwise', async () => {

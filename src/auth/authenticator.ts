@@ -16,7 +16,8 @@
 import type { Knex } from 'knex';
 import type { Client } from '../db/sql/clients.js';
 import { TooManyAuthFailuresError, UnauthorizedError } from '../errors.js';
-import { activeKey, hashKey, keyIdOf } from './keys.js';
+import { sha256 } from '../sha256.js';
+import { activeKey, keyIdOf } from './keys.js';
 
 export interface Principal extends Client {
   keyId: string;
@@ -72,8 +73,7 @@ export class Authenticator {
       );
     }
     const key = match[1];
-    const hash = hashKey(key);
-    const cacheKey = hash.toString('hex');
+    const cacheKey = sha256(key, 'hex');
     const now = Date.now();
     const known = this.verified.get(cacheKey);
     if (known && known.until > now) return known.principal;

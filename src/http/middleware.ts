@@ -8,10 +8,38 @@ import { HttpProblem, PROBLEM_TYPES, type ProblemBody, problemOf } from './probl
 
 export interface State {
   requestId: string;
-  /** Carries the request id, and the client once authenticated. */
-  log: Logger;
+  /**
+   * Carries the request id, and the client once authenticated. Made on first use: most requests
+   * log only their request line, which needs no child logger (see `requestContext`).
+   */
+  readonly log: Logger;
   /** The authenticated client (set by `authenticate` on the calls that need a key). */
   client?: Principal;
+}
+
+/** The bindings every log line of a request carries: its id, then its client when known. */
+function bindingsOf(state: State): { requestId: string; client?: string } {
+  return state.client
+    ? { requestId: state.requestId, client: state.client.name }
+    : { requestId: state.requestId };
+}
+
+/** `ctx.state` of a new request: `log` is a child of `log` made when first read. */
+function requestState(ctx: Context, log: Logger, requestId: string): State {
+  const state = ctx.state as State;
+  state.requestId = requestId;
+  let child: { logger: Logger; client: Principal | undefined } | undefined;
+  Object.defineProperty(state, 'log', {
+    configurable: true,
+    enumerable: true,
+    get(): Logger {
+      // A client authenticated since the child was made: bind it too.
+      if (child?.client !== state.client) child = undefined;
+      child ??= { logger: log.child(bindingsOf(state)), client: state.client };
+      return child.logger;
+    },
+  });
+  return state;
 }
 
 /**
@@ -22,9 +50,7 @@ export interface State {
 export function authenticate(auth: Authenticator) {
   return async (ctx: Context, next: Next) => {
     const client = await auth.authenticate(ctx.get('Authorization'), ctx.ip);
-    const state = ctx.state as State;
-    state.client = client;
-    state.log = state.log.child({ client: client.name });
+    (ctx.state as State).client = client;
     await next();
   };
 }
@@ -55,9 +81,7 @@ export function requestContext(log: Logger, observe?: (line: RequestLine) => voi
     const started = performance.now();
     const incoming = ctx.get('X-Request-Id');
     const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
-    const state = ctx.state as State;
-    state.requestId = requestId;
-    state.log = log.child({ requestId });
+    const state = requestState(ctx, log, requestId);
     ctx.set('X-Request-Id', requestId);
     try {
       await next();
@@ -99,8 +123,12 @@ export function requestContext(log: Logger, observe?: (line: RequestLine) => voi
         status: ctx.status,
         durationMs: Math.round((performance.now() - started) * 10) / 10,
       };
-      if (ctx.status >= 500) state.log.error({ ...line, path: ctx.path }, 'request');
-      else state.log.info({ ...line, path: ctx.path }, 'request');
+      // The root logger with the request's bindings as fields writes the same line as its
+      // child would, without making one per request (nor anything at all below `info`).
+      const level = ctx.status >= 500 ? 'error' : 'info';
+      if (log.isLevelEnabled(level)) {
+        log[level]({ ...bindingsOf(state), ...line, path: ctx.path }, 'request');
+      }
       observe?.(line);
     }
   };

@@ -4,7 +4,23 @@
  */
 import type { Context } from 'koa';
 import type { Jobs, Watched } from '../jobs/usecases.js';
-import { etagOf, ifNoneMatch, matchesAny, preferredWait, whileConnected } from './waiting.js';
+import {
+  etagOf,
+  etagOfJson,
+  ifNoneMatch,
+  matchesAny,
+  preferredWait,
+  whileConnected,
+} from './waiting.js';
+
+/**
+ * Answers with `json`, the resource already serialized for its ETag: the same body and
+ * `Content-Type` Koa sends for the object, without serializing it a second time.
+ */
+function sendJson(ctx: Context, json: string) {
+  ctx.type = 'json';
+  ctx.body = json;
+}
 
 /** Waits (long-poll) for `watched` while the client stays connected. */
 async function waitWhileConnected<Row>(
@@ -42,8 +58,8 @@ export async function answerGet<Row, View>(
     (r) => watched.isFinal(r) || (tags !== undefined && !matchesAny(tags, etagOf(view(r)))),
   );
   if (row === undefined) throw jobs.missing(watched.kind, watched.id);
-  const body = view(row);
-  const etag = etagOf(body);
+  const json = JSON.stringify(view(row));
+  const etag = etagOfJson(json);
   ctx.set('ETag', etag);
   // Caches may keep it but must revalidate: the state changes until it is final.
   ctx.set('Cache-Control', 'no-cache');
@@ -52,7 +68,7 @@ export async function answerGet<Row, View>(
     ctx.status = 304;
     return;
   }
-  ctx.body = body;
+  sendJson(ctx, json);
 }
 
 /**
@@ -81,7 +97,8 @@ export async function answerSubmit<Row, View>(
   }
   ctx.set('Location', location);
   const body = view(current);
-  ctx.set('ETag', etagOf(body));
+  const json = JSON.stringify(body);
+  ctx.set('ETag', etagOfJson(json));
   if (waitSeconds > 0 && watched.isFinal(current)) {
     ctx.status = 200;
     ctx.set('Content-Location', location);
@@ -91,5 +108,7 @@ export async function answerSubmit<Row, View>(
       ctx.set('Retry-After', String(watched.retryAfterSubmitted(current)));
     }
   }
-  ctx.body = decorate(body);
+  const decorated = decorate(body);
+  if (decorated === body) sendJson(ctx, json);
+  else ctx.body = decorated;
 }

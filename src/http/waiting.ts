@@ -2,14 +2,18 @@
  * Conditional requests (`ETag`, `If-None-Match`) and the HTTP side of long-poll (`?wait=N`,
  * `Prefer: wait=N`): the wait itself is jobs/waiting.ts; here the request's close aborts it.
  */
-import { createHash } from 'node:crypto';
 import type { Context } from 'koa';
+import { sha256 } from '../sha256.js';
 import { MAX_WAIT_SECONDS } from './schemas.js';
 
 /** A strong ETag over the JSON a client would receive. */
 export function etagOf(resource: unknown): string {
-  const digest = createHash('sha256').update(JSON.stringify(resource)).digest('base64url');
-  return `"${digest.slice(0, 27)}"`;
+  return etagOfJson(JSON.stringify(resource));
+}
+
+/** The ETag of a resource already serialized (as it is sent). */
+export function etagOfJson(json: string): string {
+  return `"${sha256(json, 'base64url').slice(0, 27)}"`;
 }
 
 /** The request's If-None-Match tags (weak prefixes dropped); `undefined` without the header. */
