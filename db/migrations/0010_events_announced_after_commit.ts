@@ -15,27 +15,25 @@ import type { Knex } from 'knex';
  * ignore the newer ones' (`origin:tx,tx`), so their long-poll waiters answer at their deadline,
  * and their event streams at their next poll.
  */
+/** 0006's trigger function, NOTIFYing when `condition` holds and events were appended. */
+const notifyFunction = (condition: string) => `
+  CREATE OR REPLACE FUNCTION merchant_job_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    IF ${condition} AND EXISTS (SELECT 1 FROM appended) THEN
+      PERFORM pg_notify('merchant_events', pg_current_xact_id()::text);
+    END IF;
+    RETURN NULL;
+  END $$
+`;
+
 export async function up(knex: Knex): Promise<void> {
-  await knex.raw(`
-    CREATE OR REPLACE FUNCTION merchant_job_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-      IF current_setting('merchant.events_announced', true) IS DISTINCT FROM 'after_commit'
-         AND EXISTS (SELECT 1 FROM appended) THEN
-        PERFORM pg_notify('merchant_events', pg_current_xact_id()::text);
-      END IF;
-      RETURN NULL;
-    END $$
-  `);
+  await knex.raw(
+    notifyFunction(
+      `current_setting('merchant.events_announced', true) IS DISTINCT FROM 'after_commit'`,
+    ),
+  );
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.raw(`
-    CREATE OR REPLACE FUNCTION merchant_job_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-      IF EXISTS (SELECT 1 FROM appended) THEN
-        PERFORM pg_notify('merchant_events', pg_current_xact_id()::text);
-      END IF;
-      RETURN NULL;
-    END $$
-  `);
+  await knex.raw(notifyFunction('true'));
 }
