@@ -153,6 +153,17 @@ describe('EventFeed', () => {
   });
 });
 
+/** LISTENs on the events channel as another process would; payloads go to `heard`. */
+async function listenForEvents(h: Harness, heard: string[]): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: databaseUrl(h.db) });
+  await client.connect();
+  client.on('notification', (n) => {
+    if (n.channel === EVENTS_CHANNEL) heard.push(n.payload ?? '');
+  });
+  await client.query(`LISTEN ${EVENTS_CHANNEL}`);
+  return client;
+}
+
 describe('events reach other processes', () => {
   let h: Harness | undefined;
   let listener: pg.Client | undefined;
@@ -165,13 +176,8 @@ describe('events reach other processes', () => {
 
   it('a completion is announced after its commit, not by a NOTIFY inside its transaction', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
-    listener = new pg.Client({ connectionString: databaseUrl(h.db) });
-    await listener.connect();
     const payloads: string[] = [];
-    listener.on('notification', (n) => {
-      if (n.channel === EVENTS_CHANNEL) payloads.push(n.payload ?? '');
-    });
-    await listener.query(`LISTEN ${EVENTS_CHANNEL}`);
+    listener = await listenForEvents(h, payloads);
     const job = await submitJob(h, 'Netflix');
     await eventually(() => Promise.resolve(payloads.length >= 1), 5000, 'an announcement');
     // A NOTIFY sent inside the completing transaction is delivered at its commit, so before the
@@ -183,13 +189,8 @@ describe('events reach other processes', () => {
 
   it('a session of a version before 0010 (no merchant.events_announced) is still announced by the trigger', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
-    listener = new pg.Client({ connectionString: databaseUrl(h.db) });
-    await listener.connect();
     const payloads: string[] = [];
-    listener.on('notification', (n) => {
-      if (n.channel === EVENTS_CHANNEL) payloads.push(n.payload ?? '');
-    });
-    await listener.query(`LISTEN ${EVENTS_CHANNEL}`);
+    listener = await listenForEvents(h, payloads);
     const old = new pg.Client({ connectionString: databaseUrl(h.db) });
     await old.connect();
     try {
