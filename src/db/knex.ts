@@ -48,7 +48,10 @@ export function knexConfig(
         closeOnReadTimeout(conn);
         // This process announces the events it writes after the commit (src/jobs/events.ts);
         // the trigger kept for older versions must not NOTIFY inside its transactions (0010).
-        conn.query(`SET merchant.events_announced = 'after_commit'`).then(
+        // No JIT: its threshold is the planner's cost estimate, and the claim's estimate is
+        // inflated (by stale statistics, or the generic plan's unknown LIMITs) past it, so a
+        // claim of 16 rows spent 575 ms compiling (docs/performance.md, "JIT").
+        conn.query(`SET merchant.events_announced = 'after_commit'; SET jit = off`).then(
           () => done(null, conn),
           (err: Error) => done(err, conn),
         );
