@@ -174,7 +174,7 @@ export async function startService(
     busySlots = () => jobRunner.busySlots;
     const wake = () => jobRunner.wake();
     // Other processes' runners hear of submits by a NOTIFY sent after the commit (announce.ts).
-    const announcer = new PendingAnnouncer(() => store.announcePending(), log);
+    const announcer = new PendingAnnouncer((origin) => store.announcePending(origin), log);
 
     // What the event log tells this process: waiters wake, canceled attempts abort.
     feed.subscribe((appended) => {
@@ -203,7 +203,9 @@ export async function startService(
       connectionString: databaseUrl,
       connectTimeoutMs: config.databaseAcquireTimeoutMs,
       channels: {
-        [PENDING_CHANNEL]: wake,
+        [PENDING_CHANNEL]: (payload) => {
+          if (!announcer.isOwn(payload)) wake();
+        },
         [EVENTS_CHANNEL]: (payload) => feed.notified(payload),
         [KEYS_REVOKED_CHANNEL]: (keyId) => auth.forget(keyId),
         [WEBHOOKS_CHANNEL]: (payload) => pushing.notified(payload),

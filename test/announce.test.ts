@@ -4,6 +4,7 @@
  * NOTIFY is a function the test holds open and settles, so no interleaving here is timed.
  */
 import { expect } from 'chai';
+import type { Knex } from 'knex';
 import pg from 'pg';
 import { PENDING_CHANNEL } from '../src/db/channels.js';
 import { createLogger } from '../src/log.js';
@@ -58,6 +59,29 @@ describe('PendingAnnouncer', () => {
   });
 });
 
+/** Counts the claim statements sent through `db`'s pool. */
+function countClaims(db: Knex): { count: number } {
+  type Conn = { query(config: unknown, ...rest: unknown[]): unknown };
+  const client = db.client as { acquireConnection(): Promise<Conn> };
+  const acquire = client.acquireConnection.bind(client);
+  const counter = { count: 0 };
+  const watched = new WeakSet<Conn>();
+  client.acquireConnection = async () => {
+    const conn = await acquire();
+    if (!watched.has(conn)) {
+      watched.add(conn);
+      const query = conn.query.bind(conn);
+      conn.query = (config: unknown, ...rest: unknown[]) => {
+        const name = (config as { name?: string } | null)?.name;
+        if (name === 'merchant_claim_jobs') counter.count++;
+        return query(config, ...rest);
+      };
+    }
+    return conn;
+  };
+  return counter;
+}
+
 describe('submits are announced to other processes', () => {
   let h: Harness | undefined;
   let listener: pg.Client | undefined;
@@ -87,5 +111,40 @@ describe('submits are announced to other processes', () => {
       .send({ transactions: [tx('Zoom'), tx('Slack')] })
       .expect(202);
     await eventually(() => Promise.resolve(heard > before), 5000, 'a NOTIFY after the batch');
+  });
+
+  // The submitting process wakes its own runner when the insert returns; the announcement's
+  // echo used to wake it again, and each idle submit cost a second, empty claim.
+  it("a process claims once per idle submit: its own announcement's echo does not wake it", async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
+    const harness = h;
+    const claims = countClaims(harness.service.db);
+    listener = new pg.Client({ connectionString: databaseUrl(harness.db) });
+    await listener.connect();
+    const payloads: string[] = [];
+    listener.on('notification', (n) => {
+      if (n.channel === PENDING_CHANNEL) payloads.push(n.payload ?? '');
+    });
+    await listener.query(`LISTEN ${PENDING_CHANNEL}`);
+
+    const n = 10;
+    for (let i = 0; i < n; i++) {
+      const { id } = await submitJob(harness, `Dropbox ${i}`);
+      await eventually(
+        async () => (await harness.store.getJob(id, null))?.status === 'succeeded',
+        5000,
+        `job ${i} done`,
+      );
+      await eventually(() => Promise.resolve(payloads.length > i), 5000, `announcement ${i}`);
+    }
+    expect(
+      payloads.every((p) => p !== ''),
+      'a submit names its process',
+    ).to.equal(true);
+    // Another process's announcement, heard after all ten echoes (one connection delivers them
+    // in order): it wakes this runner, which claims once more.
+    await listener.query(`SELECT pg_notify($1, '')`, [PENDING_CHANNEL]);
+    await eventually(() => Promise.resolve(claims.count > n), 5000, 'a claim on the other NOTIFY');
+    expect(claims.count).to.equal(n + 1);
   });
 });

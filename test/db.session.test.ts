@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
+import { claimJobs } from '../src/db/sql/claims.js';
 import { freshDatabase, insertPending } from './support/db.js';
 
 /** EXPLAIN ANALYZE of `sql` as JSON: its top-level object (with `JIT` when it was compiled). */
@@ -34,5 +35,22 @@ describe('service database sessions (src/db/knex.ts)', () => {
     const plan = await explained(db, `SELECT count(*) FROM jobs WHERE status = 'pending'`);
     if (available.rows[0]?.available) expect(plan).not.to.have.property('JIT');
     expect(plan).to.have.property('Execution Time');
+  });
+
+  // A claim lost in a crash only makes its job pending again, so it need not wait for an fsync
+  // (src/db/sql/claims.ts); every other statement must, or a 202 could be lost.
+  it('a claim commits without waiting for its WAL flush, and only the claim', async () => {
+    const setting = async (conn: Knex) =>
+      (await conn.raw<{ rows: { synchronous_commit: string }[] }>('SHOW synchronous_commit'))
+        .rows[0]?.synchronous_commit;
+    await insertPending(db, 'NETFLIX.COM');
+    await insertPending(db, 'SPOTIFY');
+    const during = await db.transaction(async (trx) => {
+      expect(await claimJobs(trx, { workerId: 'w', limit: 1, leaseMs: 30_000 })).to.have.length(1);
+      return setting(trx);
+    });
+    expect(during).to.equal('off');
+    expect(await claimJobs(db, { workerId: 'w', limit: 1, leaseMs: 30_000 })).to.have.length(1);
+    expect(await setting(db)).to.equal('on'); // the same, only, connection
   });
 });

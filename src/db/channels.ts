@@ -2,7 +2,12 @@
  * NOTIFY channels. Every process LISTENs on all of them over one connection (PgNotifier).
  */
 
-/** Jobs became claimable (a submit, a retry due now, a job handed back). No payload. */
+/**
+ * Jobs became claimable (a submit, a retry due now, a job handed back). Payload: after a submit,
+ * the submitting process's origin (runner/announce.ts), which ignores its own announcement: it
+ * woke its runner when the insert returned, and claiming again on the echo found nothing (one
+ * empty claim per idle submit). Empty otherwise: every process, this one included, looks.
+ */
 export const PENDING_CHANNEL = 'merchant_jobs_pending';
 
 /**

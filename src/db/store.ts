@@ -111,7 +111,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     insertJob: async (job) => reported(await jobs.insertJob(db, job)),
     insertBatch: async (batch) => reported(await batches.insertBatch(db, batch)),
     insertBatchFile: async (batch) => reported(await batchFiles.insertBatchFile(db, batch)),
-    announcePending: () => jobs.announcePending(db),
+    announcePending: (origin) => jobs.announcePending(db, origin),
     cancelJob: async (id, owner) => {
       const canceled = await jobs.cancelJob(db, id, owner);
       return canceled && reported(canceled);

@@ -5,16 +5,24 @@
  * is announced at once. The local runner is woken directly; a lost announcement only delays
  * other processes until their poll.
  */
+import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
 
 export class PendingAnnouncer {
+  /** This process, in the announcements' payload: its own come back to it and are ignored. */
+  readonly origin = randomBytes(6).toString('hex');
   private sending = false;
   private again = false;
 
   constructor(
-    private readonly notify: () => Promise<void>,
+    private readonly notify: (origin: string) => Promise<void>,
     private readonly log: Logger,
   ) {}
+
+  /** `payload` of a NOTIFY on the pending channel is this process's own announcement. */
+  isOwn(payload: string): boolean {
+    return payload === this.origin;
+  }
 
   announce(): void {
     if (this.sending) {
@@ -30,7 +38,7 @@ export class PendingAnnouncer {
       do {
         this.again = false;
         try {
-          await this.notify();
+          await this.notify(this.origin);
         } catch (err) {
           this.log.warn({ err }, 'could not announce pending jobs; other processes poll for them');
           return;

@@ -38,6 +38,12 @@ function notInFlight(alias: string): string {
 // clients served. Fair share: clients take turns, longest unserved first, each contributing its
 // oldest due job per turn; so one client's backlog of any size delays another client's first
 // job by at most one turn per client with due work.
+//
+// The claim commits without waiting for its WAL to reach disk (synchronous_commit off for its
+// own transaction only): one fsync less on every job's way to its result. Safe because nothing
+// outside the database acts on a claim alone: if Postgres crashes before the claim is flushed,
+// the job is pending again and runs again, as after a lost lease; and the attempt's own
+// completion commits synchronously, flushing the WAL up to and past the claim first.
 export function claimJobs(
   db: Knex,
   opts: { workerId: string; limit: number; leaseMs: number },
@@ -87,7 +93,7 @@ export function claimJobs(
              ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) s
        WHERE clients.id = s.id
      )
-     SELECT * FROM claimed`,
+     SELECT * FROM claimed WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL`,
     [window, opts.limit, window, opts.limit, opts.workerId, opts.leaseMs],
   );
 }

@@ -32,9 +32,13 @@ export function cachedValues(hit: string): string {
 // each waiting for the previous one's WAL flush (pgbench, 32 clients: INSERT alone 8,700-11,900
 // tps, INSERT + pg_notify 375-545 tps). Sent on its own, coalesced (runner/announce.ts), the
 // NOTIFY is one small commit (33 bytes of WAL) per round of submits, and the inserts beside it
-// commit together again (pgbench: 8,472 tps next to a stream of NOTIFYs).
-export async function announcePending(db: Knex): Promise<void> {
-  await preparedRows(db, 'merchant_announce_pending', `SELECT pg_notify(?, '')`, [PENDING_CHANNEL]);
+// commit together again (pgbench: 8,472 tps next to a stream of NOTIFYs). `origin` (the
+// payload) names the announcing process, which has woken its own runner already (channels.ts).
+export async function announcePending(db: Knex, origin = ''): Promise<void> {
+  await preparedRows(db, 'merchant_announce_pending', `SELECT pg_notify(?, ?)`, [
+    PENDING_CHANNEL,
+    origin,
+  ]);
 }
 
 // Inserts one job: pending (the caller announces it: announcePending); or, when its cache key
