@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { jobReader } from '../src/db/job-reader.js';
+import { createStore } from '../src/db/store.js';
 import { clientId, freshDatabase, insertPending } from './support/db.js';
 
 /** Counts the connections `db`'s pool hands out: one per statement the reader sends. */
@@ -58,5 +59,26 @@ describe('jobReader (reads of single jobs, coalesced)', () => {
     const [good, bad] = await Promise.allSettled([read(job.id, null), read('not-a-uuid', null)]);
     expect(good.status === 'fulfilled' && good.value?.id).to.equal(job.id);
     expect(bad.status).to.equal('rejected');
+  });
+
+  // The waiters a completion wakes read its job at once: the completing statement has the row.
+  it('answers reads of jobs this process just completed without a statement, owners checked', async () => {
+    const [ownerA, ownerB] = [await clientId(db, 'a'), await clientId(db, 'b')];
+    const done = await insertPending(db, 'NETFLIX.COM');
+    const waiting = await insertPending(db, 'SPOTIFY');
+    const store = createStore(db);
+    const [claim] = await store.runner.claim({ workerId: 'w', limit: 1, leaseMs: 30_000 });
+    expect(claim?.id).to.equal(done.id);
+    const result = { merchant: { id: 'netflix', name: 'Netflix' }, intermediaries: [] };
+    await store.runner.complete({ workerId: 'w', items: [{ claim: claim!, result }] });
+
+    const counter = countAcquisitions(db);
+    const [asA, asB] = [await store.getJob(done.id, ownerA), await store.getJob(done.id, ownerB)];
+    expect(asA).to.include({ id: done.id, status: 'succeeded' });
+    expect(asA).not.to.have.property('followers');
+    expect(asB, "another client's job").to.equal(undefined);
+    expect(counter.count, 'statements for the completed job').to.equal(0);
+    expect(await store.getJob(waiting.id, ownerA)).to.include({ status: 'pending' });
+    expect(counter.count, 'a job not completed here is read').to.equal(1);
   });
 });

@@ -84,6 +84,14 @@ export interface StoreHooks {
   onAppended?: (appended: Appended) => void;
 }
 
+/** A completed row as a read returns it (a completion also counts the jobs it answered too). */
+function withoutFollowers({
+  followers: _followers,
+  ...row
+}: JobRow & { followers: number }): JobRow {
+  return row;
+}
+
 export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
   /** Reports a statement's events and hands back the rest of its result. */
   const reported = <T extends { events: Appended }>(result: T): Omit<T, 'events'> => {
@@ -91,10 +99,16 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     if (events.txId !== undefined) hooks.onAppended?.(events);
     return rest;
   };
+  const getJob = jobReader(db);
   const runner: RunnerStore = {
     claim: (opts) => claims.claimJobs(db, opts),
     renew: (opts) => claims.renewLeases(db, opts),
-    complete: async (opts) => reported(await claims.completeJobs(db, opts)).rows,
+    complete: async (opts) => {
+      const done = await claims.completeJobs(db, opts);
+      // Before the events wake this process's waiters: they read these rows at once.
+      getJob.prime(done.rows.flatMap((row) => (row ? [withoutFollowers(row)] : [])));
+      return reported(done).rows;
+    },
     fail: async (opts) => reported(await claims.failAttempt(db, opts)).row,
     release: (opts) => claims.releaseClaims(db, opts),
     status: (id) => jobs.jobStatus(db, id),
@@ -116,7 +130,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
       const canceled = await jobs.cancelJob(db, id, owner);
       return canceled && reported(canceled);
     },
-    getJob: jobReader(db),
+    getJob,
     listJobs: (opts) => jobs.listJobs(db, opts),
     getBatch: (id, owner) => batches.getBatch(db, id, owner),
     getBatchItems: (opts) => batches.getBatchItems(db, opts),
