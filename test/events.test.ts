@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { type EventRow, readEvents } from '../src/db/sql/events.js';
+import { type EventRow, eventsAfter, logPosition, readEvents } from '../src/db/sql/events.js';
 import type { Transaction } from '../src/heuristic/types.js';
 import { scopedCacheKey } from '../src/jobs/cache-scope.js';
 import { clientId, eventually, insertPending } from './support/db.js';
@@ -282,6 +282,27 @@ describe('the event log (job_events)', () => {
         after: { txId: all[0]!.tx_id, id: all[0]!.id },
       });
       expect(rest.map((e) => e.job_id)).to.deep.equal([fast.id]);
+    });
+
+    // The fan-out and event streams stop looking once no event is left after their cursor. Asking
+    // only about held-back events missed one whose older transaction ended between the read
+    // and the question: caught the webhook delivery test failing about one run in two.
+    it('counts an event after the cursor as unread once it is readable, not only while held back', async () => {
+      h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+      const job = await insertPending(h.db, 'Read late');
+      const before = await logPosition(h.db);
+      await h.store.cancelJob(job.id, null);
+      const [event] = await eventually(
+        async () => {
+          const events = await readEvents(h.db, { after: before, limit: 10 });
+          return events.length > 0 && events;
+        },
+        10_000,
+        'the event past the horizon',
+      );
+      expect(await eventsAfter(h.db, { after: before }), 'read at `before`').to.equal(true);
+      const last = { txId: event!.tx_id, id: event!.id };
+      expect(await eventsAfter(h.db, { after: last }), 'read up to the event').to.equal(false);
     });
   });
 });

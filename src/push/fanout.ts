@@ -15,7 +15,7 @@
  */
 import type { Knex } from 'knex';
 import { coerceError } from '../errors.js';
-import { type EventCursor, type EventRow, eventsHeldBack, readEvents } from '../db/sql/events.js';
+import { type EventCursor, type EventRow, eventsAfter, readEvents } from '../db/sql/events.js';
 import { insertDeliveries, lockFanoutCursor, setFanoutCursor } from '../db/sql/fanout.js';
 import { anyEnabledEndpoint, enabledEndpointsOf } from '../db/sql/webhooks.js';
 import type { Logger } from '../log.js';
@@ -112,7 +112,7 @@ export class Fanout {
         if (round.kind === 'more' && !this.stopped) continue;
         caughtUp = round.kind === 'done' && BigInt(round.cursor.txId) >= this.heard;
         if (caughtUp && this.recheck && round.kind === 'done') {
-          caughtUp = !(await eventsHeldBack(this.db, { after: round.cursor }));
+          caughtUp = !(await eventsAfter(this.db, { after: round.cursor }));
           this.recheck = !caughtUp;
         }
         if (!this.again || this.stopped) break;

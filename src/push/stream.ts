@@ -19,7 +19,7 @@ import {
   type EventRow,
   type EventType,
   eventCursor,
-  eventsHeldBack,
+  eventsAfter,
   logPosition,
   readEvents,
 } from '../db/sql/events.js';
@@ -202,7 +202,7 @@ class EventStream {
         // event before the cursor has been written: the cursor read never skips.)
         let held = after(this.heardUpTo, this.cursor);
         if (!held && this.recheck) {
-          held = await eventsHeldBack(this.db, { after: this.from, ...this.filter });
+          held = await eventsAfter(this.db, { after: this.from, ...this.filter });
           this.recheck = held;
         }
         recheckMs = held ? Math.min(RECHECK_MAX_MS, recheckMs * 2) : RECHECK_MIN_MS;

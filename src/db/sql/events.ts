@@ -186,11 +186,14 @@ export function readEvents(
 }
 
 /**
- * Whether events after `after` (of one client, some types, one batch) exist that `readEvents`
- * holds back yet, because a transaction older than theirs is still running; changes nothing.
- * Reads only the newest part of the log.
+ * Whether committed events after `after` (of one client, some types, one batch) exist: ones
+ * `readEvents` holds back yet, because a transaction older than theirs is still running, and
+ * ones that became readable since the caller's last read. A reader is caught up only when there
+ * are none; asking about the held-back ones alone missed an event whose older transaction ended
+ * between the read and this question, and the reader stopped looking with it unread. Changes
+ * nothing; reads only the newest part of the log.
  */
-export async function eventsHeldBack(
+export async function eventsAfter(
   db: Knex,
   opts: { after: EventCursor; clientId?: string; types?: readonly EventType[]; batchId?: string },
 ): Promise<boolean> {
@@ -198,8 +201,7 @@ export async function eventsHeldBack(
     db,
     `SELECT EXISTS (
        SELECT 1 FROM job_events
-       WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())
-         AND (tx_id, id) > (?::xid8, ?::bigint)
+       WHERE (tx_id, id) > (?::xid8, ?::bigint)
          AND (?::uuid IS NULL OR client_id = ?)
          AND (?::text[] IS NULL OR type = ANY(?::text[]))
          AND (?::uuid IS NULL OR batch_id = ?)
