@@ -174,7 +174,11 @@ export async function startService(
     busySlots = () => jobRunner.busySlots;
     const wake = () => jobRunner.wake();
     // Other processes' runners hear of submits by a NOTIFY sent after the commit (announce.ts).
-    const announcer = new PendingAnnouncer((origin) => store.announcePending(origin), log);
+    const announcer = new PendingAnnouncer(
+      feed.origin,
+      (origin) => store.announcePending(origin),
+      log,
+    );
 
     // What the event log tells this process: waiters wake, canceled attempts abort.
     feed.subscribe((appended) => {

@@ -30,7 +30,7 @@ describe('PendingAnnouncer', () => {
 
   it('sends at once when idle, and one more for all the announces made meanwhile', async () => {
     const held = new HeldNotify();
-    const announcer = new PendingAnnouncer(held.notify, log);
+    const announcer = new PendingAnnouncer('test', held.notify, log);
     announcer.announce();
     expect(held.calls).to.have.length(1);
     for (let i = 0; i < 50; i++) announcer.announce();
@@ -49,7 +49,7 @@ describe('PendingAnnouncer', () => {
 
   it('after a failed send, the next announce sends again', async () => {
     const held = new HeldNotify();
-    const announcer = new PendingAnnouncer(held.notify, log);
+    const announcer = new PendingAnnouncer('test', held.notify, log);
     announcer.announce();
     held.calls[0]?.reject(new Error('database unreachable'));
     await settle();

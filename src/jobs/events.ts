@@ -35,8 +35,11 @@ export class EventFeed {
   private readonly reconnectListeners = new Set<() => void>();
   /** Reads in flight, so `idle()` can wait for them. */
   private readonly reading = new Set<Promise<void>>();
-  /** Names this process in its notifications, so it skips its own. */
-  private readonly origin = randomBytes(6).toString('hex');
+  /**
+   * Names this process in its notifications, so it skips its own (the pending announcements
+   * carry it too: runner/announce.ts).
+   */
+  readonly origin = randomBytes(6).toString('hex');
   /** Committed transactions not yet announced to the other processes. */
   private unannounced: string[] = [];
   private announcing: Promise<void> | undefined;

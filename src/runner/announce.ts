@@ -5,16 +5,15 @@
  * is announced at once. The local runner is woken directly; a lost announcement only delays
  * other processes until their poll.
  */
-import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
 
 export class PendingAnnouncer {
-  /** This process, in the announcements' payload: its own come back to it and are ignored. */
-  readonly origin = randomBytes(6).toString('hex');
   private sending = false;
   private again = false;
 
   constructor(
+    /** This process, in the announcements' payload: its own come back to it and are ignored. */
+    private readonly origin: string,
     private readonly notify: (origin: string) => Promise<void>,
     private readonly log: Logger,
   ) {}
