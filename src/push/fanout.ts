@@ -40,8 +40,9 @@ export class Fanout {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = RETRY_MIN_MS;
   /**
-   * Ask the database whether events are held back: at the start (events committed before this
-   * process listened were never heard of) and after a LISTEN reconnect, until none are.
+   * Ask the database whether events after the cursor are left unread (held back, or readable by
+   * now): at the start (events committed before this process listened were never heard of) and
+   * after a LISTEN reconnect, until none are.
    */
   private recheck = true;
 

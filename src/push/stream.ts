@@ -124,8 +124,9 @@ class EventStream {
   private woken = false;
   private stopped = false;
   /**
-   * Ask the database whether events are held back: at the start (events committed before the
-   * stream opened were never heard of) and after a LISTEN reconnect, until none are.
+   * Ask the database whether events after the cursor are left unread (held back, or readable by
+   * now): at the start (events committed before the stream opened were never heard of) and
+   * after a LISTEN reconnect, until none are.
    */
   private recheck = true;
   private cursor: Position;
@@ -198,21 +199,21 @@ class EventStream {
           lastWrite = Date.now();
           if (events.length === PAGE) continue;
         }
-        // Something is still held back: look again soon; otherwise sleep until woken. (Every
-        // event before the cursor has been written: the cursor read never skips.)
-        let held = after(this.heardUpTo, this.cursor);
-        if (!held && this.recheck) {
-          held = await eventsAfter(this.db, { after: this.from, ...this.filter });
-          this.recheck = held;
+        // Something is still unread (held back): look again soon; otherwise sleep until woken.
+        // (Every event before the cursor has been written: the cursor read never skips.)
+        let unread = after(this.heardUpTo, this.cursor);
+        if (!unread && this.recheck) {
+          unread = await eventsAfter(this.db, { after: this.from, ...this.filter });
+          this.recheck = unread;
         }
-        recheckMs = held ? Math.min(RECHECK_MAX_MS, recheckMs * 2) : RECHECK_MIN_MS;
+        recheckMs = unread ? Math.min(RECHECK_MAX_MS, recheckMs * 2) : RECHECK_MIN_MS;
         const quiet = this.heartbeatMs - (Date.now() - lastWrite);
         if (quiet <= 0) {
           this.write(': heartbeat\n\n');
           lastWrite = Date.now();
           continue;
         }
-        await this.sleep(held ? Math.min(recheckMs, quiet) : quiet);
+        await this.sleep(unread ? Math.min(recheckMs, quiet) : quiet);
       }
     } catch (err) {
       // The client reconnects with Last-Event-ID and misses nothing.
