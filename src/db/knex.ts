@@ -197,7 +197,7 @@ export async function migrateLatest(db: Knex, log?: Logger): Promise<string[]> {
   };
   const conn = await client.acquireConnection();
   try {
-    await conn.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+    await lockForMigrations(conn, log);
     try {
       const { missing, unknown } = await migrationState(db);
       if (unknown.length > 0) {
@@ -216,6 +216,25 @@ export async function migrateLatest(db: Knex, log?: Logger): Promise<string[]> {
     }
   } finally {
     await client.releaseConnection(conn);
+  }
+}
+
+/**
+ * Takes the migration lock, trying again every 100 ms rather than waiting in
+ * `pg_advisory_lock`: a session blocked in a statement holds a snapshot, and CREATE INDEX
+ * CONCURRENTLY (migration 0011) waits for every older snapshot to go, so the lock holder's index
+ * build and the processes queued behind it would wait on each other forever.
+ */
+async function lockForMigrations(conn: PgConnection, log?: Logger): Promise<void> {
+  let told = false;
+  for (;;) {
+    const res = (await conn.query('SELECT pg_try_advisory_lock($1) AS locked', [
+      MIGRATION_LOCK_KEY,
+    ])) as { rows: { locked: boolean }[] };
+    if (res.rows[0]?.locked) return;
+    if (!told) log?.info('another process is migrating the database; waiting for it');
+    told = true;
+    await sleep(100);
   }
 }
 
