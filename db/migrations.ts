@@ -8,10 +8,13 @@ import * as eventLog from './migrations/0006_event_log.js';
 import * as webhooks from './migrations/0008_webhooks.js';
 import * as batchesByClient from './migrations/0009_batches_by_client.js';
 import * as eventsAfterCommit from './migrations/0010_events_announced_after_commit.js';
+import * as claimIndexAlone from './migrations/0011_claim_index_alone.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
   down(knex: Knex): Promise<void>;
+  /** `{ transaction: false }` for statements a transaction cannot run (CREATE INDEX CONCURRENTLY). */
+  config?: { transaction?: boolean };
 }
 
 /**
@@ -30,6 +33,7 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0008_webhooks', webhooks],
   ['0009_batches_by_client', batchesByClient],
   ['0010_events_announced_after_commit', eventsAfterCommit],
+  ['0011_claim_index_alone', claimIndexAlone],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

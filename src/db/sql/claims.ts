@@ -39,6 +39,16 @@ function notInFlight(alias: string): string {
 // oldest due job per turn; so one client's backlog of any size delays another client's first
 // job by at most one turn per client with due work.
 //
+// Its plan must not depend on the statistics of `status`, which describe whichever moment ANALYZE
+// last saw (the queue goes from empty to thousands pending in a second, and back): every step
+// walks `jobs_pending_idx (client_id, run_after, seq)` in its own order, so reading a job it does
+// not claim is the exception. The probe "has this client due work" asks for that order too:
+// without it, statistics saying pending jobs are common made it a sequential scan from the start
+// of the table, through every finished job, under its LIMIT 1. No other index can serve these
+// steps (migration 0011; test/claim.plans.test.ts). The update finds the picked rows by primary
+// key (`= ANY (ARRAY(…))`): as a join, a generic plan (its LIMITs unknown) hashed the picked ids
+// and scanned the whole table for them.
+//
 // The claim commits without waiting for its WAL to reach disk (synchronous_commit off for its
 // own transaction only): one fsync less on every job's way to its result. Safe because nothing
 // outside the database acts on a claim alone: if Postgres crashes before the claim is flushed,
@@ -48,16 +58,22 @@ export function claimJobs(
   db: Knex,
   opts: { workerId: string; limit: number; leaseMs: number },
 ): Promise<JobRow[]> {
+  const { name, sql, bindings } = claimStatement(opts);
+  return preparedRows(db, name, sql, bindings);
+}
+
+/** The claim's prepared statement, name, text (knex `?` placeholders) and bindings. */
+export function claimStatement(opts: { workerId: string; limit: number; leaseMs: number }) {
   // Candidates beyond `limit` let concurrent claimers (other processes) skip each other's rows.
   const window = opts.limit * 4;
-  return preparedRows(
-    db,
-    'merchant_claim_jobs',
-    `WITH turns AS (
+  return {
+    name: 'merchant_claim_jobs',
+    sql: `WITH turns AS (
        SELECT c.id, row_number() OVER (ORDER BY c.last_claimed_at NULLS FIRST, c.id) AS turn
        FROM clients c CROSS JOIN LATERAL (
          SELECT 1 FROM jobs j
          WHERE j.client_id = c.id AND j.status = 'pending' AND j.run_after <= now()
+         ORDER BY j.run_after, j.seq
          LIMIT 1
        ) due_work
        ORDER BY c.last_claimed_at NULLS FIRST, c.id
@@ -85,7 +101,7 @@ export function claimJobs(
        UPDATE jobs SET status = 'running', locked_by = ?,
          locked_until = now() + make_interval(secs => ? / 1000.0),
          started_at = now(), attempts = attempts + 1
-       FROM picked WHERE jobs.id = picked.id
+       WHERE jobs.id = ANY (ARRAY(SELECT id FROM picked))
        RETURNING ${prefixed('jobs')}
      ), served AS (
        UPDATE clients SET last_claimed_at = clock_timestamp()
@@ -94,8 +110,8 @@ export function claimJobs(
        WHERE clients.id = s.id
      )
      SELECT * FROM claimed WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL`,
-    [window, opts.limit, window, opts.limit, opts.workerId, opts.leaseMs],
-  );
+    bindings: [window, opts.limit, window, opts.limit, opts.workerId, opts.leaseMs],
+  };
 }
 
 // Extends locked_until to now()+lease for this worker's claims that still hold; returns their ids.

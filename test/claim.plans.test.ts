@@ -1,0 +1,128 @@
+import { expect } from 'chai';
+import type { Knex } from 'knex';
+import { claimStatement } from '../src/db/sql/claims.js';
+import { clientId, freshDatabase } from './support/db.js';
+
+/**
+ * The claim's plan must not depend on the statistics of `status`: the queue swings from empty to
+ * thousands pending and back faster than ANALYZE follows, and each plan below made every claim
+ * read every pending or every finished job (docs/performance.md, "The claim's plans").
+ */
+
+/** One plan node of `EXPLAIN (ANALYZE, FORMAT JSON)`, with the fields read here. */
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Actual Rows': number;
+  'Actual Loops': number;
+  'Rows Removed by Filter'?: number;
+  'Rows Removed by Index Recheck'?: number;
+  Plans?: PlanNode[];
+}
+
+function* nodes(node: PlanNode): Generator<PlanNode> {
+  yield node;
+  for (const child of node.Plans ?? []) yield* nodes(child);
+}
+
+const N = 4000;
+const LIMIT = 16;
+
+/** Inserts `n` jobs of client `owner` with `status` (finished ones with their finish time). */
+async function insertJobs(db: Knex, owner: string, n: number, status: 'pending' | 'succeeded') {
+  await db.raw(
+    `INSERT INTO jobs (id, client_id, transaction, max_attempts, status, result, finished_at)
+     SELECT gen_random_uuid(), ?, jsonb_build_object('description', 'job ' || i), 3, ?,
+       CASE WHEN ? = 'succeeded' THEN '{"merchant": null}'::jsonb END,
+       CASE WHEN ? = 'succeeded' THEN now() END
+     FROM generate_series(1, ?) i`,
+    [owner, status, status, status, n],
+  );
+}
+
+/**
+ * Runs one claim of LIMIT jobs under EXPLAIN ANALYZE, as the service prepares it, with
+ * `planCacheMode` deciding between a plan made for these parameters and the generic one the
+ * plan cache may keep; rolled back. Returns the plan's nodes that read `jobs`.
+ */
+async function claimPlan(db: Knex, planCacheMode: 'force_custom_plan' | 'force_generic_plan') {
+  const stmt = claimStatement({ workerId: 'w', limit: LIMIT, leaseMs: 30_000 });
+  const native = db.raw(stmt.sql, stmt.bindings).toSQL().toNative();
+  // The bindings are the claim's numbers and its worker id ('w'), written as literals.
+  const args = native.bindings.map((b) => (typeof b === 'number' ? String(b) : `'${b as string}'`));
+  await db.raw('BEGIN');
+  try {
+    await db.raw(`SET LOCAL plan_cache_mode = ${planCacheMode}`);
+    await db.raw(`PREPARE claim_under_test AS ${native.sql}`);
+    const res = await db.raw<{ rows: { 'QUERY PLAN': { Plan: PlanNode }[] }[] }>(
+      `EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_under_test(${args.join(', ')})`,
+    );
+    const plan = res.rows[0]!['QUERY PLAN'][0]!.Plan;
+    const claimed = [...nodes(plan)].find((n) => n['Node Type'] === 'CTE Scan');
+    return { claimed: claimed?.['Actual Rows'], jobs: [...nodes(plan)].filter(readsJobs) };
+  } finally {
+    await db.raw('ROLLBACK');
+    await db.raw('DEALLOCATE ALL');
+  }
+}
+
+const readsJobs = (n: PlanNode) =>
+  n['Relation Name'] === 'jobs' && n['Node Type'] !== 'ModifyTable';
+/** Rows a node read: those it returned and those it read and dropped. */
+const rowsRead = (n: PlanNode) =>
+  (n['Actual Rows'] +
+    (n['Rows Removed by Filter'] ?? 0) +
+    (n['Rows Removed by Index Recheck'] ?? 0)) *
+  n['Actual Loops'];
+
+describe("the claim's plans (src/db/sql/claims.ts)", function () {
+  this.timeout(60_000);
+  let db: Knex;
+  let busy: string;
+  beforeEach(async () => {
+    db = await freshDatabase(1); // one connection: the transaction and PREPARE stay on it
+    // Autovacuum must not refresh the statistics each case sets up.
+    await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+    busy = await clientId(db, 'busy');
+    await clientId(db, 'idle'); // a client with nothing pending: its probe must be cheap too
+  });
+  afterEach(async () => {
+    await db.destroy();
+  });
+
+  const cases = {
+    // Statistics taken on a queue of finished jobs, then a burst of submits: pending looks rare,
+    // and an index over all pending jobs looked as good as the claim's own.
+    'statistics taken before a burst of submits': async () => {
+      await insertJobs(db, busy, N, 'succeeded');
+      await db.raw('ANALYZE jobs');
+      await insertJobs(db, busy, N, 'pending');
+    },
+    // Statistics taken in the middle of a burst, the burst since finished: pending looks common,
+    // and the probe for due work became a sequential scan through the finished jobs.
+    'statistics taken during a burst, the queue drained since': async () => {
+      await insertJobs(db, busy, N, 'pending');
+      await db.raw('ANALYZE jobs');
+      await db.raw(`UPDATE jobs SET status = 'succeeded', finished_at = now()`);
+      await insertJobs(db, busy, LIMIT * 4, 'pending');
+    },
+  };
+
+  for (const [name, setUp] of Object.entries(cases)) {
+    for (const mode of ['force_custom_plan', 'force_generic_plan'] as const) {
+      it(`${name}: claims ${LIMIT} reading only about that many jobs (${mode})`, async () => {
+        await setUp();
+        const { claimed, jobs } = await claimPlan(db, mode);
+        expect(claimed, 'jobs claimed').to.equal(LIMIT);
+        for (const node of jobs) {
+          const what = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
+          expect(node['Node Type'], what).not.to.equal('Seq Scan');
+          // A few windows' worth (candidates are 4x the limit), nowhere near the N pending or
+          // the N finished jobs.
+          expect(rowsRead(node), what).to.be.at.most(LIMIT * 16);
+        }
+      });
+    }
+  }
+});
