@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { claimStatement } from '../src/db/sql/claims.js';
+import { claimJobs, claimStatement } from '../src/db/sql/claims.js';
 import { clientId, freshDatabase } from './support/db.js';
 
 /**
@@ -59,8 +59,7 @@ async function claimPlan(db: Knex, planCacheMode: 'force_custom_plan' | 'force_g
       `EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_under_test(${args.join(', ')})`,
     );
     const plan = res.rows[0]!['QUERY PLAN'][0]!.Plan;
-    const claimed = [...nodes(plan)].find((n) => n['Node Type'] === 'CTE Scan');
-    return { claimed: claimed?.['Actual Rows'], jobs: [...nodes(plan)].filter(readsJobs) };
+    return { claimed: plan['Actual Rows'], jobs: [...nodes(plan)].filter(readsJobs) };
   } finally {
     await db.raw('ROLLBACK');
     await db.raw('DEALLOCATE ALL');
@@ -125,4 +124,33 @@ describe("the claim's plans (src/db/sql/claims.ts)", function () {
       });
     }
   }
+});
+
+describe('the order a claim returns its jobs in (src/db/sql/claims.ts)', () => {
+  let db: Knex;
+  beforeEach(async () => {
+    db = await freshDatabase();
+  });
+  afterEach(async () => {
+    await db.destroy();
+  });
+
+  // The runner starts what it fetched ahead in the order the claim returns it, so the order is
+  // the fair share's: clients take turns, each client's jobs oldest first. The update finds its
+  // rows by primary key, which returns them in table order (here all of one client's first).
+  it('is turn order: the clients alternate, each in submission order', async () => {
+    const first = await clientId(db, 'first');
+    const second = await clientId(db, 'second');
+    await insertJobs(db, first, 3, 'pending');
+    await insertJobs(db, second, 3, 'pending');
+    const jobs = await claimJobs(db, { workerId: 'w', limit: 6, leaseMs: 30_000 });
+    const clients = jobs.map((j) => j.client_id);
+    expect(clients).to.have.length(6);
+    expect(new Set(clients).size).to.equal(2);
+    clients.forEach((c, i) => expect(c, `job ${i}`).to.equal(clients[i % 2]));
+    for (const owner of [first, second]) {
+      const seqs = jobs.filter((j) => j.client_id === owner).map((j) => BigInt(j.seq));
+      expect(seqs, owner).to.deep.equal([...seqs].sort((a, b) => (a < b ? -1 : 1)));
+    }
+  });
 });

@@ -47,7 +47,8 @@ function notInFlight(alias: string): string {
 // of the table, through every finished job, under its LIMIT 1. No other index can serve these
 // steps (migration 0011; test/claim.plans.test.ts). The update finds the picked rows by primary
 // key (`= ANY (ARRAY(…))`): as a join, a generic plan (its LIMITs unknown) hashed the picked ids
-// and scanned the whole table for them.
+// and scanned the whole table for them. The claimed jobs come back in turn order, the order the
+// runner starts them in.
 //
 // The claim commits without waiting for its WAL to reach disk (synchronous_commit off for its
 // own transaction only): one fsync less on every job's way to its result. Safe because nothing
@@ -92,7 +93,7 @@ export function claimStatement(opts: { workerId: string; limit: number; leaseMs:
        ORDER BY q.rank, t.turn
        LIMIT ?
      ), picked AS (
-       SELECT j.id FROM jobs j JOIN candidates c ON c.id = j.id
+       SELECT j.id, c.rank, c.turn FROM jobs j JOIN candidates c ON c.id = j.id
        WHERE j.status = 'pending' AND j.run_after <= now()
        ORDER BY c.rank, c.turn
        LIMIT ?
@@ -109,7 +110,9 @@ export function claimStatement(opts: { workerId: string; limit: number; leaseMs:
              ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) s
        WHERE clients.id = s.id
      )
-     SELECT * FROM claimed WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL`,
+     SELECT claimed.* FROM claimed JOIN picked ON picked.id = claimed.id
+     WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+     ORDER BY picked.rank, picked.turn`,
     bindings: [window, opts.limit, window, opts.limit, opts.workerId, opts.leaseMs],
   };
 }
