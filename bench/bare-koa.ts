@@ -1,7 +1,9 @@
 /**
  * The baseline next to `POST /normalize_merchant` in the benchmark: a bare Koa handler that
  * parses the JSON body and does one INSERT, nothing else (no validation, auth, quota or
- * idempotency). What the service adds over the minimum is the difference.
+ * idempotency). What the service adds over the minimum is the difference. `GET /jobs/<id>`
+ * reads the row back (one SELECT): POST then GET, one after the other, is the floor under the
+ * time-to-result measure on the same machine.
  *
  *   DATABASE_URL=… PORT=… node --import tsx bench/bare-koa.ts
  */
@@ -17,6 +19,17 @@ await pool.query(
 const app = new Koa();
 app.use(koaBody());
 app.use(async (ctx) => {
+  // GET /jobs/<id>: the row back, one SELECT (the time-to-result floor's second request).
+  const id = /^\/jobs\/([0-9a-f-]{36})$/.exec(ctx.path)?.[1];
+  if (ctx.method === 'GET' && id) {
+    const { rows } = await pool.query<{ id: string; body: unknown }>(
+      'SELECT id, body FROM bench_bare WHERE id = $1',
+      [id],
+    );
+    ctx.status = rows[0] ? 200 : 404;
+    ctx.body = rows[0] ?? { error: 'not found' };
+    return;
+  }
   if (ctx.method !== 'POST') {
     ctx.status = 204; // the readiness probe
     return;

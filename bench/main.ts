@@ -26,6 +26,7 @@ import { BIG_OPS, benchBigTable } from './bigtable.js';
 import { cpuMs, postgresCpuMs } from './cpu.js';
 import { benchFiles } from './files.js';
 import { type PeerResult, bullmq, graphileWorker, pgBoss } from './peers.js';
+import { bareRoundTrips, postThenWait, postWaiting } from './ttr.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const DRAIN_JOBS = Number(process.env.BENCH_DRAIN_JOBS ?? 20_000);
@@ -343,25 +344,38 @@ async function main() {
     await reset(db);
   }
 
-  // 4b. Time to result: POST, then GET ?wait on its id, one job at a time, measured here.
+  // 4b. Time to result: POST, then GET ?wait on its id, one job at a time, measured here; then
+  // the same as one POST with `Prefer: wait`, and the floor: bare Koa, POST then GET.
   if (noop && on('ttr')) {
-    say(`time to result: ${TTR_JOBS} sequential POST + GET ?wait`);
-    const times: number[] = [];
-    for (let i = 0; i < TTR_JOBS; i++) {
-      const t0 = performance.now();
-      const job = (await post(noop.base, '/normalize_merchant', tx(`OPENAI ${i}`, i))) as {
-        id: string;
-      };
-      const res = await fetch(`${noop.base}/jobs/${job.id}?wait=10`, { headers: auth });
-      const done = (await res.json()) as { status: string };
-      if (done.status !== 'succeeded') throw new Error(`time to result: ${done.status}`);
-      times.push(performance.now() - t0);
-    }
-    const p = quantiles(times);
+    say(`time to result: ${TTR_JOBS} sequential POST + GET ?wait, then POST with Prefer: wait`);
+    const p = quantiles(await postThenWait(noop.base, auth, TTR_JOBS));
     result.time_to_result_p50_ms = p.p50;
     result.time_to_result_p99_ms = p.p99;
-    target('time to result p99 (no-op, POST then GET ?wait)', p.p99, '≤ 10 ms', (v) => v <= 10);
+    const one = quantiles(await postWaiting(noop.base, auth, TTR_JOBS));
+    result.time_to_result_prefer_wait_p50_ms = one.p50;
+    result.time_to_result_prefer_wait_p99_ms = one.p99;
     await reset(db);
+    say(`time to result floor: ${TTR_JOBS} sequential POST + GET to bare Koa`);
+    const bare = await spawnServer('bench/bare-koa.ts', { DATABASE_URL: databaseUrl }, (base) =>
+      fetch(base, { method: 'HEAD' }).then(
+        () => true,
+        () => false,
+      ),
+    );
+    const floor = quantiles(await bareRoundTrips(bare.base, TTR_JOBS));
+    await bare.stop();
+    await db.raw('DROP TABLE IF EXISTS bench_bare');
+    result.ttr_floor_bare_koa_p50_ms = floor.p50;
+    result.ttr_floor_bare_koa_p99_ms = floor.p99;
+    target(
+      'time to result p99 (no-op, POST then GET ?wait)',
+      p.p99,
+      '≤ 10 ms',
+      (v) => v <= 10,
+      `p50 ${p.p50}; floor in this run, bare Koa POST (INSERT) then GET (SELECT): ` +
+        `p50 ${floor.p50} / p99 ${floor.p99} ms; one POST with Prefer: wait: ` +
+        `p50 ${one.p50} / p99 ${one.p99} ms`,
+    );
   }
   await noop?.stop();
 
