@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import { problemOf } from '../src/http/problem.js';
 import { Authenticator } from '../src/auth/authenticator.js';
 import { issueKey } from '../src/auth/keys.js';
+import { revokeKey } from '../src/db/sql/clients.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { TestHeuristic, echoAfter } from './support/heuristics.js';
 import { expectProblem } from './support/problem.js';
@@ -76,6 +77,70 @@ describe('failed authentication', () => {
 describe('Authenticator', () => {
   let h: Harness;
   afterEach(() => h.stop());
+
+  /** Key lookups run on the harness's own pool, which the authenticators here use. */
+  function onLookup(each: () => void = () => undefined): () => number {
+    let n = 0;
+    h.db.on('query', (q: { sql: string }) => {
+      if (!q.sql.includes('FROM api_keys')) return;
+      n += 1;
+      each();
+    });
+    return () => n;
+  }
+
+  // A busy client's connections all arrive with its key when the trust runs out (and at start).
+  it('looks a key up once for the requests that bring it while it is being looked up', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    const auth = new Authenticator(h.db, { failuresPerMinute: 2 });
+    const lookups = onLookup();
+    const all = await Promise.all(
+      Array.from({ length: 20 }, () => auth.authenticate(`Bearer ${h.key.key}`, 'addr')),
+    );
+    expect(all.map((p) => p.name)).to.deep.equal(Array(20).fill('a'));
+    expect(lookups()).to.equal(1);
+    // The same for a key that is not valid: one lookup, and one failure charged, not twenty.
+    const bad = `Bearer ${randomKey()}`;
+    const failures = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        auth.authenticate(bad, 'addr').then(
+          () => 'authenticated',
+          (err: unknown) => problemOf(err)?.status,
+        ),
+      ),
+    );
+    expect(failures).to.deep.equal(Array(20).fill(401));
+    expect(lookups()).to.equal(2);
+    // One of the address's 2 failed lookups a minute is left: one more is tried, then 429.
+    const next = () =>
+      auth.authenticate(`Bearer ${randomKey()}`, 'addr').then(
+        () => 'authenticated',
+        (err: unknown) => problemOf(err)?.status,
+      );
+    expect(await next()).to.equal(401);
+    expect(await next()).to.equal(429);
+  });
+
+  // The revocation's NOTIFY can arrive while a lookup that read the key before the revocation
+  // committed is still under way; remembering that answer would trust a revoked key for cacheMs.
+  it('does not remember a key whose revocation arrived while it was being looked up', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    const auth = new Authenticator(h.db, { cacheMs: 60_000 });
+    let revokeNow = true;
+    const lookups = onLookup(() => {
+      if (!revokeNow) return;
+      revokeNow = false;
+      auth.forget(h.key.keyId); // the notification, while the lookup's query is under way
+    });
+    expect((await auth.authenticate(`Bearer ${h.key.key}`, 'addr')).name).to.equal('a');
+    expect(await revokeKey(h.db, h.key.keyId)).to.equal(true);
+    const again = await auth.authenticate(`Bearer ${h.key.key}`, 'addr').then(
+      () => 'authenticated',
+      (err: unknown) => problemOf(err)?.status,
+    );
+    expect(again).to.equal(401);
+    expect(lookups()).to.equal(2);
+  });
 
   it('checks a known key again when its trust runs out, even from an address out of failures', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });

@@ -12,6 +12,12 @@
  * never will), and each client address may fail `failuresPerMinute` lookups a minute (a token
  * bucket); past that, its requests with a key this process never verified get 429 without a
  * lookup. A key that does not even have the key format costs no lookup and is not counted.
+ *
+ * Requests that bring the same key while it is being looked up share that lookup (a busy
+ * client's connections, each time its trust runs out), and only the request that started it
+ * can be charged for a failure. A lookup that was under way when a revocation arrived
+ * (`forget`) answers its own requests but is not remembered: it may have read the key before
+ * the revocation committed.
  */
 import type { Knex } from 'knex';
 import type { Client } from '../db/sql/clients.js';
@@ -47,6 +53,10 @@ export class Authenticator {
   /** Keys found invalid (unknown, mistyped, revoked), by SHA-256 (hex), until when. */
   private readonly rejected = new Map<string, number>();
   private readonly allowances = new Map<string, Allowance>();
+  /** Lookups under way, by SHA-256 (hex) of the key. */
+  private readonly lookups = new Map<string, Promise<Principal | undefined>>();
+  /** Counts `forget` calls: a lookup that began before one is not remembered. */
+  private generation = 0;
   private readonly cacheMs: number;
   private readonly failuresPerMinute: number;
 
@@ -87,22 +97,48 @@ export class Authenticator {
       throw new TooManyAuthFailuresError(this.secondsUntilToken(allowance));
     }
 
-    const record = await activeKey(this.db, key);
-    if (!record) {
-      this.verified.delete(cacheKey);
-      if (allowance) allowance.tokens -= 1;
-      if (this.rejected.size >= MAX_CACHED) this.rejected.clear();
-      this.rejected.set(cacheKey, now + REJECTED_TTL_MS);
+    let lookup = this.lookups.get(cacheKey);
+    const started = lookup === undefined;
+    if (!lookup) {
+      const own = this.lookUp(key, cacheKey);
+      const done = () => {
+        if (this.lookups.get(cacheKey) === own) this.lookups.delete(cacheKey);
+      };
+      own.then(done, done);
+      this.lookups.set(cacheKey, own);
+      lookup = own;
+    }
+    const principal = await lookup;
+    if (!principal) {
+      if (started && allowance) allowance.tokens -= 1;
       throw invalidKey();
     }
+    return principal;
+  }
+
+  /** Reads `key`'s record and remembers the verdict (a valid key only if no `forget` came meanwhile). */
+  private async lookUp(key: string, cacheKey: string): Promise<Principal | undefined> {
+    const generation = this.generation;
+    const record = await activeKey(this.db, key);
+    const now = Date.now();
+    if (!record) {
+      this.verified.delete(cacheKey);
+      if (this.rejected.size >= MAX_CACHED) this.rejected.clear();
+      this.rejected.set(cacheKey, now + REJECTED_TTL_MS);
+      return undefined;
+    }
     const principal = { id: record.client_id, name: record.client_name, keyId: record.id };
-    if (this.verified.size >= MAX_CACHED) this.verified.clear();
-    this.verified.set(cacheKey, { principal, until: now + this.cacheMs });
+    if (generation === this.generation) {
+      if (this.verified.size >= MAX_CACHED) this.verified.clear();
+      this.verified.set(cacheKey, { principal, until: now + this.cacheMs });
+    }
     return principal;
   }
 
   /** Drops a revoked key from the cache (from the KEYS_REVOKED_CHANNEL notification). */
   forget(keyId: string): void {
+    this.generation += 1;
+    this.lookups.clear(); // later requests look the key up again rather than join a stale read
     for (const [hash, entry] of this.verified) {
       if (entry.principal.keyId === keyId) this.verified.delete(hash);
     }
@@ -113,6 +149,8 @@ export class Authenticator {
    * may have been missed. They stay known, so the failed-lookup limit does not apply to them.
    */
   forgetAll(): void {
+    this.generation += 1;
+    this.lookups.clear();
     for (const entry of this.verified.values()) entry.until = 0;
   }
 
