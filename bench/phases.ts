@@ -1,0 +1,318 @@
+/**
+ * The service's phases after the no-op ones (`BENCH_ONLY` names in brackets): long-poll lag
+ * (longpoll), slot utilization (util), heuristic calls on the sample file (calls), RSS with a
+ * backlog (rss), GET latency beside CPU-heavy heuristics (cpu), many slow jobs in flight
+ * (slow10k), and one to three processes (procs). Each starts its own service, records its
+ * figures and targets, and leaves the tables empty.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import type { Knex } from 'knex';
+import {
+  CONCURRENCY,
+  SECONDS,
+  bench,
+  heuristicCalls,
+  quantiles,
+  reset,
+  result,
+  round,
+  rssMb,
+  say,
+  sleep,
+  startService,
+  submitBatches,
+  target,
+  waitFinished,
+} from './harness.js';
+
+const LONGPOLL_WAITERS = Number(process.env.BENCH_LONGPOLL_WAITERS ?? 1000);
+const SLOW_JOBS = Number(process.env.BENCH_SLOW_JOBS ?? 10_000);
+const PROC_JOBS = Number(process.env.BENCH_PROC_JOBS ?? 10_000);
+/** GETs per second of the polling clients in the CPU phase. */
+const GET_RATE = Number(process.env.BENCH_GET_RATE ?? 200);
+const SAMPLE = path.resolve(import.meta.dirname, '../test/fixtures/transactions-2k.csv');
+
+/** 5. Completion -> long-poll answer: LONGPOLL_WAITERS jobs of 100 ms, each with a ?wait=60. */
+async function longpoll(db: Knex, databaseUrl: string): Promise<void> {
+  say(`long-poll: ${LONGPOLL_WAITERS} jobs of 100 ms, each with a waiter`);
+  const slow = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '100' });
+  const ids = await submitBatches(slow.base, LONGPOLL_WAITERS, (i) => `SPOTIFY ${i}`, 1);
+  const lags: Array<{ finishedAt: number; lag: number }> = [];
+  let answered = 0;
+  // When every waiter is registered in the server (waiting now, or already answered): lags
+  // of jobs finishing before then include the burst of 1,000 requests arriving at once.
+  let registeredAt = Infinity;
+  const watching = (async () => {
+    while (answered < ids.length) {
+      const metrics = await (await fetch(`${slow.base}/metrics`)).text();
+      const waiting = Number(/^merchant_longpoll_waiting_requests (\d+)/m.exec(metrics)?.[1]);
+      if (waiting + answered >= ids.length) {
+        registeredAt = Date.now();
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  await Promise.all(
+    ids.map(async (id) => {
+      const askedAt = Date.now();
+      const res = await fetch(`${slow.base}/jobs/${id}?wait=60`, { headers: bench.auth });
+      const answeredAt = Date.now();
+      answered++;
+      const job = (await res.json()) as { finished_at: string | null };
+      const finishedAt = Date.parse(job.finished_at ?? '');
+      if (finishedAt >= askedAt) lags.push({ finishedAt, lag: answeredAt - finishedAt });
+    }),
+  );
+  await watching;
+  const p = quantiles(lags.map((l) => l.lag));
+  const steady = lags.filter((l) => l.finishedAt >= registeredAt).map((l) => l.lag);
+  const q = quantiles(steady);
+  result.longpoll_waiters = LONGPOLL_WAITERS;
+  result.longpoll_answer_p50_ms = p.p50;
+  result.longpoll_answer_p99_ms = p.p99;
+  result.longpoll_registered_answers = steady.length;
+  result.longpoll_registered_answer_p50_ms = q.p50;
+  result.longpoll_registered_answer_p99_ms = q.p99;
+  target(
+    `long-poll lag p99, ${LONGPOLL_WAITERS} waiters registered`,
+    q.p99,
+    '≤ 20 ms',
+    (v) => v <= 20,
+    `${steady.length} jobs finished after all waiters were registered; all ${lags.length}: p99 ${p.p99} ms`,
+  );
+  await slow.stop();
+  await reset(db);
+}
+
+/** 6. Slot utilization: 1 s heuristic, N = 10 x C jobs. */
+async function utilization(db: Knex, databaseUrl: string): Promise<void> {
+  say(`utilization: ${10 * CONCURRENCY} jobs of 1 s on ${CONCURRENCY} slots`);
+  const second = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '1000' });
+  await submitBatches(second.base, 10 * CONCURRENCY, (i) => `UBER TRIP ${i}`, 1);
+  await waitFinished(db, 10 * CONCURRENCY, 'utilization');
+  const span = await db.raw<{ rows: [{ busy_s: number; span_s: number }] }>(
+    `SELECT sum(extract(epoch FROM finished_at - started_at)) AS busy_s,
+            extract(epoch FROM max(finished_at) - min(started_at)) AS span_s FROM jobs`,
+  );
+  result.utilization_pct = round(
+    (100 * Number(span.rows[0].busy_s)) / (CONCURRENCY * Number(span.rows[0].span_s)),
+  );
+  target('slot utilization (1 s jobs)', result.utilization_pct, '≥ 99 %', (v) => v >= 99);
+  await second.stop();
+  await reset(db);
+}
+
+/** 7. Heuristic calls vs jobs on transactions-2k.csv, result cache and single-flight on. */
+async function heuristicCallsPhase(db: Knex, databaseUrl: string): Promise<void> {
+  say('heuristic calls on transactions-2k.csv (cache on)');
+  const cached = await startService(databaseUrl, {
+    HEURISTIC_DELAY_MS: '20',
+    RESULT_CACHE_TTL_MS: '3600000',
+  });
+  const rows = (await fs.readFile(SAMPLE, 'utf8')).trim().split('\n').slice(1);
+  const descriptions = rows.map((r) => r.slice(11, r.lastIndexOf(',')).replace(/^"|"$/g, ''));
+  await submitBatches(cached.base, descriptions.length, (i) => descriptions[i] ?? '', 2);
+  await waitFinished(db, descriptions.length, 'transactions-2k');
+  result.sample_jobs = descriptions.length;
+  result.sample_heuristic_calls = await heuristicCalls(cached.base);
+  result.sample_distinct_keys = Number(
+    (await db.raw<{ rows: [{ n: string }] }>('SELECT count(DISTINCT cache_key) AS n FROM jobs'))
+      .rows[0].n,
+  );
+  target(
+    'heuristic calls = distinct keys (transactions-2k.csv)',
+    result.sample_heuristic_calls,
+    `= ${result.sample_distinct_keys}`,
+    (v) => v === result.sample_distinct_keys,
+  );
+  await cached.stop();
+  await reset(db);
+}
+
+/** 8. RSS at 0 and 100k pending jobs (the heuristic never finishes in time). */
+async function rssPhase(db: Knex, databaseUrl: string): Promise<void> {
+  say('RSS with 100,000 pending jobs');
+  const stuck = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '600000' });
+  await sleep(1000);
+  result.rss_0_pending_mb = await rssMb(stuck.pid);
+  await submitBatches(stuck.base, 100_000, (i) => `NETFLIX ${i}`);
+  await sleep(2000);
+  result.rss_100k_pending_mb = await rssMb(stuck.pid);
+  target(
+    'RSS growth, 0 → 100k pending',
+    round(Number(result.rss_100k_pending_mb) - Number(result.rss_0_pending_mb)),
+    '≤ +50 MB',
+    (v) => v <= 50,
+  );
+  await stuck.stop();
+  await reset(db);
+}
+
+/** 9. GET p99 while CPU-heavy heuristics run (200 ms of CPU per job, on worker threads). */
+async function cpuPhase(db: Knex, databaseUrl: string): Promise<void> {
+  say('GET latency while CPU-heavy heuristics run');
+  const cpu = await startService(databaseUrl, {
+    HEURISTIC_DELAY_MS: '0',
+    HEURISTIC_CPU_MS: '200',
+  });
+  // Polling clients: GETs at a steady rate, first with nothing running (the same server, the
+  // same job), then while the heuristics burn CPU; then 16 connections as fast as they go,
+  // where the bench's own client competes for the cores and the figure is mostly queueing.
+  const [probe] = await submitBatches(cpu.base, 1, () => 'LYFT RIDE probe', 1);
+  await waitFinished(db, 1, 'the probe job');
+  const url = `${cpu.base}/jobs/${probe}`;
+  const steady = () =>
+    autocannon({ url, headers: bench.auth, connections: 4, overallRate: GET_RATE, duration: 5 });
+  const idle = await steady();
+  await submitBatches(cpu.base, 1000, (i) => `LYFT RIDE ${i}`, 1);
+  const get = await steady();
+  const saturated = await autocannon({
+    url,
+    headers: bench.auth,
+    connections: 16,
+    duration: Math.min(SECONDS, 5),
+  });
+  const [{ running }] = (await db('jobs').where({ status: 'running' }).count('* as running')) as [
+    { running: string },
+  ];
+  result.get_idle_steady_p99_ms = idle.latency.p99;
+  result.get_under_cpu_load_p50_ms = get.latency.p50;
+  result.get_under_cpu_load_p99_ms = get.latency.p99;
+  result.get_under_cpu_load_saturated_p99_ms = saturated.latency.p99;
+  result.get_under_cpu_load_saturated_rps = saturated.requests.average;
+  result.get_under_cpu_load_running_jobs = Number(running);
+  target(
+    `GET p99 during CPU-heavy heuristics (${GET_RATE} GET/s)`,
+    get.latency.p99,
+    '≤ 20 ms',
+    (v) => v <= 20,
+    `idle: p99 ${idle.latency.p99} ms; 16 connections flat out: p99 ${saturated.latency.p99} ms at ${saturated.requests.average} req/s`,
+  );
+  await cpu.stop();
+  await reset(db);
+}
+
+/** 10. Many slow jobs in flight: RUNNER_CONCURRENCY=10000, 30 s I/O-bound heuristic. */
+async function slowPhase(db: Knex, databaseUrl: string): Promise<void> {
+  say(`${SLOW_JOBS} jobs of 30 s in flight in one process (RUNNER_CONCURRENCY=${SLOW_JOBS})`);
+  const many = await startService(databaseUrl, {
+    HEURISTIC_DELAY_MS: '30000',
+    RUNNER_CONCURRENCY: String(SLOW_JOBS),
+    SHUTDOWN_GRACE_MS: '0',
+  });
+  const [probe] = await submitBatches(many.base, SLOW_JOBS, (i) => `HULU ${i}`);
+  const deadline = performance.now() + 20_000;
+  let running = 0;
+  while (performance.now() < deadline) {
+    const [row] = (await db('jobs').where({ status: 'running' }).count('* as n')) as [
+      { n: string },
+    ];
+    running = Number(row.n);
+    if (running >= SLOW_JOBS) break;
+    await sleep(200);
+  }
+  result.slow_running_jobs = running;
+  // Statements per second while they all sleep: from pg_stat_statements when installed,
+  // else transactions (commits + rollbacks) of the database.
+  const tracked = (
+    await db.raw<{ rows: [{ on: boolean }] }>(
+      `SELECT to_regclass('pg_stat_statements') IS NOT NULL AS on`,
+    )
+  ).rows[0].on;
+  const count = async () => {
+    const res = await db.raw<{ rows: [{ n: string }] }>(
+      tracked
+        ? `SELECT sum(calls) AS n FROM pg_stat_statements s
+           JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()`
+        : `SELECT xact_commit + xact_rollback AS n FROM pg_stat_database
+           WHERE datname = current_database()`,
+    );
+    return { n: Number(res.rows[0].n), how: tracked ? 'statements' : 'transactions' };
+  };
+  // The runner alone first (10 s: a heartbeat's renewal, the reaper's polls), then the GETs.
+  const before = await count();
+  const t0 = performance.now();
+  await sleep(10_000);
+  const after = await count();
+  result[`slow_db_${after.how}_per_s`] = round(
+    (after.n - before.n) / ((performance.now() - t0) / 1000),
+  );
+  const get = await autocannon({
+    url: `${many.base}/jobs/${probe}`,
+    headers: bench.auth,
+    connections: 16,
+    duration: Math.min(SECONDS, 5),
+  });
+  result.slow_rss_mb = await rssMb(many.pid);
+  result.slow_get_p50_ms = get.latency.p50;
+  result.slow_get_p99_ms = get.latency.p99;
+  target(`${SLOW_JOBS} slow jobs in flight: RSS`, result.slow_rss_mb, '≤ 500 MB', (v) => v <= 500);
+  target(`${SLOW_JOBS} slow jobs in flight: GET p99`, get.latency.p99, '≤ 20 ms', (v) => v <= 20);
+  target(
+    `${SLOW_JOBS} slow jobs in flight: database ${after.how}/s (10 s, no GETs)`,
+    Number(result[`slow_db_${after.how}_per_s`]),
+    'bounded, reported',
+    () => running >= SLOW_JOBS,
+    `${running} running`,
+  );
+  await many.stop();
+  await reset(db);
+}
+
+/** 11. One, two, three processes on one Postgres: throughput, and every job run exactly once. */
+async function processesPhase(db: Knex, databaseUrl: string): Promise<void> {
+  for (const n of [1, 2, 3]) {
+    say(`${n} process(es): ${PROC_JOBS} no-op jobs`);
+    const servers = await Promise.all(
+      Array.from({ length: n }, () => startService(databaseUrl, { HEURISTIC_DELAY_MS: '0' })),
+    );
+    const t0 = performance.now();
+    await Promise.all(
+      servers.map((srv, k) =>
+        submitBatches(srv.base, Math.ceil(PROC_JOBS / n), (i) => `OPENAI ${k}-${i}`, 2),
+      ),
+    );
+    const total = Math.ceil(PROC_JOBS / n) * n;
+    await waitFinished(db, total, `${n} processes`);
+    result[`procs_${n}_jobs_per_s`] = round(total / ((performance.now() - t0) / 1000));
+    const calls = (await Promise.all(servers.map((srv) => heuristicCalls(srv.base)))).reduce(
+      (a, b) => a + b,
+      0,
+    );
+    const [check] = (
+      await db.raw<{ rows: [{ jobs: string; once: string }] }>(
+        `SELECT count(*) AS jobs,
+                count(*) FILTER (WHERE status = 'succeeded' AND attempts = 1) AS once
+         FROM jobs`,
+      )
+    ).rows;
+    const exactlyOnce = Number(check.jobs) === total && Number(check.once) === total;
+    result[`procs_${n}_exactly_once`] = exactlyOnce && calls === total ? 'yes' : 'NO';
+    result[`procs_${n}_heuristic_calls`] = calls;
+    await Promise.all(servers.map((srv) => srv.stop()));
+    await reset(db);
+  }
+  target(
+    'several processes: same jobs run exactly once (1/2/3 processes)',
+    [1, 2, 3].every((n) => result[`procs_${n}_exactly_once`] === 'yes') ? 1 : 0,
+    'exactly once',
+    (v) => v === 1,
+    [1, 2, 3].map((n) => `${n}: ${result[`procs_${n}_jobs_per_s`]} jobs/s`).join(', '),
+  );
+}
+
+/** The phases, in the order they run, by their `BENCH_ONLY` name. */
+export const servicePhases: ReadonlyArray<
+  readonly [phase: string, run: (db: Knex, databaseUrl: string) => Promise<void>]
+> = [
+  ['longpoll', longpoll],
+  ['util', utilization],
+  ['calls', heuristicCallsPhase],
+  ['rss', rssPhase],
+  ['cpu', cpuPhase],
+  ['slow10k', slowPhase],
+  ['procs', processesPhase],
+];
