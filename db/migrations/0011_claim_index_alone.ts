@@ -15,7 +15,7 @@ import type { Knex } from 'knex';
  *
  * Built CONCURRENTLY (outside a transaction), so submits and claims go on while it builds on a
  * big table; a build interrupted half-way leaves an invalid index, dropped and rebuilt on the
- * next start.
+ * next start (both ways: `down` too starts by dropping what it builds).
  */
 export const config = { transaction: false };
 
@@ -29,9 +29,9 @@ export async function up(knex: Knex): Promise<void> {
 }
 
 export async function down(knex: Knex): Promise<void> {
+  await knex.raw(`DROP INDEX CONCURRENTLY IF EXISTS jobs_pending_seq_idx`);
   await knex.raw(
-    `CREATE INDEX CONCURRENTLY IF NOT EXISTS jobs_pending_seq_idx ON jobs (seq)
-     WHERE status = 'pending'`,
+    `CREATE INDEX CONCURRENTLY jobs_pending_seq_idx ON jobs (seq) WHERE status = 'pending'`,
   );
   await knex.raw(`DROP INDEX CONCURRENTLY IF EXISTS jobs_pending_ahead_idx`);
 }
