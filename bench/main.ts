@@ -192,10 +192,10 @@ async function main() {
   // the same as one POST with `Prefer: wait`, and the floor: bare Koa, POST then GET.
   if (noop && on('ttr')) {
     say(`time to result: ${TTR_JOBS} sequential POST + GET ?wait, then POST with Prefer: wait`);
-    const p = quantiles(await postThenWait(noop.base, bench.auth, TTR_JOBS));
+    const p = quantiles(await postThenWait(noop.base, TTR_JOBS));
     result.time_to_result_p50_ms = p.p50;
     result.time_to_result_p99_ms = p.p99;
-    const one = quantiles(await postWaiting(noop.base, bench.auth, TTR_JOBS));
+    const one = quantiles(await postWaiting(noop.base, TTR_JOBS));
     result.time_to_result_prefer_wait_p50_ms = one.p50;
     result.time_to_result_prefer_wait_p99_ms = one.p99;
     await reset(db);

@@ -4,9 +4,7 @@
  * and the floor under both on this machine, the same two requests to bench/bare-koa.ts (one
  * INSERT, then one SELECT: no runner, one commit instead of the service's three).
  */
-type Headers = Record<string, string>;
-
-const tx = (description: string, i: number) => ({ date: '2026-04-03', description, amount: i });
+import { bench, post, tx } from './harness.js';
 
 async function timed(n: number, once: (i: number) => Promise<void>): Promise<number[]> {
   const times: number[] = [];
@@ -23,26 +21,22 @@ async function json(res: Response): Promise<{ id: string; status: string }> {
 }
 
 /** POST, then GET ?wait on its id. */
-export function postThenWait(base: string, auth: Headers, n: number): Promise<number[]> {
+export function postThenWait(base: string, n: number): Promise<number[]> {
   return timed(n, async (i) => {
-    const res = await fetch(`${base}/normalize_merchant`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...auth },
-      body: JSON.stringify(tx(`OPENAI ${i}`, i)),
-    });
-    if (res.status !== 202) throw new Error(`time to result: POST ${res.status}`);
-    const { id } = await json(res);
-    const done = await json(await fetch(`${base}/jobs/${id}?wait=10`, { headers: auth }));
+    const { id } = (await post(base, '/normalize_merchant', tx(`OPENAI ${i}`, i))) as {
+      id: string;
+    };
+    const done = await json(await fetch(`${base}/jobs/${id}?wait=10`, { headers: bench.auth }));
     if (done.status !== 'succeeded') throw new Error(`time to result: ${done.status}`);
   });
 }
 
 /** One POST with `Prefer: wait=10`: 200 with the finished job. */
-export function postWaiting(base: string, auth: Headers, n: number): Promise<number[]> {
+export function postWaiting(base: string, n: number): Promise<number[]> {
   return timed(n, async (i) => {
     const res = await fetch(`${base}/normalize_merchant`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', prefer: 'wait=10', ...auth },
+      headers: { 'content-type': 'application/json', prefer: 'wait=10', ...bench.auth },
       body: JSON.stringify(tx(`OPENAI ONE ${i}`, i)),
     });
     const done = await json(res);
