@@ -16,22 +16,24 @@ import { expectProblem } from './support/problem.js';
 const randomKey = () =>
   `mn_${randomBytes(6).toString('hex')}_${randomBytes(32).toString('base64url')}`;
 
+/** Counts the key lookups `db` runs, calling `each` as each one starts. */
+function countLookups(db: Harness['db'], each: () => void = () => undefined): () => number {
+  let n = 0;
+  db.on('query', (q: { sql: string }) => {
+    if (!q.sql.includes('FROM api_keys')) return;
+    n += 1;
+    each();
+  });
+  return () => n;
+}
+
 describe('failed authentication', () => {
   let h: Harness;
   afterEach(() => h.stop());
 
-  /** Key lookups the service's pool runs. */
-  function countLookups(): () => number {
-    let n = 0;
-    h.service.db.on('query', (q: { sql: string }) => {
-      if (q.sql.includes('FROM api_keys')) n += 1;
-    });
-    return () => n;
-  }
-
   it('looks an invalid key up once: the same key again is 401 from memory', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
-    const lookups = countLookups();
+    const lookups = countLookups(h.service.db);
     const key = randomKey();
     for (let i = 0; i < 20; i++) {
       const res = await h.as(key).get('/jobs').expect(401);
@@ -47,7 +49,7 @@ describe('failed authentication', () => {
       config: { authFailuresPerMinute: 5 },
     });
     await h.http.get('/jobs').expect(200); // client "a"'s key: verified and remembered
-    const lookups = countLookups();
+    const lookups = countLookups(h.service.db);
     const answers = [];
     for (let i = 0; i < 50; i++) answers.push(await h.as(randomKey()).get('/jobs'));
     expect(answers.slice(0, 5).map((r) => r.status)).to.deep.equal([401, 401, 401, 401, 401]);
@@ -67,7 +69,7 @@ describe('failed authentication', () => {
 
   it('looks a valid key up once, then serves it from memory', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
-    const lookups = countLookups();
+    const lookups = countLookups(h.service.db);
     await h.http.get('/jobs').expect(200);
     await h.http.get('/jobs').expect(200);
     expect(lookups()).to.equal(1);
@@ -78,22 +80,11 @@ describe('Authenticator', () => {
   let h: Harness;
   afterEach(() => h.stop());
 
-  /** Key lookups run on the harness's own pool, which the authenticators here use. */
-  function onLookup(each: () => void = () => undefined): () => number {
-    let n = 0;
-    h.db.on('query', (q: { sql: string }) => {
-      if (!q.sql.includes('FROM api_keys')) return;
-      n += 1;
-      each();
-    });
-    return () => n;
-  }
-
   // A busy client's connections all arrive with its key when the trust runs out (and at start).
   it('looks a key up once for the requests that bring it while it is being looked up', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
     const auth = new Authenticator(h.db, { failuresPerMinute: 2 });
-    const lookups = onLookup();
+    const lookups = countLookups(h.db);
     const all = await Promise.all(
       Array.from({ length: 20 }, () => auth.authenticate(`Bearer ${h.key.key}`, 'addr')),
     );
@@ -127,7 +118,7 @@ describe('Authenticator', () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
     const auth = new Authenticator(h.db, { cacheMs: 60_000 });
     let revokeNow = true;
-    const lookups = onLookup(() => {
+    const lookups = countLookups(h.db, () => {
       if (!revokeNow) return;
       revokeNow = false;
       auth.forget(h.key.keyId); // the notification, while the lookup's query is under way

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { claimJobs, claimStatement } from '../src/db/sql/claims.js';
-import { clientId, freshDatabase } from './support/db.js';
+import { clientId, freshDatabase, insertJobs } from './support/db.js';
 
 /**
  * The claim's plan must not depend on the statistics of `status`: the queue swings from empty to
@@ -28,18 +28,6 @@ function* nodes(node: PlanNode): Generator<PlanNode> {
 
 const N = 4000;
 const LIMIT = 16;
-
-/** Inserts `n` jobs of client `owner` with `status` (finished ones with their finish time). */
-async function insertJobs(db: Knex, owner: string, n: number, status: 'pending' | 'succeeded') {
-  await db.raw(
-    `INSERT INTO jobs (id, client_id, transaction, max_attempts, status, result, finished_at)
-     SELECT gen_random_uuid(), ?, jsonb_build_object('description', 'job ' || i), 3, ?,
-       CASE WHEN ? = 'succeeded' THEN '{"merchant": null}'::jsonb END,
-       CASE WHEN ? = 'succeeded' THEN now() END
-     FROM generate_series(1, ?) i`,
-    [owner, status, status, status, n],
-  );
-}
 
 /**
  * Runs one claim of LIMIT jobs under EXPLAIN ANALYZE, as the service prepares it, with
@@ -78,12 +66,10 @@ const rowsRead = (n: PlanNode) =>
 describe("the claim's plans (src/db/sql/claims.ts)", function () {
   this.timeout(60_000);
   let db: Knex;
-  let busy: string;
   beforeEach(async () => {
     db = await freshDatabase(1); // one connection: the transaction and PREPARE stay on it
     // Autovacuum must not refresh the statistics each case sets up.
     await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
-    busy = await clientId(db, 'busy');
     await clientId(db, 'idle'); // a client with nothing pending: its probe must be cheap too
   });
   afterEach(async () => {
@@ -94,17 +80,17 @@ describe("the claim's plans (src/db/sql/claims.ts)", function () {
     // Statistics taken on a queue of finished jobs, then a burst of submits: pending looks rare,
     // and an index over all pending jobs looked as good as the claim's own.
     'statistics taken before a burst of submits': async () => {
-      await insertJobs(db, busy, N, 'succeeded');
+      await insertJobs(db, 'busy', N, { status: 'succeeded' });
       await db.raw('ANALYZE jobs');
-      await insertJobs(db, busy, N, 'pending');
+      await insertJobs(db, 'busy', N);
     },
     // Statistics taken in the middle of a burst, the burst since finished: pending looks common,
     // and the probe for due work became a sequential scan through the finished jobs.
     'statistics taken during a burst, the queue drained since': async () => {
-      await insertJobs(db, busy, N, 'pending');
+      await insertJobs(db, 'busy', N);
       await db.raw('ANALYZE jobs');
       await db.raw(`UPDATE jobs SET status = 'succeeded', finished_at = now()`);
-      await insertJobs(db, busy, LIMIT * 4, 'pending');
+      await insertJobs(db, 'busy', LIMIT * 4);
     },
   };
 
@@ -141,8 +127,8 @@ describe('the order a claim returns its jobs in (src/db/sql/claims.ts)', () => {
   it('is turn order: the clients alternate, each in submission order', async () => {
     const first = await clientId(db, 'first');
     const second = await clientId(db, 'second');
-    await insertJobs(db, first, 3, 'pending');
-    await insertJobs(db, second, 3, 'pending');
+    await insertJobs(db, 'first', 3);
+    await insertJobs(db, 'second', 3);
     const jobs = await claimJobs(db, { workerId: 'w', limit: 6, leaseMs: 30_000 });
     const clients = jobs.map((j) => j.client_id);
     expect(clients).to.have.length(6);

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import type { Response } from 'supertest';
 import { type IssuedKey, issueKey } from '../src/auth/keys.js';
 import { revokeKey } from '../src/db/sql/clients.js';
-import { clientId, eventually, rowCount } from './support/db.js';
+import { clientId, eventually, insertJobs, rowCount } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 import { expectProblem } from './support/problem.js';
@@ -220,17 +220,6 @@ describe('fair share', () => {
     );
   }
 
-  /** `n` pending jobs of client `name`, inserted in one statement (as a huge batch would be). */
-  async function backlog(db: Harness['db'], name: string, n: number): Promise<void> {
-    await db.raw(
-      `INSERT INTO jobs (id, client_id, transaction, max_attempts)
-       SELECT gen_random_uuid(), ?, jsonb_build_object(
-         'date', '2026-04-03', 'description', 'backlog ' || i, 'amount', i), 3
-       FROM generate_series(1, ?) AS i`,
-      [await clientId(db, name), n],
-    );
-  }
-
   for (const order of permutations(['big', 'small'])) {
     it(`starts a single job of a new client within 2 claims while another has 100,000 pending (ids: ${order.join(' < ')})`, async function () {
       this.timeout(60_000);
@@ -241,7 +230,7 @@ describe('fair share', () => {
       try {
         await clientsInIdOrder(h.db, order);
         const big = await clientId(h.db, 'big');
-        await backlog(h.db, 'big', 100_000);
+        await insertJobs(h.db, 'big', 100_000);
         const claim = () => h.store.runner.claim({ workerId: 'w', limit: 1, leaseMs: 60_000 });
         // The big client has been served for a while: its backlog is mid-flight.
         for (let i = 0; i < 5; i++) expect((await claim())[0]?.client_id).to.equal(big);
@@ -279,7 +268,7 @@ describe('fair share', () => {
       });
       try {
         await clientsInIdOrder(h.db, order);
-        await backlog(h.db, 'backlog', 30); // descriptions "backlog N"
+        await insertJobs(h.db, 'backlog', 30); // descriptions "backlog N"
         const b = h.as((await issueKey(h.db, 'bee')).key);
         const c = h.as((await issueKey(h.db, 'sea')).key);
         for (let i = 0; i < 3; i++) {

@@ -152,6 +152,28 @@ export async function clientId(db: Knex, name = 'a'): Promise<string> {
 }
 
 /**
+ * `n` jobs of client `name` inserted in one statement (as a huge batch would be), described
+ * "`describe` 1" to "`describe` n": pending, or succeeded (finished now). No announcement.
+ */
+export async function insertJobs(
+  db: Knex,
+  name: string,
+  n: number,
+  opts: { status?: 'pending' | 'succeeded'; describe?: string } = {},
+): Promise<void> {
+  const { status = 'pending', describe = 'backlog' } = opts;
+  const finished = status === 'succeeded';
+  await db.raw(
+    `INSERT INTO jobs (id, client_id, transaction, max_attempts, status, result, finished_at)
+     SELECT gen_random_uuid(), ?, jsonb_build_object(
+       'date', '2026-04-03', 'description', ? || ' ' || i, 'amount', i), 3, ?,
+       CASE WHEN ? THEN '{"merchant": null}'::jsonb END, CASE WHEN ? THEN now() END
+     FROM generate_series(1, ?) AS i`,
+    [await clientId(db, name), describe, status, finished, finished, n],
+  );
+}
+
+/**
  * A pending job inserted straight into the table and announced, as another process would (no
  * local wake-up, a NOTIFY); it belongs to client "a" unless another client is named.
  */
