@@ -24,6 +24,35 @@ describe('API keys', () => {
     return String(res.headers['www-authenticate']);
   };
 
+  // Two processes issuing the first key of a client at once (a test starting two servers did):
+  // the second insert waited for the first, did nothing, and its statement's snapshot, taken
+  // before the first committed, could not see the row it had conflicted with.
+  it('issues a key for a client that another transaction creates at the same moment', async () => {
+    const trx = await h.db.transaction();
+    try {
+      const created = await trx.raw<{ rows: [{ id: string }] }>(
+        `INSERT INTO clients (name) VALUES ('twin') RETURNING id`,
+      );
+      const issuing = issueKey(h.db, 'twin');
+      await eventually(
+        async () => {
+          const res = await h.db.raw<{ rows: [{ n: number }] }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock'
+             AND query LIKE '%INSERT INTO clients%'`,
+          );
+          return res.rows[0].n > 0;
+        },
+        10_000,
+        'the second insert waiting on the first',
+      );
+      await trx.commit();
+      expect((await issuing).client.id).to.equal(created.rows[0].id);
+    } finally {
+      if (!trx.isCompleted()) await trx.rollback();
+    }
+  });
+
   it('answers 401 problem+json with a Bearer challenge without a key, and stores nothing', async () => {
     const res = await h.anon.post('/normalize_merchant').send(tx('Netflix'));
     expect(expect401(res)).to.equal('Bearer realm="merchant-normalizer"');

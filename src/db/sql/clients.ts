@@ -29,14 +29,20 @@ export async function ensureClient(db: Knex, name: string): Promise<Client> {
       `client name must be 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit (got "${name}")`,
     );
   }
-  const [client] = await rows<Client>(
-    db,
-    `WITH ins AS (
-       INSERT INTO clients (name) VALUES (?) ON CONFLICT (name) DO NOTHING RETURNING id, name
-     )
-     SELECT id, name FROM ins UNION ALL SELECT id, name FROM clients WHERE name = ?`,
-    [name, name],
-  );
+  const upsert = () =>
+    rows<Client>(
+      db,
+      `WITH ins AS (
+         INSERT INTO clients (name) VALUES (?) ON CONFLICT (name) DO NOTHING RETURNING id, name
+       )
+       SELECT id, name FROM ins UNION ALL SELECT id, name FROM clients WHERE name = ?`,
+      [name, name],
+    );
+  let [client] = await upsert();
+  // Nothing back: another transaction inserted the name after this statement's snapshot was
+  // taken (the insert waited for it to commit, then did nothing, and the read cannot see its
+  // row). The next statement's snapshot does.
+  if (!client) [client] = await upsert();
   if (!client) throw new Error(`client "${name}" could not be created`);
   return client;
 }
