@@ -4,7 +4,7 @@
  * open and settles, so every interleaving here is explicit, not timed.
  */
 import { expect } from 'chai';
-import { GroupCommit } from '../src/runner/group-commit.js';
+import { GroupCommit } from '../src/group-commit.js';
 
 /** A write whose every call waits until the test settles it. */
 class HeldWrite<I, O> {

@@ -2,19 +2,7 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { jobReader } from '../src/db/job-reader.js';
 import { createStore } from '../src/db/store.js';
-import { clientId, freshDatabase, insertPending } from './support/db.js';
-
-/** Counts the connections `db`'s pool hands out: one per statement the reader sends. */
-function countAcquisitions(db: Knex): { count: number } {
-  const client = db.client as { acquireConnection: () => Promise<unknown> };
-  const acquire = client.acquireConnection.bind(client);
-  const counter = { count: 0 };
-  client.acquireConnection = () => {
-    counter.count++;
-    return acquire();
-  };
-  return counter;
-}
+import { clientId, countAcquisitions, freshDatabase, insertPending } from './support/db.js';
 
 describe('jobReader (reads of single jobs, coalesced)', () => {
   let db: Knex;

@@ -56,7 +56,7 @@ export interface RunnerStore {
 
 /** What the use-cases (submit, read, list, cancel) need. */
 export interface JobStore {
-  insertJob: Reported<typeof jobs.insertJob>;
+  insertJob: (job: jobs.JobToInsert) => ReturnType<Reported<typeof jobs.insertJob>>;
   insertBatch: Reported<typeof batches.insertBatch>;
   insertBatchFile: Reported<typeof batchFiles.insertBatchFile>;
   /** Tells runners in every process that jobs are pending (a NOTIFY of its own). */
@@ -100,6 +100,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     return rest;
   };
   const getJob = jobReader(db);
+  const insertPending = jobs.pendingInserter(db);
   const runner: RunnerStore = {
     claim: (opts) => claims.claimJobs(db, opts),
     renew: (opts) => claims.renewLeases(db, opts),
@@ -122,7 +123,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
   return {
     db,
     runner,
-    insertJob: async (job) => reported(await jobs.insertJob(db, job)),
+    insertJob: async (job) => reported(await jobs.insertJob(db, job, insertPending)),
     insertBatch: async (batch) => reported(await batches.insertBatch(db, batch)),
     insertBatchFile: async (batch) => reported(await batchFiles.insertBatchFile(db, batch)),
     announcePending: (origin) => jobs.announcePending(db, origin),

@@ -17,7 +17,7 @@ import type { Logger } from '../log.js';
 import type { AttemptOutcome } from '../metrics.js';
 import type { Outcome } from './attempt.js';
 import { retryDelayMs } from './backoff.js';
-import { WriteAbandoned, untilWritten, writeApartOnError } from './durable-write.js';
+import { WriteAbandoned, untilWritten } from './durable-write.js';
 import {
   JobCanceledError,
   LeaseLostError,
@@ -25,7 +25,7 @@ import {
   ShutdownError,
   jobErrorFrom,
 } from './errors.js';
-import { GroupCommit } from './group-commit.js';
+import { GroupCommit, writeApartOnError } from '../group-commit.js';
 import type { AttemptStats } from './stats.js';
 
 export interface RecorderOptions {

@@ -194,3 +194,15 @@ export async function insertPending(
   await announcePending(db);
   return row;
 }
+
+/** Counts the connections `db`'s pool hands out from now on: one per statement sent. */
+export function countAcquisitions(db: Knex): { count: number } {
+  const client = db.client as { acquireConnection: () => Promise<unknown> };
+  const acquire = client.acquireConnection.bind(client);
+  const counter = { count: 0 };
+  client.acquireConnection = () => {
+    counter.count++;
+    return acquire();
+  };
+  return counter;
+}

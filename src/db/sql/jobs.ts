@@ -17,6 +17,7 @@ import {
   rows,
 } from './rows.js';
 import type { Transaction } from '../../heuristic/types.js';
+import { GroupCommit, writeApartOnError } from '../../group-commit.js';
 
 /** Columns a submit sets from the result cache: succeeded at once on a hit, else pending. */
 export const CACHED_COLUMNS = 'status, result, started_at, finished_at';
@@ -41,27 +42,32 @@ export async function announcePending(db: Knex, origin = ''): Promise<void> {
   ]);
 }
 
+export interface JobToInsert {
+  id: string;
+  clientId: string;
+  transaction: Transaction;
+  maxAttempts: number;
+  idempotency?: Idempotency;
+  /** Result-cache key; a cached answer stores the job already succeeded. */
+  cacheKey?: string | null;
+}
+
 // Inserts one job: pending (the caller announces it: announcePending); or, when its cache key
 // has a cached answer, succeeded at once with its event appended. With an idempotency key
 // already taken, inserts nothing and returns the job that holds the key (`created: false`) with
-// the hash of the body it was submitted with.
+// the hash of the body it was submitted with. `insertPending` stores a job without a cache key:
+// by default with a statement of its own; the store passes `pendingInserter`, which stores
+// concurrent submits together.
 export async function insertJob(
   db: Knex,
-  job: {
-    id: string;
-    clientId: string;
-    transaction: Transaction;
-    maxAttempts: number;
-    idempotency?: Idempotency;
-    /** Result-cache key; a cached answer stores the job already succeeded. */
-    cacheKey?: string | null;
-  },
+  job: JobToInsert,
+  insertPending: (job: JobToInsert) => Promise<JobRow | undefined> = async (one) =>
+    (await insertUncached(db, one))[0],
 ): Promise<{ row: JobRow; created: boolean; requestHash: string | null; events: Appended }> {
   const { idempotency } = job;
   for (let tries = 0; tries < 3; tries++) {
-    const [inserted] = await (job.cacheKey == null
-      ? insertUncached(db, job)
-      : insertCached(db, job));
+    const inserted: (JobRow & { events?: unknown }) | undefined =
+      job.cacheKey == null ? await insertPending(job) : (await insertCached(db, job))[0];
     if (inserted) {
       const { events, ...row } = inserted;
       return {
@@ -85,8 +91,6 @@ export async function insertJob(
   }
   throw new Error('idempotent insert kept conflicting with a purge');
 }
-
-type JobToInsert = Parameters<typeof insertJob>[1];
 
 // A job that may be answered from the result cache: looked up, stored succeeded with its event
 // appended on a hit, else pending.
@@ -144,6 +148,60 @@ function insertUncached(db: Knex, job: JobToInsert) {
       idempotency?.requestHash ?? null,
     ],
   );
+}
+
+// Inserts jobs without a cache key, as insertUncached does, in one statement: one commit, one
+// round trip and one plan for the lot. Answers each job's row in the order given, or undefined
+// where its idempotency key was taken (also by an earlier job of the same call).
+export async function insertPendingJobs(
+  db: Knex,
+  jobs: readonly JobToInsert[],
+): Promise<(JobRow | undefined)[]> {
+  const inserted = await preparedRows(
+    db,
+    'merchant_insert_pending_jobs',
+    `INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash)
+     SELECT id, client_id, tx::jsonb, max_attempts, key, hash
+     FROM unnest(?::uuid[], ?::uuid[], ?::text[], ?::int[], ?::text[], ?::text[])
+       WITH ORDINALITY AS t(id, client_id, tx, max_attempts, key, hash, ord)
+     ORDER BY ord
+     ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+     RETURNING ${COLUMNS}`,
+    [
+      jobs.map((job) => job.id),
+      jobs.map((job) => job.clientId),
+      jobs.map((job) => JSON.stringify(job.transaction)),
+      jobs.map((job) => job.maxAttempts),
+      // Knex's binding type has no arrays with nulls in them; pg sends them as NULL elements.
+      jobs.map((job) => job.idempotency?.key ?? null) as string[],
+      jobs.map((job) => job.idempotency?.requestHash ?? null) as string[],
+    ],
+  );
+  const byId = new Map(inserted.map((row) => [row.id, row]));
+  return jobs.map((job) => byId.get(job.id));
+}
+
+// Stores jobs without a cache key as they arrive, concurrent ones together (GroupCommit: one
+// statement in flight; the submits arriving meanwhile make the next). Idle, a submit is written
+// at once, alone. A statement of several that fails with an error that is not transient is
+// tried again job by job, so a submit fails only with its own error.
+export function pendingInserter(
+  db: Knex,
+  maxJobs = 500,
+): (job: JobToInsert) => Promise<JobRow | undefined> {
+  const group = new GroupCommit(
+    writeApartOnError((jobs: JobToInsert[]) =>
+      jobs.length === 1
+        ? insertUncached(db, jobs[0] as JobToInsert).then(([row]) => [row])
+        : insertPendingJobs(db, jobs),
+    ),
+    maxJobs,
+  );
+  return async (job) => {
+    const outcome = await group.submit(job);
+    if ('error' in outcome) throw outcome.error;
+    return outcome.row;
+  };
 }
 
 // Reads one job of `owner`, with the database's clock (`read_at`); changes nothing.

@@ -1,3 +1,5 @@
+import { isTransientDbError } from './db/transient.js';
+
 /**
  * Group commit: callers submit one item each and get its own result back, while the items are
  * written together. A write starts as soon as an item arrives and none is in progress; items
@@ -38,4 +40,34 @@ export class GroupCommit<I, O> {
       this.writing = false;
     }
   }
+}
+
+/** One item's answer from `writeApartOnError`: its result, or its own error. */
+export type ItemResult<O> = { row: O } | { error: unknown };
+
+/**
+ * For a group commit (GroupCommit's `write`): writes the items together; if that fails with an
+ * error that is not transient (one item a constraint or trigger refuses), writes each item on
+ * its own, so each gets its own result or error and one bad item does not fail the rest. Only
+ * a transient error rejects (the whole group, for the callers to retry).
+ */
+export function writeApartOnError<I, O>(
+  write: (items: I[]) => Promise<O[]>,
+): (items: I[]) => Promise<ItemResult<O>[]> {
+  return async (items) => {
+    try {
+      return (await write(items)).map((row) => ({ row }));
+    } catch (err) {
+      if (isTransientDbError(err)) throw err;
+      if (items.length === 1) return [{ error: err }];
+      return Promise.all(
+        items.map((item) =>
+          write([item]).then(
+            ([row]) => ({ row: row as O }),
+            (error: unknown) => ({ error }),
+          ),
+        ),
+      );
+    }
+  };
 }

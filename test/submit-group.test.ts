@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import type { Knex } from 'knex';
+import { createStore } from '../src/db/store.js';
+import { clientId, countAcquisitions, freshDatabase } from './support/db.js';
+import { tx } from './support/heuristics.js';
+
+/**
+ * Single submits arriving together are stored with one statement (src/db/sql/jobs.ts,
+ * pendingInserter): each still gets its own row, its own idempotency answer, its own error.
+ */
+describe('single submits stored together (group insert)', () => {
+  let db: Knex;
+  beforeEach(async () => {
+    db = await freshDatabase();
+  });
+  afterEach(async () => {
+    await db.destroy();
+  });
+
+  const job = (clientId: string, description: string, key?: string) => ({
+    id: randomUUID(),
+    clientId,
+    transaction: tx(description),
+    maxAttempts: 3,
+    ...(key && { idempotency: { key, requestHash: `hash of ${description}` } }),
+  });
+
+  it('stores concurrent submits of several clients with two statements, each its own row, in submit order', async () => {
+    const [a, b] = [await clientId(db, 'a'), await clientId(db, 'b')];
+    const store = createStore(db);
+    const counter = countAcquisitions(db);
+    const jobs = Array.from({ length: 20 }, (_, i) => job(i % 2 ? b : a, `Shop ${i}`));
+    const stored = await Promise.all(jobs.map((one) => store.insertJob(one)));
+    // The first is written at once, alone; the 19 arriving meanwhile share the next statement.
+    expect(counter.count, 'statements').to.equal(2);
+    expect(stored.map((s) => s.created)).to.deep.equal(jobs.map(() => true));
+    expect(
+      stored.map((s) => [s.row.id, s.row.client_id, s.row.transaction.description]),
+    ).to.deep.equal(jobs.map((one) => [one.id, one.clientId, one.transaction.description]));
+    expect(stored.every((s) => s.row.status === 'pending' && s.row.max_attempts === 3)).to.equal(
+      true,
+    );
+    // seq is the claim's first-come order within a client: it follows the submits.
+    const seqs = stored.map((s) => Number(s.row.seq));
+    expect(seqs).to.deep.equal([...seqs].sort((x, y) => x - y));
+    const { rows } = await db.raw<{ rows: { n: number }[] }>('SELECT count(*)::int AS n FROM jobs');
+    expect(rows[0]?.n).to.equal(20);
+  });
+
+  it('answers an idempotency key taken before or within the same statement with the job holding it', async () => {
+    const a = await clientId(db, 'a');
+    const store = createStore(db);
+    const earlier = await store.insertJob(job(a, 'Earlier', 'k-earlier'));
+    const counter = countAcquisitions(db);
+    const [first, ...rest] = await Promise.all([
+      store.insertJob(job(a, 'Opener', 'k-opener')), // alone: the others queue behind it
+      store.insertJob(job(a, 'Twin one', 'k-twin')),
+      store.insertJob(job(a, 'Twin two', 'k-twin')),
+      store.insertJob(job(a, 'Again', 'k-earlier')),
+      store.insertJob(job(a, 'Keyless')),
+    ]);
+    expect(first.created).to.equal(true);
+    const [twinOne, twinTwo, again, keyless] = rest;
+    expect(twinOne).to.include({ created: true, requestHash: 'hash of Twin one' });
+    expect(twinTwo).to.include({ created: false, requestHash: 'hash of Twin one' });
+    expect(twinTwo?.row.id).to.equal(twinOne?.row.id);
+    expect(again).to.include({ created: false, requestHash: 'hash of Earlier' });
+    expect(again?.row.id).to.equal(earlier.row.id);
+    expect(keyless?.created).to.equal(true);
+    // Two inserts (the opener, then the four together) and a read of each job holding a key.
+    expect(counter.count, 'statements').to.equal(4);
+    const { rows } = await db.raw<{ rows: { n: number }[] }>('SELECT count(*)::int AS n FROM jobs');
+    expect(rows[0]?.n).to.equal(4);
+  });
+
+  it('fails only the submit the database refuses, and stores the others of its statement', async () => {
+    const a = await clientId(db, 'a');
+    const store = createStore(db);
+    const unknownClient = randomUUID(); // no such client: the foreign key refuses its job
+    const results = await Promise.allSettled([
+      store.insertJob(job(a, 'Opener')),
+      store.insertJob(job(a, 'Good one')),
+      store.insertJob(job(unknownClient, 'Orphan')),
+      store.insertJob(job(a, 'Good two')),
+    ]);
+    expect(results.map((r) => r.status)).to.deep.equal([
+      'fulfilled',
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+    ]);
+    const refused = results[2] as PromiseRejectedResult;
+    expect(String(refused.reason)).to.match(/jobs_client_id_fkey/);
+    const { rows } = await db.raw<{ rows: { description: string }[] }>(
+      `SELECT transaction->>'description' AS description FROM jobs ORDER BY seq`,
+    );
+    expect(rows.map((r) => r.description)).to.deep.equal(['Opener', 'Good one', 'Good two']);
+  });
+});
