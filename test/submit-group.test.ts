@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import type { Knex } from 'knex';
+import type { Appended } from '../src/db/sql/events.js';
 import { createStore } from '../src/db/store.js';
 import { clientId, countAcquisitions, freshDatabase } from './support/db.js';
 import { tx } from './support/heuristics.js';
@@ -18,12 +19,13 @@ describe('single submits stored together (group insert)', () => {
     await db.destroy();
   });
 
-  const job = (clientId: string, description: string, key?: string) => ({
+  const job = (clientId: string, description: string, key?: string, cacheKey?: string) => ({
     id: randomUUID(),
     clientId,
     transaction: tx(description),
     maxAttempts: 3,
     ...(key && { idempotency: { key, requestHash: `hash of ${description}` } }),
+    ...(cacheKey && { cacheKey }),
   });
 
   it('stores concurrent submits of several clients with two statements, each its own row, in submit order', async () => {
@@ -72,6 +74,45 @@ describe('single submits stored together (group insert)', () => {
     expect(counter.count, 'statements').to.equal(4);
     const { rows } = await db.raw<{ rows: { n: number }[] }>('SELECT count(*)::int AS n FROM jobs');
     expect(rows[0]?.n).to.equal(4);
+  });
+
+  it('stores cacheable submits together: hits succeeded at once, their events reported once', async () => {
+    const a = await clientId(db, 'a');
+    await db.raw(
+      `INSERT INTO results (cache_key, result, expires_at) VALUES
+         ('key-netflix', '{"merchant": {"id": "netflix", "name": "Netflix"}}', now() + interval '1 hour'),
+         ('key-stale', '{"merchant": null}', now() - interval '1 second')`,
+    );
+    const reports: Appended[] = [];
+    const store = createStore(db, { onAppended: (events) => reports.push(events) });
+    const counter = countAcquisitions(db);
+    const jobs = [
+      job(a, 'Opener', undefined, 'key-opener'),
+      job(a, 'Netflix one', undefined, 'key-netflix'),
+      job(a, 'Stale', undefined, 'key-stale'),
+      job(a, 'Netflix two', undefined, 'key-netflix'),
+      job(a, 'Uncached'), // no cache key: the other group's statement
+    ];
+    const stored = await Promise.all(jobs.map((one) => store.insertJob(one)));
+    // The opener alone, then the three cacheable ones together; the uncached one on its own.
+    expect(counter.count, 'statements').to.equal(3);
+    expect(stored.map((s) => [s.row.id, s.row.status, s.row.cache_key])).to.deep.equal([
+      [jobs[0]!.id, 'pending', 'key-opener'],
+      [jobs[1]!.id, 'succeeded', 'key-netflix'],
+      [jobs[2]!.id, 'pending', 'key-stale'],
+      [jobs[3]!.id, 'succeeded', 'key-netflix'],
+      [jobs[4]!.id, 'pending', null],
+    ]);
+    expect(stored[1]!.row.result).to.deep.equal({ merchant: { id: 'netflix', name: 'Netflix' } });
+    expect(reports, 'one report for the statement that appended events').to.have.length(1);
+    expect(reports[0]!.counts).to.deep.equal({ 'job.succeeded': 2 });
+    expect(reports[0]!.rows?.map((e) => e.job_id).sort()).to.deep.equal(
+      [jobs[1]!.id, jobs[3]!.id].sort(),
+    );
+    const { rows } = await db.raw<{ rows: { job_id: string }[] }>(
+      'SELECT job_id FROM job_events ORDER BY id',
+    );
+    expect(rows).to.have.length(2);
   });
 
   it('fails only the submit the database refuses, and stores the others of its statement', async () => {

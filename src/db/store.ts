@@ -100,7 +100,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     return rest;
   };
   const getJob = jobReader(db);
-  const insertPending = jobs.pendingInserter(db);
+  const insertJob = jobs.jobInserter(db);
   const runner: RunnerStore = {
     claim: (opts) => claims.claimJobs(db, opts),
     renew: (opts) => claims.renewLeases(db, opts),
@@ -123,7 +123,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
   return {
     db,
     runner,
-    insertJob: async (job) => reported(await jobs.insertJob(db, job, insertPending)),
+    insertJob: async (job) => reported(await jobs.insertJob(db, job, insertJob)),
     insertBatch: async (batch) => reported(await batches.insertBatch(db, batch)),
     insertBatchFile: async (batch) => reported(await batchFiles.insertBatchFile(db, batch)),
     announcePending: (origin) => jobs.announcePending(db, origin),

@@ -52,30 +52,32 @@ export interface JobToInsert {
   cacheKey?: string | null;
 }
 
+/**
+ * What an insert answers for one job: its row (undefined: its idempotency key was taken) and the
+ * events its statement appended. A statement that stores several jobs reports its events with
+ * one of them, so that they are reported once.
+ */
+export interface Stored {
+  row: JobRow | undefined;
+  events: Appended;
+}
+
 // Inserts one job: pending (the caller announces it: announcePending); or, when its cache key
 // has a cached answer, succeeded at once with its event appended. With an idempotency key
 // already taken, inserts nothing and returns the job that holds the key (`created: false`) with
-// the hash of the body it was submitted with. `insertPending` stores a job without a cache key:
-// by default with a statement of its own; the store passes `pendingInserter`, which stores
-// concurrent submits together.
+// the hash of the body it was submitted with. `insert` writes the row: by default with a
+// statement of its own; the store passes `jobInserter`'s, which stores concurrent submits
+// together.
 export async function insertJob(
   db: Knex,
   job: JobToInsert,
-  insertPending: (job: JobToInsert) => Promise<JobRow | undefined> = async (one) =>
-    (await insertUncached(db, one))[0],
+  insert: (job: JobToInsert) => Promise<Stored> = (one) => insertAlone(db, one),
 ): Promise<{ row: JobRow; created: boolean; requestHash: string | null; events: Appended }> {
   const { idempotency } = job;
   for (let tries = 0; tries < 3; tries++) {
-    const inserted: (JobRow & { events?: unknown }) | undefined =
-      job.cacheKey == null ? await insertPending(job) : (await insertCached(db, job))[0];
-    if (inserted) {
-      const { events, ...row } = inserted;
-      return {
-        row,
-        created: true,
-        requestHash: idempotency?.requestHash ?? null,
-        events: appended(events),
-      };
+    const { row, events } = await insert(job);
+    if (row) {
+      return { row, created: true, requestHash: idempotency?.requestHash ?? null, events };
     }
     if (!idempotency) throw new Error('insert returned no row');
     const [existing] = await rows<JobRow & { request_hash: string }>(
@@ -90,6 +92,14 @@ export async function insertJob(
     // The job holding the key was purged between the two statements: insert again.
   }
   throw new Error('idempotent insert kept conflicting with a purge');
+}
+
+// One job with a statement of its own.
+async function insertAlone(db: Knex, job: JobToInsert): Promise<Stored> {
+  const [inserted] = await (job.cacheKey == null ? insertUncached(db, job) : insertCached(db, job));
+  if (!inserted) return { row: undefined, events: NOTHING_APPENDED };
+  const { events, ...row } = inserted;
+  return { row, events: appended(events) };
 }
 
 // A job that may be answered from the result cache: looked up, stored succeeded with its event
@@ -150,23 +160,44 @@ function insertUncached(db: Knex, job: JobToInsert) {
   );
 }
 
-// Inserts jobs without a cache key, as insertUncached does, in one statement: one commit, one
-// round trip and one plan for the lot. Answers each job's row in the order given, or undefined
-// where its idempotency key was taken (also by an earlier job of the same call).
-export async function insertPendingJobs(
+// Inserts jobs as insertCached (`cached`) or insertUncached does, all in one statement: one
+// commit, one round trip and one plan for the lot. Answers for each job in the order given.
+export async function insertJobs(
   db: Knex,
   jobs: readonly JobToInsert[],
-): Promise<(JobRow | undefined)[]> {
-  const inserted = await preparedRows(
+  cached: boolean,
+): Promise<Stored[]> {
+  const source = `unnest(?::uuid[], ?::uuid[], ?::text[], ?::int[], ?::text[], ?::text[], ?::text[])
+       WITH ORDINALITY AS t(id, client_id, tx, max_attempts, key, hash, cache_key, ord)`;
+  const conflict = `ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+       DO NOTHING RETURNING ${COLUMNS}`;
+  const inserted = await preparedRows<JobRow & { events?: unknown }>(
     db,
-    'merchant_insert_pending_jobs',
-    `INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash)
-     SELECT id, client_id, tx::jsonb, max_attempts, key, hash
-     FROM unnest(?::uuid[], ?::uuid[], ?::text[], ?::int[], ?::text[], ?::text[])
-       WITH ORDINALITY AS t(id, client_id, tx, max_attempts, key, hash, ord)
-     ORDER BY ord
-     ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-     RETURNING ${COLUMNS}`,
+    cached ? 'merchant_insert_jobs' : 'merchant_insert_pending_jobs',
+    cached
+      ? `WITH inserted AS (
+           INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key,
+                             request_hash, cache_key, ${CACHED_COLUMNS})
+           SELECT t.id, t.client_id, t.tx::jsonb, t.max_attempts, t.key, t.hash, t.cache_key,
+                  ${cachedValues('hit.result')}
+           FROM ${source}
+             LEFT JOIN LATERAL (
+               SELECT result FROM results WHERE cache_key = t.cache_key AND expires_at > now()
+             ) hit ON true
+           ORDER BY t.ord
+           ${conflict}
+         ), finished AS (
+           SELECT id, client_id, batch_id, status FROM inserted WHERE status = 'succeeded'
+         ), ${logFinished('finished', 'none')}, appended AS (SELECT ${EVENTS} AS events)
+         SELECT inserted.*,
+                CASE WHEN inserted.seq = (SELECT min(seq) FROM inserted) THEN appended.events END
+                  AS events
+         FROM inserted, appended`
+      : `INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash)
+         SELECT t.id, t.client_id, t.tx::jsonb, t.max_attempts, t.key, t.hash
+         FROM ${source}
+         ORDER BY t.ord
+         ${conflict}`,
     [
       jobs.map((job) => job.id),
       jobs.map((job) => job.clientId),
@@ -175,30 +206,36 @@ export async function insertPendingJobs(
       // Knex's binding type has no arrays with nulls in them; pg sends them as NULL elements.
       jobs.map((job) => job.idempotency?.key ?? null) as string[],
       jobs.map((job) => job.idempotency?.requestHash ?? null) as string[],
+      jobs.map((job) => job.cacheKey ?? null) as string[],
     ],
   );
-  const byId = new Map(inserted.map((row) => [row.id, row]));
-  return jobs.map((job) => byId.get(job.id));
+  const byId = new Map(inserted.map(({ events: _events, ...row }) => [row.id, row as JobRow]));
+  const events = appended(inserted.map((row) => row.events));
+  const reporter = jobs.findIndex((job) => byId.has(job.id));
+  return jobs.map((job, i) => ({
+    row: byId.get(job.id),
+    events: i === reporter ? events : NOTHING_APPENDED,
+  }));
 }
 
-// Stores jobs without a cache key as they arrive, concurrent ones together (GroupCommit: one
-// statement in flight; the submits arriving meanwhile make the next). Idle, a submit is written
-// at once, alone. A statement of several that fails with an error that is not transient is
-// tried again job by job, so a submit fails only with its own error.
-export function pendingInserter(
-  db: Knex,
-  maxJobs = 500,
-): (job: JobToInsert) => Promise<JobRow | undefined> {
-  const group = new GroupCommit(
-    writeApartOnError((jobs: JobToInsert[]) =>
-      jobs.length === 1
-        ? insertUncached(db, jobs[0] as JobToInsert).then(([row]) => [row])
-        : insertPendingJobs(db, jobs),
-    ),
-    maxJobs,
-  );
+// Stores jobs as they arrive, concurrent ones together: a GroupCommit for jobs with a cache key
+// and one for jobs without (the cheaper statement), each with one statement in flight while the
+// submits arriving meanwhile make its next one. Idle, a submit is written at once, alone. A
+// statement of several that fails with an error that is not transient is tried again job by
+// job, so a submit fails only with its own error.
+export function jobInserter(db: Knex, maxJobs = 500): (job: JobToInsert) => Promise<Stored> {
+  const group = (cached: boolean) =>
+    new GroupCommit(
+      writeApartOnError((jobs: JobToInsert[]) =>
+        jobs.length === 1
+          ? insertAlone(db, jobs[0] as JobToInsert).then((stored) => [stored])
+          : insertJobs(db, jobs, cached),
+      ),
+      maxJobs,
+    );
+  const [plain, cached] = [group(false), group(true)];
   return async (job) => {
-    const outcome = await group.submit(job);
+    const outcome = await (job.cacheKey == null ? plain : cached).submit(job);
     if ('error' in outcome) throw outcome.error;
     return outcome.row;
   };
