@@ -209,7 +209,7 @@ export async function insertJobs(
       jobs.map((job) => job.cacheKey ?? null) as string[],
     ],
   );
-  const byId = new Map(inserted.map(({ events: _events, ...row }) => [row.id, row as JobRow]));
+  const byId = new Map(inserted.map(({ events: _events, ...row }) => [row.id, row]));
   const events = appended(inserted.map((row) => row.events));
   const reporter = jobs.findIndex((job) => byId.has(job.id));
   return jobs.map((job, i) => ({
