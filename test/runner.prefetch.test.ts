@@ -17,8 +17,14 @@ import { announcingStore } from './support/process-store.js';
 const CONCURRENCY = 4;
 
 /** A runner whose claims are recorded (the limit each asked for), with `meanMs` observed so far. */
-function runnerWith(db: Knex, heuristic: TestHeuristic, meanMs: number) {
+function runnerWith(
+  db: Knex,
+  heuristic: TestHeuristic,
+  meanMs: number,
+  opts: { concurrency?: number; beforeComplete?: () => Promise<void> } = {},
+) {
   const { store } = announcingStore(db);
+  const concurrency = opts.concurrency ?? CONCURRENCY;
   const limits: number[] = [];
   /** `runner.prefetch()` when each claim was asked for. */
   const prefetches: number[] = [];
@@ -30,12 +36,16 @@ function runnerWith(db: Knex, heuristic: TestHeuristic, meanMs: number) {
         prefetches.push(runner.prefetch());
         return store.runner.claim(opts);
       },
+      complete: async (items) => {
+        await opts.beforeComplete?.();
+        return store.runner.complete(items);
+      },
     },
     heuristic,
     log: createLogger('silent'),
     stats: new AttemptStats(meanMs),
-    metrics: new Metrics({ db, busySlots: () => 0, concurrency: CONCURRENCY, waiters: () => 0 }),
-    concurrency: CONCURRENCY,
+    metrics: new Metrics({ db, busySlots: () => 0, concurrency, waiters: () => 0 }),
+    concurrency,
     leaseMs: 60_000,
     timeoutMs: 60_000,
     backoffBaseMs: 10,
@@ -113,5 +123,32 @@ describe('Runner: claiming ahead', () => {
       const half = Math.ceil((made.prefetches[i] ?? 0) / 2);
       expect(limit, `claim ${i} of ${made.limits.length}`).to.be.at.least(Math.max(1, half));
     });
+  });
+
+  // A slot bounds heuristic calls, not writes: attempts that finish while an outcome is being
+  // written run on, and their outcomes join the next group commit. Holding the slot through the
+  // write made the 20,000-job drain run at most `concurrency` jobs per completion statement.
+  it('frees the slot once the heuristic returned, while the outcome is still being written', async () => {
+    for (let i = 0; i < 3; i++) await insertPending(db, `job ${i}`);
+    const heuristic = new TestHeuristic(echoAfter(0));
+    let holdWrites = true;
+    const held: (() => void)[] = [];
+    const made = runnerWith(db, heuristic, 0.1, {
+      concurrency: 1,
+      beforeComplete: () =>
+        holdWrites ? new Promise<void>((resolve) => held.push(resolve)) : Promise.resolve(),
+    });
+    runner = made.runner;
+    runner.start();
+    runner.wake();
+    // One slot, and the first outcome's write is held: the other two jobs still run.
+    await eventually(async () => heuristic.calls.length === 3);
+    expect(await jobStatuses(db)).to.deep.equal({ running: 3 });
+    expect(heuristic.maxRunning, 'heuristic calls at once').to.equal(1);
+    expect(runner.busySlots, 'slots in use while the writes wait').to.equal(0);
+    holdWrites = false;
+    for (const release of held) release();
+    await eventually(async () => (await jobStatuses(db)).succeeded === 3);
+    expect(heuristic.calls.length, 'each job ran once').to.equal(3);
   });
 });

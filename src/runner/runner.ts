@@ -58,6 +58,8 @@ interface Attempt {
    */
   held: AbortController;
   started: boolean;
+  /** Holding a slot: from its start until the heuristic call has returned. */
+  inSlot: boolean;
   /** True once the outcome is recorded (or deliberately dropped). */
   settled: boolean;
   done: Promise<void>;
@@ -119,10 +121,10 @@ export class Runner {
     this.maintenance.start();
   }
 
-  /** Heuristic attempts running now (claimed and started, not yet recorded). */
+  /** Slots in use: heuristic calls that have not returned yet (outcomes being written excluded). */
   get busySlots(): number {
     let n = 0;
-    for (const a of this.attempts.values()) if (a.started && !a.settled) n += 1;
+    for (const a of this.attempts.values()) if (a.inSlot) n += 1;
     return n;
   }
 
@@ -206,13 +208,19 @@ export class Runner {
       this.claimRequested = true;
       return this.claiming;
     }
-    this.claiming = this.claimLoop().finally(() => (this.claiming = undefined));
+    this.claiming = this.claimLoop().finally(() => {
+      this.claiming = undefined;
+      // A request that came after the loop's last look at the free slots would be lost (nothing
+      // else claims until the next wake-up or poll): look again.
+      if (this.claimRequested && this.state === 'running' && this.mayHaveWork) void this.claim();
+    });
     return this.claiming;
   }
 
   private async claimLoop() {
     try {
       while (this.state === 'running' && this.mayHaveWork) {
+        this.claimRequested = false;
         const prefetch = this.prefetch();
         const free = this.opts.concurrency + prefetch - this.attempts.size;
         // With work fetched ahead still waiting here, claim again only once half of it has run:
@@ -220,7 +228,6 @@ export class Runner {
         // the half left lasts ~10 ms, longer than a claim. Else claims followed each completion
         // group and averaged 10 jobs. Mostly-empty claims of slow jobs still go at once.
         if (free < Math.max(1, Math.ceil(prefetch / 2))) return;
-        this.claimRequested = false;
         const jobs = await this.opts.store.claim({
           workerId: this.workerId,
           limit: free,
@@ -231,6 +238,7 @@ export class Runner {
         if (jobs.length < free && !this.claimRequested) this.mayHaveWork = false;
       }
     } catch (err) {
+      this.claimRequested = false; // not at once again: the next wake-up or poll retries
       this.opts.log.error({ err }, 'claiming jobs failed; will retry on next poll');
     }
   }
@@ -257,6 +265,7 @@ export class Runner {
       controller: new AbortController(),
       held: new AbortController(),
       started: false,
+      inSlot: false,
       settled: false,
       done,
       markDone,
@@ -266,20 +275,30 @@ export class Runner {
     this.queue
       .add(async () => {
         attempt.started = true;
+        attempt.inSlot = true;
         const { outcome, durationMs, returned } = await runAttempt(job, attempt.controller, {
           heuristic: this.opts.heuristic,
           store: this.opts.store,
           timeoutMs: this.opts.timeoutMs,
           log: this.opts.log,
         });
-        try {
-          await this.recorder.record(job, outcome, durationMs, attempt.held.signal);
-        } finally {
-          settle(attempt);
-        }
+        // The slot is the heuristic's: it is free once the call has returned, while the outcome
+        // is written. Writes of attempts that finish meanwhile then join the same group commit,
+        // instead of at most `concurrency` attempts waiting on each write. The attempt keeps its
+        // claim (renewed, counted against the next claim's size) until the outcome is written.
+        const recorded = this.recorder
+          .record(job, outcome, durationMs, attempt.held.signal)
+          .finally(() => settle(attempt));
+        void Promise.all([recorded, returned])
+          .then(() => {
+            this.attempts.delete(key);
+            if (this.mayHaveWork) void this.claim();
+          })
+          .catch((err: unknown) =>
+            this.opts.log.error({ err, jobId: job.id }, 'runner task failed'),
+          );
         await returned;
-        this.attempts.delete(key);
-        if (this.mayHaveWork) void this.claim();
+        attempt.inSlot = false;
       })
       .catch((err: unknown) => this.opts.log.error({ err, jobId: job.id }, 'runner task failed'));
   }
