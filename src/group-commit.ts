@@ -53,6 +53,8 @@ export type ItemResult<O> = { row: O } | { error: unknown };
  */
 export function writeApartOnError<I, O>(
   write: (items: I[]) => Promise<O[]>,
+  /** Told when a group is written apart: a statement that keeps failing shows up in the log. */
+  onSplit?: (err: unknown, items: number) => void,
 ): (items: I[]) => Promise<ItemResult<O>[]> {
   return async (items) => {
     try {
@@ -60,6 +62,7 @@ export function writeApartOnError<I, O>(
     } catch (err) {
       if (isTransientDbError(err)) throw err;
       if (items.length === 1) return [{ error: err }];
+      onSplit?.(err, items.length);
       return Promise.all(
         items.map((item) =>
           write([item]).then(

@@ -84,7 +84,11 @@ describe('single submits stored together (group insert)', () => {
          ('key-stale', '{"merchant": null}', now() - interval '1 second')`,
     );
     const reports: Appended[] = [];
-    const store = createStore(db, { onAppended: (events) => reports.push(events) });
+    const splits: unknown[] = [];
+    const store = createStore(db, {
+      onAppended: (events) => reports.push(events),
+      onSubmitGroupSplit: (err) => splits.push(err),
+    });
     const counter = countAcquisitions(db);
     const jobs = [
       job(a, 'Opener', undefined, 'key-opener'),
@@ -94,6 +98,7 @@ describe('single submits stored together (group insert)', () => {
       job(a, 'Uncached'), // no cache key: the other group's statement
     ];
     const stored = await Promise.all(jobs.map((one) => store.insertJob(one)));
+    expect(splits, 'grouped statements that failed').to.deep.equal([]);
     // The opener alone, then the three cacheable ones together; the uncached one on its own.
     expect(counter.count, 'statements').to.equal(3);
     expect(stored.map((s) => [s.row.id, s.row.status, s.row.cache_key])).to.deep.equal([
@@ -117,7 +122,10 @@ describe('single submits stored together (group insert)', () => {
 
   it('fails only the submit the database refuses, and stores the others of its statement', async () => {
     const a = await clientId(db, 'a');
-    const store = createStore(db);
+    const splits: { err: unknown; jobs: number }[] = [];
+    const store = createStore(db, {
+      onSubmitGroupSplit: (err, jobs) => splits.push({ err, jobs }),
+    });
     const unknownClient = randomUUID(); // no such client: the foreign key refuses its job
     const results = await Promise.allSettled([
       store.insertJob(job(a, 'Opener')),
@@ -133,6 +141,9 @@ describe('single submits stored together (group insert)', () => {
     ]);
     const refused = results[2] as PromiseRejectedResult;
     expect(String(refused.reason)).to.match(/jobs_client_id_fkey/);
+    // The three arriving behind the opener shared a statement, which failed: reported once.
+    expect(splits.map((s) => s.jobs)).to.deep.equal([3]);
+    expect(String(splits[0]?.err)).to.match(/jobs_client_id_fkey/);
     const { rows } = await db.raw<{ rows: { description: string }[] }>(
       `SELECT transaction->>'description' AS description FROM jobs ORDER BY seq`,
     );

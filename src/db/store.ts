@@ -82,6 +82,12 @@ export interface Store extends JobStore {
 export interface StoreHooks {
   /** Events a statement of this process appended, once it committed. */
   onAppended?: (appended: Appended) => void;
+  /**
+   * A grouped insert of single submits failed and its jobs are being written one by one (each
+   * then gets its own answer). Expected now and then (one refused job); if it keeps happening,
+   * the grouped statement itself is failing.
+   */
+  onSubmitGroupSplit?: (err: unknown, jobs: number) => void;
 }
 
 /** A completed row as a read returns it (a completion also counts the jobs it answered too). */
@@ -100,7 +106,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     return rest;
   };
   const getJob = jobReader(db);
-  const insertJob = jobs.jobInserter(db);
+  const insertJob = jobs.jobInserter(db, { onSplit: hooks.onSubmitGroupSplit });
   const runner: RunnerStore = {
     claim: (opts) => claims.claimJobs(db, opts),
     renew: (opts) => claims.renewLeases(db, opts),

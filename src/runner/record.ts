@@ -73,8 +73,11 @@ export class OutcomeRecorder {
 
   constructor(private readonly opts: RecorderOptions) {
     this.completions = new GroupCommit(
-      writeApartOnError((items: { claim: Claim; result: MatchResult }[]) =>
-        opts.store.complete({ workerId: opts.workerId, items, cacheTtlMs: opts.cacheTtlMs }),
+      writeApartOnError(
+        (items: { claim: Claim; result: MatchResult }[]) =>
+          opts.store.complete({ workerId: opts.workerId, items, cacheTtlMs: opts.cacheTtlMs }),
+        (err, jobs) =>
+          opts.log.warn({ err, jobs }, 'a grouped completion failed; writing its jobs one by one'),
       ),
     );
   }

@@ -223,15 +223,20 @@ export async function insertJobs(
 // submits arriving meanwhile make its next one. Idle, a submit is written at once, alone. A
 // statement of several that fails with an error that is not transient is tried again job by
 // job, so a submit fails only with its own error.
-export function jobInserter(db: Knex, maxJobs = 500): (job: JobToInsert) => Promise<Stored> {
+export function jobInserter(
+  db: Knex,
+  opts: { maxJobs?: number; onSplit?: (err: unknown, jobs: number) => void } = {},
+): (job: JobToInsert) => Promise<Stored> {
   const group = (cached: boolean) =>
     new GroupCommit(
-      writeApartOnError((jobs: JobToInsert[]) =>
-        jobs.length === 1
-          ? insertAlone(db, jobs[0] as JobToInsert).then((stored) => [stored])
-          : insertJobs(db, jobs, cached),
+      writeApartOnError(
+        (jobs: JobToInsert[]) =>
+          jobs.length === 1
+            ? insertAlone(db, jobs[0] as JobToInsert).then((stored) => [stored])
+            : insertJobs(db, jobs, cached),
+        opts.onSplit,
       ),
-      maxJobs,
+      opts.maxJobs ?? 500,
     );
   const [plain, cached] = [group(false), group(true)];
   return async (job) => {
