@@ -188,11 +188,9 @@ export async function insertJobs(
            ${conflict}
          ), finished AS (
            SELECT id, client_id, batch_id, status FROM inserted WHERE status = 'succeeded'
-         ), ${logFinished('finished', 'none')}, appended AS (SELECT ${EVENTS} AS events)
-         SELECT inserted.*,
-                CASE WHEN inserted.seq = (SELECT min(seq) FROM inserted) THEN appended.events END
-                  AS events
-         FROM inserted, appended`
+         ), ${logFinished('finished', 'none')}
+         SELECT inserted.*, CASE WHEN row_number() OVER () = 1 THEN ${EVENTS} END AS events
+         FROM inserted`
       : `INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash)
          SELECT t.id, t.client_id, t.tx::jsonb, t.max_attempts, t.key, t.hash
          FROM ${source}
