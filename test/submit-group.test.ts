@@ -7,8 +7,8 @@ import { clientId, countAcquisitions, freshDatabase } from './support/db.js';
 import { tx } from './support/heuristics.js';
 
 /**
- * Single submits arriving together are stored with one statement (src/db/sql/jobs.ts,
- * pendingInserter): each still gets its own row, its own idempotency answer, its own error.
+ * Single submits arriving together are stored with one statement (src/db/sql/submits.ts,
+ * jobInserter): each still gets its own row, its own idempotency answer, its own error.
  */
 describe('single submits stored together (group insert)', () => {
   let db: Knex;

@@ -15,6 +15,7 @@ import * as claims from './sql/claims.js';
 import type { Appended } from './sql/events.js';
 import * as events from './sql/events.js';
 import * as jobs from './sql/jobs.js';
+import * as submits from './sql/submits.js';
 import type { Claim, JobError, JobRow } from './sql/rows.js';
 import type { MatchResult } from '../heuristic/types.js';
 
@@ -56,11 +57,11 @@ export interface RunnerStore {
 
 /** What the use-cases (submit, read, list, cancel) need. */
 export interface JobStore {
-  insertJob: (job: jobs.JobToInsert) => ReturnType<Reported<typeof jobs.insertJob>>;
+  insertJob: (job: submits.JobToInsert) => ReturnType<Reported<typeof submits.insertJob>>;
   insertBatch: Reported<typeof batches.insertBatch>;
   insertBatchFile: Reported<typeof batchFiles.insertBatchFile>;
   /** Tells runners in every process that jobs are pending (a NOTIFY of its own). */
-  announcePending: Bound<typeof jobs.announcePending>;
+  announcePending: Bound<typeof submits.announcePending>;
   cancelJob: Reported<typeof jobs.cancelJob>;
   getJob: Bound<typeof jobs.getJob>;
   listJobs: Bound<typeof jobs.listJobs>;
@@ -106,7 +107,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     return rest;
   };
   const getJob = jobReader(db);
-  const insertJob = jobs.jobInserter(db, { onSplit: hooks.onSubmitGroupSplit });
+  const insertJob = submits.jobInserter(db, { onSplit: hooks.onSubmitGroupSplit });
   const runner: RunnerStore = {
     claim: (opts) => claims.claimJobs(db, opts),
     renew: (opts) => claims.renewLeases(db, opts),
@@ -129,10 +130,10 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
   return {
     db,
     runner,
-    insertJob: async (job) => reported(await jobs.insertJob(db, job, insertJob)),
+    insertJob: async (job) => reported(await submits.insertJob(db, job, insertJob)),
     insertBatch: async (batch) => reported(await batches.insertBatch(db, batch)),
     insertBatchFile: async (batch) => reported(await batchFiles.insertBatchFile(db, batch)),
-    announcePending: (origin) => jobs.announcePending(db, origin),
+    announcePending: (origin) => submits.announcePending(db, origin),
     cancelJob: async (id, owner) => {
       const canceled = await jobs.cancelJob(db, id, owner);
       return canceled && reported(canceled);

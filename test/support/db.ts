@@ -4,7 +4,7 @@ import pg from 'pg';
 import { ensureClient } from '../../src/db/sql/clients.js';
 import { createKnex } from '../../src/db/knex.js';
 import type { JobRow } from '../../src/db/sql/rows.js';
-import { announcePending, insertJob } from '../../src/db/sql/jobs.js';
+import { announcePending, insertJob } from '../../src/db/sql/submits.js';
 import { createLogger } from '../../src/log.js';
 import { tx } from './heuristics.js';
 

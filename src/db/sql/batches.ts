@@ -5,7 +5,7 @@
 import type { Knex } from 'knex';
 import type { Transaction } from '../../heuristic/types.js';
 import { type Appended, EVENTS, NOTHING_APPENDED, appended, logFinished } from './events.js';
-import { CACHED_COLUMNS, cachedValues } from './jobs.js';
+import { CACHED_COLUMNS, cachedValues } from './submits.js';
 import {
   type BatchItemRow,
   type BatchRow,
