@@ -25,7 +25,7 @@ describe('job and batch ids (UUIDv7, from the uuid package)', () => {
     expect(Math.max(...perMs.values()), 'many ids shared a millisecond').to.be.greaterThan(1);
   });
 
-  it('vary in their random bits', () => {
+  it('vary in their random bits, across refills of the random pool (256 ids each)', () => {
     const tails = new Set(Array.from({ length: 1000 }, () => newId().slice(-8)));
     expect(tails.size).to.be.greaterThan(990);
   });
