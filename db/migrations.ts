@@ -9,6 +9,7 @@ import * as webhooks from './migrations/0008_webhooks.js';
 import * as batchesByClient from './migrations/0009_batches_by_client.js';
 import * as eventsAfterCommit from './migrations/0010_events_announced_after_commit.js';
 import * as claimIndexAlone from './migrations/0011_claim_index_alone.js';
+import * as batchIndexPartial from './migrations/0012_batch_index_partial.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -34,6 +35,7 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0009_batches_by_client', batchesByClient],
   ['0010_events_announced_after_commit', eventsAfterCommit],
   ['0011_claim_index_alone', claimIndexAlone],
+  ['0012_batch_index_partial', batchIndexPartial],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
