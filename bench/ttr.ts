@@ -2,11 +2,22 @@
  * Time to result, one job at a time (no-op heuristic), three ways, each timed by the client:
  * POST then `GET /jobs/{id}?wait=10` (the issue's measure); one POST with `Prefer: wait=10`;
  * and the floor under both on this machine, the same two requests to bench/bare-koa.ts (one
- * INSERT, then one SELECT: no runner, one commit instead of the service's three).
+ * INSERT, then one SELECT: no runner, one commit instead of the service's three). Each is
+ * timed after TTR_WARMUP untimed round trips of its own.
  */
 import { bench, post, tx } from './harness.js';
 
+/**
+ * Round trips made before the timed ones, and not timed, for each of the three measures: the
+ * first requests to a server that has just started open its pool's connections and run code V8
+ * has not optimized yet, and the floor's server is always fresh while the service may have been
+ * warmed by earlier phases (or not, with `BENCH_ONLY=ttr`), so without them the tail measured
+ * start-up as much as steady state, unequally.
+ */
+export const TTR_WARMUP = Number(process.env.BENCH_TTR_WARMUP ?? 50);
+
 async function timed(n: number, once: (i: number) => Promise<void>): Promise<number[]> {
+  for (let i = 0; i < TTR_WARMUP; i++) await once(n + i);
   const times: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
