@@ -59,6 +59,44 @@ const CONNECTIONS = 64;
  * code for its first requests, which is start-up, not the steady state the ratio is about.
  */
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
+/**
+ * The single-submit comparison alternates the service and bare Koa this many times, a load of
+ * BENCH_SECONDS each, and reports the round with the median ratio: on these shared cores the
+ * machine's speed drifts within minutes (bare Koa alone moved 2,500-3,600 req/s between runs),
+ * and one service-then-bare pair put all of a drift into the ratio.
+ */
+const SUBMIT_ROUNDS = Number(process.env.BENCH_SUBMIT_ROUNDS ?? 3);
+
+interface LoadRun {
+  reqPerS: number;
+  p50: number;
+  p99: number;
+  total: number;
+  cpu: { server: number; postgres: number };
+}
+
+/** One autocannon load of SECONDS against the server `pid`, with its CPU per request. */
+async function measureLoad(
+  pid: number,
+  load: Parameters<typeof autocannon>[0],
+  what: string,
+): Promise<LoadRun> {
+  let run!: Awaited<ReturnType<typeof autocannon>>;
+  const cpu = await cpuPerRequest(pid, async () => {
+    run = await autocannon({ ...load, duration: SECONDS });
+    return run.requests.total;
+  });
+  if (run.non2xx > 0 || run.errors > 0) {
+    throw new Error(`${what}: ${run.non2xx} non-2xx, ${run.errors} errors`);
+  }
+  return {
+    reqPerS: round(run.requests.average),
+    p50: run.latency.p50,
+    p99: run.latency.p99,
+    total: run.requests.total,
+    cpu,
+  };
+}
 const PICKUPS = 200;
 const TTR_JOBS = Number(process.env.BENCH_TTR_JOBS ?? 500);
 const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? 6379);
@@ -96,66 +134,64 @@ async function main() {
   const noop = needNoop ? await startService(databaseUrl, { HEURISTIC_DELAY_MS: '0' }) : undefined;
   if (noop) result.rss_idle_mb = await rssMb(noop.pid);
   if (noop && on('submit')) {
-    const submitLoad = {
+    const bare = await spawnBareKoa(databaseUrl);
+    const serviceLoad = {
       url: `${noop.base}/normalize_merchant`,
       method: 'POST',
       headers: { 'content-type': 'application/json', ...bench.auth },
       body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
       connections: CONNECTIONS,
     };
-    say(`single submit: ${WARMUP_SECONDS} s to warm up, untimed`);
-    await autocannon({ ...submitLoad, duration: WARMUP_SECONDS });
+    const bareLoad = {
+      ...serviceLoad,
+      url: `${bare.base}/`,
+      headers: { 'content-type': 'application/json' },
+    };
+    say(`single submit: ${WARMUP_SECONDS} s to warm up each server, untimed`);
+    await autocannon({ ...serviceLoad, duration: WARMUP_SECONDS });
     await waitFinished(db, 0, 'warm-up jobs');
     await reset(db);
-    say(`single submit: ${CONNECTIONS} connections for ${SECONDS} s`);
-    let submit!: Awaited<ReturnType<typeof autocannon>>;
-    const submitCpu = await cpuPerRequest(noop.pid, async () => {
-      submit = await autocannon({ ...submitLoad, duration: SECONDS });
-      return submit.requests.total;
-    });
-    if (submit.non2xx > 0 || submit.errors > 0) {
-      throw new Error(`submit: ${submit.non2xx} non-2xx, ${submit.errors} errors`);
-    }
-    result.submit_req_per_s = round(submit.requests.average);
-    result.submit_p50_ms = submit.latency.p50;
-    result.submit_p99_ms = submit.latency.p99;
-    result.submit_server_cpu_ms_per_req = submitCpu.server;
-    result.submit_postgres_cpu_ms_per_req = submitCpu.postgres;
-    await waitFinished(db, submit.requests.total, 'submitted jobs');
-    await reset(db);
-
-    const bare = await spawnBareKoa(databaseUrl);
-    const bareLoad = {
-      url: `${bare.base}/`,
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(tx('OPENAI 5YLH7D', 1)),
-      connections: CONNECTIONS,
-    };
-    say(`bare Koa + one INSERT: ${WARMUP_SECONDS} s to warm up, untimed`);
     await autocannon({ ...bareLoad, duration: WARMUP_SECONDS });
     await db.raw('TRUNCATE bench_bare');
-    say(`bare Koa + one INSERT: ${CONNECTIONS} connections for ${SECONDS} s`);
-    let baseline!: Awaited<ReturnType<typeof autocannon>>;
-    const bareCpu = await cpuPerRequest(bare.pid, async () => {
-      baseline = await autocannon({ ...bareLoad, duration: SECONDS });
-      return baseline.requests.total;
-    });
-    result.bare_koa_insert_req_per_s = round(baseline.requests.average);
-    result.bare_koa_insert_p50_ms = baseline.latency.p50;
-    result.bare_koa_insert_p99_ms = baseline.latency.p99;
-    result.bare_koa_server_cpu_ms_per_req = bareCpu.server;
-    result.bare_koa_postgres_cpu_ms_per_req = bareCpu.postgres;
+    const rounds: { service: LoadRun; bare: LoadRun; ratio: number }[] = [];
+    for (let r = 1; r <= SUBMIT_ROUNDS; r++) {
+      say(
+        `single submit, round ${r} of ${SUBMIT_ROUNDS}: ${CONNECTIONS} connections for ${SECONDS} s`,
+      );
+      const service = await measureLoad(noop.pid, serviceLoad, 'submit');
+      await waitFinished(db, service.total, 'submitted jobs');
+      await reset(db);
+      say(`bare Koa + one INSERT, round ${r} of ${SUBMIT_ROUNDS}`);
+      const baseline = await measureLoad(bare.pid, bareLoad, 'bare Koa');
+      await db.raw('TRUNCATE bench_bare');
+      rounds.push({ service, bare: baseline, ratio: service.reqPerS / baseline.reqPerS });
+    }
     await bare.stop();
     await db.raw('DROP TABLE IF EXISTS bench_bare');
+    // The round with the median ratio stands for the run; every round's ratio is printed.
+    const median = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)]!;
+    const { service, bare: baseline } = median;
+    result.submit_req_per_s = service.reqPerS;
+    result.submit_p50_ms = service.p50;
+    result.submit_p99_ms = service.p99;
+    result.submit_server_cpu_ms_per_req = service.cpu.server;
+    result.submit_postgres_cpu_ms_per_req = service.cpu.postgres;
+    result.bare_koa_insert_req_per_s = baseline.reqPerS;
+    result.bare_koa_insert_p50_ms = baseline.p50;
+    result.bare_koa_insert_p99_ms = baseline.p99;
+    result.bare_koa_server_cpu_ms_per_req = baseline.cpu.server;
+    result.bare_koa_postgres_cpu_ms_per_req = baseline.cpu.postgres;
+    result.submit_ratio_rounds = rounds.map((r) => r.ratio.toFixed(2)).join(' / ');
     target(
       'single submit vs bare Koa + one INSERT',
-      ratio(result.submit_req_per_s, result.bare_koa_insert_req_per_s),
+      ratio(service.reqPerS, baseline.reqPerS),
       '≥ 0.8x',
-      (v) => v >= 0.8,
-      `${result.submit_req_per_s} vs ${result.bare_koa_insert_req_per_s} req/s; CPU ms per ` +
-        `request, server ${submitCpu.server} vs ${bareCpu.server}, ` +
-        `Postgres ${submitCpu.postgres} vs ${bareCpu.postgres}`,
+      // On the unrounded ratio: 0.795 prints as 0.8 and is not met.
+      () => median.ratio >= 0.8,
+      `median of ${rounds.length} alternating rounds (${result.submit_ratio_rounds}); that ` +
+        `round: ${service.reqPerS} vs ${baseline.reqPerS} req/s; CPU ms per request, server ` +
+        `${service.cpu.server} vs ${baseline.cpu.server}, Postgres ${service.cpu.postgres} vs ` +
+        `${baseline.cpu.postgres}`,
     );
   }
 
@@ -284,7 +320,7 @@ async function main() {
         `drain ${DRAIN_JOBS} no-op jobs vs graphile-worker batch mode (enqueue + drain)`,
         ratio(result.drain_jobs_per_s, result.graphile_worker_drain_jobs_per_s),
         '≥ 1.0x',
-        (v) => v >= 1,
+        () => Number(result.drain_jobs_per_s) >= Number(result.graphile_worker_drain_jobs_per_s),
         `${result.drain_jobs_per_s} vs ${result.graphile_worker_drain_jobs_per_s} jobs/s`,
       );
     }
