@@ -33,6 +33,39 @@ describe('migrations', () => {
     }
   });
 
+  it('finish a run killed after its index was built: the knex lock freed, the index kept', async () => {
+    const db = await freshDatabase();
+    try {
+      await db.migrate.down(); // 0012 to apply again, the old index back
+      // What a start killed between 0012's build and its end leaves: the new index complete,
+      // the old one still there, the migration not recorded, knex's lock row set.
+      await db.raw(
+        `CREATE UNIQUE INDEX jobs_batch_items_idx ON jobs (batch_id, batch_index)
+         WHERE batch_id IS NOT NULL`,
+      );
+      await db('knex_migrations_lock').update({ is_locked: 1 });
+      const oid = async () =>
+        (
+          await db.raw<{ rows: [{ oid: string | null }] }>(
+            `SELECT to_regclass('jobs_batch_items_idx')::oid AS oid`,
+          )
+        ).rows[0].oid;
+      const built = await oid();
+      expect(await migrateLatest(db)).to.deep.equal(['0012_batch_index_partial']);
+      expect(await oid(), 'the finished index is kept, not rebuilt').to.equal(built);
+      expect(
+        (
+          await db.raw<{ rows: [{ oid: string | null }] }>(
+            `SELECT to_regclass('jobs_batch_idx')::oid AS oid`,
+          )
+        ).rows[0].oid,
+      ).to.equal(null);
+      expect((await db('knex_migrations_lock').first('is_locked'))?.is_locked).to.equal(0);
+    } finally {
+      await db.destroy();
+    }
+  });
+
   it('apply exactly once when several processes start at the same moment', async () => {
     const setup = await freshDatabase();
     await setup.migrate.rollback(undefined, true);

@@ -14,7 +14,7 @@ import { eventually, freshDatabase, jobStatuses, databaseUrl } from './support/d
 import { ServerProcess } from './support/server-process.js';
 import { issueKey } from '../src/auth/keys.js';
 import { revokeKey } from '../src/db/sql/clients.js';
-import { createKnex } from '../src/db/knex.js';
+import { createKnex, migrationState } from '../src/db/knex.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -226,6 +226,65 @@ describe('server process (src/main.ts)', function () {
     const netflix = { merchant: { name: 'Netflix', id: 'netflix' }, intermediaries: [] };
     for (const row of rows) expect(row.result).to.deep.equal(netflix);
   });
+
+  it('finishes a migration a killed start left half-way: knex lock set, index build invalid', async () => {
+    // 0012 builds an index CONCURRENTLY, outside a transaction: knex commits its lock row before
+    // it starts and clears it after, so a start killed in between leaves the row set.
+    await db.migrate.down();
+    expect((await migrationState(db)).missing).to.deep.equal(['0012_batch_index_partial']);
+    // A transaction holding a snapshot keeps the build waiting at its end, still invalid.
+    const blocker = createKnex(databaseUrl(db), 1);
+    const snapshot = await blocker.transaction({ isolationLevel: 'repeatable read' });
+    try {
+      await snapshot.raw('SELECT count(*) FROM clients');
+      const first = ServerProcess.spawn({ DATABASE_URL: databaseUrl(db) });
+      servers.push(first);
+      const building = await eventually(
+        async () => {
+          const { rows } = await db.raw<{ rows: { pid: number }[] }>(
+            `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+               AND query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY jobs_batch_items_idx%'`,
+          );
+          return rows[0]?.pid;
+        },
+        30_000,
+        'the index build to start',
+      );
+      expect(await knexLocked(), 'knex lock during the build').to.equal(1);
+      await first.kill('SIGKILL');
+      // The build's backend outlives its client while it waits; a crash of the host ends both.
+      await db.raw('SELECT pg_terminate_backend(?)', [building]);
+    } finally {
+      await snapshot.rollback();
+      await blocker.destroy();
+    }
+    expect(await knexLocked(), 'knex lock left by the killed start').to.equal(1);
+    expect(await indexValid('jobs_batch_items_idx'), 'the build left invalid').to.equal(false);
+
+    const second = await start({});
+    expect(second.logs.some((l) => /a migration was interrupted/.test(String(l.msg)))).to.equal(
+      true,
+    );
+    expect((await migrationState(db)).missing).to.deep.equal([]);
+    expect(await knexLocked()).to.equal(0);
+    expect(await indexValid('jobs_batch_items_idx')).to.equal(true);
+    expect(await indexValid('jobs_batch_idx'), 'the old index dropped').to.equal(undefined);
+  });
+
+  async function knexLocked(): Promise<number | undefined> {
+    const row = await db('knex_migrations_lock').first<{ is_locked: number } | undefined>(
+      'is_locked',
+    );
+    return row?.is_locked;
+  }
+
+  async function indexValid(name: string): Promise<boolean | undefined> {
+    const { rows } = await db.raw<{ rows: { valid: boolean }[] }>(
+      'SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = to_regclass(?)',
+      [name],
+    );
+    return rows[0]?.valid;
+  }
 
   it('refuses to start on a bad config value, naming the variable', async () => {
     const server = ServerProcess.spawn({

@@ -11,17 +11,27 @@ import type { Knex } from 'knex';
  * Test: test/batch-index.test.ts.
  *
  * Built CONCURRENTLY under a new name and then swapped, as 0011 does: submits go on while it
- * builds on a big table, and an interrupted build is dropped and redone on the next start.
+ * builds on a big table. A run killed half-way is finished by the next start (src/db/knex.ts
+ * frees the lock knex leaves set): a build left invalid is dropped and redone, while one that
+ * completed is kept, so the table is never without an index of batch items in between
+ * (test/process.test.ts kills a start in the middle of this build).
  */
 export const config = { transaction: false };
 
 export async function up(knex: Knex): Promise<void> {
+  const { rows } = await knex.raw<{ rows: { valid: boolean }[] }>(
+    `SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = to_regclass('jobs_batch_items_idx')`,
+  );
+  if (rows[0]?.valid !== true) await buildBatchItemsIndex(knex);
+  await knex.raw(`DROP INDEX CONCURRENTLY IF EXISTS jobs_batch_idx`);
+}
+
+async function buildBatchItemsIndex(knex: Knex): Promise<void> {
   await knex.raw(`DROP INDEX CONCURRENTLY IF EXISTS jobs_batch_items_idx`);
   await knex.raw(
     `CREATE UNIQUE INDEX CONCURRENTLY jobs_batch_items_idx ON jobs (batch_id, batch_index)
      WHERE batch_id IS NOT NULL`,
   );
-  await knex.raw(`DROP INDEX CONCURRENTLY IF EXISTS jobs_batch_idx`);
 }
 
 export async function down(knex: Knex): Promise<void> {

@@ -209,6 +209,7 @@ export async function migrateLatest(db: Knex, log?: Logger): Promise<string[]> {
         );
         return [];
       }
+      await freeLeftoverKnexLock(db, log);
       const [, applied] = (await db.migrate.latest()) as [number, string[]];
       return applied;
     } finally {
@@ -217,6 +218,28 @@ export async function migrateLatest(db: Knex, log?: Logger): Promise<string[]> {
   } finally {
     await client.releaseConnection(conn);
   }
+}
+
+/**
+ * knex keeps a lock row of its own (`knex_migrations_lock`). For migrations that run outside a
+ * transaction (CREATE INDEX CONCURRENTLY: 0011, 0012) it sets that row in a transaction of its
+ * own, committed at once, and clears it at the end; a process killed in between leaves it set,
+ * and knex then refuses every later start ("Migration table is already locked"), so the service
+ * would never start again without `knex migrate:unlock` by hand. The caller holds the advisory
+ * lock, so no other process of this service is migrating: a set row is such a leftover, freed
+ * here. (A `knex migrate:latest` run by hand does not take the advisory lock: do not run one
+ * while the service starts.)
+ */
+async function freeLeftoverKnexLock(db: Knex, log?: Logger): Promise<void> {
+  if (!(await db.schema.hasTable('knex_migrations_lock'))) return;
+  const row = await db('knex_migrations_lock').first<{ is_locked: number } | undefined>(
+    'is_locked',
+  );
+  if (!row?.is_locked) return;
+  log?.warn(
+    'a migration was interrupted (knex_migrations_lock was left set); freeing it and migrating again',
+  );
+  await db.migrate.forceFreeMigrationsLock();
 }
 
 /**
