@@ -186,7 +186,8 @@ export async function waitFinished(db: Knex, n: number, what: string): Promise<v
 }
 
 export async function reset(db: Knex) {
-  await db.raw('TRUNCATE jobs, batches, results, flights');
+  // The event log too: each phase (and each single-submit round) starts from the same tables.
+  await db.raw('TRUNCATE jobs, batches, results, flights, job_events');
 }
 
 export async function percentiles(db: Knex, expr: string): Promise<{ p50: number; p99: number }> {
