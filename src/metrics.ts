@@ -33,6 +33,7 @@ export class Metrics {
   readonly heuristicSeconds: Histogram;
   readonly httpSeconds: Histogram<'method' | 'route' | 'status'>;
   readonly cacheHits: Counter<'via'>;
+  readonly groupSplits: Counter<'statement'>;
 
   constructor(sources: {
     db: Knex;
@@ -93,6 +94,17 @@ export class Metrics {
       labelNames: ['via'],
       registers,
     });
+    this.groupSplits = new Counter({
+      name: 'merchant_group_commit_splits_total',
+      help:
+        'Grouped statements (single submits, completions) the database refused, whose jobs were ' +
+        'then written one by one; a rate that does not fall back to 0 means one keeps failing.',
+      labelNames: ['statement'],
+      registers,
+    });
+    // Both series exist from the start, so a rate over them is 0, not absent.
+    this.groupSplits.inc({ statement: 'submits' }, 0);
+    this.groupSplits.inc({ statement: 'completions' }, 0);
     new Gauge({
       name: 'merchant_runner_busy_slots',
       help: 'Heuristic attempts running in this process.',
@@ -135,6 +147,11 @@ export class Metrics {
     const heuristicRan = !['released', 'lease_lost', 'cached', 'coalesced'].includes(outcome);
     if (heuristicRan) this.heuristicSeconds.observe(durationMs / 1000);
     if (outcome === 'cached') this.cacheHits.inc({ via: 'claim' });
+  }
+
+  /** A grouped statement failed and its jobs are being written one by one. */
+  groupSplit(statement: 'submits' | 'completions'): void {
+    this.groupSplits.inc({ statement });
   }
 
   /** `n` jobs answered by another job's heuristic call (single-flight) or at submit. */

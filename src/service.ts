@@ -152,8 +152,10 @@ export async function startService(
         metrics.eventsAppended(appended.counts);
         feed.appended(appended);
       },
-      onSubmitGroupSplit: (err, jobs) =>
-        log.warn({ err, jobs }, 'a grouped insert of submits failed; writing its jobs one by one'),
+      onSubmitGroupSplit: (err, jobs) => {
+        metrics.groupSplit('submits');
+        log.warn({ err, jobs }, 'a grouped insert of submits failed; writing its jobs one by one');
+      },
     });
     const jobRunner = new Runner({
       store: store.runner,

@@ -146,6 +146,10 @@ describe('a completion write that fails', () => {
     expect(calls('Good 2')).to.equal(1);
     expect(calls('Bad one')).to.equal(2);
     expect((await jobRow(h, bad.id))?.attempts).to.equal(2);
+    // The split is counted, for alerting, beside its log line.
+    const metrics = (await h.http.get('/metrics').expect(200)).text;
+    expect(metrics).to.include('merchant_group_commit_splits_total{statement="completions"} 1');
+    expect(metrics).to.include('merchant_group_commit_splits_total{statement="submits"} 0');
   });
 });
 

@@ -3,8 +3,9 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import type { Appended } from '../src/db/sql/events.js';
 import { createStore } from '../src/db/store.js';
-import { clientId, countAcquisitions, freshDatabase } from './support/db.js';
-import { tx } from './support/heuristics.js';
+import { clientId, countAcquisitions, eventually, freshDatabase } from './support/db.js';
+import { type Harness, startHarness } from './support/harness.js';
+import { Gate, TestHeuristic, tx } from './support/heuristics.js';
 
 /**
  * Single submits arriving together are stored with one statement (src/db/sql/submits.ts,
@@ -148,5 +149,52 @@ describe('single submits stored together (group insert)', () => {
       `SELECT transaction->>'description' AS description FROM jobs ORDER BY seq`,
     );
     expect(rows.map((r) => r.description)).to.deep.equal(['Opener', 'Good one', 'Good two']);
+  });
+});
+
+describe('a grouped insert of submits the database refuses, through the service', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
+
+  it('writes the group one by one, answers the good submits 202, and counts the split', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(new Gate().behaviour) });
+    // "Slow" holds the inserter for a moment, so the three after it queue and share a
+    // statement; "Bad" is refused by the database, alone or grouped.
+    await h.db.raw(`CREATE FUNCTION test_refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.transaction->>'description' = 'Slow' THEN PERFORM pg_sleep(0.3); END IF;
+        IF NEW.transaction->>'description' = 'Bad' THEN
+          RAISE EXCEPTION 'insert refused by the test' USING ERRCODE = '23514';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await h.db.raw(`CREATE TRIGGER test_refuse_insert BEFORE INSERT ON jobs
+                    FOR EACH ROW EXECUTE FUNCTION test_refuse_insert()`);
+    const post = (description: string) =>
+      h!.http
+        .post('/normalize_merchant')
+        .send(tx(description))
+        .then((res) => res);
+    const slow = post('Slow');
+    await eventually(async () => {
+      const { rows } = await h!.db.raw<{ rows: unknown[] }>(
+        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+           AND wait_event = 'PgSleep'`,
+      );
+      return rows.length > 0;
+    });
+    const [bad, good1, good2] = await Promise.all([post('Bad'), post('Good 1'), post('Good 2')]);
+    expect((await slow).status).to.equal(202);
+    expect([good1.status, good2.status]).to.deep.equal([202, 202]);
+    // A row the database refuses is the service's failure, not the client's: a 500 problem,
+    // without the database's message or a stack.
+    expect(bad.status).to.equal(500);
+    expect(bad.headers['content-type']).to.match(/^application\/problem\+json/);
+    expect(JSON.stringify(bad.body)).to.not.match(/refused by the test|at .+\.ts:\d+/);
+    const metrics = (await h.http.get('/metrics').expect(200)).text;
+    expect(metrics).to.include('merchant_group_commit_splits_total{statement="submits"} 1');
   });
 });

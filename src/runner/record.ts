@@ -41,6 +41,7 @@ export interface RecorderOptions {
   metrics?: {
     attempt(outcome: AttemptOutcome, durationMs: number): void;
     answeredWithoutCall(via: 'shared', n: number): void;
+    groupSplit(statement: 'completions'): void;
   };
   /** Work may be claimable now (jobs that waited on a failed leader's key). */
   wake(): void;
@@ -76,8 +77,10 @@ export class OutcomeRecorder {
       writeApartOnError(
         (items: { claim: Claim; result: MatchResult }[]) =>
           opts.store.complete({ workerId: opts.workerId, items, cacheTtlMs: opts.cacheTtlMs }),
-        (err, jobs) =>
-          opts.log.warn({ err, jobs }, 'a grouped completion failed; writing its jobs one by one'),
+        (err, jobs) => {
+          opts.metrics?.groupSplit('completions');
+          opts.log.warn({ err, jobs }, 'a grouped completion failed; writing its jobs one by one');
+        },
       ),
     );
   }
