@@ -227,36 +227,58 @@ describe('server process (src/main.ts)', function () {
     for (const row of rows) expect(row.result).to.deep.equal(netflix);
   });
 
-  it('finishes a migration a killed start left half-way: knex lock set, index build invalid', async () => {
-    // 0012 builds an index CONCURRENTLY, outside a transaction: knex commits its lock row before
-    // it starts and clears it after, so a start killed in between leaves the row set.
+  /**
+   * Starts a server on a database where 0012 is still to apply, with a transaction holding a
+   * snapshot so that the index build waits at its end (still invalid), and SIGKILLs the server
+   * there. Returns the build's backend, still running without its client, and the index's oid.
+   */
+  async function killDuringIndexBuild(): Promise<{
+    building: number;
+    oid: string;
+    release: () => Promise<void>;
+  }> {
+    // 0012 builds an index CONCURRENTLY, outside a transaction: knex commits its lock row
+    // before it starts and clears it after, so a start killed in between leaves the row set.
     await db.migrate.down();
     expect((await migrationState(db)).missing).to.deep.equal(['0012_batch_index_partial']);
-    // A transaction holding a snapshot keeps the build waiting at its end, still invalid.
     const blocker = createKnex(databaseUrl(db), 1);
     const snapshot = await blocker.transaction({ isolationLevel: 'repeatable read' });
+    await snapshot.raw('SELECT count(*) FROM clients');
+    const release = async () => {
+      if (snapshot.isCompleted()) return;
+      await snapshot.rollback();
+      await blocker.destroy();
+    };
     try {
-      await snapshot.raw('SELECT count(*) FROM clients');
       const first = ServerProcess.spawn({ DATABASE_URL: databaseUrl(db) });
       servers.push(first);
       const building = await eventually(
         async () => {
-          const { rows } = await db.raw<{ rows: { pid: number }[] }>(
-            `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
-               AND query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY jobs_batch_items_idx%'`,
+          const { rows } = await db.raw<{ rows: { pid: number; oid: string }[] }>(
+            `SELECT pid, index_relid::text AS oid FROM pg_stat_progress_create_index
+             WHERE datname = current_database() AND phase = 'waiting for old snapshots'`,
           );
-          return rows[0]?.pid;
+          return rows[0];
         },
         30_000,
-        'the index build to start',
+        'the index build to wait for the old snapshot',
       );
       expect(await knexLocked(), 'knex lock during the build').to.equal(1);
       await first.kill('SIGKILL');
-      // The build's backend outlives its client while it waits; a crash of the host ends both.
+      return { building: building.pid, oid: building.oid, release };
+    } catch (err) {
+      await release();
+      throw err;
+    }
+  }
+
+  it('finishes a migration a killed start left half-way, its index build ended unfinished', async () => {
+    const { building, release } = await killDuringIndexBuild();
+    try {
+      // A crash of the whole host ends the build too; here it is ended alone.
       await db.raw('SELECT pg_terminate_backend(?)', [building]);
     } finally {
-      await snapshot.rollback();
-      await blocker.destroy();
+      await release();
     }
     expect(await knexLocked(), 'knex lock left by the killed start').to.equal(1);
     expect(await indexValid('jobs_batch_items_idx'), 'the build left invalid').to.equal(false);
@@ -268,6 +290,28 @@ describe('server process (src/main.ts)', function () {
     expect((await migrationState(db)).missing).to.deep.equal([]);
     expect(await knexLocked()).to.equal(0);
     expect(await indexValid('jobs_batch_items_idx')).to.equal(true);
+    expect(await indexValid('jobs_batch_idx'), 'the old index dropped').to.equal(undefined);
+  });
+
+  it('finishes a migration a killed start left half-way, its index build still going on', async () => {
+    const { oid, release } = await killDuringIndexBuild();
+    // The killed start's build goes on without its client; the next start must not build the
+    // same index beside it, nor drop it once it is done.
+    const second = ServerProcess.spawn({ DATABASE_URL: databaseUrl(db) });
+    servers.push(second);
+    try {
+      await second.waitForLog((l) => /index build of an earlier start/.test(String(l.msg)), 30_000);
+    } finally {
+      await release();
+    }
+    await second.waitForLog((l) => l.msg === 'listening', 30_000);
+    expect((await migrationState(db)).missing).to.deep.equal([]);
+    expect(await knexLocked()).to.equal(0);
+    expect(await indexValid('jobs_batch_items_idx')).to.equal(true);
+    const { rows } = await db.raw<{ rows: { oid: string }[] }>(
+      `SELECT to_regclass('jobs_batch_items_idx')::oid::text AS oid`,
+    );
+    expect(rows[0]?.oid, 'the index the killed start built, kept').to.equal(oid);
     expect(await indexValid('jobs_batch_idx'), 'the old index dropped').to.equal(undefined);
   });
 

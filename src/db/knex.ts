@@ -236,10 +236,30 @@ async function freeLeftoverKnexLock(db: Knex, log?: Logger): Promise<void> {
     'is_locked',
   );
   if (!row?.is_locked) return;
+  // The index build of a killed start goes on in Postgres without its client until it ends;
+  // so would one of a process migrating through a pooler in transaction mode, where the
+  // advisory lock holds nothing (docs/operations.md). Freeing the lock under either would
+  // build or drop the same index twice at once: wait for them to end first.
+  let told = false;
+  while (await indexBuildRunning(db)) {
+    if (!told) log?.info('an index build of an earlier start is still running; waiting for it');
+    told = true;
+    await sleep(100);
+  }
   log?.warn(
     'a migration was interrupted (knex_migrations_lock was left set); freeing it and migrating again',
   );
   await db.migrate.forceFreeMigrationsLock();
+}
+
+/** Another session of this database is building or dropping an index CONCURRENTLY. */
+async function indexBuildRunning(db: Knex): Promise<boolean> {
+  const res = await db.raw<{ rows: unknown[] }>(
+    `SELECT 1 FROM pg_stat_activity
+     WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'
+       AND query ~* '^\\s*(CREATE|DROP)\\s+(UNIQUE\\s+|)INDEX\\s+CONCURRENTLY'`,
+  );
+  return res.rows.length > 0;
 }
 
 /**
