@@ -161,11 +161,13 @@ describe('a grouped insert of submits the database refuses, through the service'
 
   it('writes the group one by one, answers the good submits 202, and counts the split', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(new Gate().behaviour) });
-    // "Slow" holds the inserter for a moment, so the three after it queue and share a
-    // statement; "Bad" is refused by the database, alone or grouped.
+    // "Slow" holds the inserter for a second, so the three sent once it is seen sleeping queue
+    // and share the next statement (they reach the inserter within milliseconds: auth and
+    // admission are answered from memory after Slow's request); "Bad" is refused by the
+    // database, alone or grouped.
     await h.db.raw(`CREATE FUNCTION test_refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
-        IF NEW.transaction->>'description' = 'Slow' THEN PERFORM pg_sleep(0.3); END IF;
+        IF NEW.transaction->>'description' = 'Slow' THEN PERFORM pg_sleep(1); END IF;
         IF NEW.transaction->>'description' = 'Bad' THEN
           RAISE EXCEPTION 'insert refused by the test' USING ERRCODE = '23514';
         END IF;
