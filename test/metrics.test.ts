@@ -67,11 +67,34 @@ describe('GET /metrics', () => {
       const text = await scrape();
       return sample(text, 'merchant_jobs_queued', 'status="running"') === 0 && text;
     });
+    // A slot is freed when its heuristic call returns, apart from the row's changes; once the
+    // database shows nothing running, every slot must come back. Waited for, with what the
+    // runner still holds in the message: CI once scraped 1 here (not reproduced in 27 runs).
+    const attempts = () =>
+      JSON.stringify(
+        [...(h.runner as unknown as { attempts: Map<string, object> }).attempts.values()].map(
+          (a) => {
+            const { job, started, inSlot, settled } = a as {
+              job: { transaction: { description: string }; status: string };
+              started: boolean;
+              inSlot: boolean;
+              settled: boolean;
+            };
+            return { job: job.transaction.description, started, inSlot, settled };
+          },
+        ),
+      );
+    await eventually(
+      async () => sample(await scrape(), 'merchant_runner_busy_slots') === 0,
+      10_000,
+      'busy slots back to 0',
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; the runner's attempts: ${attempts()}`);
+    });
     expect(sample(after, 'merchant_jobs_finished_total', 'outcome="canceled"')).to.equal(1);
     expect(sample(after, 'merchant_job_attempts_total', 'outcome="canceled"')).to.equal(1);
     expect(sample(after, 'merchant_heuristic_duration_seconds_count')).to.equal(6);
     expect(sample(after, 'merchant_jobs_queued', 'status="pending"')).to.equal(0);
-    expect(sample(after, 'merchant_runner_busy_slots')).to.equal(0);
     expect(
       sample(
         after,
