@@ -6,7 +6,7 @@ import type { Knex } from 'knex';
  * a batch's jobs says `batch_id = …`, which implies `batch_id IS NOT NULL`; the uniqueness it
  * enforces never applies to NULLs), but every version of every single job wrote one: the insert,
  * the claim and the completion (neither update is HOT, since each changes `status`, which
- * partial indexes name). Under a single-submit load with the runner on, that was one index
+ * partial indexes name). Under a single-submit load with the runner on, that was about one index
  * insert in four on `jobs` (docs/performance.md). The replacement indexes batch jobs only.
  * Test: test/batch-index.test.ts.
  *
