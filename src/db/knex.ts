@@ -240,12 +240,10 @@ async function freeLeftoverKnexLock(db: Knex, log?: Logger): Promise<void> {
   // so would one of a process migrating through a pooler in transaction mode, where the
   // advisory lock holds nothing (docs/operations.md). Freeing the lock under either would
   // build or drop the same index twice at once: wait for them to end first.
-  let told = false;
-  while (await indexBuildRunning(db)) {
-    if (!told) log?.info('an index build of an earlier start is still running; waiting for it');
-    told = true;
-    await sleep(100);
-  }
+  await pollUntil(
+    async () => !(await indexBuildRunning(db)),
+    () => log?.info('an index build of an earlier start is still running; waiting for it'),
+  );
   log?.warn(
     'a migration was interrupted (knex_migrations_lock was left set); freeing it and migrating again',
   );
@@ -269,13 +267,22 @@ async function indexBuildRunning(db: Knex): Promise<boolean> {
  * build and the processes queued behind it would wait on each other forever.
  */
 async function lockForMigrations(conn: PgConnection, log?: Logger): Promise<void> {
+  await pollUntil(
+    async () => {
+      const res = (await conn.query('SELECT pg_try_advisory_lock($1) AS locked', [
+        MIGRATION_LOCK_KEY,
+      ])) as { rows: { locked: boolean }[] };
+      return res.rows[0]?.locked === true;
+    },
+    () => log?.info('another process is migrating the database; waiting for it'),
+  );
+}
+
+/** Runs `done` every 100 ms until it holds; calls `waiting` once, the first time it does not. */
+async function pollUntil(done: () => Promise<boolean>, waiting: () => void): Promise<void> {
   let told = false;
-  for (;;) {
-    const res = (await conn.query('SELECT pg_try_advisory_lock($1) AS locked', [
-      MIGRATION_LOCK_KEY,
-    ])) as { rows: { locked: boolean }[] };
-    if (res.rows[0]?.locked) return;
-    if (!told) log?.info('another process is migrating the database; waiting for it');
+  while (!(await done())) {
+    if (!told) waiting();
     told = true;
     await sleep(100);
   }
