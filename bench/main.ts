@@ -61,9 +61,10 @@ const CONNECTIONS = 64;
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
 /**
  * The single-submit comparison runs this many rounds of the service and bare Koa, a load of
- * BENCH_SECONDS each, in alternating order, and reports the round with the median ratio: on these shared cores the
- * machine's speed drifts within minutes (bare Koa alone moved 2,500-3,600 req/s between runs),
- * and one service-then-bare pair put all of a drift into the ratio.
+ * BENCH_SECONDS each, in alternating order, and reports the round with the median ratio: on
+ * these shared cores the machine's speed drifts within minutes (bare Koa alone moved
+ * 2,500-3,600 req/s between runs), and one service-then-bare pair put all of a drift into the
+ * ratio.
  */
 const SUBMIT_ROUNDS = Math.max(1, Number(process.env.BENCH_SUBMIT_ROUNDS ?? 3));
 
@@ -147,39 +148,45 @@ async function main() {
       url: `${bare.base}/`,
       headers: { 'content-type': 'application/json' },
     };
+    // The two sides: how each is loaded, and how its table is emptied after a load.
+    const sides = {
+      service: {
+        what: 'single submit',
+        pid: noop.pid,
+        load: serviceLoad,
+        clear: async (jobs: number) => {
+          await waitFinished(db, jobs, 'submitted jobs');
+          await reset(db);
+        },
+      },
+      bare: {
+        what: 'bare Koa + one INSERT',
+        pid: bare.pid,
+        load: bareLoad,
+        clear: async () => {
+          await db.raw('TRUNCATE bench_bare');
+        },
+      },
+    };
+    type Side = keyof typeof sides;
     say(`single submit: ${WARMUP_SECONDS} s to warm up each server, untimed`);
-    await autocannon({ ...serviceLoad, duration: WARMUP_SECONDS });
-    await waitFinished(db, 0, 'warm-up jobs');
-    await reset(db);
-    await autocannon({ ...bareLoad, duration: WARMUP_SECONDS });
-    await db.raw('TRUNCATE bench_bare');
+    for (const side of Object.values(sides)) {
+      await autocannon({ ...side.load, duration: WARMUP_SECONDS });
+      await side.clear(0);
+    }
     const rounds: { service: LoadRun; bare: LoadRun; ratio: number }[] = [];
-    const measureService = async (r: number) => {
-      say(`single submit, round ${r}: ${CONNECTIONS} connections for ${SECONDS} s`);
-      const run = await measureLoad(noop.pid, serviceLoad, 'submit');
-      await waitFinished(db, run.total, 'submitted jobs');
-      await reset(db);
-      return run;
-    };
-    const measureBare = async (r: number) => {
-      say(`bare Koa + one INSERT, round ${r}: ${CONNECTIONS} connections for ${SECONDS} s`);
-      const run = await measureLoad(bare.pid, bareLoad, 'bare Koa');
-      await db.raw('TRUNCATE bench_bare');
-      return run;
-    };
     for (let r = 1; r <= SUBMIT_ROUNDS; r++) {
       // Service first in odd rounds, bare Koa first in even ones (ABBA…), so that a steady
       // drift of the machine's speed does not favour the same side in every round.
-      let service: LoadRun;
-      let baseline: LoadRun;
-      if (r % 2 === 1) {
-        service = await measureService(r);
-        baseline = await measureBare(r);
-      } else {
-        baseline = await measureBare(r);
-        service = await measureService(r);
+      const order: Side[] = r % 2 === 1 ? ['service', 'bare'] : ['bare', 'service'];
+      const runs = {} as Record<Side, LoadRun>;
+      for (const name of order) {
+        const side = sides[name];
+        say(`${side.what}, round ${r}: ${CONNECTIONS} connections for ${SECONDS} s`);
+        runs[name] = await measureLoad(side.pid, side.load, side.what);
+        await side.clear(runs[name].total);
       }
-      rounds.push({ service, bare: baseline, ratio: service.reqPerS / baseline.reqPerS });
+      rounds.push({ ...runs, ratio: runs.service.reqPerS / runs.bare.reqPerS });
     }
     await bare.stop();
     await db.raw('DROP TABLE IF EXISTS bench_bare');
