@@ -3,6 +3,7 @@ import { eventually } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 import { expectProblem } from './support/problem.js';
+import type { JobRow } from '../src/db/sql/rows.js';
 
 /** The value of one sample line (`name{labels} value`) in a Prometheus text scrape. */
 function sample(text: string, name: string, labels = ''): number {
@@ -70,18 +71,16 @@ describe('GET /metrics', () => {
     // A slot is freed when its heuristic call returns, apart from the row's changes; once the
     // database shows nothing running, every slot must come back. Waited for, with what the
     // runner still holds in the message: CI once scraped 1 here (not reproduced in 27 runs).
+    type AttemptState = { job: JobRow; started: boolean; inSlot: boolean; settled: boolean };
     const attempts = () =>
       JSON.stringify(
-        [...(h.runner as unknown as { attempts: Map<string, object> }).attempts.values()].map(
-          (a) => {
-            const { job, started, inSlot, settled } = a as {
-              job: { transaction: { description: string }; status: string };
-              started: boolean;
-              inSlot: boolean;
-              settled: boolean;
-            };
-            return { job: job.transaction.description, started, inSlot, settled };
-          },
+        [...(h.runner as unknown as { attempts: Map<string, AttemptState> }).attempts.values()].map(
+          ({ job, started, inSlot, settled }) => ({
+            job: job.transaction.description,
+            started,
+            inSlot,
+            settled,
+          }),
         ),
       );
     await eventually(
