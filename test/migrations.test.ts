@@ -13,7 +13,7 @@ import {
 import { type Logger, createLogger } from '../src/log.js';
 import { type Service, startService } from '../src/service.js';
 import { migrationNames } from '../db/migrations.js';
-import { freshDatabase, databaseUrl } from './support/db.js';
+import { freshDatabase, databaseUrl, indexOid } from './support/db.js';
 import { testConfig } from './support/harness.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
@@ -44,22 +44,13 @@ describe('migrations', () => {
          WHERE batch_id IS NOT NULL`,
       );
       await db('knex_migrations_lock').update({ is_locked: 1 });
-      const oid = async () =>
-        (
-          await db.raw<{ rows: [{ oid: string | null }] }>(
-            `SELECT to_regclass('jobs_batch_items_idx')::oid AS oid`,
-          )
-        ).rows[0].oid;
-      const built = await oid();
+      const built = await indexOid(db, 'jobs_batch_items_idx');
       expect(await migrateLatest(db)).to.deep.equal(['0012_batch_index_partial']);
-      expect(await oid(), 'the finished index is kept, not rebuilt').to.equal(built);
       expect(
-        (
-          await db.raw<{ rows: [{ oid: string | null }] }>(
-            `SELECT to_regclass('jobs_batch_idx')::oid AS oid`,
-          )
-        ).rows[0].oid,
-      ).to.equal(null);
+        await indexOid(db, 'jobs_batch_items_idx'),
+        'the finished index is kept, not rebuilt',
+      ).to.equal(built);
+      expect(await indexOid(db, 'jobs_batch_idx')).to.equal(null);
       expect((await db('knex_migrations_lock').first('is_locked'))?.is_locked).to.equal(0);
     } finally {
       await db.destroy();

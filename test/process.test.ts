@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { eventually, freshDatabase, jobStatuses, databaseUrl } from './support/db.js';
+import { eventually, freshDatabase, indexOid, jobStatuses, databaseUrl } from './support/db.js';
 import { ServerProcess } from './support/server-process.js';
 import { issueKey } from '../src/auth/keys.js';
 import { revokeKey } from '../src/db/sql/clients.js';
@@ -308,10 +308,10 @@ describe('server process (src/main.ts)', function () {
     expect((await migrationState(db)).missing).to.deep.equal([]);
     expect(await knexLocked()).to.equal(0);
     expect(await indexValid('jobs_batch_items_idx')).to.equal(true);
-    const { rows } = await db.raw<{ rows: { oid: string }[] }>(
-      `SELECT to_regclass('jobs_batch_items_idx')::oid::text AS oid`,
-    );
-    expect(rows[0]?.oid, 'the index the killed start built, kept').to.equal(oid);
+    expect(
+      await indexOid(db, 'jobs_batch_items_idx'),
+      'the index the killed start built, kept',
+    ).to.equal(oid);
     expect(await indexValid('jobs_batch_idx'), 'the old index dropped').to.equal(undefined);
   });
 

@@ -130,6 +130,15 @@ export async function jobStatuses(db: Knex): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.count)]));
 }
 
+/** The oid of index `name` (as text), or null when there is none. */
+export async function indexOid(db: Knex, name: string): Promise<string | null> {
+  const { rows } = await db.raw<{ rows: [{ oid: string | null }] }>(
+    'SELECT to_regclass(?)::oid::text AS oid',
+    [name],
+  );
+  return rows[0].oid;
+}
+
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
 export async function eventually<T>(
   check: () => Promise<T | undefined | false>,
