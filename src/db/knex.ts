@@ -209,6 +209,9 @@ export async function migrateLatest(db: Knex, log?: Logger): Promise<string[]> {
         );
         return [];
       }
+      // Nothing to apply (every start but the first of a version): knex's own round of
+      // table checks, reads and locking is skipped.
+      if (missing.length === 0) return [];
       await freeLeftoverKnexLock(db, log);
       const [, applied] = (await db.migrate.latest()) as [number, string[]];
       return applied;
