@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { claimJobs, claimStatement } from '../src/db/sql/claims.js';
 import { clientId, freshDatabase, insertJobs } from './support/db.js';
+import { explainPrepared, planNodes, readsJobs, rowsRead } from './support/plans.js';
 
 /**
  * The claim's plan must not depend on the statistics of `status`: the queue swings from empty to
@@ -9,59 +10,15 @@ import { clientId, freshDatabase, insertJobs } from './support/db.js';
  * read every pending or every finished job (docs/performance.md, "The claim's plans").
  */
 
-/** One plan node of `EXPLAIN (ANALYZE, FORMAT JSON)`, with the fields read here. */
-interface PlanNode {
-  'Node Type': string;
-  'Relation Name'?: string;
-  'Index Name'?: string;
-  'Actual Rows': number;
-  'Actual Loops': number;
-  'Rows Removed by Filter'?: number;
-  'Rows Removed by Index Recheck'?: number;
-  Plans?: PlanNode[];
-}
-
-function* nodes(node: PlanNode): Generator<PlanNode> {
-  yield node;
-  for (const child of node.Plans ?? []) yield* nodes(child);
-}
-
 const N = 4000;
 const LIMIT = 16;
 
-/**
- * Runs one claim of LIMIT jobs under EXPLAIN ANALYZE, as the service prepares it, with
- * `planCacheMode` deciding between a plan made for these parameters and the generic one the
- * plan cache may keep; rolled back. Returns the plan's nodes that read `jobs`.
- */
+/** The plan of one claim of LIMIT jobs, as the service prepares it; its nodes that read `jobs`. */
 async function claimPlan(db: Knex, planCacheMode: 'force_custom_plan' | 'force_generic_plan') {
   const stmt = claimStatement({ workerId: 'w', limit: LIMIT, leaseMs: 30_000 });
-  const native = db.raw(stmt.sql, stmt.bindings).toSQL().toNative();
-  // The bindings are the claim's numbers and its worker id ('w'), written as literals.
-  const args = native.bindings.map((b) => (typeof b === 'number' ? String(b) : `'${b as string}'`));
-  await db.raw('BEGIN');
-  try {
-    await db.raw(`SET LOCAL plan_cache_mode = ${planCacheMode}`);
-    await db.raw(`PREPARE claim_under_test AS ${native.sql}`);
-    const res = await db.raw<{ rows: { 'QUERY PLAN': { Plan: PlanNode }[] }[] }>(
-      `EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_under_test(${args.join(', ')})`,
-    );
-    const plan = res.rows[0]!['QUERY PLAN'][0]!.Plan;
-    return { claimed: plan['Actual Rows'], jobs: [...nodes(plan)].filter(readsJobs) };
-  } finally {
-    await db.raw('ROLLBACK');
-    await db.raw('DEALLOCATE ALL');
-  }
+  const plan = await explainPrepared(db, stmt.sql, stmt.bindings, planCacheMode);
+  return { claimed: plan['Actual Rows'], jobs: [...planNodes(plan)].filter(readsJobs) };
 }
-
-const readsJobs = (n: PlanNode) =>
-  n['Relation Name'] === 'jobs' && n['Node Type'] !== 'ModifyTable';
-/** Rows a node read: those it returned and those it read and dropped. */
-const rowsRead = (n: PlanNode) =>
-  (n['Actual Rows'] +
-    (n['Rows Removed by Filter'] ?? 0) +
-    (n['Rows Removed by Index Recheck'] ?? 0)) *
-  n['Actual Loops'];
 
 describe("the claim's plans (src/db/sql/claims.ts)", function () {
   this.timeout(60_000);

@@ -3,8 +3,8 @@
  * (complete, fail, hand back), and reap leases whose process died.
  *
  * Fencing: a claim increments `attempts` and sets `locked_by`; every later write for that attempt
- * matches on (id, status = 'running', locked_by, attempts), so an answer from an attempt that
- * lost its lease changes nothing. Every write that makes a job terminal appends its event
+ * matches on (id, attempts, locked_by, a lease present: see `held`), so an answer from an attempt
+ * that lost its lease changes nothing. Every write that makes a job terminal appends its event
  * (events.ts) in the same statement.
  */
 import type { Knex } from 'knex';
@@ -20,6 +20,20 @@ import {
   preparedRows,
   rows,
 } from './rows.js';
+
+/**
+ * SQL condition (one `?`: the worker id): the job in `alias` is running under a claim of that
+ * worker. Written without `status`: `locked_by` and `locked_until` are set exactly while
+ * `status = 'running'` (CHECK `jobs_check`), so this is the same fence as `status = 'running'
+ * AND locked_by = ?`; but a condition on `status` let the planner read the job through
+ * `jobs_running_idx` (every running job, then filter) instead of its primary key. It did so
+ * whenever the statistics said running jobs were rare, which is what ANALYZE sees between
+ * bursts: each completion, renewal or failure then read every running job, 10,000 of them with
+ * 10,000 slow jobs in flight (test/runner-writes.plans.test.ts).
+ */
+export function held(alias: string): string {
+  return `${alias}.locked_by = ? AND ${alias}.locked_until IS NOT NULL`;
+}
 
 /**
  * SQL condition: the job in `alias` is not waiting on a flight, i.e. no other job is computing
@@ -123,15 +137,29 @@ export async function renewLeases(
   opts: { workerId: string; claims: readonly Claim[]; leaseMs: number },
 ): Promise<Set<string>> {
   if (opts.claims.length === 0) return new Set();
-  const res = await db.raw<{ rows: { id: string }[] }>(
-    `UPDATE jobs SET locked_until = now() + make_interval(secs => ? / 1000.0)
-     FROM unnest(?::uuid[], ?::int[]) AS c(id, attempts)
-     WHERE jobs.id = c.id AND jobs.attempts = c.attempts
-       AND jobs.status = 'running' AND jobs.locked_by = ?
-     RETURNING jobs.id`,
-    [opts.leaseMs, opts.claims.map((c) => c.id), opts.claims.map((c) => c.attempts), opts.workerId],
-  );
+  const { sql, bindings } = renewStatement(opts);
+  const res = await db.raw<{ rows: { id: string }[] }>(sql, bindings);
   return new Set(res.rows.map((r) => r.id));
+}
+
+/** renewLeases' statement (knex `?` placeholders) and bindings. */
+export function renewStatement(opts: {
+  workerId: string;
+  claims: readonly Claim[];
+  leaseMs: number;
+}) {
+  return {
+    sql: `UPDATE jobs SET locked_until = now() + make_interval(secs => ? / 1000.0)
+     FROM unnest(?::uuid[], ?::int[]) AS c(id, attempts)
+     WHERE jobs.id = c.id AND jobs.attempts = c.attempts AND ${held('jobs')}
+     RETURNING jobs.id`,
+    bindings: [
+      opts.leaseMs,
+      opts.claims.map((c) => c.id),
+      opts.claims.map((c) => c.attempts),
+      opts.workerId,
+    ],
+  };
 }
 
 // For each item whose claim still holds: status=succeeded, result, finished_at=now(), lease
@@ -149,18 +177,37 @@ export async function completeJobs(
   },
 ): Promise<{ rows: ((JobRow & { followers: number }) | undefined)[]; events: Appended }> {
   if (opts.items.length === 0) return { rows: [], events: NOTHING_APPENDED };
-  const ttl = opts.cacheTtlMs ?? 0;
+  const { name, sql, bindings } = completeStatement(opts);
   const done = await preparedRows<JobRow & { followers: number; events: unknown }>(
     db,
-    'merchant_complete_jobs',
-    `WITH input AS (
+    name,
+    sql,
+    bindings,
+  );
+  const byId = new Map(done.map(({ events: _events, ...row }) => [row.id, row]));
+  return {
+    rows: opts.items.map((i) => byId.get(i.claim.id)),
+    events: appended(done.map((row) => row.events)),
+  };
+}
+
+/** completeJobs' prepared statement: name, text (knex `?` placeholders) and bindings. */
+export function completeStatement(opts: {
+  workerId: string;
+  items: readonly { claim: Claim; result: MatchResult }[];
+  cacheTtlMs?: number;
+}) {
+  const ttl = opts.cacheTtlMs ?? 0;
+  return {
+    name: 'merchant_complete_jobs',
+    sql: `WITH input AS (
        SELECT * FROM unnest(?::uuid[], ?::int[], ?::jsonb[]) AS i(id, attempts, result)
      ), done AS (
        UPDATE jobs SET status = 'succeeded', result = input.result, error = NULL,
          finished_at = now(), locked_by = NULL, locked_until = NULL
        FROM input
        WHERE jobs.id = input.id AND jobs.attempts = input.attempts
-         AND jobs.status = 'running' AND jobs.locked_by = ?
+         AND ${held('jobs')}
        RETURNING ${prefixed('jobs')}
      ), keyed AS (
        SELECT DISTINCT ON (cache_key) cache_key, result, id AS leader_id FROM done
@@ -187,7 +234,7 @@ export async function completeJobs(
             (SELECT count(*) FROM followers f WHERE f.leader_id = done.id)::int AS followers,
             CASE WHEN row_number() OVER () = 1 THEN ${EVENTS} END AS events
      FROM done`,
-    [
+    bindings: [
       opts.items.map((i) => i.claim.id),
       opts.items.map((i) => i.claim.attempts),
       opts.items.map((i) => JSON.stringify(i.result)),
@@ -195,11 +242,6 @@ export async function completeJobs(
       ttl,
       ttl,
     ],
-  );
-  const byId = new Map(done.map(({ events: _events, ...row }) => [row.id, row]));
-  return {
-    rows: opts.items.map((i) => byId.get(i.claim.id)),
-    events: appended(done.map((row) => row.events)),
   };
 }
 
@@ -211,16 +253,30 @@ export async function failAttempt(
   db: Knex,
   opts: { workerId: string; claim: Claim; error: JobError; retry: boolean; retryDelayMs: number },
 ): Promise<{ row: JobRow | undefined; events: Appended }> {
-  const [found] = await rows<JobRow & { events: unknown }>(
-    db,
-    `WITH failed AS (
+  const { sql, bindings } = failStatement(opts);
+  const [found] = await rows<JobRow & { events: unknown }>(db, sql, bindings);
+  if (!found) return { row: undefined, events: NOTHING_APPENDED };
+  const { events, ...row } = found;
+  return { row, events: appended(events) };
+}
+
+/** failAttempt's statement (knex `?` placeholders) and bindings. */
+export function failStatement(opts: {
+  workerId: string;
+  claim: Claim;
+  error: JobError;
+  retry: boolean;
+  retryDelayMs: number;
+}) {
+  return {
+    sql: `WITH failed AS (
        UPDATE jobs SET
          status = CASE WHEN ? AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
          error = ?::jsonb,
          run_after = now() + make_interval(secs => ? / 1000.0),
          finished_at = CASE WHEN ? AND attempts < max_attempts THEN NULL ELSE now() END,
          locked_by = NULL, locked_until = NULL
-       WHERE id = ? AND attempts = ? AND status = 'running' AND locked_by = ?
+       WHERE id = ? AND attempts = ? AND ${held('jobs')}
        RETURNING ${COLUMNS}
      ), finished AS (
        SELECT id, client_id, batch_id, status FROM failed WHERE status = 'failed'
@@ -230,7 +286,7 @@ export async function failAttempt(
                            THEN pg_notify(?, '') END AS notified,
             ${EVENTS} AS events
      FROM failed`,
-    [
+    bindings: [
       opts.retry,
       JSON.stringify(opts.error),
       opts.retryDelayMs,
@@ -240,10 +296,7 @@ export async function failAttempt(
       opts.workerId,
       PENDING_CHANNEL,
     ],
-  );
-  if (!found) return { row: undefined, events: NOTHING_APPENDED };
-  const { events, ...row } = found;
-  return { row, events: appended(events) };
+  };
 }
 
 // Hands this worker's unfinished claims back: status=pending, run_after=now(), attempts-1 (an
@@ -253,25 +306,30 @@ export async function releaseClaims(
   opts: { workerId: string; claims: readonly Claim[] },
 ): Promise<number> {
   if (opts.claims.length === 0) return 0;
-  const res = await db.raw<{ rows: { released: number }[] }>(
-    `WITH released AS (
+  const { sql, bindings } = releaseStatement(opts);
+  const res = await db.raw<{ rows: { released: number }[] }>(sql, bindings);
+  return res.rows[0]?.released ?? 0;
+}
+
+/** releaseClaims' statement (knex `?` placeholders) and bindings. */
+export function releaseStatement(opts: { workerId: string; claims: readonly Claim[] }) {
+  return {
+    sql: `WITH released AS (
        UPDATE jobs SET status = 'pending', attempts = jobs.attempts - 1, run_after = now(),
          locked_by = NULL, locked_until = NULL
        FROM unnest(?::uuid[], ?::int[]) AS c(id, attempts)
-       WHERE jobs.id = c.id AND jobs.attempts = c.attempts
-         AND jobs.status = 'running' AND jobs.locked_by = ?
+       WHERE jobs.id = c.id AND jobs.attempts = c.attempts AND ${held('jobs')}
        RETURNING jobs.id
      )
      SELECT count(*)::int AS released, CASE WHEN count(*) > 0 THEN pg_notify(?, '') END
      FROM released`,
-    [
+    bindings: [
       opts.claims.map((c) => c.id),
       opts.claims.map((c) => c.attempts),
       opts.workerId,
       PENDING_CHANNEL,
     ],
-  );
-  return res.rows[0]?.released ?? 0;
+  };
 }
 
 // For up to `limit` running jobs whose lease expired (their process died), but those in

@@ -1,0 +1,98 @@
+import { expect } from 'chai';
+import type { Knex } from 'knex';
+import {
+  completeStatement,
+  failStatement,
+  releaseStatement,
+  renewStatement,
+} from '../src/db/sql/claims.js';
+import type { Claim } from '../src/db/sql/rows.js';
+import { freshDatabase, insertJobs } from './support/db.js';
+import { explainPrepared, planNodes, readsJobs, rowsRead } from './support/plans.js';
+
+/**
+ * The runner's fenced writes (complete, renew, fail, hand back) touch the jobs of its own claims
+ * and must find them by primary key, whatever the statistics of `status` say. With statistics
+ * taken while few jobs ran (the usual picture between bursts), a fence written as `status =
+ * 'running' AND locked_by = ?` made every one of these statements read every running job
+ * through `jobs_running_idx`: with 10,000 slow jobs in flight, each completion read 10,000 rows
+ * and each heartbeat compared 10,000 claims with 10,000 rows (src/db/sql/claims.ts, `held`).
+ */
+
+const N = 4000;
+const CLAIMS = 16;
+const WORKER = 'w';
+
+const statements = {
+  complete: (claims: Claim[]) =>
+    completeStatement({
+      workerId: WORKER,
+      items: claims.map((claim) => ({ claim, result: { merchant: null } })),
+      cacheTtlMs: 0,
+    }),
+  renew: (claims: Claim[]) => renewStatement({ workerId: WORKER, claims, leaseMs: 30_000 }),
+  'hand back': (claims: Claim[]) => releaseStatement({ workerId: WORKER, claims }),
+  fail: (claims: Claim[]) =>
+    failStatement({
+      workerId: WORKER,
+      claim: claims[0]!,
+      error: { code: 'heuristic_error', message: 'boom', attempt: 1 },
+      retry: true,
+      retryDelayMs: 1000,
+    }),
+};
+
+describe("the runner's fenced writes: plans (src/db/sql/claims.ts)", function () {
+  this.timeout(60_000);
+  let db: Knex;
+  beforeEach(async () => {
+    db = await freshDatabase(1); // one connection: the transaction and PREPARE stay on it
+    // Autovacuum must not refresh the statistics each case sets up.
+    await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+  });
+  afterEach(async () => {
+    await db.destroy();
+  });
+
+  /** N jobs, all running under WORKER's claims; `analyze` says when the statistics are taken. */
+  async function runningJobs(analyze: 'before they were claimed' | 'while they run') {
+    await insertJobs(db, 'busy', N, { status: 'succeeded' });
+    if (analyze === 'before they were claimed') await db.raw('ANALYZE jobs');
+    await db.raw(
+      `UPDATE jobs SET status = 'running', result = NULL, finished_at = NULL, attempts = 1,
+         locked_by = ?, locked_until = now() + interval '1 hour', started_at = now()`,
+      [WORKER],
+    );
+    if (analyze === 'while they run') await db.raw('ANALYZE jobs');
+    const res = await db.raw<{ rows: Claim[] }>(
+      `SELECT id, attempts FROM jobs ORDER BY seq DESC LIMIT ?`,
+      [CLAIMS],
+    );
+    return res.rows;
+  }
+
+  for (const analyze of ['before they were claimed', 'while they run'] as const) {
+    for (const [name, statement] of Object.entries(statements)) {
+      for (const mode of ['force_custom_plan', 'force_generic_plan'] as const) {
+        it(`${name}, statistics taken ${analyze}: reads only its own jobs (${mode})`, async () => {
+          const claims = await runningJobs(analyze);
+          const { sql, bindings } = statement(claims);
+          const plan = await explainPrepared(db, sql, bindings, mode);
+          const nodes = [...planNodes(plan)];
+          // It did its work: each claim's job written (the failure writes its one job).
+          const written = nodes.find(
+            (n) => n['Node Type'] === 'ModifyTable' && n['Relation Name'] === 'jobs',
+          );
+          expect(written?.['Actual Rows'], 'jobs written').to.equal(
+            name === 'fail' ? 1 : CLAIMS,
+          );
+          for (const node of nodes.filter(readsJobs)) {
+            const what = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
+            expect(node['Node Type'], what).not.to.equal('Seq Scan');
+            expect(rowsRead(node), what).to.be.at.most(CLAIMS * 2);
+          }
+        });
+      }
+    }
+  }
+});
