@@ -49,7 +49,9 @@ export async function runAttempt(
   const startedAt = performance.now();
   const elapsed = () => performance.now() - startedAt;
   try {
-    const flight = await beginFlight(job, deps);
+    // No cache key (the cache off, or not cacheable): no single-flight, and no await for it.
+    const key = job.cache_key;
+    const flight = key === null ? LEADER : await beginFlight(job, key, deps);
     if (flight.role === 'cached') {
       const outcome: Outcome = { kind: 'answered', result: flight.result, cached: true };
       return { outcome, durationMs: elapsed(), returned: Promise.resolve() };
@@ -78,16 +80,17 @@ export async function runAttempt(
   }
 }
 
+const LEADER: Flight = { role: 'leader' };
+
 /**
  * Single-flight: a job with a cache key takes the cached answer, or becomes the key's leader,
  * or (another job computes the key right now) a follower. Without the database it runs the
  * heuristic itself: a duplicate call is better than a stuck job.
  */
-async function beginFlight(job: JobRow, deps: AttemptDeps): Promise<Flight> {
-  if (job.cache_key === null) return { role: 'leader' };
+async function beginFlight(job: JobRow, cacheKey: string, deps: AttemptDeps): Promise<Flight> {
   try {
     return await deps.store.beginFlight({
-      cacheKey: job.cache_key,
+      cacheKey,
       claim: { id: job.id, attempts: job.attempts },
     });
   } catch (err) {

@@ -9,6 +9,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isTransientDbError } from '../db/transient.js';
+import { coerceError } from '../errors.js';
 
 /** The claim was lost (or the process stopped) before the write landed: nothing was written. */
 export class WriteAbandoned extends Error {
@@ -20,9 +21,37 @@ export class WriteAbandoned extends Error {
   }
 }
 
+/**
+ * Whether an attempt still holds its claim. Aborted (for good) once it does not; `signal`, made
+ * on first use, aborts then too. Most attempts never need the signal (their write lands at the
+ * first try), so it costs them no AbortController.
+ */
+export class Hold {
+  #aborted = false;
+  #controller: AbortController | undefined;
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort();
+    }
+    return this.#controller.signal;
+  }
+
+  abort(): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#controller?.abort();
+  }
+}
+
 export interface DurableWriteOptions {
   /** Aborted when the attempt no longer holds its claim: stop retrying. */
-  held: AbortSignal;
+  held: Hold;
   /** Called before each wait, with the error, the tries so far and the coming delay. */
   onRetry?: (err: unknown, tries: number, delayMs: number) => void;
   /** First delay; doubles per try. @defaultValue 100 */
@@ -32,22 +61,41 @@ export interface DurableWriteOptions {
 }
 
 /** Runs `write` until it succeeds, retrying transient errors while `held` is not aborted. */
-export async function untilWritten<T>(
+export function untilWritten<T>(write: () => Promise<T>, opts: DurableWriteOptions): Promise<T> {
+  if (opts.held.aborted) return Promise.reject(new WriteAbandoned(0));
+  // The first try outside the retry loop: the write of almost every attempt lands at once, and
+  // this path allocates one promise for it where the loop's async frame took several.
+  return attempt(write).catch((err: unknown) => retry(err, write, opts));
+}
+
+function attempt<T>(write: () => Promise<T>): Promise<T> {
+  try {
+    return write();
+  } catch (err) {
+    return Promise.reject(coerceError(err));
+  }
+}
+
+/** The tries after a first one that failed with `first`. */
+async function retry<T>(
+  first: unknown,
   write: () => Promise<T>,
   opts: DurableWriteOptions,
 ): Promise<T> {
   const base = opts.baseMs ?? 100;
   const max = opts.maxMs ?? 2000;
+  let err = first;
   for (let tries = 1; ; tries++) {
-    if (opts.held.aborted) throw new WriteAbandoned(tries - 1);
+    if (!isTransientDbError(err)) throw err;
+    if (opts.held.aborted) throw new WriteAbandoned(tries);
+    const delay = Math.min(max, base * 2 ** (tries - 1));
+    opts.onRetry?.(err, tries, delay);
+    await sleep(delay, undefined, { signal: opts.held.signal }).catch(() => undefined);
+    if (opts.held.aborted) throw new WriteAbandoned(tries);
     try {
       return await write();
-    } catch (err) {
-      if (!isTransientDbError(err)) throw err;
-      if (opts.held.aborted) throw new WriteAbandoned(tries);
-      const delay = Math.min(max, base * 2 ** (tries - 1));
-      opts.onRetry?.(err, tries, delay);
-      await sleep(delay, undefined, { signal: opts.held }).catch(() => undefined);
+    } catch (next) {
+      err = next;
     }
   }
 }

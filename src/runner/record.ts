@@ -17,7 +17,7 @@ import type { Logger } from '../log.js';
 import type { AttemptOutcome } from '../metrics.js';
 import type { Outcome } from './attempt.js';
 import { retryDelayMs } from './backoff.js';
-import { WriteAbandoned, untilWritten } from './durable-write.js';
+import { type Hold, WriteAbandoned, untilWritten } from './durable-write.js';
 import {
   JobCanceledError,
   LeaseLostError,
@@ -94,25 +94,31 @@ export class OutcomeRecorder {
    * Records `outcome`. `held` aborts once the attempt may no longer write (its lease was found
    * taken, its job finished elsewhere, or shutdown gave up on it).
    */
-  async record(job: JobRow, outcome: Outcome, durationMs: number, held: AbortSignal) {
+  async record(job: JobRow, outcome: Outcome, durationMs: number, held: Hold) {
     const claim = { id: job.id, attempts: job.attempts };
-    const log = this.opts.log.child({
-      jobId: claim.id,
-      clientId: job.client_id,
-      attempt: claim.attempts,
-      durationMs: Math.round(durationMs),
-    });
+    // Made when a line is logged: a succeeded attempt logs one line at `info` and none above it,
+    // and a child logger serializes its bindings when made.
+    let child: Logger | undefined;
+    const logger = () =>
+      (child ??= this.opts.log.child({
+        jobId: claim.id,
+        clientId: job.client_id,
+        attempt: claim.attempts,
+        durationMs: Math.round(durationMs),
+      }));
     const r: Recording = {
       claim,
       durationMs,
-      log,
+      get log() {
+        return logger();
+      },
       count: (what) => this.opts.metrics?.attempt(what, durationMs),
       durably: (write) =>
         untilWritten(write, {
           held,
           onRetry: (err, tries, delayMs) => {
             if (tries === 1 || tries % 10 === 0) {
-              log.warn(
+              r.log.warn(
                 { err, tries, retryInMs: delayMs },
                 'could not record the attempt; retrying while its lease holds',
               );
@@ -127,7 +133,7 @@ export class OutcomeRecorder {
           await r.durably(() =>
             this.opts.store.release({ workerId: this.opts.workerId, claims: [claim] }),
           );
-          log.info(
+          r.log.info(
             { outcome: 'coalesced' },
             'job attempt: its key is being computed by another job',
           );
@@ -140,13 +146,16 @@ export class OutcomeRecorder {
       }
     } catch (err) {
       if (err instanceof WriteAbandoned) {
-        log.warn(
+        r.log.warn(
           { outcome: 'lease_lost', tries: err.tries },
           'could not record the attempt before its claim was lost; it runs again if still due',
         );
         r.count('lease_lost');
       } else {
-        log.error({ err }, 'could not record attempt outcome; the lease will expire and it reruns');
+        r.log.error(
+          { err },
+          'could not record attempt outcome; the lease will expire and it reruns',
+        );
       }
     }
   }
@@ -168,14 +177,17 @@ export class OutcomeRecorder {
     const row = completion.row;
     if (!row) return this.lost(r);
     if (!outcome.cached) this.opts.stats.record(r.durationMs);
-    r.log.info(
-      {
-        outcome: outcome.cached ? 'cached' : 'succeeded',
-        matched: outcome.result.merchant !== null,
-        ...(row.followers > 0 && { followers: row.followers }),
-      },
-      'job attempt',
-    );
+    // Asked first, so a level that drops the line does not make the child logger for it.
+    if (this.opts.log.isLevelEnabled('info')) {
+      r.log.info(
+        {
+          outcome: outcome.cached ? 'cached' : 'succeeded',
+          matched: outcome.result.merchant !== null,
+          ...(row.followers > 0 && { followers: row.followers }),
+        },
+        'job attempt',
+      );
+    }
     r.count(outcome.cached ? 'cached' : 'succeeded');
     this.opts.metrics?.answeredWithoutCall('shared', row.followers);
   }

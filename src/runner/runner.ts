@@ -15,6 +15,7 @@ import type { RunnerStore } from '../db/store.js';
 import type { Heuristic } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { runAttempt } from './attempt.js';
+import { Hold } from './durable-write.js';
 import { JobCanceledError, LeaseLostError, ShutdownError } from './errors.js';
 import { Maintenance } from './maintenance.js';
 import { OutcomeRecorder, type RecorderOptions } from './record.js';
@@ -56,7 +57,7 @@ interface Attempt {
    * job finished elsewhere (canceled), or shutdown's grace period is over. Until then an
    * outcome that cannot be written for want of a database is retried (durable-write.ts).
    */
-  held: AbortController;
+  held: Hold;
   started: boolean;
   /** Holding a slot: from its start until the heuristic call has returned. */
   inSlot: boolean;
@@ -263,7 +264,7 @@ export class Runner {
     const attempt: Attempt = {
       job,
       controller: new AbortController(),
-      held: new AbortController(),
+      held: new Hold(),
       started: false,
       inSlot: false,
       settled: false,
@@ -287,7 +288,7 @@ export class Runner {
         // instead of at most `concurrency` attempts waiting on each write. The attempt keeps its
         // claim (renewed, counted against the next claim's size) until the outcome is written.
         const recorded = this.recorder
-          .record(job, outcome, durationMs, attempt.held.signal)
+          .record(job, outcome, durationMs, attempt.held)
           .finally(() => settle(attempt));
         void Promise.all([recorded, returned])
           .then(() => {
