@@ -6,6 +6,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { type EventRow, eventsAfter, logPosition, readEvents } from '../src/db/sql/events.js';
+import type { JobRow } from '../src/db/sql/rows.js';
 import type { Transaction } from '../src/heuristic/types.js';
 import { scopedCacheKey } from '../src/jobs/cache-scope.js';
 import { clientId, eventually, insertPending } from './support/db.js';
@@ -163,11 +164,8 @@ describe('the event log (job_events)', () => {
           .expect(202);
         const a = await h.store.runner.claim({ workerId: 'A', limit: 1, leaseMs: 60_000 });
         const b = await h.store.runner.claim({ workerId: 'B', limit: 1, leaseMs: 60_000 });
-        const complete = (workerId: string, job: { id: string; attempts: number }) =>
-          h.store.runner.complete({
-            workerId,
-            items: [{ claim: { id: job.id, attempts: job.attempts }, result: { merchant: null } }],
-          });
+        const complete = (workerId: string, job: JobRow) =>
+          h.store.runner.complete({ workerId, items: [{ job, result: { merchant: null } }] });
         // Two statements on two pooled connections, racing for the batch row.
         await Promise.all([complete('A', a[0]!), complete('B', b[0]!)]);
         expect(await eventsOf(h.db, res.body.id), `round ${round}`).to.deep.equal([
@@ -195,11 +193,11 @@ describe('the event log (job_events)', () => {
       const two = await insertPending(h.db, 'Two', 1);
       const claimed = await h.store.runner.claim({ workerId: 'w', limit: 2, leaseMs: 60_000 });
       await breakTheLog(h.db);
-      const byId = new Map(claimed.map((j) => [j.id, { id: j.id, attempts: j.attempts }]));
+      const byId = new Map(claimed.map((j) => [j.id, j]));
       await expectRejection(
         h.store.runner.complete({
           workerId: 'w',
-          items: [{ claim: byId.get(one.id)!, result: { merchant: null } }],
+          items: [{ job: byId.get(one.id)!, result: { merchant: null } }],
         }),
         /event log refused/,
       );

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { jobReader } from '../src/db/job-reader.js';
+import { getJob } from '../src/db/sql/jobs.js';
 import { createStore } from '../src/db/store.js';
 import { clientId, countAcquisitions, freshDatabase, insertPending } from './support/db.js';
 
@@ -58,7 +59,7 @@ describe('jobReader (reads of single jobs, coalesced)', () => {
     const [claim] = await store.runner.claim({ workerId: 'w', limit: 1, leaseMs: 30_000 });
     expect(claim?.id).to.equal(done.id);
     const result = { merchant: { id: 'netflix', name: 'Netflix' }, intermediaries: [] };
-    await store.runner.complete({ workerId: 'w', items: [{ claim: claim!, result }] });
+    await store.runner.complete({ workerId: 'w', items: [{ job: claim!, result }] });
 
     const counter = countAcquisitions(db);
     const [asA, asB] = [await store.getJob(done.id, ownerA), await store.getJob(done.id, ownerB)];
@@ -68,5 +69,36 @@ describe('jobReader (reads of single jobs, coalesced)', () => {
     expect(counter.count, 'statements for the completed job').to.equal(0);
     expect(await store.getJob(waiting.id, ownerA)).to.include({ status: 'pending' });
     expect(counter.count, 'a job not completed here is read').to.equal(1);
+  });
+
+  // The completion returns only what it changed; the row it primes is the claimed row with that.
+  it('primes a completed job with the row the database holds, field for field', async () => {
+    const job = await insertPending(db, 'NETFLIX.COM');
+    const store = createStore(db);
+    // A first attempt fails and is retried: until completed, the row carries its error.
+    const [first] = await store.runner.claim({ workerId: 'w', limit: 1, leaseMs: 30_000 });
+    await store.runner.fail({
+      workerId: 'w',
+      claim: first!,
+      error: { code: 'heuristic_error', message: 'first try', attempt: 1 },
+      retry: true,
+      retryDelayMs: 0,
+    });
+    const [second] = await store.runner.claim({ workerId: 'w', limit: 1, leaseMs: 30_000 });
+    expect(second?.error).to.include({ code: 'heuristic_error' });
+    // Keys in an order jsonb does not keep: the primed row must read back as the table has it.
+    const result = { merchant: { name: 'Netflix', id: 'netflix' }, intermediaries: [] };
+    const [done] = await store.runner.complete({
+      workerId: 'w',
+      items: [{ job: second!, result }],
+    });
+    const { followers, ...completed } = done!;
+    expect(followers).to.equal(0);
+    const { read_at: _readAt, ...stored } = (await getJob(db, job.id, null))!;
+    expect(completed).to.deep.equal(stored);
+    expect(JSON.stringify(completed)).to.equal(JSON.stringify(stored));
+    const counter = countAcquisitions(db);
+    expect(await store.getJob(job.id, null)).to.deep.equal(stored);
+    expect(counter.count, 'statements for the primed read').to.equal(0);
   });
 });

@@ -27,7 +27,7 @@ const statements = {
   complete: (claims: Claim[]) =>
     completeStatement({
       workerId: WORKER,
-      items: claims.map((claim) => ({ claim, result: { merchant: null } })),
+      items: claims.map((job) => ({ job, result: { merchant: null } })),
       cacheTtlMs: 0,
     }),
   renew: (claims: Claim[]) => renewStatement({ workerId: WORKER, claims, leaseMs: 30_000 }),
@@ -83,9 +83,7 @@ describe("the runner's fenced writes: plans (src/db/sql/claims.ts)", function ()
           const written = nodes.find(
             (n) => n['Node Type'] === 'ModifyTable' && n['Relation Name'] === 'jobs',
           );
-          expect(written?.['Actual Rows'], 'jobs written').to.equal(
-            name === 'fail' ? 1 : CLAIMS,
-          );
+          expect(written?.['Actual Rows'], 'jobs written').to.equal(name === 'fail' ? 1 : CLAIMS);
           for (const node of nodes.filter(readsJobs)) {
             const what = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
             expect(node['Node Type'], what).not.to.equal('Seq Scan');

@@ -34,15 +34,15 @@ describe('Runner', () => {
     );
   }
 
-  /** One fenced completion through the store (a group of one). */
+  /** One fenced completion through the store (a group of one) of `job` as a claim returned it. */
   async function completeOne(o: {
     workerId: string;
-    claim: { id: string; attempts: number };
+    job: JobRow;
     merchant: { name: string } | null;
   }) {
     const [row] = await h!.store.runner.complete({
       workerId: o.workerId,
-      items: [{ claim: o.claim, result: { merchant: o.merchant } }],
+      items: [{ job: o.job, result: { merchant: o.merchant } }],
     });
     return row;
   }
@@ -275,11 +275,7 @@ describe('Runner', () => {
       expect(b?.attempts).to.equal(2);
 
       const claimA = { id: job.id, attempts: a!.attempts };
-      const late = await completeOne({
-        workerId: 'A',
-        claim: claimA,
-        merchant: { name: 'stale' },
-      });
+      const late = await completeOne({ workerId: 'A', job: a!, merchant: { name: 'stale' } });
       expect(late).to.equal(undefined);
       const lateFailure = await h.store.runner.fail({
         workerId: 'A',
@@ -294,11 +290,7 @@ describe('Runner', () => {
         locked_by: 'B',
       });
 
-      const done = await completeOne({
-        workerId: 'B',
-        claim: { id: job.id, attempts: 2 },
-        merchant: { name: 'Etsy' },
-      });
+      const done = await completeOne({ workerId: 'B', job: b!, merchant: { name: 'Etsy' } });
       expect(done?.result).to.deep.equal({ merchant: { name: 'Etsy' } });
     });
 
@@ -324,7 +316,7 @@ describe('Runner', () => {
       // Everything below carries W's id, but attempt 1's claim: all of it is fenced off.
       const stale = { id: job.id, attempts: 1 };
       expect(
-        await completeOne({ workerId: 'W', claim: stale, merchant: { name: 'stale' } }),
+        await completeOne({ workerId: 'W', job: first!, merchant: { name: 'stale' } }),
       ).to.equal(undefined);
       expect(
         await h.store.runner.fail({
@@ -348,11 +340,7 @@ describe('Runner', () => {
       expect(after).to.deep.equal(unchanged);
 
       // Attempt 2's own claim still holds.
-      const done = await completeOne({
-        workerId: 'W',
-        claim: { id: job.id, attempts: 2 },
-        merchant: { name: 'Etsy' },
-      });
+      const done = await completeOne({ workerId: 'W', job: second!, merchant: { name: 'Etsy' } });
       expect(done).to.include({ status: 'succeeded', attempts: 2 });
     });
 

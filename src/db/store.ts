@@ -31,10 +31,13 @@ type Unreported<R> = R extends { events: Appended } ? Omit<R, 'events'> : R;
 export interface RunnerStore {
   claim: Bound<typeof claims.claimJobs>;
   renew: Bound<typeof claims.renewLeases>;
-  /** One statement for a group of completions; one entry per item (undefined: claim lost). */
+  /**
+   * One statement for a group of completions, each item the job as claimed and its answer; one
+   * entry per item (undefined: claim lost).
+   */
   complete(opts: {
     workerId: string;
-    items: readonly { claim: Claim; result: MatchResult }[];
+    items: readonly { job: JobRow; result: MatchResult }[];
     cacheTtlMs?: number;
   }): Promise<((JobRow & { followers: number }) | undefined)[]>;
   fail(opts: {

@@ -51,6 +51,8 @@ export interface RecorderOptions {
 
 /** One attempt being written down. */
 interface Recording {
+  /** The job as its claim returned it. */
+  job: JobRow;
   claim: Claim;
   durationMs: number;
   log: Logger;
@@ -68,14 +70,14 @@ export class OutcomeRecorder {
    * by item, so one item that cannot be written does not fail the others.
    */
   private readonly completions: GroupCommit<
-    { claim: Claim; result: MatchResult },
+    { job: JobRow; result: MatchResult },
     { row: Completed } | { error: unknown }
   >;
 
   constructor(private readonly opts: RecorderOptions) {
     this.completions = new GroupCommit(
       writeApartOnError(
-        (items: { claim: Claim; result: MatchResult }[]) =>
+        (items: { job: JobRow; result: MatchResult }[]) =>
           opts.store.complete({ workerId: opts.workerId, items, cacheTtlMs: opts.cacheTtlMs }),
         (err, jobs) => {
           opts.metrics?.groupSplit('completions');
@@ -107,6 +109,7 @@ export class OutcomeRecorder {
         durationMs: Math.round(durationMs),
       }));
     const r: Recording = {
+      job,
       claim,
       durationMs,
       get log() {
@@ -162,7 +165,7 @@ export class OutcomeRecorder {
 
   private async answered(r: Recording, outcome: Extract<Outcome, { kind: 'answered' }>) {
     const completion = await r.durably(async () => {
-      const done = await this.completions.submit({ claim: r.claim, result: outcome.result });
+      const done = await this.completions.submit({ job: r.job, result: outcome.result });
       // A transient error of this item alone (written apart from its group) is retried.
       if ('error' in done && isTransientDbError(done.error)) throw done.error;
       return done;

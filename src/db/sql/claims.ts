@@ -166,35 +166,57 @@ export function renewStatement(opts: {
 // cleared, its event appended; with a cache key (and `cacheTtlMs` > 0) the answer is stored in
 // `results`, every pending job waiting on the same key is completed too (`followers`, each with
 // its event) and the flight ends. One statement for any number of items (group commit). Returns
-// one entry per item, in order: the completed row, or undefined when its claim was lost (with
-// the job's status now, or null when it is gone); and the events appended.
+// one entry per item, in order: the completed row, or undefined when its claim was lost; and the
+// events appended.
+//
+// Each item carries its job's row as the claim returned it; the completed row is that row with
+// what the completion changed (status, result, error, finished_at, lease), so the statement
+// returns only those instead of every column again. Nothing else changes a job's row while its
+// claim holds (a cancel or a lost lease ends the claim, and then the item has no row).
 export async function completeJobs(
   db: Knex,
   opts: {
     workerId: string;
-    items: readonly { claim: Claim; result: MatchResult }[];
+    items: readonly { job: JobRow; result: MatchResult }[];
     cacheTtlMs?: number;
   },
 ): Promise<{ rows: ((JobRow & { followers: number }) | undefined)[]; events: Appended }> {
   if (opts.items.length === 0) return { rows: [], events: NOTHING_APPENDED };
   const { name, sql, bindings } = completeStatement(opts);
-  const done = await preparedRows<JobRow & { followers: number; events: unknown }>(
-    db,
-    name,
-    sql,
-    bindings,
-  );
-  const byId = new Map(done.map(({ events: _events, ...row }) => [row.id, row]));
+  const done = await preparedRows<Completed & { events: unknown }>(db, name, sql, bindings);
+  const byId = new Map(done.map((row) => [row.id, row]));
   return {
-    rows: opts.items.map((i) => byId.get(i.claim.id)),
+    rows: opts.items.map(({ job }) => {
+      const row = byId.get(job.id);
+      if (!row) return undefined;
+      return {
+        ...job,
+        status: 'succeeded',
+        result: row.result,
+        error: null,
+        finished_at: row.finished_at,
+        locked_by: null,
+        locked_until: null,
+        followers: row.followers,
+      };
+    }),
     events: appended(done.map((row) => row.events)),
   };
+}
+
+/** What the completing statement returns per completed job. */
+interface Completed {
+  id: string;
+  result: MatchResult;
+  finished_at: Date;
+  followers: number;
 }
 
 /** completeJobs' prepared statement: name, text (knex `?` placeholders) and bindings. */
 export function completeStatement(opts: {
   workerId: string;
-  items: readonly { claim: Claim; result: MatchResult }[];
+  /** The claimed jobs (only their claims, id and attempt, are read here) and their answers. */
+  items: readonly { job: Claim; result: MatchResult }[];
   cacheTtlMs?: number;
 }) {
   const ttl = opts.cacheTtlMs ?? 0;
@@ -208,7 +230,8 @@ export function completeStatement(opts: {
        FROM input
        WHERE jobs.id = input.id AND jobs.attempts = input.attempts
          AND ${held('jobs')}
-       RETURNING ${prefixed('jobs')}
+       RETURNING jobs.id, jobs.client_id, jobs.batch_id, jobs.status, jobs.cache_key,
+         jobs.result, jobs.finished_at
      ), keyed AS (
        SELECT DISTINCT ON (cache_key) cache_key, result, id AS leader_id FROM done
        WHERE cache_key IS NOT NULL ORDER BY cache_key, id
@@ -230,13 +253,13 @@ export function completeStatement(opts: {
        SELECT id, client_id, batch_id, status FROM done
        UNION ALL SELECT id, client_id, batch_id, status FROM followers
      ), ${logFinished('finished', 'decrement')}
-     SELECT done.*,
+     SELECT done.id, done.result, done.finished_at,
             (SELECT count(*) FROM followers f WHERE f.leader_id = done.id)::int AS followers,
             CASE WHEN row_number() OVER () = 1 THEN ${EVENTS} END AS events
      FROM done`,
     bindings: [
-      opts.items.map((i) => i.claim.id),
-      opts.items.map((i) => i.claim.attempts),
+      opts.items.map((i) => i.job.id),
+      opts.items.map((i) => i.job.attempts),
       opts.items.map((i) => JSON.stringify(i.result)),
       opts.workerId,
       ttl,
