@@ -1,47 +1,140 @@
 /**
- * Profiling aid: one drain of BENCH_DRAIN_JOBS no-op jobs against an already running server
- * (BENCH_BASE, BENCH_KEY), the same requests as `npm run bench`'s drain phase. Run the server
- * with `node --cpu-prof` and Postgres with pg_stat_statements to see where a job's time goes.
+ * Profiling aid: drains of BENCH_DRAIN_JOBS no-op jobs, the same requests as `npm run bench`'s
+ * drain phase (batches of 1,000, four in flight), each from the first submit to the last finish.
+ *
+ * With BENCH_BASE (and BENCH_KEY) it drives that already running server once. Otherwise it
+ * spawns the service on DATABASE_URL (from BENCH_SERVICE_DIR when set, with BENCH_NODE_ARGS,
+ * e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` or `--trace-gc`), runs BENCH_ROUNDS drains (3) on
+ * emptied tables and prints, per round, jobs/s and the CPU time per job of the server and, given
+ * BENCH_PG_PID (the postmaster of DATABASE_URL's server), of Postgres: figures that move less
+ * with the machine's load than throughput does. BENCH_SUBMIT_ONLY=1 stops each round once the
+ * batches are accepted (with a held runner, `HEURISTIC_DELAY_MS=600000`, that times the submit
+ * path alone).
+ *
+ *   DATABASE_URL=… BENCH_PG_PID=… node --import tsx bench/profile-drain.ts
  */
+import { spawn } from 'node:child_process';
 import pg from 'pg';
+import { issueKey } from '../src/auth/keys.js';
+import { createKnex } from '../src/db/knex.js';
+import { cpuMs, postgresCpuMs } from './cpu.js';
+import { freePort } from '../src/net.js';
 
-const base = process.env.BENCH_BASE ?? 'http://127.0.0.1:8080';
-const key = process.env.BENCH_KEY ?? '';
 const n = Number(process.env.BENCH_DRAIN_JOBS ?? 20_000);
-const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` };
-const t0 = performance.now();
-let next = 0;
-await Promise.all(
-  Array.from({ length: 4 }, async () => {
-    while (next * 1000 < n) {
-      const b = next++;
-      const size = Math.min(1000, n - b * 1000);
-      const transactions = Array.from({ length: size }, (_, k) => ({
-        date: '2026-04-03',
-        description: `OPENAI ${b * 1000 + k}`,
-        amount: k,
-      }));
-      const res = await fetch(`${base}/normalize_merchant/batch`, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ transactions }),
-      });
-      if (res.status !== 202) throw new Error(`batch: ${res.status} ${await res.text()}`);
-      await res.arrayBuffer();
-    }
-  }),
-);
-const submitted = performance.now();
-const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 1 });
-for (;;) {
-  const { rows } = await pool.query<{ n: string }>(
-    `SELECT count(*) AS n FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')`,
+const submitOnly = Boolean(process.env.BENCH_SUBMIT_ONLY);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** One drain against `base`: seconds to accept the batches and to finish every job. */
+async function drain(base: string, key: string, databaseUrl: string) {
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` };
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (next * 1000 < n) {
+        const b = next++;
+        const size = Math.min(1000, n - b * 1000);
+        const transactions = Array.from({ length: size }, (_, k) => ({
+          date: '2026-04-03',
+          description: `OPENAI ${b * 1000 + k}`,
+          amount: k,
+        }));
+        const res = await fetch(`${base}/normalize_merchant/batch`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ transactions }),
+        });
+        if (res.status !== 202) throw new Error(`batch: ${res.status} ${await res.text()}`);
+        await res.arrayBuffer();
+      }
+    }),
   );
-  if (Number(rows[0]?.n) >= n) break;
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  const submitted = performance.now();
+  if (!submitOnly) {
+    const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+    // Done when no job is pending or running: two probes of partial indexes, as the bench's
+    // waitFinished does. Counting the finished jobs instead scanned the whole table every 20 ms,
+    // which was a fifth of Postgres's CPU samples (perf) in the profile it is meant to take.
+    for (;;) {
+      const { rows } = await pool.query<{ open: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'pending')
+             OR EXISTS (SELECT 1 FROM jobs WHERE status = 'running') AS open`,
+      );
+      if (!rows[0]?.open) break;
+      await sleep(10);
+    }
+    await pool.end();
+  }
+  return { submit_s: (submitted - t0) / 1000, total_s: (performance.now() - t0) / 1000 };
 }
-await pool.end();
-const s = (performance.now() - t0) / 1000;
-console.log(
-  JSON.stringify({ jobs: n, submit_s: (submitted - t0) / 1000, total_s: s, jobs_per_s: n / s }),
-);
+
+const databaseUrl = process.env.DATABASE_URL;
+if (!databaseUrl) throw new Error('DATABASE_URL is required');
+
+if (process.env.BENCH_BASE) {
+  const r = await drain(process.env.BENCH_BASE, process.env.BENCH_KEY ?? '', databaseUrl);
+  console.log(JSON.stringify({ jobs: n, ...r, jobs_per_s: Math.round(n / r.total_s) }));
+} else {
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [
+      ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
+      '--import',
+      'tsx',
+      'src/main.ts',
+    ],
+    {
+      cwd: process.env.BENCH_SERVICE_DIR,
+      env: {
+        ...process.env,
+        PORT: String(port),
+        LOG_LEVEL: 'warn',
+        RUNNER_CONCURRENCY: '16',
+        RESULT_CACHE_TTL_MS: '0',
+        CLIENT_MAX_PENDING: '1000000',
+        RUNNER_POLL_MS: '1000',
+        HEURISTIC_DELAY_MS: process.env.HEURISTIC_DELAY_MS ?? '0',
+        SHUTDOWN_GRACE_MS: '0',
+      },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
+  const base = `http://127.0.0.1:${port}`;
+  while (
+    !(await fetch(`${base}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    ))
+  ) {
+    if (child.exitCode !== null) throw new Error(`the service exited with ${child.exitCode}`);
+    await sleep(100);
+  }
+  const db = createKnex(databaseUrl, 2);
+  const pgPid = Number(process.env.BENCH_PG_PID ?? 0);
+  try {
+    await db.raw('TRUNCATE jobs, batches, results, flights, job_events, api_keys, clients CASCADE');
+    const { key } = await issueKey(db, 'bench');
+    for (let round = 0; round < Number(process.env.BENCH_ROUNDS ?? 3); round++) {
+      await db.raw('TRUNCATE jobs, batches, job_events');
+      const server0 = cpuMs(child.pid ?? 0);
+      const pg0 = pgPid ? postgresCpuMs(pgPid) : NaN;
+      const r = await drain(base, key, databaseUrl);
+      const perJob = (ms: number) => Math.round((ms * 1000) / n);
+      console.log(
+        JSON.stringify({
+          round,
+          jobs: n,
+          ...r,
+          jobs_per_s: Math.round(n / r.total_s),
+          server_cpu_us_per_job: perJob(cpuMs(child.pid ?? 0) - server0),
+          postgres_cpu_us_per_job: pgPid ? perJob(postgresCpuMs(pgPid) - pg0) : null,
+        }),
+      );
+    }
+  } finally {
+    await db.destroy();
+    child.kill('SIGTERM');
+    await new Promise((resolve) => child.once('exit', resolve));
+  }
+}
