@@ -125,6 +125,9 @@ describe('dashboard (GET /) in headless Chromium', function () {
     service = await startService(
       testConfig(databaseUrl(db), {
         jobMaxAttempts: 1,
+        // The gated "slow" jobs stay running until after(): timed out (5 s by default) they
+        // failed in the middle of a later test, and their events reached its webhooks.
+        runner: { timeoutMs: 600_000 },
         // Loopback receivers; a failed delivery waits a minute, so it stays pending here.
         config: { corsOrigins: [allowed.url], ...pushConfig({ webhookRetryScheduleMs: [60_000] }) },
       }),
