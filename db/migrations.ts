@@ -10,6 +10,7 @@ import * as batchesByClient from './migrations/0009_batches_by_client.js';
 import * as eventsAfterCommit from './migrations/0010_events_announced_after_commit.js';
 import * as claimIndexAlone from './migrations/0011_claim_index_alone.js';
 import * as batchIndexPartial from './migrations/0012_batch_index_partial.js';
+import * as waitingCacheKeyIndex from './migrations/0013_waiting_cache_key_index.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -36,6 +37,7 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0010_events_announced_after_commit', eventsAfterCommit],
   ['0011_claim_index_alone', claimIndexAlone],
   ['0012_batch_index_partial', batchIndexPartial],
+  ['0013_waiting_cache_key_index', waitingCacheKeyIndex],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

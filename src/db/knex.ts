@@ -244,7 +244,7 @@ export async function migrateLatest(db: Knex, log?: Logger): Promise<string[]> {
 
 /**
  * knex keeps a lock row of its own (`knex_migrations_lock`). For migrations that run outside a
- * transaction (CREATE INDEX CONCURRENTLY: 0011, 0012) it sets that row in a transaction of its
+ * transaction (CREATE INDEX CONCURRENTLY: 0011, 0012, 0013) it sets that row in a transaction of its
  * own, committed at once, and clears it at the end; a process killed in between leaves it set,
  * and knex then refuses every later start ("Migration table is already locked"), so the service
  * would never start again without `knex migrate:unlock` by hand. The caller holds the advisory

@@ -169,6 +169,15 @@ export function renewStatement(opts: {
 // one entry per item, in order: the completed row, or undefined when its claim was lost; and the
 // events appended.
 //
+// The jobs waiting on a completed key are looked up key by key (`waiting`: a nested loop driven
+// by `keyed`, which `OFFSET 0` keeps the planner from flattening, so no key means no lookup)
+// through `jobs_unfinished_cache_key_idx`, by `finished_at IS NULL` rather than `status`: a
+// condition on `status` let stale statistics send the lookup through every pending job (migration
+// 0013, test/runner-writes.plans.test.ts). The update then takes only those still pending, by
+// primary key: its `status = (SELECT 'pending')` is `status = 'pending'` to the executor, but not
+// a constant the planner could match to the predicate of a partial index over pending jobs (with
+// the plain constant it scanned `jobs_pending_idx` once per follower).
+//
 // Each item carries its job's row as the claim returned it; the completed row is that row with
 // what the completion changed (status, result, error, finished_at, lease), so the statement
 // returns only those instead of every column again. Nothing else changes a job's row while its
@@ -240,12 +249,18 @@ export function completeStatement(opts: {
        SELECT cache_key, result, now() + make_interval(secs => ? / 1000.0) FROM keyed WHERE ? > 0
        ON CONFLICT (cache_key) DO UPDATE
          SET result = excluded.result, created_at = now(), expires_at = excluded.expires_at
+     ), waiting AS (
+       SELECT w.id, k.result, k.leader_id
+       FROM keyed k CROSS JOIN LATERAL (
+         SELECT id FROM jobs w WHERE w.cache_key = k.cache_key AND w.finished_at IS NULL
+         OFFSET 0
+       ) w
      ), followers AS (
-       UPDATE jobs SET status = 'succeeded', result = keyed.result, error = NULL,
+       UPDATE jobs SET status = 'succeeded', result = waiting.result, error = NULL,
          started_at = now(), finished_at = now()
-       FROM keyed
-       WHERE jobs.cache_key = keyed.cache_key AND jobs.status = 'pending'
-       RETURNING jobs.id, jobs.client_id, jobs.batch_id, jobs.status, keyed.leader_id
+       FROM waiting
+       WHERE jobs.id = waiting.id AND jobs.status = (SELECT 'pending')
+       RETURNING jobs.id, jobs.client_id, jobs.batch_id, jobs.status, waiting.leader_id
      ), landed AS (
        DELETE FROM flights USING done
        WHERE flights.cache_key = done.cache_key AND flights.job_id = done.id
