@@ -7,6 +7,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import type { Knex } from 'knex';
 import { freePort } from '../src/net.js';
 import { cpuMs, postgresCpuMs } from './cpu.js';
@@ -69,9 +71,10 @@ export async function spawnServer(
   const child = spawn(process.execPath, [...NODE_ARGS, '--import', 'tsx', script], {
     env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: 'warn' },
     cwd: script === 'src/main.ts' ? SERVICE_DIR : undefined,
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.push(child);
+  const logged = relayProblems(script, child.stdout);
   const base = `http://127.0.0.1:${port}`;
   while (!(await ready(base).catch(() => false))) {
     if (child.exitCode !== null) throw new Error(`${script} exited with ${child.exitCode}`);
@@ -85,6 +88,49 @@ export async function spawnServer(
         child.kill('SIGTERM');
         await once(child, 'exit');
       }
+      await logged.summarize();
+    },
+  };
+}
+
+/**
+ * A spawned server's log (JSON lines on stdout, `warn` and above): each distinct message is shown
+ * on stderr the first 3 times, with its error, and `summarize()` counts the rest. A figure that
+ * looks wrong (a phase whose jobs never started) then comes with what the server said.
+ */
+function relayProblems(script: string, stdout: Readable | null) {
+  const seen = new Map<string, number>();
+  let closed = Promise.resolve();
+  if (stdout) {
+    const lines = createInterface({ input: stdout });
+    closed = once(lines, 'close').then(() => undefined);
+    lines.on('line', (line) => {
+      let entry: { level?: string; msg?: string; err?: { message?: string }; knex?: string };
+      try {
+        entry = JSON.parse(line) as typeof entry;
+      } catch {
+        return;
+      }
+      // knex's own warnings come as `knex` with the text in a field of that name.
+      const text = entry.knex !== undefined ? `knex: ${entry.knex}` : (entry.msg ?? line);
+      // First line only: a message that carries a stack or an id still counts as one.
+      const msg = `${entry.level ?? '?'}: ${text.split('\n')[0]?.slice(0, 200) ?? ''}`;
+      const n = (seen.get(msg) ?? 0) + 1;
+      seen.set(msg, n);
+      if (n <= 3) {
+        const err = entry.err?.message ? ` (${entry.err.message})` : '';
+        process.stderr.write(`bench: ${script} logged ${msg}${err}\n`);
+      }
+    });
+  }
+  return {
+    /** After the server has exited: waits for the rest of its log, then counts the repeats. */
+    async summarize() {
+      await closed;
+      for (const [msg, n] of seen) {
+        if (n > 3) process.stderr.write(`bench: ${script} logged ${msg} ${n} times in all\n`);
+      }
+      seen.clear();
     },
   };
 }
