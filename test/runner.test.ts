@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
 import { type JobRow, TERMINAL_STATUSES } from '../src/db/sql/rows.js';
 import { NonRetryableError } from '../src/heuristic/errors.js';
-import { eventually, insertPending, jobStatuses } from './support/db.js';
+import { countAcquisitions, eventually, insertPending, jobStatuses } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 import { attemptOutcomes } from './support/metrics.js';
@@ -493,6 +493,27 @@ describe('Runner', () => {
       await eventually(async () => heuristic.running === 2);
       await h.runner.stop(100);
       expect(await jobStatuses(h.db)).to.deep.equal({ pending: 2 });
+      const rows = await h.db('jobs').select('attempts', 'locked_by', 'locked_until');
+      for (const r of rows)
+        expect(r).to.deep.equal({ attempts: 0, locked_by: null, locked_until: null });
+      expect(heuristic.running).to.equal(0);
+    });
+
+    // One statement each, 10,000 attempts in flight queued 10,000 statements on the pool at
+    // shutdown: most timed out waiting for a connection and their jobs stayed running until
+    // their leases expired (bench slow10k phase).
+    it('hands every interrupted attempt back in one statement, however many there are', async () => {
+      const heuristic = new TestHeuristic(echoAfter(HOUR));
+      h = await startHarness({ heuristic, runner: { concurrency: 40 } });
+      await h.http
+        .post('/normalize_merchant/batch')
+        .send({ transactions: Array.from({ length: 40 }, (_, i) => tx(`Slow ${i}`)) })
+        .expect(202);
+      await eventually(async () => heuristic.running === 40, 10_000, '40 attempts running');
+      const statements = countAcquisitions(h.service.db); // the service's own pool
+      await h.runner.stop(0);
+      expect(statements.count, 'connections taken to hand them back').to.equal(1);
+      expect(await jobStatuses(h.db)).to.deep.equal({ pending: 40 });
       const rows = await h.db('jobs').select('attempts', 'locked_by', 'locked_until');
       for (const r of rows)
         expect(r).to.deep.equal({ attempts: 0, locked_by: null, locked_until: null });

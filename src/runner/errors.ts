@@ -30,7 +30,11 @@ export class JobCanceledError extends Error {
 
 /** The process is shutting down. */
 export class ShutdownError extends Error {
-  constructor() {
+  /**
+   * @param handedBack resolves true once the runner has handed this attempt's job back together
+   * with the others interrupted (one statement for all); false: the attempt hands it back itself.
+   */
+  constructor(readonly handedBack: Promise<boolean> = Promise.resolve(false)) {
     super('worker shutting down');
     this.name = 'ShutdownError';
   }

@@ -222,7 +222,7 @@ export class OutcomeRecorder {
       return;
     }
     if (error instanceof ShutdownError) {
-      await this.release([r.claim]);
+      if (!(await error.handedBack)) await this.release([r.claim]);
       r.log.info({ outcome: 'released' }, 'job attempt interrupted by shutdown; job handed back');
       r.count('released');
       return;

@@ -181,8 +181,13 @@ export class Runner {
           'grace period over: handing running jobs back',
         );
       }
+      // Handed back in one statement, not one per attempt as each one's abort is recorded: with
+      // 10,000 attempts in flight those queued 10,000 statements on the pool at once, most of
+      // them timed out waiting for a connection, and their jobs stayed running until their
+      // leases expired.
+      const handedBack = this.handBack(interrupted);
       for (const a of interrupted) {
-        a.controller.abort(new ShutdownError());
+        a.controller.abort(new ShutdownError(handedBack));
         // An outcome still waiting for the database is given up: the lease expires, it reruns.
         a.held.abort();
       }
@@ -190,6 +195,22 @@ export class Runner {
     }
     clearInterval(this.heartbeatTimer);
     this.state = 'stopped';
+  }
+
+  /**
+   * Attempts the grace period ran out on, handed back in one statement (a job whose outcome was
+   * written meanwhile is left as it is: the statement is fenced). False when that failed: each
+   * attempt then hands its own job back.
+   */
+  private async handBack(attempts: readonly Attempt[]): Promise<boolean> {
+    if (attempts.length === 0) return true;
+    try {
+      await this.recorder.release(attempts.map((a) => claimOf(a.job)));
+      return true;
+    } catch (err) {
+      this.opts.log.error({ err }, 'could not hand the interrupted jobs back together');
+      return false;
+    }
   }
 
   /** Attempts waiting for a slot when stop() began: handed back in one statement. */
