@@ -13,12 +13,11 @@
  *
  *   DATABASE_URL=… BENCH_PG_PID=… node --import tsx bench/profile-drain.ts
  */
-import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { issueKey } from '../src/auth/keys.js';
 import { createKnex } from '../src/db/knex.js';
 import { cpuMs, postgresCpuMs } from './cpu.js';
-import { freePort } from '../src/net.js';
+import { startService } from './harness.js';
 
 const n = Number(process.env.BENCH_DRAIN_JOBS ?? 20_000);
 const submitOnly = Boolean(process.env.BENCH_SUBMIT_ONLY);
@@ -75,41 +74,12 @@ if (process.env.BENCH_BASE) {
   const r = await drain(process.env.BENCH_BASE, process.env.BENCH_KEY ?? '', databaseUrl);
   console.log(JSON.stringify({ jobs: n, ...r, jobs_per_s: Math.round(n / r.total_s) }));
 } else {
-  const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
-      '--import',
-      'tsx',
-      'src/main.ts',
-    ],
-    {
-      cwd: process.env.BENCH_SERVICE_DIR,
-      env: {
-        ...process.env,
-        PORT: String(port),
-        LOG_LEVEL: 'warn',
-        RUNNER_CONCURRENCY: '16',
-        RESULT_CACHE_TTL_MS: '0',
-        CLIENT_MAX_PENDING: '1000000',
-        RUNNER_POLL_MS: '1000',
-        HEURISTIC_DELAY_MS: process.env.HEURISTIC_DELAY_MS ?? '0',
-        SHUTDOWN_GRACE_MS: '0',
-      },
-      stdio: ['ignore', 'inherit', 'inherit'],
-    },
-  );
-  const base = `http://127.0.0.1:${port}`;
-  while (
-    !(await fetch(`${base}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    ))
-  ) {
-    if (child.exitCode !== null) throw new Error(`the service exited with ${child.exitCode}`);
-    await sleep(100);
-  }
+  // The service as `npm run bench` starts it (its warnings and errors shown on stderr).
+  const service = await startService(databaseUrl, {
+    HEURISTIC_DELAY_MS: process.env.HEURISTIC_DELAY_MS ?? '0',
+    SHUTDOWN_GRACE_MS: '0',
+  });
+  const { base } = service;
   const db = createKnex(databaseUrl, 2);
   const pgPid = Number(process.env.BENCH_PG_PID ?? 0);
   try {
@@ -117,7 +87,7 @@ if (process.env.BENCH_BASE) {
     const { key } = await issueKey(db, 'bench');
     for (let round = 0; round < Number(process.env.BENCH_ROUNDS ?? 3); round++) {
       await db.raw('TRUNCATE jobs, batches, job_events');
-      const server0 = cpuMs(child.pid ?? 0);
+      const server0 = cpuMs(service.pid);
       const pg0 = pgPid ? postgresCpuMs(pgPid) : NaN;
       const r = await drain(base, key, databaseUrl);
       const perJob = (ms: number) => Math.round((ms * 1000) / n);
@@ -127,14 +97,13 @@ if (process.env.BENCH_BASE) {
           jobs: n,
           ...r,
           jobs_per_s: Math.round(n / r.total_s),
-          server_cpu_us_per_job: perJob(cpuMs(child.pid ?? 0) - server0),
+          server_cpu_us_per_job: perJob(cpuMs(service.pid) - server0),
           postgres_cpu_us_per_job: pgPid ? perJob(postgresCpuMs(pgPid) - pg0) : null,
         }),
       );
     }
   } finally {
     await db.destroy();
-    child.kill('SIGTERM');
-    await new Promise((resolve) => child.once('exit', resolve));
+    await service.stop();
   }
 }
