@@ -101,19 +101,18 @@ export class OutcomeRecorder {
     // Made when a line is logged: a succeeded attempt logs one line at `info` and none above it,
     // and a child logger serializes its bindings when made.
     let child: Logger | undefined;
-    const logger = () =>
-      (child ??= this.opts.log.child({
-        jobId: claim.id,
-        clientId: job.client_id,
-        attempt: claim.attempts,
-        durationMs: Math.round(durationMs),
-      }));
+    const base = this.opts.log;
     const r: Recording = {
       job,
       claim,
       durationMs,
       get log() {
-        return logger();
+        return (child ??= base.child({
+          jobId: claim.id,
+          clientId: job.client_id,
+          attempt: claim.attempts,
+          durationMs: Math.round(durationMs),
+        }));
       },
       count: (what) => this.opts.metrics?.attempt(what, durationMs),
       durably: (write) =>

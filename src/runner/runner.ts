@@ -184,8 +184,11 @@ export class Runner {
       // Handed back in one statement, not one per attempt as each one's abort is recorded: with
       // 10,000 attempts in flight those queued 10,000 statements on the pool at once, most of
       // them timed out waiting for a connection, and their jobs stayed running until their
-      // leases expired.
-      const handedBack = this.handBack(interrupted);
+      // leases expired. If that statement fails, each attempt hands its own job back.
+      const handedBack = this.handBack(
+        interrupted,
+        'could not hand the interrupted jobs back together',
+      );
       for (const a of interrupted) {
         a.controller.abort(new ShutdownError(handedBack));
         // An outcome still waiting for the database is given up: the lease expires, it reruns.
@@ -198,17 +201,16 @@ export class Runner {
   }
 
   /**
-   * Attempts the grace period ran out on, handed back in one statement (a job whose outcome was
-   * written meanwhile is left as it is: the statement is fenced). False when that failed: each
-   * attempt then hands its own job back.
+   * Hands `attempts`' jobs back in one statement (a job whose outcome was written meanwhile is
+   * left as it is: the statement is fenced). False when that failed, logged with `failed`.
    */
-  private async handBack(attempts: readonly Attempt[]): Promise<boolean> {
+  private async handBack(attempts: readonly Attempt[], failed: string): Promise<boolean> {
     if (attempts.length === 0) return true;
     try {
       await this.recorder.release(attempts.map((a) => claimOf(a.job)));
       return true;
     } catch (err) {
-      this.opts.log.error({ err }, 'could not hand the interrupted jobs back together');
+      this.opts.log.error({ err }, failed);
       return false;
     }
   }
@@ -216,12 +218,7 @@ export class Runner {
   /** Attempts waiting for a slot when stop() began: handed back in one statement. */
   private async releaseUnstarted() {
     const waiting = [...this.attempts.values()].filter((a) => !a.started);
-    if (waiting.length === 0) return;
-    try {
-      await this.recorder.release(waiting.map((a) => claimOf(a.job)));
-    } catch (err) {
-      this.opts.log.error({ err }, 'could not hand back queued jobs; their leases will expire');
-    }
+    await this.handBack(waiting, 'could not hand back queued jobs; their leases will expire');
     for (const a of waiting) settle(a);
   }
 
