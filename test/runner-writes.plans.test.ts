@@ -1,11 +1,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import {
-  completeStatement,
-  failStatement,
-  releaseStatement,
-  renewStatement,
-} from '../src/db/sql/claims.js';
+import { releaseStatement, renewStatement } from '../src/db/sql/claims.js';
+import { completeStatement, failStatement } from '../src/db/sql/outcomes.js';
 import type { Claim } from '../src/db/sql/rows.js';
 import { freshDatabase, insertJobs } from './support/db.js';
 import { explainPrepared, planNodes, readsJobs, rowsRead } from './support/plans.js';
@@ -102,7 +98,7 @@ describe("the runner's fenced writes: plans (src/db/sql/claims.ts)", function ()
  * jobs waiting in a drain, 5.3 of a 5.9 ms completion of one job, also when none had a cache key
  * (the cache off).
  */
-describe("the completion's plans, with other jobs waiting (src/db/sql/claims.ts)", function () {
+describe("the completion's plans, with other jobs waiting (src/db/sql/outcomes.ts)", function () {
   this.timeout(60_000);
   let db: Knex;
   beforeEach(async () => {

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 
 /**
  * A completion finishes the jobs waiting on its jobs' cache keys (`followers` in
- * src/db/sql/claims.ts), and found them through `jobs_pending_cache_key_idx (cache_key) WHERE
+ * src/db/sql/outcomes.ts), and found them through `jobs_pending_cache_key_idx (cache_key) WHERE
  * status = 'pending' AND cache_key IS NOT NULL` (0004). Any query that can use that index can
  * also use the claim's `jobs_pending_idx (…) WHERE status = 'pending'`, and when the statistics
  * said pending jobs were rare (taken between bursts) the planner read every pending job through

@@ -15,6 +15,7 @@ import * as claims from './sql/claims.js';
 import type { Appended } from './sql/events.js';
 import * as events from './sql/events.js';
 import * as jobs from './sql/jobs.js';
+import * as outcomes from './sql/outcomes.js';
 import * as submits from './sql/submits.js';
 import type { Claim, JobError, JobRow } from './sql/rows.js';
 import type { MatchResult } from '../heuristic/types.js';
@@ -115,12 +116,12 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     claim: (opts) => claims.claimJobs(db, opts),
     renew: (opts) => claims.renewLeases(db, opts),
     complete: async (opts) => {
-      const done = await claims.completeJobs(db, opts);
+      const done = await outcomes.completeJobs(db, opts);
       // Before the events wake this process's waiters: they read these rows at once.
       getJob.prime(done.rows.flatMap((row) => (row ? [withoutFollowers(row)] : [])));
       return reported(done).rows;
     },
-    fail: async (opts) => reported(await claims.failAttempt(db, opts)).row,
+    fail: async (opts) => reported(await outcomes.failAttempt(db, opts)).row,
     release: (opts) => claims.releaseClaims(db, opts),
     status: (id) => jobs.jobStatus(db, id),
     beginFlight: (opts) => cache.beginFlight(db, opts),
