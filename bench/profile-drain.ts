@@ -13,83 +13,51 @@
  *
  *   DATABASE_URL=… BENCH_PG_PID=… node --import tsx bench/profile-drain.ts
  */
-import pg from 'pg';
+import type { Knex } from 'knex';
 import { issueKey } from '../src/auth/keys.js';
 import { createKnex } from '../src/db/knex.js';
 import { cpuMs, postgresCpuMs } from './cpu.js';
-import { startService } from './harness.js';
+import { bench, startService, submitBatches, waitFinished } from './harness.js';
 
 const n = Number(process.env.BENCH_DRAIN_JOBS ?? 20_000);
 const submitOnly = Boolean(process.env.BENCH_SUBMIT_ONLY);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** One drain against `base`: seconds to accept the batches and to finish every job. */
-async function drain(base: string, key: string, databaseUrl: string) {
-  const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` };
+/**
+ * One drain against `base`, as the bench's drain phase submits and waits for it: seconds to
+ * accept the batches and to finish every job.
+ */
+async function drain(base: string, db: Knex) {
   const t0 = performance.now();
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 4 }, async () => {
-      while (next * 1000 < n) {
-        const b = next++;
-        const size = Math.min(1000, n - b * 1000);
-        const transactions = Array.from({ length: size }, (_, k) => ({
-          date: '2026-04-03',
-          description: `OPENAI ${b * 1000 + k}`,
-          amount: k,
-        }));
-        const res = await fetch(`${base}/normalize_merchant/batch`, {
-          method: 'POST',
-          headers,
-          body: JSON.stringify({ transactions }),
-        });
-        if (res.status !== 202) throw new Error(`batch: ${res.status} ${await res.text()}`);
-        await res.arrayBuffer();
-      }
-    }),
-  );
+  await submitBatches(base, n, (i) => `OPENAI ${i}`);
   const submitted = performance.now();
-  if (!submitOnly) {
-    const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
-    // Done when no job is pending or running: two probes of partial indexes, as the bench's
-    // waitFinished does. Counting the finished jobs instead scanned the whole table every 20 ms,
-    // which was a fifth of Postgres's CPU samples (perf) in the profile it is meant to take.
-    for (;;) {
-      const { rows } = await pool.query<{ open: boolean }>(
-        `SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'pending')
-             OR EXISTS (SELECT 1 FROM jobs WHERE status = 'running') AS open`,
-      );
-      if (!rows[0]?.open) break;
-      await sleep(10);
-    }
-    await pool.end();
-  }
+  if (!submitOnly) await waitFinished(db, n, 'drain');
   return { submit_s: (submitted - t0) / 1000, total_s: (performance.now() - t0) / 1000 };
 }
 
 const databaseUrl = process.env.DATABASE_URL;
 if (!databaseUrl) throw new Error('DATABASE_URL is required');
+const db = createKnex(databaseUrl, 2);
 
 if (process.env.BENCH_BASE) {
-  const r = await drain(process.env.BENCH_BASE, process.env.BENCH_KEY ?? '', databaseUrl);
+  bench.auth = { authorization: `Bearer ${process.env.BENCH_KEY ?? ''}` };
+  const r = await drain(process.env.BENCH_BASE, db);
   console.log(JSON.stringify({ jobs: n, ...r, jobs_per_s: Math.round(n / r.total_s) }));
+  await db.destroy();
 } else {
   // The service as `npm run bench` starts it (its warnings and errors shown on stderr).
   const service = await startService(databaseUrl, {
     HEURISTIC_DELAY_MS: process.env.HEURISTIC_DELAY_MS ?? '0',
     SHUTDOWN_GRACE_MS: '0',
   });
-  const { base } = service;
-  const db = createKnex(databaseUrl, 2);
   const pgPid = Number(process.env.BENCH_PG_PID ?? 0);
   try {
     await db.raw('TRUNCATE jobs, batches, results, flights, job_events, api_keys, clients CASCADE');
-    const { key } = await issueKey(db, 'bench');
+    bench.auth = { authorization: `Bearer ${(await issueKey(db, 'bench')).key}` };
     for (let round = 0; round < Number(process.env.BENCH_ROUNDS ?? 3); round++) {
       await db.raw('TRUNCATE jobs, batches, job_events');
       const server0 = cpuMs(service.pid);
       const pg0 = pgPid ? postgresCpuMs(pgPid) : NaN;
-      const r = await drain(base, key, databaseUrl);
+      const r = await drain(service.base, db);
       const perJob = (ms: number) => Math.round((ms * 1000) / n);
       console.log(
         JSON.stringify({
