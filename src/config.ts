@@ -153,6 +153,12 @@ export interface Config {
   webhookPollMs: number;
   /** Interval of heartbeat comments on `GET /events`. @defaultValue 15000 */
   eventsHeartbeatMs: number;
+  /**
+   * `GET /events` streams one client may hold open in this process; one more is refused with
+   * `429`. Each stream reads the log on its own, so this bounds what one client's runaway
+   * reconnect loop costs the database. @defaultValue 100
+   */
+  eventsMaxStreamsPerClient: number;
 
   // Browser access (issue 15).
   /**
@@ -273,6 +279,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     webhookDisableAfterMs: int('WEBHOOK_DISABLE_AFTER_MS', 5 * DAY, 1000, 365 * DAY),
     webhookPollMs: int('WEBHOOK_POLL_MS', 30_000, 50, DAY),
     eventsHeartbeatMs: int('EVENTS_HEARTBEAT_MS', 15_000, 10, 10 * 60_000),
+    eventsMaxStreamsPerClient: int('EVENTS_MAX_STREAMS_PER_CLIENT', 100, 1, 100_000),
     corsOrigins: Object.freeze(corsOrigins),
   };
 

@@ -218,6 +218,39 @@ describe('GET /events (Server-Sent Events)', () => {
     expect((await open({ lastEventId: await eventIdOf(h, theirs.body.id) })).status).to.equal(410);
   });
 
+  it('refuses a stream past EVENTS_MAX_STREAMS_PER_CLIENT with 429, per client, even when asked for at once, and takes one again once one closes', async () => {
+    await start({ eventsMaxStreamsPerClient: 2 });
+    // Asked for together: each request awaits the log position before it opens its stream, so
+    // a count taken before that await would let all six through.
+    const first = await Promise.all(Array.from({ length: 6 }, () => open()));
+    expect(first.map((s) => s.status).sort()).to.deep.equal([200, 200, 429, 429, 429, 429]);
+    const refused = first.find((s) => s.status === 429)!;
+    expect(refused.headers.get('content-type')).to.match(/^application\/problem\+json/);
+    expect(refused.headers.get('retry-after')).to.equal('5');
+    expect(refused.problem).to.include({
+      type: '/problems/too-many-streams',
+      status: 429,
+      limit: 2,
+    });
+    expect((refused.problem as { detail: string }).detail).to.contain(
+      'EVENTS_MAX_STREAMS_PER_CLIENT',
+    );
+    // The limit is the client's: another key's client still gets its streams.
+    const other = await issueKey(h.db, 'b');
+    expect((await open({}, other.key)).status).to.equal(200);
+    // Once one of the two closes, the server sees it go and takes a new one.
+    first.find((s) => s.status === 200)!.close();
+    await eventually(
+      async () => {
+        const again = await open();
+        return again.status === 200;
+      },
+      5000,
+      'a stream accepted again after one closed',
+    );
+    expect((await open()).status).to.equal(429);
+  });
+
   it('ends open streams when the service stops, so stop() does not hang', async () => {
     await start();
     const stream = await open();

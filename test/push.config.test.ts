@@ -30,6 +30,7 @@ describe('loadConfig(env): webhooks and the event stream', () => {
       WEBHOOK_DISABLE_AFTER_MS: '60000',
       WEBHOOK_POLL_MS: '1000',
       EVENTS_HEARTBEAT_MS: '100',
+      EVENTS_MAX_STREAMS_PER_CLIENT: '3',
     });
     expect(config.webhookRetryScheduleMs).to.deep.equal([
       50, 2000, 60_000, 3_600_000, 86_400_000, 250,
@@ -42,7 +43,9 @@ describe('loadConfig(env): webhooks and the event stream', () => {
       webhookDisableAfterMs: 60_000,
       webhookPollMs: 1000,
       eventsHeartbeatMs: 100,
+      eventsMaxStreamsPerClient: 3,
     });
+    expect(loadConfig({}).eventsMaxStreamsPerClient).to.equal(100);
     expect(loadConfig({ WEBHOOK_ALLOW_PRIVATE: '0' }).webhookAllowPrivate).to.equal(false);
   });
 
@@ -56,6 +59,7 @@ describe('loadConfig(env): webhooks and the event stream', () => {
     ['WEBHOOK_ENDPOINT_CONCURRENCY', 'many'],
     ['WEBHOOK_DISABLE_AFTER_MS', '10'],
     ['EVENTS_HEARTBEAT_MS', '1'],
+    ['EVENTS_MAX_STREAMS_PER_CLIENT', '0'],
   ];
   for (const [name, value] of bad) {
     it(`rejects ${name}=${JSON.stringify(value)} with a message naming it`, () => {

@@ -14,7 +14,12 @@ import {
   TooManyAuthFailuresError,
   UnauthorizedError,
 } from '../errors.js';
-import { DeliveryInFlightError, EventExpiredError, WebhookLimitError } from '../push/errors.js';
+import {
+  DeliveryInFlightError,
+  EventExpiredError,
+  StreamLimitError,
+  WebhookLimitError,
+} from '../push/errors.js';
 import { UrlRefusedError } from '../push/ssrf.js';
 
 export type FieldError =
@@ -62,6 +67,7 @@ export const PROBLEM_TYPES = {
   webhookLimit: '/problems/webhook-limit',
   deliveryInFlight: '/problems/delivery-in-flight',
   eventExpired: '/problems/event-expired',
+  tooManyStreams: '/problems/too-many-streams',
 } as const;
 
 export class HttpProblem extends Error {
@@ -208,6 +214,17 @@ function pushProblemOf(err: unknown): HttpProblem | undefined {
   }
   if (err instanceof DeliveryInFlightError) {
     return new HttpProblem(409, PROBLEM_TYPES.deliveryInFlight, 'Delivery In Flight', err.message);
+  }
+  if (err instanceof StreamLimitError) {
+    return new HttpProblem(
+      429,
+      PROBLEM_TYPES.tooManyStreams,
+      'Too Many Event Streams',
+      err.message,
+      undefined,
+      { 'Retry-After': '5' },
+      { limit: err.limit },
+    );
   }
   if (err instanceof EventExpiredError) {
     return new HttpProblem(410, PROBLEM_TYPES.eventExpired, 'Event Not In Log', err.message);

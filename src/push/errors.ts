@@ -11,6 +11,18 @@ export class WebhookLimitError extends Error {
   }
 }
 
+/** The client has as many event streams open in this process as it may. */
+export class StreamLimitError extends Error {
+  constructor(readonly limit: number) {
+    super(
+      `You have ${limit} event streams open, the most one client may hold ` +
+        '(EVENTS_MAX_STREAMS_PER_CLIENT); close one, or follow several batches on one stream ' +
+        '(leave out ?batch=).',
+    );
+    this.name = 'StreamLimitError';
+  }
+}
+
 /** A redelivery was asked for while an attempt of that delivery is in flight. */
 export class DeliveryInFlightError extends Error {
   constructor(readonly deliveryId: string) {

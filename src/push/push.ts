@@ -41,7 +41,10 @@ export class Push {
     const { db, log, config } = opts;
     const policy = { allowPrivate: config.webhookAllowPrivate };
     this.webhooks = new Webhooks({ db, policy, resolve: opts.resolve });
-    this.streams = new EventStreams(db, log, config.eventsHeartbeatMs);
+    this.streams = new EventStreams(db, log, {
+      heartbeatMs: config.eventsHeartbeatMs,
+      maxPerClient: config.eventsMaxStreamsPerClient,
+    });
     const metrics = opts.registry
       ? new PushMetrics(opts.registry, { db, streams: () => this.streams.size })
       : undefined;

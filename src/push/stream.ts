@@ -24,7 +24,7 @@ import {
   readEvents,
 } from '../db/sql/events.js';
 import type { Logger } from '../log.js';
-import { EventExpiredError } from './errors.js';
+import { EventExpiredError, StreamLimitError } from './errors.js';
 import { messagesOf } from './payload.js';
 
 export interface StreamFilter {
@@ -50,11 +50,17 @@ export class EventStreams {
   private readonly byClient = new Map<string, Set<EventStream>>();
   private closed = false;
 
+  private readonly heartbeatMs: number;
+  private readonly maxPerClient: number;
+
   constructor(
     private readonly db: Knex,
     private readonly log: Logger,
-    private readonly heartbeatMs: number,
-  ) {}
+    opts: { heartbeatMs: number; maxPerClient: number },
+  ) {
+    this.heartbeatMs = opts.heartbeatMs;
+    this.maxPerClient = opts.maxPerClient;
+  }
 
   /** Streams open now. */
   get size(): number {
@@ -72,6 +78,16 @@ export class EventStreams {
     const cursor = await eventCursor(this.db, afterId, clientId);
     if (!cursor) throw new EventExpiredError(afterId);
     return cursor;
+  }
+
+  /**
+   * Throws StreamLimitError when the client holds as many streams as it may. Call it right
+   * before `open`, with no await between the two, so that concurrent requests cannot all pass.
+   */
+  makeRoom(clientId: string): void {
+    if ((this.byClient.get(clientId)?.size ?? 0) >= this.maxPerClient) {
+      throw new StreamLimitError(this.maxPerClient);
+    }
   }
 
   /**

@@ -51,6 +51,7 @@ export function eventRoutes(deps: EventRoutesDeps): Route[] {
           }
           const clientId = clientOf(ctx).id;
           const from = await streams.startingPoint(clientId, lastEventId || query.after);
+          streams.makeRoom(clientId); // no await from here to open(): the count cannot go stale
           const out = new PassThrough();
           ctx.status = 200;
           ctx.type = 'text/event-stream';
@@ -101,6 +102,10 @@ export function eventRoutes(deps: EventRoutesDeps): Route[] {
           '410': problem(
             'The Last-Event-ID / after event is not in your log (purged, or not yours): ' +
               'reconnect without it and read current state with GET /jobs.',
+          ),
+          '429': problem(
+            'You hold as many streams as one client may (EVENTS_MAX_STREAMS_PER_CLIENT, 100 ' +
+              'by default, per process): close one first. `Retry-After` says when to try again.',
           ),
           ...common4xx,
         },
