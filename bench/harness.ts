@@ -231,6 +231,15 @@ export async function waitFinished(db: Knex, n: number, what: string): Promise<v
   }
 }
 
+/** Jobs pending or running now (through the partial indexes, as waitFinished asks). */
+export async function unfinished(db: Knex): Promise<number> {
+  const res = await db.raw<{ rows: [{ n: number }] }>(
+    `SELECT (SELECT count(*) FROM jobs WHERE status = 'pending')
+          + (SELECT count(*) FROM jobs WHERE status = 'running') AS n`,
+  );
+  return Number(res.rows[0].n);
+}
+
 export async function reset(db: Knex) {
   // The event log too: each phase (and each single-submit round) starts from the same tables.
   await db.raw('TRUNCATE jobs, batches, results, flights, job_events');
