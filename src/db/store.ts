@@ -16,6 +16,7 @@ import type { Appended } from './sql/events.js';
 import * as events from './sql/events.js';
 import * as jobs from './sql/jobs.js';
 import * as outcomes from './sql/outcomes.js';
+import * as statistics from './sql/statistics.js';
 import * as submits from './sql/submits.js';
 import type { Claim, JobError, JobRow } from './sql/rows.js';
 import type { MatchResult } from '../heuristic/types.js';
@@ -57,6 +58,7 @@ export interface RunnerStore {
   purgeBatches: Bound<typeof batches.purgeFinishedBatches>;
   purgeResults: Bound<typeof cache.purgeExpiredResults>;
   purgeEvents: Bound<typeof events.purgeEvents>;
+  refreshStatistics: Bound<typeof statistics.refreshEmptyStatistics>;
 }
 
 /** What the use-cases (submit, read, list, cancel) need. */
@@ -130,6 +132,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     purgeBatches: (opts) => batches.purgeFinishedBatches(db, opts),
     purgeResults: (opts) => cache.purgeExpiredResults(db, opts),
     purgeEvents: (opts) => events.purgeEvents(db, opts),
+    refreshStatistics: () => statistics.refreshEmptyStatistics(db),
   };
   return {
     db,

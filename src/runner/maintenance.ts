@@ -1,7 +1,8 @@
 /**
  * Housekeeping on timers of its own: the reaper (running jobs whose lease expired go back to
- * pending, or fail on their last attempt) and the retention purge (finished jobs, batches,
- * expired cache entries, old events).
+ * pending, or fail on their last attempt), with it the planner statistics of a table that they
+ * call empty while it is not (db/sql/statistics.ts), and the retention purge (finished jobs,
+ * batches, expired cache entries, old events).
  */
 import type { RunnerStore } from '../db/store.js';
 import type { Logger } from '../log.js';
@@ -27,6 +28,7 @@ export class Maintenance {
   private reapTimer: NodeJS.Timeout | undefined;
   private purgeTimer: NodeJS.Timeout | undefined;
   private reaping = false;
+  private refreshing = false;
   private running = false;
 
   constructor(private readonly opts: MaintenanceOptions) {}
@@ -68,6 +70,29 @@ export class Maintenance {
       this.reaping = false;
     }
     this.opts.afterReap();
+    await this.refreshStatistics();
+  }
+
+  /**
+   * A table whose statistics say empty while it has filled keeps cached plans that scan it whole
+   * until it is analyzed; autovacuum takes up to a minute, a burst of submits a few seconds.
+   */
+  private async refreshStatistics(): Promise<void> {
+    if (this.refreshing || !this.running) return;
+    this.refreshing = true;
+    try {
+      const analyzed = await this.opts.store.refreshStatistics();
+      if (analyzed.length > 0) {
+        this.opts.log.info(
+          { tables: analyzed },
+          'analyzed tables whose statistics said empty: cached plans are made again',
+        );
+      }
+    } catch (err) {
+      this.opts.log.warn({ err }, 'checking planner statistics failed; will retry on next poll');
+    } finally {
+      this.refreshing = false;
+    }
   }
 
   async purge(): Promise<void> {

@@ -74,3 +74,44 @@ export async function explainPrepared(
     await db.raw('DEALLOCATE ALL');
   }
 }
+
+/**
+ * The plan a statement prepared as the service prepares it gets after it has already run `runs`
+ * times (a plan cache may keep a generic plan by then) and `meanwhile` has changed the tables:
+ * `EXPLAIN (ANALYZE, FORMAT JSON)` of its next run, under the session's own `plan_cache_mode`.
+ * Every run is rolled back. `db` must have one connection. Returns the top plan node.
+ */
+export async function explainAfterRuns(
+  db: Knex,
+  sql: string,
+  bindings: readonly unknown[],
+  runs: number,
+  meanwhile: () => Promise<void>,
+): Promise<PlanNode> {
+  const native = db
+    .raw(sql, bindings as Knex.RawBinding[])
+    .toSQL()
+    .toNative();
+  const execute = `EXECUTE under_test(${(native.bindings as (Scalar | Scalar[])[]).map(literal).join(', ')})`;
+  const rolledBack = async <T>(run: () => Promise<T>): Promise<T> => {
+    await db.raw('BEGIN');
+    try {
+      return await run();
+    } finally {
+      await db.raw('ROLLBACK');
+    }
+  };
+  await db.raw(`PREPARE under_test AS ${native.sql}`);
+  try {
+    for (let i = 0; i < runs; i++) await rolledBack(() => db.raw(execute));
+    await meanwhile();
+    const res = await rolledBack(() =>
+      db.raw<{ rows: { 'QUERY PLAN': { Plan: PlanNode }[] }[] }>(
+        `EXPLAIN (ANALYZE, FORMAT JSON) ${execute}`,
+      ),
+    );
+    return res.rows[0]!['QUERY PLAN'][0]!.Plan;
+  } finally {
+    await db.raw('DEALLOCATE under_test');
+  }
+}
