@@ -8,7 +8,8 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { claimStatement } from '../src/db/sql/claims.js';
 import { refreshEmptyStatistics } from '../src/db/sql/statistics.js';
-import { clientId, eventually, freshDatabase, insertJobs } from './support/db.js';
+import pg from 'pg';
+import { clientId, databaseUrl, eventually, freshDatabase, insertJobs } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { TestHeuristic, echoAfter } from './support/heuristics.js';
 import { explainAfterRuns, planNodes, readsJobs, rowsRead } from './support/plans.js';
@@ -61,7 +62,13 @@ describe('planner statistics that call a filled table empty (src/db/sql/statisti
       }
     });
 
-    it('leaves alone a table never analyzed, one whose statistics count rows, and one with few rows', async () => {
+    it('leaves alone a table never analyzed, one whose statistics count rows, and one with few rows', async function () {
+      // pg_stat_force_next_flush() is PostgreSQL 15's; before 14 a table never analyzed has
+      // reltuples 0, not -1.
+      const version = await db.raw<{ rows: { v: number }[] }>(
+        `SELECT current_setting('server_version_num')::int AS v`,
+      );
+      if (version.rows[0]!.v < 150000) this.skip();
       // This connection's counts reach the shared statistics when it next goes idle: made to at
       // once, so that each check sees the writes before it.
       const flush = async () => {
@@ -87,6 +94,29 @@ describe('planner statistics that call a filled table empty (src/db/sql/statisti
       await flush();
       expect(await refreshEmptyStatistics(db)).to.deep.equal(['jobs']);
       expect((await planned(db)).reltuples).to.be.above(500);
+    });
+    it('says nothing was analyzed when ANALYZE skipped the table (another session holds it)', async () => {
+      await db.raw('ANALYZE jobs'); // empty
+      await insertJobs(db, 'busy', N);
+      const other = new pg.Client({ connectionString: databaseUrl(db) });
+      await other.connect();
+      try {
+        // What VACUUM or another ANALYZE takes: ANALYZE (SKIP_LOCKED) then only warns.
+        await other.query('BEGIN');
+        await other.query('LOCK TABLE jobs IN SHARE UPDATE EXCLUSIVE MODE');
+        await eventually(async () => {
+          const res = await db.raw<{ rows: { n: string }[] }>(
+            `SELECT n_live_tup AS n FROM pg_stat_user_tables WHERE relname = 'jobs'`,
+          );
+          return Number(res.rows[0]?.n) >= N;
+        });
+        expect(await refreshEmptyStatistics(db)).to.deep.equal([]);
+        expect((await planned(db)).reltuples).to.equal(0);
+        await other.query('COMMIT');
+        expect(await refreshEmptyStatistics(db)).to.deep.equal(['jobs']);
+      } finally {
+        await other.end();
+      }
     });
   });
 

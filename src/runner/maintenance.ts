@@ -53,6 +53,7 @@ export class Maintenance {
     // A slow database must not stack passes up.
     if (!this.running || this.reaping) return;
     this.reaping = true;
+    let reaped = true;
     try {
       for (;;) {
         const { requeued, failed } = await this.opts.store.reap({
@@ -66,11 +67,13 @@ export class Maintenance {
       }
     } catch (err) {
       this.opts.log.error({ err }, 'reaping expired leases failed; will retry on next poll');
+      reaped = false;
     } finally {
       this.reaping = false;
     }
     this.opts.afterReap();
-    await this.refreshStatistics();
+    // Not while the database fails: the reaper's error says so already.
+    if (reaped) await this.refreshStatistics();
   }
 
   /**
