@@ -235,6 +235,9 @@ describe('GET /events (Server-Sent Events)', () => {
     expect((refused.problem as { detail: string }).detail).to.contain(
       'EVENTS_MAX_STREAMS_PER_CLIENT',
     );
+    // A refused or failed open takes no place: at the limit, a resume after an event that is not
+    // in the log is refused as such, before anything is read.
+    expect((await open({ lastEventId: '999999' })).status).to.equal(429);
     // The limit is the client's: another key's client still gets its streams.
     const other = await issueKey(h.db, 'b');
     expect((await open({}, other.key)).status).to.equal(200);
@@ -248,6 +251,13 @@ describe('GET /events (Server-Sent Events)', () => {
       5000,
       'a stream accepted again after one closed',
     );
+    expect((await open()).status).to.equal(429);
+    // All closed: resumes that fail (410) keep no place, so both places are there afterwards.
+    for (const s of streams) s.close();
+    await eventually(async () => (await open({ lastEventId: '999999' })).status === 410);
+    expect((await open({ lastEventId: '999999' })).status).to.equal(410);
+    expect((await open()).status).to.equal(200);
+    expect((await open()).status).to.equal(200);
     expect((await open()).status).to.equal(429);
   });
 

@@ -50,6 +50,9 @@ export function eventRoutes(deps: EventRoutesDeps): Route[] {
             );
           }
           const clientId = clientOf(ctx).id;
+          // Refused before reading the log too: a client at its limit that keeps reconnecting
+          // must not cost a read each time.
+          streams.makeRoom(clientId);
           const from = await streams.startingPoint(clientId, lastEventId || query.after);
           streams.makeRoom(clientId); // no await from here to open(): the count cannot go stale
           const out = new PassThrough();
@@ -105,7 +108,10 @@ export function eventRoutes(deps: EventRoutesDeps): Route[] {
           ),
           '429': problem(
             'You hold as many streams as one client may (EVENTS_MAX_STREAMS_PER_CLIENT, 100 ' +
-              'by default, per process): close one first. `Retry-After` says when to try again.',
+              'by default, per process; `/problems/too-many-streams`): close one first. Also ' +
+              'too many failed authentications from your address. `Retry-After` says when to ' +
+              'try again.',
+            'Retry-After',
           ),
           ...common4xx,
         },
