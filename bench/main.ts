@@ -200,7 +200,8 @@ async function main() {
         await side.clear(runs[name].total);
       }
       const { service: s, bare: b } = runs;
-      const ran = 1 - (s.backlog ?? 0) / Math.max(1, s.total);
+      // At least a little, so that a round with nothing run still has a ratio (near 0).
+      const ran = Math.max(0.001, 1 - (s.backlog ?? 0) / Math.max(1, s.total));
       rounds.push({
         ...runs,
         ratio: (s.reqPerS * ran) / b.reqPerS,
