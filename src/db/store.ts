@@ -58,7 +58,7 @@ export interface RunnerStore {
   purgeBatches: Bound<typeof batches.purgeFinishedBatches>;
   purgeResults: Bound<typeof cache.purgeExpiredResults>;
   purgeEvents: Bound<typeof events.purgeEvents>;
-  refreshStatistics: Bound<typeof statistics.refreshEmptyStatistics>;
+  refreshStatistics: Bound<typeof statistics.refreshOutgrownStatistics>;
 }
 
 /** What the use-cases (submit, read, list, cancel) need. */
@@ -132,7 +132,7 @@ export function createStore(db: Knex, hooks: StoreHooks = {}): Store {
     purgeBatches: (opts) => batches.purgeFinishedBatches(db, opts),
     purgeResults: (opts) => cache.purgeExpiredResults(db, opts),
     purgeEvents: (opts) => events.purgeEvents(db, opts),
-    refreshStatistics: () => statistics.refreshEmptyStatistics(db),
+    refreshStatistics: () => statistics.refreshOutgrownStatistics(db),
   };
   return {
     db,

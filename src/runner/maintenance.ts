@@ -1,7 +1,7 @@
 /**
  * Housekeeping on timers of its own: the reaper (running jobs whose lease expired go back to
- * pending, or fail on their last attempt), with it the planner statistics of a table that they
- * call empty while it is not (db/sql/statistics.ts), and the retention purge (finished jobs,
+ * pending, or fail on their last attempt), with it the planner statistics of a table that has
+ * outgrown them tenfold (db/sql/statistics.ts), and the retention purge (finished jobs,
  * batches, expired cache entries, old events).
  */
 import type { RunnerStore } from '../db/store.js';
@@ -77,8 +77,8 @@ export class Maintenance {
   }
 
   /**
-   * A table whose statistics say empty while it has filled keeps cached plans that scan it whole
-   * until it is analyzed; autovacuum takes up to a minute, a burst of submits a few seconds.
+   * A table that has outgrown its statistics (taken empty, or nearly) keeps cached plans that scan
+   * it whole until it is analyzed; autovacuum takes up to a minute, a burst of submits seconds.
    */
   private async refreshStatistics(): Promise<void> {
     if (this.refreshing || !this.running) return;
@@ -88,7 +88,7 @@ export class Maintenance {
       if (analyzed.length > 0) {
         this.opts.log.info(
           { tables: analyzed },
-          'analyzed tables whose statistics said empty: cached plans are made again',
+          'analyzed tables grown tenfold past their statistics: cached plans are made again',
         );
       }
     } catch (err) {

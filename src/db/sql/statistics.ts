@@ -1,50 +1,50 @@
 /**
- * The planner's view of the busiest tables, kept from saying "empty" about a table that is not.
+ * The planner's view of the busiest tables, kept from describing a table far smaller than it is.
  *
- * After VACUUM or ANALYZE of a table with no live rows, `pg_class` says 0 rows, and the planner
- * takes the table for empty whatever its size: a prepared statement run a few times then may
- * cache a generic plan that scans `jobs` whole, and keeps using it as the table fills, until the
- * next ANALYZE invalidates it. Autovacuum gets there within its naptime
- * (a minute); a burst of submits gets there first: with 35,000 jobs, each claim read the table
- * 142 times over (400 ms) and the runner fell behind by half the burst (docs/performance.md).
- * A table never analyzed is not affected: the planner assumes at least ten pages for it (from
- * PostgreSQL 14, where `reltuples` is -1 until then; on 13 such a table is analyzed too, which is
- * harmless).
+ * A prepared statement run a few times may cache a generic plan, made for the table as its
+ * statistics and its size were then, and keep using it until the next ANALYZE invalidates it.
+ * After VACUUM or ANALYZE of an empty `jobs` (`reltuples` 0: the planner takes it for empty,
+ * whatever its size), or of one holding a few rows, that plan scans `jobs` whole, and goes on
+ * scanning it as the table fills. Autovacuum gets to the ANALYZE within its naptime (a minute); a
+ * burst of submits gets there first: with 35,000 jobs, each claim read the table 142 times over
+ * (400 ms) and the runner fell behind by half the burst (docs/performance.md, "Statistics that
+ * call a filled table empty").
  */
 import type { Knex } from 'knex';
 
 /** The tables checked: those read by the hot prepared statements (claim, outcomes, reads). */
 const TABLES = ['jobs', 'job_events'] as const;
 
-/**
- * From this many live rows on, a table the statistics call empty is analyzed: fewer fit in the
- * ten pages the planner assumes of a table never analyzed, and scanning them is cheap.
- */
+/** A table is analyzed once it holds this many times the rows its statistics say... */
+const GROWTH = 10;
+/** ...and at least this many: fewer fit in a few pages, and scanning them is cheap. */
 const MIN_LIVE_ROWS = 500;
 
 /**
- * ANALYZEs each of TABLES whose statistics say empty (`reltuples` 0) while the cumulative
- * statistics count at least MIN_LIVE_ROWS live rows in it (they follow inserts and deletes within
- * about a second), which refreshes them and makes every session replan its statements on that
- * table. Only tables this role may analyze (it owns them) are looked at. A table another session
- * is analyzing or vacuuming is skipped (it is being refreshed); ANALYZE only warns then, so what
- * was analyzed is read back. Returns the tables analyzed. One catalog read when there is nothing
- * to do; a table that stays empty is not analyzed again (ANALYZE resets the live-row count).
+ * ANALYZEs each of TABLES that the cumulative statistics (which follow inserts and deletes within
+ * about a second) count at least MIN_LIVE_ROWS live rows in, and GROWTH times what its planner
+ * statistics (`reltuples`: 0 after an ANALYZE of the empty table, -1 before any) say. That
+ * refreshes them and makes every session replan its statements on that table. Only tables this
+ * role may analyze (it owns them) are looked at. A table another session is analyzing or
+ * vacuuming is skipped (it is being refreshed); ANALYZE only warns then, so what was analyzed is
+ * read back. Returns the tables analyzed. One catalog read when there is nothing to do; a table
+ * is analyzed again only once it has grown GROWTH times more.
  */
-export async function refreshEmptyStatistics(db: Knex): Promise<string[]> {
-  const empty = (names: readonly string[]) =>
+export async function refreshOutgrownStatistics(db: Knex): Promise<string[]> {
+  const outgrown = (names: readonly string[]) =>
     db.raw<{ rows: { name: (typeof TABLES)[number] }[] }>(
       `SELECT s.relname AS name FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-       WHERE s.relid = ANY (?::regclass[]) AND c.reltuples = 0 AND s.n_live_tup >= ?
+       WHERE s.relid = ANY (?::regclass[]) AND s.n_live_tup >= ?
+         AND s.n_live_tup >= ? * greatest(c.reltuples, 1)
          AND pg_has_role(c.relowner, 'USAGE')`,
-      [[...names], MIN_LIVE_ROWS],
+      [[...names], MIN_LIVE_ROWS, GROWTH],
     );
-  const found = (await empty(TABLES)).rows.map((r) => r.name);
+  const found = (await outgrown(TABLES)).rows.map((r) => r.name);
   if (found.length === 0) return [];
   for (const name of found) {
     // `name` is one of TABLES (matched by oid above), not text from outside.
     if (TABLES.includes(name)) await db.raw(`ANALYZE (SKIP_LOCKED) ${name}`);
   }
-  const still = new Set((await empty(found)).rows.map((r) => r.name));
+  const still = new Set((await outgrown(found)).rows.map((r) => r.name));
   return found.filter((name) => !still.has(name));
 }
