@@ -88,6 +88,11 @@ const query = fc
     { maxKeys: 4 },
   )
   .map((q) => {
+    // A valid `wait` over 1 s holds a long-poll on a pending job or batch (the runner is stopped)
+    // for that long: 10 s or more met the client's 10 s timeout and failed the run. Out-of-range
+    // and malformed values are kept: they are refused at once.
+    const wait = Number(q.wait);
+    if (Number.isInteger(wait) && wait > 1 && wait <= 60) q.wait = '1';
     const s = new URLSearchParams(q).toString();
     return s ? `?${s}` : '';
   });
