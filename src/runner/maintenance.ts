@@ -28,7 +28,6 @@ export class Maintenance {
   private reapTimer: NodeJS.Timeout | undefined;
   private purgeTimer: NodeJS.Timeout | undefined;
   private reaping = false;
-  private refreshing = false;
   private running = false;
 
   constructor(private readonly opts: MaintenanceOptions) {}
@@ -48,12 +47,25 @@ export class Maintenance {
     clearInterval(this.purgeTimer);
   }
 
-  /** One reaper pass (in batches until none is left), then `afterReap`. */
+  /**
+   * One reaper pass (in batches until none is left), then `afterReap`, then the statistics check.
+   * A slow database must not stack passes up: the next starts once all of this one is done.
+   */
   async reap(): Promise<void> {
-    // A slow database must not stack passes up.
     if (!this.running || this.reaping) return;
     this.reaping = true;
-    let reaped = true;
+    try {
+      const reaped = await this.reapExpired();
+      this.opts.afterReap();
+      // Not while the database fails: the reaper's error says so already.
+      if (reaped) await this.refreshStatistics();
+    } finally {
+      this.reaping = false;
+    }
+  }
+
+  /** Requeues or fails the jobs whose lease expired; false when the database failed. */
+  private async reapExpired(): Promise<boolean> {
     try {
       for (;;) {
         const { requeued, failed } = await this.opts.store.reap({
@@ -63,17 +75,12 @@ export class Maintenance {
         if (requeued + failed > 0) {
           this.opts.log.warn({ requeued, failed }, 'reaped jobs whose lease expired');
         }
-        if (requeued + failed < REAP_BATCH) break;
+        if (requeued + failed < REAP_BATCH) return true;
       }
     } catch (err) {
       this.opts.log.error({ err }, 'reaping expired leases failed; will retry on next poll');
-      reaped = false;
-    } finally {
-      this.reaping = false;
+      return false;
     }
-    this.opts.afterReap();
-    // Not while the database fails: the reaper's error says so already.
-    if (reaped) await this.refreshStatistics();
   }
 
   /**
@@ -81,8 +88,7 @@ export class Maintenance {
    * it whole until it is analyzed; autovacuum takes up to a minute, a burst of submits seconds.
    */
   private async refreshStatistics(): Promise<void> {
-    if (this.refreshing || !this.running) return;
-    this.refreshing = true;
+    if (!this.running) return;
     try {
       const analyzed = await this.opts.store.refreshStatistics();
       if (analyzed.length > 0) {
@@ -93,8 +99,6 @@ export class Maintenance {
       }
     } catch (err) {
       this.opts.log.warn({ err }, 'checking planner statistics failed; will retry on next poll');
-    } finally {
-      this.refreshing = false;
     }
   }
 
