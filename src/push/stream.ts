@@ -50,17 +50,11 @@ export class EventStreams {
   private readonly byClient = new Map<string, Set<EventStream>>();
   private closed = false;
 
-  private readonly heartbeatMs: number;
-  private readonly maxPerClient: number;
-
   constructor(
     private readonly db: Knex,
     private readonly log: Logger,
-    opts: { heartbeatMs: number; maxPerClient: number },
-  ) {
-    this.heartbeatMs = opts.heartbeatMs;
-    this.maxPerClient = opts.maxPerClient;
-  }
+    private readonly opts: { heartbeatMs: number; maxPerClient: number },
+  ) {}
 
   /** Streams open now. */
   get size(): number {
@@ -85,8 +79,9 @@ export class EventStreams {
    * before `open`, with no await between the two, so that concurrent requests cannot all pass.
    */
   makeRoom(clientId: string): void {
-    if ((this.byClient.get(clientId)?.size ?? 0) >= this.maxPerClient) {
-      throw new StreamLimitError(this.maxPerClient);
+    const { maxPerClient } = this.opts;
+    if ((this.byClient.get(clientId)?.size ?? 0) >= maxPerClient) {
+      throw new StreamLimitError(maxPerClient);
     }
   }
 
@@ -99,7 +94,15 @@ export class EventStreams {
       out.end();
       return;
     }
-    const stream = new EventStream(this.db, this.log, this.heartbeatMs, filter, from, out, hangUp);
+    const stream = new EventStream(
+      this.db,
+      this.log,
+      this.opts.heartbeatMs,
+      filter,
+      from,
+      out,
+      hangUp,
+    );
     let streams = this.byClient.get(filter.clientId);
     if (!streams) this.byClient.set(filter.clientId, (streams = new Set()));
     streams.add(stream);
