@@ -46,6 +46,30 @@ function literal(value: Scalar | readonly Scalar[]): string {
 }
 
 /**
+ * `sql` (knex `?` placeholders) with `bindings` as `PREPARE under_test` takes it, and the
+ * `EXECUTE under_test(...)` that runs it with those values.
+ */
+function underTest(db: Knex, sql: string, bindings: readonly unknown[]) {
+  const native = db
+    .raw(sql, bindings as Knex.RawBinding[])
+    .toSQL()
+    .toNative();
+  const values = (native.bindings as (Scalar | Scalar[])[]).map(literal).join(', ');
+  return {
+    prepare: `PREPARE under_test AS ${native.sql}`,
+    execute: `EXECUTE under_test(${values})`,
+  };
+}
+
+/** The top plan node of `EXPLAIN (ANALYZE, FORMAT JSON)` of `execute`. */
+async function explained(db: Knex, execute: string): Promise<PlanNode> {
+  const res = await db.raw<{ rows: { 'QUERY PLAN': { Plan: PlanNode }[] }[] }>(
+    `EXPLAIN (ANALYZE, FORMAT JSON) ${execute}`,
+  );
+  return res.rows[0]!['QUERY PLAN'][0]!.Plan;
+}
+
+/**
  * Runs `sql` (knex `?` placeholders) with `bindings` under EXPLAIN ANALYZE, prepared as the
  * service prepares its statements, with `planCacheMode` choosing between a plan made for these
  * values and the generic one a plan cache may keep; in a transaction rolled back. `db` must have
@@ -57,18 +81,12 @@ export async function explainPrepared(
   bindings: readonly unknown[],
   planCacheMode: 'force_custom_plan' | 'force_generic_plan',
 ): Promise<PlanNode> {
-  const native = db
-    .raw(sql, bindings as Knex.RawBinding[])
-    .toSQL()
-    .toNative();
+  const { prepare, execute } = underTest(db, sql, bindings);
   await db.raw('BEGIN');
   try {
     await db.raw(`SET LOCAL plan_cache_mode = ${planCacheMode}`);
-    await db.raw(`PREPARE under_test AS ${native.sql}`);
-    const res = await db.raw<{ rows: { 'QUERY PLAN': { Plan: PlanNode }[] }[] }>(
-      `EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE under_test(${(native.bindings as (Scalar | Scalar[])[]).map(literal).join(', ')})`,
-    );
-    return res.rows[0]!['QUERY PLAN'][0]!.Plan;
+    await db.raw(prepare);
+    return await explained(db, execute);
   } finally {
     await db.raw('ROLLBACK');
     await db.raw('DEALLOCATE ALL');
@@ -88,11 +106,7 @@ export async function explainAfterRuns(
   runs: number,
   meanwhile: () => Promise<void>,
 ): Promise<PlanNode> {
-  const native = db
-    .raw(sql, bindings as Knex.RawBinding[])
-    .toSQL()
-    .toNative();
-  const execute = `EXECUTE under_test(${(native.bindings as (Scalar | Scalar[])[]).map(literal).join(', ')})`;
+  const { prepare, execute } = underTest(db, sql, bindings);
   const rolledBack = async <T>(run: () => Promise<T>): Promise<T> => {
     await db.raw('BEGIN');
     try {
@@ -101,16 +115,11 @@ export async function explainAfterRuns(
       await db.raw('ROLLBACK');
     }
   };
-  await db.raw(`PREPARE under_test AS ${native.sql}`);
+  await db.raw(prepare);
   try {
     for (let i = 0; i < runs; i++) await rolledBack(() => db.raw(execute));
     await meanwhile();
-    const res = await rolledBack(() =>
-      db.raw<{ rows: { 'QUERY PLAN': { Plan: PlanNode }[] }[] }>(
-        `EXPLAIN (ANALYZE, FORMAT JSON) ${execute}`,
-      ),
-    );
-    return res.rows[0]!['QUERY PLAN'][0]!.Plan;
+    return await rolledBack(() => explained(db, execute));
   } finally {
     await db.raw('DEALLOCATE under_test');
   }
