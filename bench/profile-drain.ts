@@ -11,6 +11,11 @@
  * batches are accepted (with a held runner, `HEURISTIC_DELAY_MS=600000`, that times the submit
  * path alone).
  *
+ * With BENCH_PEER=graphile-worker it measures the bench's peer instead, the same way: each round
+ * drains N jobs with graphile-worker in batch mode (as `npm run bench` runs it, in this process)
+ * and prints jobs/s and this process's and Postgres's CPU per job, so the two drains can be
+ * compared by what each job costs, not only by rate.
+ *
  *   DATABASE_URL=… BENCH_PG_PID=… node --import tsx bench/profile-drain.ts
  */
 import type { Knex } from 'knex';
@@ -18,6 +23,7 @@ import { issueKey } from '../src/auth/keys.js';
 import { createKnex } from '../src/db/knex.js';
 import { cpuMs, postgresCpuMs } from './cpu.js';
 import { bench, startService, submitBatches, waitFinished } from './harness.js';
+import { graphileWorker } from './peers.js';
 
 const n = Number(process.env.BENCH_DRAIN_JOBS ?? 20_000);
 const submitOnly = Boolean(process.env.BENCH_SUBMIT_ONLY);
@@ -37,8 +43,33 @@ async function drain(base: string, db: Knex) {
 const databaseUrl = process.env.DATABASE_URL;
 if (!databaseUrl) throw new Error('DATABASE_URL is required');
 const db = createKnex(databaseUrl, 2);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const pgPid = Number(process.env.BENCH_PG_PID ?? 0);
+const perJob = (ms: number) => Math.round((ms * 1000) / n);
 
-if (process.env.BENCH_BASE) {
+if (process.env.BENCH_PEER === 'graphile-worker') {
+  try {
+    for (let round = 0; round < rounds; round++) {
+      // Its start (migrate, connect) and stop are inside the measure: a few ms of CPU.
+      const node0 = process.cpuUsage();
+      const pg0 = pgPid ? postgresCpuMs(pgPid) : NaN;
+      const r = await graphileWorker({ databaseUrl, jobs: n, concurrency: 16, pickups: 0 });
+      const node = process.cpuUsage(node0);
+      console.log(
+        JSON.stringify({
+          peer: 'graphile-worker',
+          round,
+          jobs: n,
+          jobs_per_s: r.drain_jobs_per_s,
+          node_cpu_us_per_job: perJob((node.user + node.system) / 1000),
+          postgres_cpu_us_per_job: pgPid ? perJob(postgresCpuMs(pgPid) - pg0) : null,
+        }),
+      );
+    }
+  } finally {
+    await db.destroy();
+  }
+} else if (process.env.BENCH_BASE) {
   bench.auth = { authorization: `Bearer ${process.env.BENCH_KEY ?? ''}` };
   const r = await drain(process.env.BENCH_BASE, db);
   console.log(JSON.stringify({ jobs: n, ...r, jobs_per_s: Math.round(n / r.total_s) }));
@@ -49,16 +80,16 @@ if (process.env.BENCH_BASE) {
     HEURISTIC_DELAY_MS: process.env.HEURISTIC_DELAY_MS ?? '0',
     SHUTDOWN_GRACE_MS: '0',
   });
-  const pgPid = Number(process.env.BENCH_PG_PID ?? 0);
   try {
     await db.raw('TRUNCATE jobs, batches, results, flights, job_events, api_keys, clients CASCADE');
     bench.auth = { authorization: `Bearer ${(await issueKey(db, 'bench')).key}` };
-    for (let round = 0; round < Number(process.env.BENCH_ROUNDS ?? 3); round++) {
+    for (let round = 0; round < rounds; round++) {
       await db.raw('TRUNCATE jobs, batches, job_events');
       const server0 = cpuMs(service.pid);
+      const client0 = process.cpuUsage();
       const pg0 = pgPid ? postgresCpuMs(pgPid) : NaN;
       const r = await drain(service.base, db);
-      const perJob = (ms: number) => Math.round((ms * 1000) / n);
+      const client = process.cpuUsage(client0);
       console.log(
         JSON.stringify({
           round,
@@ -66,6 +97,8 @@ if (process.env.BENCH_BASE) {
           ...r,
           jobs_per_s: Math.round(n / r.total_s),
           server_cpu_us_per_job: perJob(cpuMs(service.pid) - server0),
+          // This process: the HTTP requests that submit the batches, and the wait for the end.
+          client_cpu_us_per_job: perJob((client.user + client.system) / 1000),
           postgres_cpu_us_per_job: pgPid ? perJob(postgresCpuMs(pgPid) - pg0) : null,
         }),
       );
