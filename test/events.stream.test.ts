@@ -261,6 +261,27 @@ describe('GET /events (Server-Sent Events)', () => {
     expect((await open()).status).to.equal(429);
   });
 
+  it('gives back the place of a stream the server ends itself (its read of the log failed)', async () => {
+    // Heartbeats every 30 ms: the stream reads the log again after each.
+    await start({ eventsMaxStreamsPerClient: 1, eventsHeartbeatMs: 30 });
+    const first = await open();
+    expect(first.status).to.equal(200);
+    await eventually(async () => first.comments.includes('connected'));
+    expect((await open()).status).to.equal(429);
+    // The log out of reach for a moment: the stream's next read fails and the server ends it
+    // (the client would reconnect with Last-Event-ID). A place kept by a stream ended this way,
+    // not by its client, would refuse every stream of this client from then on.
+    await h.db.raw('ALTER TABLE job_events RENAME TO job_events_away');
+    try {
+      await first.ended;
+    } finally {
+      await h.db.raw('ALTER TABLE job_events_away RENAME TO job_events');
+    }
+    const again = await open();
+    expect(again.status).to.equal(200);
+    await eventually(async () => again.comments.includes('connected'));
+  });
+
   it('ends open streams when the service stops, so stop() does not hang', async () => {
     await start();
     const stream = await open();
