@@ -7,8 +7,10 @@ declare module 'autocannon' {
     body?: string;
     connections?: number;
     duration?: number;
-    /** Requests per second over all connections. */
+    /** Requests per second over all connections (per worker, with `workers`). */
     overallRate?: number;
+    /** Worker threads that send the requests (connections divided among them). */
+    workers?: number;
   }
   interface Histogram {
     average: number;

@@ -15,6 +15,14 @@ import { cpuMs, postgresCpuMs } from './cpu.js';
 
 export const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 export const CONCURRENCY = 16;
+/**
+ * Seconds of the same requests, untimed, before a latency or throughput measure of a server just
+ * started (the single-submit rounds, the GETs beside CPU-heavy heuristics): such a server opens
+ * its pool's connections and runs unoptimized code for its first requests (V8 compiles each
+ * function on its first call, on the event loop; profiled: single GETs of 5-15 ms in the first
+ * seconds), which is start-up, not the steady state the targets are about.
+ */
+export const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
 /** Extra node flags for spawned servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /**

@@ -21,6 +21,7 @@ import { BIG_OPS, benchBigTable } from './bigtable.js';
 import { benchFiles } from './files.js';
 import {
   CONCURRENCY,
+  WARMUP_SECONDS,
   PICKUP_MS,
   SECONDS,
   SERVICE_DIR,
@@ -54,12 +55,6 @@ import { bareRoundTrips, postThenWait, postWaiting } from './ttr.js';
 const DRAIN_JOBS = Number(process.env.BENCH_DRAIN_JOBS ?? 20_000);
 const PEER_JOBS = Number(process.env.BENCH_PEER_JOBS ?? 5000);
 const CONNECTIONS = 64;
-/**
- * Seconds of the same load, untimed, before each single-submit measurement (the service's and
- * bare Koa's alike): a server just started opens its pool's connections and runs unoptimized
- * code for its first requests, which is start-up, not the steady state the ratio is about.
- */
-const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
 /**
  * The single-submit comparison runs this many rounds of the service and bare Koa, a load of
  * BENCH_SECONDS each, in alternating order (service first in odd rounds), and reports the
