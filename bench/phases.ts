@@ -88,19 +88,22 @@ async function longpoll(db: Knex, databaseUrl: string): Promise<void> {
   await reset(db);
 }
 
-/** 6. Slot utilization: 1 s heuristic, N = 10 x C jobs. */
+/**
+ * 6. Slot utilization: 1 s heuristic, N = 10 x C jobs: the heuristic's time (N seconds) over
+ * the slots' time from the first claim to the last completion. Counted from the heuristic's
+ * known duration, not from each job's started_at-finished_at: that span also holds the outcome's
+ * write, during which the slot already runs its next job.
+ */
 async function utilization(db: Knex, databaseUrl: string): Promise<void> {
-  say(`utilization: ${10 * CONCURRENCY} jobs of 1 s on ${CONCURRENCY} slots`);
+  const jobs = 10 * CONCURRENCY;
+  say(`utilization: ${jobs} jobs of 1 s on ${CONCURRENCY} slots`);
   const second = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '1000' });
-  await submitBatches(second.base, 10 * CONCURRENCY, (i) => `UBER TRIP ${i}`, 1);
-  await waitFinished(db, 10 * CONCURRENCY, 'utilization');
-  const span = await db.raw<{ rows: [{ busy_s: number; span_s: number }] }>(
-    `SELECT sum(extract(epoch FROM finished_at - started_at)) AS busy_s,
-            extract(epoch FROM max(finished_at) - min(started_at)) AS span_s FROM jobs`,
+  await submitBatches(second.base, jobs, (i) => `UBER TRIP ${i}`, 1);
+  await waitFinished(db, jobs, 'utilization');
+  const span = await db.raw<{ rows: [{ span_s: number }] }>(
+    `SELECT extract(epoch FROM max(finished_at) - min(started_at)) AS span_s FROM jobs`,
   );
-  result.utilization_pct = round(
-    (100 * Number(span.rows[0].busy_s)) / (CONCURRENCY * Number(span.rows[0].span_s)),
-  );
+  result.utilization_pct = round((100 * jobs) / (CONCURRENCY * Number(span.rows[0].span_s)));
   target('slot utilization (1 s jobs)', result.utilization_pct, '≥ 99 %', (v) => v >= 99);
   await second.stop();
   await reset(db);

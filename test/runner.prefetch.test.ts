@@ -151,4 +151,34 @@ describe('Runner: claiming ahead', () => {
     await eventually(async () => (await jobStatuses(db)).succeeded === 3);
     expect(heuristic.calls.length, 'each job ran once').to.equal(3);
   });
+
+  // Without fetching ahead (slow jobs), a slot whose job's outcome is being written gets its next
+  // job at once; before, the next claim waited for the write, so each slot sat idle for a commit
+  // and a claim's round trip per job (utilization 98.8-99.3 % with 1 s jobs).
+  it('claims the next job for a slot while the last outcome is still being written, up to one per slot', async () => {
+    for (let i = 0; i < 3; i++) await insertPending(db, `slow ${i}`);
+    const heuristic = new TestHeuristic(echoAfter(0));
+    let holdWrites = true;
+    const held: (() => void)[] = [];
+    // Jobs of a second so far (no fetching ahead); these answer at once, but their durations are
+    // recorded only once written, so the runner's view stays at a second while the writes wait.
+    const made = runnerWith(db, heuristic, 1000, {
+      concurrency: 1,
+      beforeComplete: () =>
+        holdWrites ? new Promise<void>((resolve) => held.push(resolve)) : Promise.resolve(),
+    });
+    runner = made.runner;
+    runner.start();
+    runner.wake();
+    // The first outcome's write is held: the slot's next job is claimed and run all the same.
+    await eventually(async () => heuristic.calls.length === 2, 5000, 'a second job to run');
+    expect(made.limits.slice(0, 2), 'each claim asked for the one slot').to.deep.equal([1, 1]);
+    // Both outcomes held now: one claim per slot beyond the slots is the bound, the third waits.
+    expect(await jobStatuses(db)).to.deep.equal({ running: 2, pending: 1 });
+    expect(made.limits, 'no claim past the bound').to.have.length(2);
+    holdWrites = false;
+    for (const release of held) release();
+    await eventually(async () => (await jobStatuses(db)).succeeded === 3);
+    expect(heuristic.calls.length, 'each job ran once').to.equal(3);
+  });
 });

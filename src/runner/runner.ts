@@ -84,6 +84,14 @@ export class Runner {
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private claiming: Promise<void> | undefined;
   private claimRequested = false;
+  /**
+   * Attempts whose heuristic has returned and whose outcome is still being written. Their claims
+   * are held until written, yet up to `concurrency` of them do not count against the next
+   * claim's size, so a slot does not wait for the write to get its next job: this process holds
+   * at most 2 x concurrency claims (plus what it fetches ahead), the second half only for as
+   * long as outcome writes take.
+   */
+  private writing = 0;
   private mayHaveWork = true;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeating = false;
@@ -241,7 +249,11 @@ export class Runner {
       while (this.state === 'running' && this.mayHaveWork) {
         this.claimRequested = false;
         const prefetch = this.prefetch();
-        const free = this.opts.concurrency + prefetch - this.attempts.size;
+        const free =
+          this.opts.concurrency +
+          prefetch -
+          this.attempts.size +
+          Math.min(this.writing, this.opts.concurrency);
         // With work fetched ahead still waiting here, claim again only once half of it has run:
         // a claim costs about the same for 1 job as for 100 (planning, round trip, commit), and
         // the half left lasts ~10 ms, longer than a claim. Else claims followed each completion
@@ -304,10 +316,16 @@ export class Runner {
         // The slot is the heuristic's: it is free once the call has returned, while the outcome
         // is written. Writes of attempts that finish meanwhile then join the same group commit,
         // instead of at most `concurrency` attempts waiting on each write. The attempt keeps its
-        // claim (renewed, counted against the next claim's size) until the outcome is written.
+        // claim (renewed) until the outcome is written, but from the call's return the slot's
+        // next job is claimed at once (see `writing`): waiting for the write left each slot idle
+        // for a commit and a claim's round trip per job (utilization 98.8-99.3 % with 1 s jobs).
+        let writing = false;
         const recorded = this.recorder
           .record(job, outcome, durationMs, attempt.held)
-          .finally(() => settle(attempt));
+          .finally(() => {
+            if (writing) this.writing -= 1;
+            settle(attempt);
+          });
         void Promise.all([recorded, returned])
           .then(() => {
             this.attempts.delete(key);
@@ -318,6 +336,11 @@ export class Runner {
           );
         await returned;
         attempt.inSlot = false;
+        if (!attempt.settled) {
+          writing = true;
+          this.writing += 1;
+          if (this.mayHaveWork) void this.claim();
+        }
       })
       .catch((err: unknown) => this.opts.log.error({ err, jobId: job.id }, 'runner task failed'));
   }
