@@ -57,6 +57,23 @@ function runnerWith(
   return { runner, limits, prefetches };
 }
 
+/**
+ * Outcome writes held back (runnerWith's `beforeComplete`) until `release()`, which lets the
+ * held ones and every later one through.
+ */
+function heldWrites() {
+  let holding = true;
+  const held: (() => void)[] = [];
+  return {
+    beforeComplete: () =>
+      holding ? new Promise<void>((resolve) => held.push(resolve)) : Promise.resolve(),
+    release: () => {
+      holding = false;
+      for (const resume of held.splice(0)) resume();
+    },
+  };
+}
+
 describe('Runner: claiming ahead', () => {
   let db: Knex;
   let runner: Runner | undefined;
@@ -131,12 +148,10 @@ describe('Runner: claiming ahead', () => {
   it('frees the slot once the heuristic returned, while the outcome is still being written', async () => {
     for (let i = 0; i < 3; i++) await insertPending(db, `job ${i}`);
     const heuristic = new TestHeuristic(echoAfter(0));
-    let holdWrites = true;
-    const held: (() => void)[] = [];
+    const writes = heldWrites();
     const made = runnerWith(db, heuristic, 0.1, {
       concurrency: 1,
-      beforeComplete: () =>
-        holdWrites ? new Promise<void>((resolve) => held.push(resolve)) : Promise.resolve(),
+      beforeComplete: writes.beforeComplete,
     });
     runner = made.runner;
     runner.start();
@@ -146,8 +161,7 @@ describe('Runner: claiming ahead', () => {
     expect(await jobStatuses(db)).to.deep.equal({ running: 3 });
     expect(heuristic.maxRunning, 'heuristic calls at once').to.equal(1);
     expect(runner.busySlots, 'slots in use while the writes wait').to.equal(0);
-    holdWrites = false;
-    for (const release of held) release();
+    writes.release();
     await eventually(async () => (await jobStatuses(db)).succeeded === 3);
     expect(heuristic.calls.length, 'each job ran once').to.equal(3);
   });
@@ -158,14 +172,12 @@ describe('Runner: claiming ahead', () => {
   it('claims the next job for a slot while the last outcome is still being written, up to one per slot', async () => {
     for (let i = 0; i < 3; i++) await insertPending(db, `slow ${i}`);
     const heuristic = new TestHeuristic(echoAfter(0));
-    let holdWrites = true;
-    const held: (() => void)[] = [];
+    const writes = heldWrites();
     // Jobs of a second so far (no fetching ahead); these answer at once, but their durations are
     // recorded only once written, so the runner's view stays at a second while the writes wait.
     const made = runnerWith(db, heuristic, 1000, {
       concurrency: 1,
-      beforeComplete: () =>
-        holdWrites ? new Promise<void>((resolve) => held.push(resolve)) : Promise.resolve(),
+      beforeComplete: writes.beforeComplete,
     });
     runner = made.runner;
     runner.start();
@@ -176,8 +188,7 @@ describe('Runner: claiming ahead', () => {
     // Both outcomes held now: one claim per slot beyond the slots is the bound, the third waits.
     expect(await jobStatuses(db)).to.deep.equal({ running: 2, pending: 1 });
     expect(made.limits, 'no claim past the bound').to.have.length(2);
-    holdWrites = false;
-    for (const release of held) release();
+    writes.release();
     await eventually(async () => (await jobStatuses(db)).succeeded === 3);
     expect(heuristic.calls.length, 'each job ran once').to.equal(3);
   });
