@@ -51,17 +51,16 @@ if (process.env.BENCH_PEER === 'graphile-worker') {
   try {
     for (let round = 0; round < rounds; round++) {
       // Its start (migrate, connect) and stop are inside the measure: a few ms of CPU.
-      const node0 = process.cpuUsage();
+      const node0 = cpuMs(process.pid);
       const pg0 = pgPid ? postgresCpuMs(pgPid) : NaN;
       const r = await graphileWorker({ databaseUrl, jobs: n, concurrency: 16, pickups: 0 });
-      const node = process.cpuUsage(node0);
       console.log(
         JSON.stringify({
           peer: 'graphile-worker',
           round,
           jobs: n,
           jobs_per_s: r.drain_jobs_per_s,
-          node_cpu_us_per_job: perJob((node.user + node.system) / 1000),
+          node_cpu_us_per_job: perJob(cpuMs(process.pid) - node0),
           postgres_cpu_us_per_job: pgPid ? perJob(postgresCpuMs(pgPid) - pg0) : null,
         }),
       );
@@ -86,10 +85,9 @@ if (process.env.BENCH_PEER === 'graphile-worker') {
     for (let round = 0; round < rounds; round++) {
       await db.raw('TRUNCATE jobs, batches, job_events');
       const server0 = cpuMs(service.pid);
-      const client0 = process.cpuUsage();
+      const client0 = cpuMs(process.pid);
       const pg0 = pgPid ? postgresCpuMs(pgPid) : NaN;
       const r = await drain(service.base, db);
-      const client = process.cpuUsage(client0);
       console.log(
         JSON.stringify({
           round,
@@ -98,7 +96,7 @@ if (process.env.BENCH_PEER === 'graphile-worker') {
           jobs_per_s: Math.round(n / r.total_s),
           server_cpu_us_per_job: perJob(cpuMs(service.pid) - server0),
           // This process: the HTTP requests that submit the batches, and the wait for the end.
-          client_cpu_us_per_job: perJob((client.user + client.system) / 1000),
+          client_cpu_us_per_job: perJob(cpuMs(process.pid) - client0),
           postgres_cpu_us_per_job: pgPid ? perJob(postgresCpuMs(pgPid) - pg0) : null,
         }),
       );
