@@ -27,6 +27,8 @@ export interface AttemptResult {
    * for to record the outcome, but keeps its slot until then, so `concurrency` is never exceeded.
    */
   returned: Promise<void>;
+  /** The heuristic has returned already (or was not called): `returned` is resolved. */
+  hasReturned: boolean;
 }
 
 export interface AttemptDeps {
@@ -54,16 +56,23 @@ export async function runAttempt(
     const flight = key === null ? LEADER : await beginFlight(job, key, deps);
     if (flight.role === 'cached') {
       const outcome: Outcome = { kind: 'answered', result: flight.result, cached: true };
-      return { outcome, durationMs: elapsed(), returned: Promise.resolve() };
+      return { outcome, durationMs: elapsed(), returned: Promise.resolve(), hasReturned: true };
     }
     if (flight.role === 'follower') {
-      return { outcome: { kind: 'coalesced' }, durationMs: elapsed(), returned: Promise.resolve() };
+      const outcome: Outcome = { kind: 'coalesced' };
+      return { outcome, durationMs: elapsed(), returned: Promise.resolve(), hasReturned: true };
     }
     // Canceled while it waited for a slot: the heuristic is not called at all.
     const call = Promise.resolve().then(() => {
       signal.throwIfAborted();
       return deps.heuristic.match(job.transaction, signal);
     });
+    // Set before the race below settles (its reactions run in the order they were added).
+    let hasReturned = false;
+    const returned = call.then(
+      () => void (hasReturned = true),
+      () => void (hasReturned = true),
+    );
     let outcome: Outcome;
     try {
       const answer = await Promise.race([call, rejectWhenAborted(signal)]);
@@ -74,7 +83,7 @@ export async function runAttempt(
         error: signal.aborted ? coerceError(signal.reason) : coerceError(err),
       };
     }
-    return { outcome, durationMs: elapsed(), returned: call.then(noop, noop) };
+    return { outcome, durationMs: elapsed(), returned, hasReturned };
   } finally {
     clearTimeout(timer);
   }
@@ -105,5 +114,3 @@ function rejectWhenAborted(signal: AbortSignal): Promise<never> {
     else signal.addEventListener('abort', () => reject(coerceError(signal.reason)), { once: true });
   });
 }
-
-function noop() {}

@@ -92,6 +92,10 @@ export class Runner {
    * long as outcome writes take.
    */
   private writing = 0;
+  /** Outcome writes waiting for the claim that serves their slot (see `claimBeforeWrite`). */
+  private readonly roundWaiters: (() => void)[] = [];
+  /** A claim is due at the end of this turn of the event loop (see `claimBeforeWrite`). */
+  private claimThisTurn = false;
   private mayHaveWork = true;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeating = false;
@@ -230,6 +234,36 @@ export class Runner {
     for (const a of waiting) settle(a);
   }
 
+  /**
+   * A slot's heuristic has returned: claims its next job, and resolves once the claim that
+   * includes this slot has come back (or none was made), for the caller to write its outcome only
+   * then. For slow heuristics, whose free slots wait on claims (fast ones are fetched ahead, see
+   * `prefetch`: their claims are not per slot, and their writes go at once):
+   * - the claim goes before the write: sent together, they shared the two cores and the claim
+   *   took 4.5-5.7 ms instead of 2.4-3.9, the slot idle all along;
+   * - it goes once the heuristics that returned in this turn of the event loop have all been
+   *   seen (`setImmediate`), as one claim: calls that started together end together, and the
+   *   first to return claimed alone while the rest waited for that claim and then made their own.
+   * 160 jobs of 1 s on 16 slots, interleaved runs: utilization 98.3-99.0 % before, 98.5-99.1 %
+   * with the claim first, 98.9-99.2 % with both. A result is written one claim later: a few
+   * milliseconds, on calls of a second or more.
+   */
+  private claimBeforeWrite(): Promise<void> | undefined {
+    if (this.prefetch() > 0) {
+      void this.claim();
+      return undefined;
+    }
+    const served = new Promise<void>((resolve) => this.roundWaiters.push(resolve));
+    if (!this.claimThisTurn) {
+      this.claimThisTurn = true;
+      setImmediate(() => {
+        this.claimThisTurn = false;
+        void this.claim();
+      });
+    }
+    return served;
+  }
+
   private claim(): Promise<void> {
     if (this.claiming) {
       this.claimRequested = true;
@@ -240,6 +274,8 @@ export class Runner {
       // A request that came after the loop's last look at the free slots would be lost (nothing
       // else claims until the next wake-up or poll): look again.
       if (this.claimRequested && this.state === 'running' && this.mayHaveWork) void this.claim();
+      // No claim is coming for whoever waits on one: their writes go now.
+      else releaseAll(this.roundWaiters.splice(0));
     });
     return this.claiming;
   }
@@ -248,30 +284,42 @@ export class Runner {
     try {
       while (this.state === 'running' && this.mayHaveWork) {
         this.claimRequested = false;
-        const prefetch = this.prefetch();
-        const free =
-          this.opts.concurrency +
-          prefetch -
-          this.attempts.size +
-          Math.min(this.writing, this.opts.concurrency);
-        // With work fetched ahead still waiting here, claim again only once half of it has run:
-        // a claim costs about the same for 1 job as for 100 (planning, round trip, commit), and
-        // the half left lasts ~10 ms, longer than a claim. Else claims followed each completion
-        // group and averaged 10 jobs. Mostly-empty claims of slow jobs still go at once.
-        if (free < Math.max(1, Math.ceil(prefetch / 2))) return;
-        const jobs = await this.opts.store.claim({
-          workerId: this.workerId,
-          limit: free,
-          leaseMs: this.opts.leaseMs,
-        });
-        for (const job of jobs) this.dispatch(job);
-        // Fewer than asked: the queue is drained, unless a wake-up came in meanwhile.
-        if (jobs.length < free && !this.claimRequested) this.mayHaveWork = false;
+        // Slots freed before this round looks at the free slots are served by it.
+        const served = this.roundWaiters.splice(0);
+        try {
+          if (!(await this.claimRound())) return;
+        } finally {
+          releaseAll(served);
+        }
       }
     } catch (err) {
       this.claimRequested = false; // not at once again: the next wake-up or poll retries
       this.opts.log.error({ err }, 'claiming jobs failed; will retry on next poll');
     }
+  }
+
+  /** One claim for the free slots; false when there were too few to claim for. */
+  private async claimRound(): Promise<boolean> {
+    const prefetch = this.prefetch();
+    const free =
+      this.opts.concurrency +
+      prefetch -
+      this.attempts.size +
+      Math.min(this.writing, this.opts.concurrency);
+    // With work fetched ahead still waiting here, claim again only once half of it has run:
+    // a claim costs about the same for 1 job as for 100 (planning, round trip, commit), and
+    // the half left lasts ~10 ms, longer than a claim. Else claims followed each completion
+    // group and averaged 10 jobs. Mostly-empty claims of slow jobs still go at once.
+    if (free < Math.max(1, Math.ceil(prefetch / 2))) return false;
+    const jobs = await this.opts.store.claim({
+      workerId: this.workerId,
+      limit: free,
+      leaseMs: this.opts.leaseMs,
+    });
+    for (const job of jobs) this.dispatch(job);
+    // Fewer than asked: the queue is drained, unless a wake-up came in meanwhile.
+    if (jobs.length < free && !this.claimRequested) this.mayHaveWork = false;
+    return true;
   }
 
   /**
@@ -307,25 +355,34 @@ export class Runner {
       .add(async () => {
         attempt.started = true;
         attempt.inSlot = true;
-        const { outcome, durationMs, returned } = await runAttempt(job, attempt.controller, {
-          heuristic: this.opts.heuristic,
-          store: this.opts.store,
-          timeoutMs: this.opts.timeoutMs,
-          log: this.opts.log,
-        });
+        const { outcome, durationMs, returned, hasReturned } = await runAttempt(
+          job,
+          attempt.controller,
+          {
+            heuristic: this.opts.heuristic,
+            store: this.opts.store,
+            timeoutMs: this.opts.timeoutMs,
+            log: this.opts.log,
+          },
+        );
         // The slot is the heuristic's: it is free once the call has returned, while the outcome
         // is written. Writes of attempts that finish meanwhile then join the same group commit,
         // instead of at most `concurrency` attempts waiting on each write. The attempt keeps its
         // claim (renewed) until the outcome is written, but from the call's return the slot's
         // next job is claimed at once (see `writing`): waiting for the write left each slot idle
         // for a commit and a claim's round trip per job (utilization 98.8-99.3 % with 1 s jobs).
-        const recorded = this.recorder
-          .record(job, outcome, durationMs, attempt.held)
-          .finally(() => {
-            // Out of its slot before its outcome was written: counted in `writing` (below).
-            if (!attempt.inSlot) this.writing -= 1;
-            settle(attempt);
-          });
+        let claimedFirst: Promise<void> | undefined;
+        if (hasReturned) {
+          attempt.inSlot = false;
+          this.writing += 1;
+          if (this.mayHaveWork) claimedFirst = this.claimBeforeWrite();
+        }
+        const record = () => this.recorder.record(job, outcome, durationMs, attempt.held);
+        const recorded = (claimedFirst ? claimedFirst.then(record) : record()).finally(() => {
+          // Out of its slot before its outcome was written: counted in `writing`.
+          if (!attempt.inSlot) this.writing -= 1;
+          settle(attempt);
+        });
         void Promise.all([recorded, returned])
           .then(() => {
             this.attempts.delete(key);
@@ -335,6 +392,8 @@ export class Runner {
             this.opts.log.error({ err, jobId: job.id }, 'runner task failed'),
           );
         await returned;
+        if (!attempt.inSlot) return;
+        // Aborted (timed out, canceled), the heuristic held its slot until it returned: free it now.
         attempt.inSlot = false;
         if (!attempt.settled) {
           this.writing += 1;
@@ -388,6 +447,10 @@ export class Runner {
 }
 
 const claimOf = (job: JobRow) => ({ id: job.id, attempts: job.attempts });
+
+function releaseAll(waiters: readonly (() => void)[]) {
+  for (const release of waiters) release();
+}
 
 function settle(attempt: Attempt) {
   attempt.settled = true;
