@@ -94,8 +94,6 @@ export class Runner {
   private writing = 0;
   /** Outcome writes waiting for the claim that serves their slot (see `claimBeforeWrite`). */
   private readonly roundWaiters: (() => void)[] = [];
-  /** A claim is due at the end of this turn of the event loop (see `claimBeforeWrite`). */
-  private claimThisTurn = false;
   private mayHaveWork = true;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeating = false;
@@ -238,15 +236,16 @@ export class Runner {
    * A slot's heuristic has returned: claims its next job, and resolves once the claim that
    * includes this slot has come back (or none was made), for the caller to write its outcome only
    * then. For slow heuristics, whose free slots wait on claims (fast ones are fetched ahead, see
-   * `prefetch`: their claims are not per slot, and their writes go at once):
-   * - the claim goes before the write: sent together, they shared the two cores and the claim
-   *   took 4.5-5.7 ms instead of 2.4-3.9, the slot idle all along;
-   * - it goes once the heuristics that returned in this turn of the event loop have all been
-   *   seen (`setImmediate`), as one claim: calls that started together end together, and the
-   *   first to return claimed alone while the rest waited for that claim and then made their own.
-   * 160 jobs of 1 s on 16 slots, interleaved runs: utilization 98.3-99.0 % before, 98.5-99.1 %
-   * with the claim first, 98.9-99.2 % with both. A result is written one claim later: a few
-   * milliseconds, on calls of a second or more.
+   * `prefetch`: their claims are not per slot, and their writes go at once). Sent together, the
+   * claim and the write shared the two cores, and the claim took 4.5-5.7 ms instead of 2.4-4.5,
+   * the slot idle all along. 160 jobs of 1 s on 16 slots (`BENCH_ONLY=util`): utilization
+   * 98.5-98.7 % before, 98.6-99.1 % after (six runs). A result is written one claim later (two
+   * if a claim was already on its way): a few milliseconds, on calls of a second or more.
+   *
+   * Not kept: one claim for all the calls that returned in one turn of the event loop
+   * (`setImmediate`). Calls of equal length then stay in step, wave after wave, and their
+   * outcomes and long-poll answers come in bursts of `RUNNER_CONCURRENCY`: long-poll lag p99 20-35
+   * ms against 14-21, for a little more utilization (98.9-99.2 % against 98.6-99.1 %).
    */
   private claimBeforeWrite(): Promise<void> | undefined {
     if (this.prefetch() > 0) {
@@ -254,13 +253,7 @@ export class Runner {
       return undefined;
     }
     const served = new Promise<void>((resolve) => this.roundWaiters.push(resolve));
-    if (!this.claimThisTurn) {
-      this.claimThisTurn = true;
-      setImmediate(() => {
-        this.claimThisTurn = false;
-        void this.claim();
-      });
-    }
+    void this.claim();
     return served;
   }
 
@@ -369,13 +362,20 @@ export class Runner {
         // is written. Writes of attempts that finish meanwhile then join the same group commit,
         // instead of at most `concurrency` attempts waiting on each write. The attempt keeps its
         // claim (renewed) until the outcome is written, but from the call's return the slot's
-        // next job is claimed at once (see `writing`): waiting for the write left each slot idle
-        // for a commit and a claim's round trip per job (utilization 98.8-99.3 % with 1 s jobs).
+        // next job is claimed without waiting for that write (see `writing`): waiting for it left
+        // each slot idle for a commit and a claim's round trip per job. For a slow heuristic
+        // really called, the write even waits for that claim (see `claimBeforeWrite`); a cached
+        // answer or a follower handed back is written at once.
         let claimedFirst: Promise<void> | undefined;
         if (hasReturned) {
           attempt.inSlot = false;
           this.writing += 1;
-          if (this.mayHaveWork) claimedFirst = this.claimBeforeWrite();
+          const called =
+            outcome.kind === 'failed' || (outcome.kind === 'answered' && !outcome.cached);
+          if (this.mayHaveWork) {
+            if (called) claimedFirst = this.claimBeforeWrite();
+            else void this.claim();
+          }
         }
         const record = () => this.recorder.record(job, outcome, durationMs, attempt.held);
         const recorded = (claimedFirst ? claimedFirst.then(record) : record()).finally(() => {
