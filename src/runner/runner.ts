@@ -15,10 +15,11 @@ import type { RunnerStore } from '../db/store.js';
 import type { Heuristic } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { runAttempt } from './attempt.js';
-import { Hold } from './durable-write.js';
 import { JobCanceledError, LeaseLostError, ShutdownError } from './errors.js';
 import { Maintenance } from './maintenance.js';
+import { prefetchJobs } from './prefetch.js';
 import { OutcomeRecorder, type RecorderOptions } from './record.js';
+import { type TrackedAttempt, claimOf, settle, track } from './tracked.js';
 import type { AttemptStats } from './stats.js';
 
 export interface RunnerOptions {
@@ -49,37 +50,12 @@ export interface RunnerOptions {
   metrics?: RecorderOptions['metrics'];
 }
 
-interface Attempt {
-  job: JobRow;
-  controller: AbortController;
-  /**
-   * Aborted once this attempt may no longer write its outcome: its lease was found taken, the
-   * job finished elsewhere (canceled), or shutdown's grace period is over. Until then an
-   * outcome that cannot be written for want of a database is retried (durable-write.ts).
-   */
-  held: Hold;
-  started: boolean;
-  /** Holding a slot: from its start until the heuristic call has returned. */
-  inSlot: boolean;
-  /** True once the outcome is recorded (or deliberately dropped). */
-  settled: boolean;
-  done: Promise<void>;
-  markDone: () => void;
-}
-
-/** Attempts shorter than this on average make claims fetch ahead (see `prefetch`). */
-const PREFETCH_BELOW_MS = 50;
-/** Fetch ahead about this much work per slot (see `prefetch`)... */
-const PREFETCH_WORK_MS = 20;
-/** ...but at most this many jobs per slot. */
-const PREFETCH_MAX_PER_SLOT = 16;
-
 export class Runner {
   readonly workerId: string;
   private readonly recorder: OutcomeRecorder;
   private readonly maintenance: Maintenance;
   private readonly queue: PQueue;
-  private readonly attempts = new Map<string, Attempt>();
+  private readonly attempts = new Map<string, TrackedAttempt>();
   private readonly wakeTimers = new Set<NodeJS.Timeout>();
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private claiming: Promise<void> | undefined;
@@ -92,7 +68,7 @@ export class Runner {
    * long as outcome writes take.
    */
   private writing = 0;
-  /** Outcome writes waiting for the claim that serves their slot (see `claimBeforeWrite`). */
+  /** Outcome writes waiting for the claim that serves their slot (see `leaveSlot`). */
   private readonly roundWaiters: (() => void)[] = [];
   private mayHaveWork = true;
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -214,7 +190,7 @@ export class Runner {
    * Hands `attempts`' jobs back in one statement (a job whose outcome was written meanwhile is
    * left as it is: the statement is fenced). False when that failed, logged with `failed`.
    */
-  private async handBack(attempts: readonly Attempt[], failed: string): Promise<boolean> {
+  private async handBack(attempts: readonly TrackedAttempt[], failed: string): Promise<boolean> {
     if (attempts.length === 0) return true;
     try {
       await this.recorder.release(attempts.map((a) => claimOf(a.job)));
@@ -233,10 +209,12 @@ export class Runner {
   }
 
   /**
-   * A slot's heuristic has returned: claims its next job, and resolves once the claim that
-   * includes this slot has come back (or none was made), for the caller to write its outcome only
-   * then. For slow heuristics, whose free slots wait on claims (fast ones are fetched ahead, see
-   * `prefetch`: their claims are not per slot, and their writes go at once). Sent together, the
+   * The attempt's heuristic has returned: its slot is free, its claim held until its outcome is
+   * written (counted in `writing`), and the slot's next job is claimed. Resolves when the outcome
+   * may be written (undefined: at once). For a slow heuristic really called (`called`), that is
+   * once the claim that includes this slot has come back (or none was made); fast ones are
+   * fetched ahead (`prefetch`: their claims are not per slot), and an answer from the cache or a
+   * follower handed back did not call the heuristic: their writes go at once. Sent together, the
    * claim and the write shared the two cores, and the claim took 4.5-5.7 ms instead of 2.4-4.5,
    * the slot idle all along. 160 jobs of 1 s on 16 slots (`BENCH_ONLY=util`): utilization
    * 98.5-98.7 % before, 98.6-99.1 % after (six runs). A result is written one claim later (two
@@ -247,8 +225,12 @@ export class Runner {
    * outcomes and long-poll answers come in bursts of `RUNNER_CONCURRENCY`: long-poll lag p99 20-35
    * ms against 14-21, for a little more utilization (98.9-99.2 % against 98.6-99.1 %).
    */
-  private claimBeforeWrite(): Promise<void> | undefined {
-    if (this.prefetch() > 0) {
+  private leaveSlot(attempt: TrackedAttempt, called: boolean): Promise<void> | undefined {
+    attempt.inSlot = false;
+    if (attempt.settled) return undefined;
+    this.writing += 1;
+    if (!this.mayHaveWork) return undefined;
+    if (!called || this.prefetch() > 0) {
       void this.claim();
       return undefined;
     }
@@ -315,33 +297,13 @@ export class Runner {
     return true;
   }
 
-  /**
-   * Jobs claimed beyond the free slots, to wait here for one: a claim costs more than a job that
-   * takes a few milliseconds, so for such jobs one claim fetches about PREFETCH_WORK_MS of work
-   * per slot ahead (at least one job, at most PREFETCH_MAX_PER_SLOT), so a claim's round trip
-   * is shared by many jobs and the slots do not wait for it. A job waits here at most about that
-   * long. Never for slow heuristics: a claimed job waiting here could have run elsewhere.
-   */
+  /** Jobs a claim fetches beyond the free slots now (see prefetch.ts). */
   prefetch(): number {
-    const meanMs = this.opts.stats.meanMs;
-    if (!(meanMs < PREFETCH_BELOW_MS)) return 0;
-    const perSlot = Math.floor(PREFETCH_WORK_MS / Math.max(meanMs, 0.01));
-    return this.opts.concurrency * Math.min(PREFETCH_MAX_PER_SLOT, Math.max(1, perSlot));
+    return prefetchJobs(this.opts.stats.meanMs, this.opts.concurrency);
   }
 
   private dispatch(job: JobRow) {
-    let markDone!: () => void;
-    const done = new Promise<void>((resolve) => (markDone = resolve));
-    const attempt: Attempt = {
-      job,
-      controller: new AbortController(),
-      held: new Hold(),
-      started: false,
-      inSlot: false,
-      settled: false,
-      done,
-      markDone,
-    };
+    const attempt = track(job);
     const key = `${job.id}:${job.attempts}`;
     this.attempts.set(key, attempt);
     this.queue
@@ -363,22 +325,13 @@ export class Runner {
         // instead of at most `concurrency` attempts waiting on each write. The attempt keeps its
         // claim (renewed) until the outcome is written, but from the call's return the slot's
         // next job is claimed without waiting for that write (see `writing`): waiting for it left
-        // each slot idle for a commit and a claim's round trip per job. For a slow heuristic
-        // really called, the write even waits for that claim (see `claimBeforeWrite`); a cached
-        // answer or a follower handed back is written at once.
-        let claimedFirst: Promise<void> | undefined;
-        if (hasReturned) {
-          attempt.inSlot = false;
-          this.writing += 1;
-          const called =
-            outcome.kind === 'failed' || (outcome.kind === 'answered' && !outcome.cached);
-          if (this.mayHaveWork) {
-            if (called) claimedFirst = this.claimBeforeWrite();
-            else void this.claim();
-          }
-        }
+        // each slot idle for a commit and a claim's round trip per job. For a slow heuristic, the
+        // write even waits for that claim (see `leaveSlot`).
+        const called =
+          outcome.kind === 'failed' || (outcome.kind === 'answered' && !outcome.cached);
+        const writable = hasReturned ? this.leaveSlot(attempt, called) : undefined;
         const record = () => this.recorder.record(job, outcome, durationMs, attempt.held);
-        const recorded = (claimedFirst ? claimedFirst.then(record) : record()).finally(() => {
+        const recorded = (writable ? writable.then(record) : record()).finally(() => {
           // Out of its slot before its outcome was written: counted in `writing`.
           if (!attempt.inSlot) this.writing -= 1;
           settle(attempt);
@@ -392,13 +345,8 @@ export class Runner {
             this.opts.log.error({ err, jobId: job.id }, 'runner task failed'),
           );
         await returned;
-        if (!attempt.inSlot) return;
         // Aborted (timed out, canceled), the heuristic held its slot until it returned: free it now.
-        attempt.inSlot = false;
-        if (!attempt.settled) {
-          this.writing += 1;
-          if (this.mayHaveWork) void this.claim();
-        }
+        if (attempt.inSlot) void this.leaveSlot(attempt, false);
       })
       .catch((err: unknown) => this.opts.log.error({ err, jobId: job.id }, 'runner task failed'));
   }
@@ -446,13 +394,6 @@ export class Runner {
   }
 }
 
-const claimOf = (job: JobRow) => ({ id: job.id, attempts: job.attempts });
-
 function releaseAll(waiters: readonly (() => void)[]) {
   for (const release of waiters) release();
-}
-
-function settle(attempt: Attempt) {
-  attempt.settled = true;
-  attempt.markDone();
 }
