@@ -15,11 +15,10 @@
  * had 5.6-6.8 ms. A polling client of the API sends its GETs apart, from a process of its own,
  * which this is.
  *
- *   node --import tsx bench/paced-get.ts   (reads PACED_GET as JSON: url, headers, rate,
- *                                            connections, seconds; prints the latencies as JSON)
+ * `pacedGets` runs them in a process of their own (child.ts).
  */
-import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { answer, childInput, inChild } from './child.js';
 
 export interface PacedGets {
   url: string;
@@ -32,19 +31,7 @@ export interface PacedGets {
 
 /** Runs the clients in a child process; resolves with every request's latency in ms. */
 export function pacedGets(opts: PacedGets): Promise<number[]> {
-  const child = spawn(process.execPath, ['--import', 'tsx', import.meta.filename], {
-    env: { ...process.env, PACED_GET: JSON.stringify(opts) },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      if (code !== 0) reject(new Error(`paced-get.ts exited with ${code}`));
-      else resolve(JSON.parse(out) as number[]);
-    });
-  });
+  return inChild<number[]>(import.meta.filename, opts);
 }
 
 async function run(opts: PacedGets): Promise<number[]> {
@@ -88,7 +75,5 @@ async function run(opts: PacedGets): Promise<number[]> {
   return latencies;
 }
 
-if (process.env.PACED_GET && import.meta.filename === process.argv[1]) {
-  const latencies = await run(JSON.parse(process.env.PACED_GET) as PacedGets);
-  process.stdout.write(JSON.stringify(latencies));
-}
+const input = childInput<PacedGets>(import.meta.filename);
+if (input) answer(await run(input));

@@ -1,0 +1,38 @@
+/**
+ * Clients in a process of their own, for the latency figures: a module that measures calls
+ * `inChild(import.meta.filename, input)`, which runs that same module in a new Node process with
+ * `input`; there `childInput(import.meta.filename)` returns it, and the module writes its answer
+ * with `answer()`. The measuring client then shares no event loop and no heap with the bench (its
+ * garbage from earlier phases, the servers' logs it reads, the other clients).
+ */
+import { spawn } from 'node:child_process';
+
+const INPUT = 'BENCH_CHILD_INPUT';
+
+/** Runs `file` in a child process with `input`; resolves with what it answered. */
+export function inChild<T>(file: string, input: unknown): Promise<T> {
+  const child = spawn(process.execPath, ['--import', 'tsx', file], {
+    env: { ...process.env, [INPUT]: JSON.stringify(input) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code !== 0) reject(new Error(`${file} exited with ${code}`));
+      else resolve(JSON.parse(out) as T);
+    });
+  });
+}
+
+/** In a process started by `inChild(file, …)`: its input; otherwise undefined. */
+export function childInput<T>(file: string): T | undefined {
+  const input = process.env[INPUT];
+  return input !== undefined && process.argv[1] === file ? (JSON.parse(input) as T) : undefined;
+}
+
+/** The child's answer to `inChild`. */
+export function answer(value: unknown): void {
+  process.stdout.write(JSON.stringify(value));
+}
