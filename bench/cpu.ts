@@ -24,16 +24,52 @@ export function systemCpuMs(pid: number): number {
   return Number(statFields(pid)[12]) * MS_PER_TICK;
 }
 
-/** CPU of a postmaster and all its processes (backends, workers), the exited ones included. */
-export function postgresCpuMs(postmasterPid: number): number {
-  let total = cpuMs(postmasterPid, true);
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
+/** What postgresCpuMs reads: /proc, or a stand-in in tests. */
+export interface ProcessTable {
+  /** The fields of `/proc/<pid>/stat` after the command name; undefined when it is gone. */
+  stat(pid: number): string[] | undefined;
+  pids(): number[];
+}
+
+const proc: ProcessTable = {
+  stat(pid) {
     try {
-      if (Number(statFields(Number(entry))[1]) === postmasterPid) total += cpuMs(Number(entry));
+      return statFields(pid);
     } catch {
-      // gone meanwhile
+      return undefined; // gone meanwhile
+    }
+  },
+  pids: () =>
+    fs
+      .readdirSync('/proc')
+      .filter((entry) => /^\d+$/.test(entry))
+      .map(Number),
+};
+
+const ticks = (fields: string[], at: number[]) => at.reduce((t, i) => t + Number(fields[i]), 0);
+
+/**
+ * CPU of a postmaster and all its processes (backends, workers), the exited ones included: its
+ * own, its children's that it has waited for (`cutime`, `cstime`), and each live child's. A
+ * child that exits and is waited for after the postmaster was read and before the child itself
+ * was would be in neither count: a backend closed at the end of a load made the service's
+ * Postgres CPU per request come out negative in one round. So the children are read again until
+ * the postmaster's count of waited-for children is the same after them as before (the count
+ * from before is the one summed, so a child read live and waited for later is counted once).
+ */
+export function postgresCpuMs(postmasterPid: number, table: ProcessTable = proc): number {
+  for (let tries = 1; ; tries++) {
+    const before = table.stat(postmasterPid);
+    if (!before) throw new Error(`no process ${postmasterPid}`);
+    let total = ticks(before, [11, 12, 13, 14]);
+    for (const pid of table.pids()) {
+      const fields = pid === postmasterPid ? undefined : table.stat(pid);
+      if (fields && Number(fields[1]) === postmasterPid) total += ticks(fields, [11, 12]);
+    }
+    const after = table.stat(postmasterPid);
+    if (!after) throw new Error(`no process ${postmasterPid}`);
+    if (ticks(after, [13, 14]) === ticks(before, [13, 14]) || tries === 10) {
+      return total * MS_PER_TICK;
     }
   }
-  return total;
 }
