@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Knex } from 'knex';
 import knexFactory from 'knex';
 import type pg from 'pg';
@@ -17,7 +18,7 @@ import { type Layout, jobId } from './bigtable-load.js';
 
 export const CLIENTS = 50;
 export const DAY = 86_400_000;
-const ROOT = path.resolve(import.meta.dirname, '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const WORKER = 'bench-bigtable';
 export const BIG_OPS = ['submit', 'get_finished', 'get_new', 'claim_1', 'claim_16'] as const;
 export type Op = (typeof BIG_OPS)[number];

@@ -1,7 +1,7 @@
 /**
  * Clients in a process of their own, for the latency figures: a module that measures calls
- * `inChild(import.meta.filename, input)`, which runs that same module in a new Node process with
- * `input`; there `childInput(import.meta.filename)` returns it, and the module writes its answer
+ * `inChild(fileURLToPath(import.meta.url), input)`, which runs that same module in a new Node process with
+ * `input`; there `childInput(…)` with the same path returns it, and the module writes its answer
  * with `answer()`. The measuring client then shares no event loop and no heap with the bench (its
  * garbage from earlier phases, the servers' logs it reads, the other clients).
  */
@@ -19,9 +19,14 @@ export function inChild<T>(file: string, input: unknown): Promise<T> {
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
   return new Promise((resolve, reject) => {
     child.on('error', reject);
-    child.on('exit', (code) => {
-      if (code !== 0) reject(new Error(`${file} exited with ${code}`));
-      else resolve(JSON.parse(out) as T);
+    // 'close', not 'exit': the child's stdout may still hold the end of its answer at its exit.
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`${file} exited with ${code}`));
+      try {
+        resolve(JSON.parse(out) as T);
+      } catch (err) {
+        reject(new Error(`${file} answered no JSON: ${out.slice(0, 200)}`, { cause: err }));
+      }
     });
   });
 }

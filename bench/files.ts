@@ -14,6 +14,7 @@ import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { issueKey } from '../src/auth/keys.js';
@@ -23,7 +24,7 @@ import { createLogger } from '../src/log.js';
 import { freePort } from '../src/net.js';
 
 const ROWS = Number(process.env.BENCH_FILE_ROWS ?? 100_000);
-const ROOT = path.resolve(import.meta.dirname, '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
 const say = (line: string) => console.log(`bench: ${line}`);

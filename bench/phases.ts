@@ -7,6 +7,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import type { Knex } from 'knex';
 import {
@@ -34,7 +35,10 @@ const SLOW_JOBS = Number(process.env.BENCH_SLOW_JOBS ?? 10_000);
 const PROC_JOBS = Number(process.env.BENCH_PROC_JOBS ?? 10_000);
 /** GETs per second of the polling clients in the CPU phase. */
 const GET_RATE = Number(process.env.BENCH_GET_RATE ?? 200);
-const SAMPLE = path.resolve(import.meta.dirname, '../test/fixtures/transactions-2k.csv');
+const SAMPLE = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../test/fixtures/transactions-2k.csv',
+);
 
 /** 5. Completion -> long-poll answer: LONGPOLL_WAITERS jobs of 100 ms, each with a ?wait=60. */
 async function longpoll(db: Knex, databaseUrl: string): Promise<void> {

@@ -12,6 +12,7 @@
  * afternoon with `fetch`, 6.6-8.1 ms in three runs right after with this client.
  */
 import http from 'node:http';
+import { fileURLToPath } from 'node:url';
 import { bench, tx } from './harness.js';
 import { answer, childInput, inChild } from './child.js';
 
@@ -23,6 +24,8 @@ import { answer, childInput, inChild } from './child.js';
  * start-up as much as steady state, unequally.
  */
 export const TTR_WARMUP = Number(process.env.BENCH_TTR_WARMUP ?? 50);
+
+const SELF = fileURLToPath(import.meta.url);
 
 type Measure = 'post-then-wait' | 'prefer-wait' | 'bare';
 
@@ -51,7 +54,7 @@ export function bareRoundTrips(base: string, n: number): Promise<number[]> {
 
 function measure(what: Measure, base: string, n: number): Promise<number[]> {
   const run: Run = { measure: what, base, n, warmup: TTR_WARMUP, auth: bench.auth };
-  return inChild<number[]>(import.meta.filename, run);
+  return inChild<number[]>(SELF, run);
 }
 
 /** In the client's process: the round trips, the warm-up first. */
@@ -92,6 +95,8 @@ async function roundTrips(run: Run): Promise<number[]> {
           });
         },
       );
+      // GET ?wait answers within 10 s (wait=10); a server that stops answering fails the run.
+      req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${path}: no answer in 30 s`)));
       req.on('error', reject);
       req.end(payload);
     });
@@ -127,5 +132,5 @@ async function roundTrips(run: Run): Promise<number[]> {
   return times;
 }
 
-const input = childInput<Run>(import.meta.filename);
+const input = childInput<Run>(SELF);
 if (input) answer(await roundTrips(input));
