@@ -1,11 +1,13 @@
 /**
  * Clients in a process of their own, for the latency figures: a module that measures calls
- * `inChild(fileURLToPath(import.meta.url), input)`, which runs that same module in a new Node process with
- * `input`; there `childInput(…)` with the same path returns it, and the module writes its answer
- * with `answer()`. The measuring client then shares no event loop and no heap with the bench (its
- * garbage from earlier phases, the servers' logs it reads, the other clients).
+ * `inChild(path, input)` with its own path (`fileURLToPath(import.meta.url)`), which runs that
+ * same module in a new Node process; there `childInput(path)` returns `input`, and the module
+ * writes its answer with `answer()`. The measuring client then shares no event loop and no heap
+ * with the bench (its garbage from earlier phases, the servers' logs it reads, the other
+ * clients). Its requests go through `request` (node:http, a keep-alive agent of the caller's).
  */
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 
 const INPUT = 'BENCH_CHILD_INPUT';
 
@@ -40,4 +42,46 @@ export function childInput<T>(file: string): T | undefined {
 /** The child's answer to `inChild`. */
 export function answer(value: unknown): void {
   process.stdout.write(JSON.stringify(value));
+}
+
+/**
+ * One request on `agent` to `base`'s host and port; resolves with its status and body once the
+ * body has been read. A server that does not answer within `timeoutMs` fails it.
+ */
+export function request(
+  agent: http.Agent,
+  base: URL,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: unknown; timeoutMs: number },
+): Promise<{ status: number; text: string }> {
+  const method = opts.method ?? 'GET';
+  const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: base.hostname,
+        port: base.port,
+        path,
+        method,
+        agent,
+        headers: {
+          ...opts.headers,
+          ...(payload !== undefined && {
+            'content-type': 'application/json',
+            'content-length': String(Buffer.byteLength(payload)),
+          }),
+        },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      },
+    );
+    req.setTimeout(opts.timeoutMs, () =>
+      req.destroy(new Error(`${method} ${path}: no answer in ${opts.timeoutMs / 1000} s`)),
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
 }

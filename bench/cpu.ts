@@ -7,16 +7,19 @@ import fs from 'node:fs';
 /** USER_HZ: /proc counts in ticks of 10 ms on Linux. */
 const MS_PER_TICK = 10;
 
+/** Fields of /proc/<pid>/stat: its own user and system ticks, those of children it waited for. */
+const OWN = [11, 12];
+const REAPED = [13, 14];
+const ticks = (fields: string[], at: number[]) => at.reduce((t, i) => t + Number(fields[i]), 0);
+
 function statFields(pid: number): string[] {
   // Fields after the command name, which may contain spaces: state is [0], ppid [1], utime [11].
   return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
 }
 
-/** User + system CPU of `pid` in ms; with `reaped`, plus that of the children it has waited for. */
-export function cpuMs(pid: number, reaped = false): number {
-  const fields = statFields(pid);
-  const ticks = [11, 12, ...(reaped ? [13, 14] : [])].reduce((t, i) => t + Number(fields[i]), 0);
-  return ticks * MS_PER_TICK;
+/** User + system CPU of `pid` in ms. */
+export function cpuMs(pid: number): number {
+  return ticks(statFields(pid), OWN) * MS_PER_TICK;
 }
 
 /** System (kernel) CPU of `pid` in ms. */
@@ -46,8 +49,6 @@ const proc: ProcessTable = {
       .map(Number),
 };
 
-const ticks = (fields: string[], at: number[]) => at.reduce((t, i) => t + Number(fields[i]), 0);
-
 /**
  * CPU of a postmaster and all its processes (backends, workers), the exited ones included: its
  * own, its children's that it has waited for (`cutime`, `cstime`), and each live child's. A
@@ -58,18 +59,22 @@ const ticks = (fields: string[], at: number[]) => at.reduce((t, i) => t + Number
  * from before is the one summed, so a child read live and waited for later is counted once).
  */
 export function postgresCpuMs(postmasterPid: number, table: ProcessTable = proc): number {
+  const postmaster = () => {
+    const fields = table.stat(postmasterPid);
+    if (!fields) throw new Error(`no process ${postmasterPid}`);
+    return fields;
+  };
+  let before = postmaster();
   for (let tries = 1; ; tries++) {
-    const before = table.stat(postmasterPid);
-    if (!before) throw new Error(`no process ${postmasterPid}`);
-    let total = ticks(before, [11, 12, 13, 14]);
+    let total = ticks(before, OWN) + ticks(before, REAPED);
     for (const pid of table.pids()) {
       const fields = pid === postmasterPid ? undefined : table.stat(pid);
-      if (fields && Number(fields[1]) === postmasterPid) total += ticks(fields, [11, 12]);
+      if (fields && Number(fields[1]) === postmasterPid) total += ticks(fields, OWN);
     }
-    const after = table.stat(postmasterPid);
-    if (!after) throw new Error(`no process ${postmasterPid}`);
-    if (ticks(after, [13, 14]) === ticks(before, [13, 14]) || tries === 10) {
+    const after = postmaster();
+    if (ticks(after, REAPED) === ticks(before, REAPED) || tries === 10) {
       return total * MS_PER_TICK;
     }
+    before = after;
   }
 }

@@ -12,14 +12,14 @@
  * interval of `Math.ceil(1 / rate)` = 1 ms, so a response of N ms is counted N times (N, N - 1, ...
  * 1): its tail weighs slow responses many times over. Against the same server in adjacent windows
  * (`BENCH_ONLY=cpu`, three runs) its p99 was 12-18 ms with nothing running, where these clients
- * (then timed from each send, one agent for the four) had 5.6-6.8 ms. A polling client of the API sends its GETs apart, from a process of its own,
- * which this is.
+ * (then timed from each send, one agent for the four) had 5.6-6.8 ms. A polling client of the
+ * API sends its GETs apart, from a process of its own, which this is.
  *
  * `pacedGets` runs them in a process of their own (child.ts).
  */
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { answer, childInput, inChild } from './child.js';
+import { answer, childInput, inChild, request } from './child.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -53,25 +53,11 @@ async function run(opts: PacedGets): Promise<number[]> {
     { length: opts.connections },
     () => new http.Agent({ keepAlive: true, maxSockets: 1 }),
   );
-  const get = (agent: http.Agent) =>
-    new Promise<void>((resolve, reject) => {
-      const req = http.get(
-        {
-          host: url.hostname,
-          port: url.port,
-          path: url.pathname + url.search,
-          agent,
-          headers: opts.headers,
-        },
-        (res) => {
-          if (res.statusCode !== 200) reject(new Error(`GET ${opts.url}: ${res.statusCode}`));
-          res.resume();
-          res.on('end', resolve);
-        },
-      );
-      req.setTimeout(10_000, () => req.destroy(new Error(`GET ${opts.url}: no answer in 10 s`)));
-      req.on('error', reject);
-    });
+  const path = url.pathname + url.search;
+  const get = async (agent: http.Agent) => {
+    const res = await request(agent, url, path, { headers: opts.headers, timeoutMs: 10_000 });
+    if (res.status !== 200) throw new Error(`GET ${opts.url}: ${res.status}`);
+  };
   for (const agent of connections) for (let i = 0; i < WARMUP_GETS; i++) await get(agent);
   const latencies: number[] = [];
   const start = performance.now();

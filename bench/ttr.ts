@@ -14,7 +14,7 @@
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { bench, tx } from './harness.js';
-import { answer, childInput, inChild } from './child.js';
+import { answer, childInput, inChild, request } from './child.js';
 
 /**
  * Round trips made before the timed ones, and not timed, for each of the three measures: the
@@ -61,71 +61,47 @@ function measure(what: Measure, base: string, n: number): Promise<number[]> {
 async function roundTrips(run: Run): Promise<number[]> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const base = new URL(run.base);
-  const request = (method: string, path: string, headers: Record<string, string>, body?: unknown) =>
-    new Promise<{ status: number; json: { id: string; status: string } }>((resolve, reject) => {
-      const payload = body === undefined ? undefined : JSON.stringify(body);
-      const req = http.request(
-        {
-          host: base.hostname,
-          port: base.port,
-          path,
-          method,
-          agent,
-          headers: {
-            ...headers,
-            ...(payload !== undefined && {
-              'content-type': 'application/json',
-              'content-length': String(Buffer.byteLength(payload)),
-            }),
-          },
-        },
-        (res) => {
-          let text = '';
-          res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
-          res.on('end', () => {
-            try {
-              resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as never });
-            } catch (err) {
-              reject(
-                new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`, {
-                  cause: err,
-                }),
-              );
-            }
-          });
-        },
-      );
-      // GET ?wait answers within 10 s (wait=10); a server that stops answering fails the run.
-      req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${path}: no answer in 30 s`)));
-      req.on('error', reject);
-      req.end(payload);
-    });
+  /** The answer's JSON; the request fails if its body is not JSON. */
+  const call = async (
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body?: unknown,
+  ) => {
+    // GET ?wait answers within 10 s (wait=10); a server that stops answering fails the run.
+    const res = await request(agent, base, path, { method, headers, body, timeoutMs: 30_000 });
+    try {
+      return { status: res.status, json: JSON.parse(res.text) as { id: string; status: string } };
+    } catch (err) {
+      throw new Error(`${method} ${path}: ${res.status} ${res.text.slice(0, 200)}`, { cause: err });
+    }
+  };
   const once: Record<Measure, (i: number) => Promise<void>> = {
     'post-then-wait': async (i) => {
-      const posted = await request('POST', '/normalize_merchant', run.auth, tx(`OPENAI ${i}`, i));
+      const posted = await call('POST', '/normalize_merchant', run.auth, tx(`OPENAI ${i}`, i));
       if (posted.status !== 202) throw new Error(`time to result: POST ${posted.status}`);
-      const done = await request('GET', `/jobs/${posted.json.id}?wait=10`, run.auth);
+      const done = await call('GET', `/jobs/${posted.json.id}?wait=10`, run.auth);
       if (done.json.status !== 'succeeded') throw new Error(`time to result: ${done.json.status}`);
     },
     'prefer-wait': async (i) => {
       const headers = { ...run.auth, prefer: 'wait=10' };
-      const done = await request('POST', '/normalize_merchant', headers, tx(`OPENAI ONE ${i}`, i));
+      const done = await call('POST', '/normalize_merchant', headers, tx(`OPENAI ONE ${i}`, i));
       if (done.status !== 200 || done.json.status !== 'succeeded') {
         throw new Error(`time to result, Prefer: wait: ${done.status} ${done.json.status}`);
       }
     },
     bare: async (i) => {
-      const posted = await request('POST', '/', {}, tx(`OPENAI ${i}`, i));
-      const got = await request('GET', `/jobs/${posted.json.id}`, {});
+      const posted = await call('POST', '/', {}, tx(`OPENAI ${i}`, i));
+      const got = await call('GET', `/jobs/${posted.json.id}`, {});
       if (got.status !== 200) throw new Error(`bare Koa GET: ${got.status}`);
     },
   };
-  const call = once[run.measure];
-  for (let i = 0; i < run.warmup; i++) await call(run.n + i);
+  const roundTrip = once[run.measure];
+  for (let i = 0; i < run.warmup; i++) await roundTrip(run.n + i);
   const times: number[] = [];
   for (let i = 0; i < run.n; i++) {
     const t0 = performance.now();
-    await call(i);
+    await roundTrip(i);
     times.push(performance.now() - t0);
   }
   agent.destroy();
