@@ -7,8 +7,12 @@ import fs from 'node:fs';
 /** USER_HZ: /proc counts in ticks of 10 ms on Linux. */
 const MS_PER_TICK = 10;
 
-/** Fields of /proc/<pid>/stat: its own user and system ticks, those of children it waited for. */
+/**
+ * Fields of /proc/<pid>/stat: its own user and system ticks, its system ticks alone, and those of
+ * the children it has waited for.
+ */
 const OWN = [11, 12];
+const SYSTEM = [12];
 const REAPED = [13, 14];
 const ticks = (fields: string[], at: number[]) => at.reduce((t, i) => t + Number(fields[i]), 0);
 
@@ -24,7 +28,7 @@ export function cpuMs(pid: number): number {
 
 /** System (kernel) CPU of `pid` in ms. */
 export function systemCpuMs(pid: number): number {
-  return Number(statFields(pid)[12]) * MS_PER_TICK;
+  return ticks(statFields(pid), SYSTEM) * MS_PER_TICK;
 }
 
 /** What postgresCpuMs reads: /proc, or a stand-in in tests. */

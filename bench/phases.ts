@@ -6,7 +6,6 @@
  * figures and targets, and leaves the tables empty.
  */
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import type { Knex } from 'knex';
@@ -35,10 +34,7 @@ const SLOW_JOBS = Number(process.env.BENCH_SLOW_JOBS ?? 10_000);
 const PROC_JOBS = Number(process.env.BENCH_PROC_JOBS ?? 10_000);
 /** GETs per second of the polling clients in the CPU phase. */
 const GET_RATE = Number(process.env.BENCH_GET_RATE ?? 200);
-const SAMPLE = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  '../test/fixtures/transactions-2k.csv',
-);
+const SAMPLE = fileURLToPath(new URL('../test/fixtures/transactions-2k.csv', import.meta.url));
 
 /** 5. Completion -> long-poll answer: LONGPOLL_WAITERS jobs of 100 ms, each with a ?wait=60. */
 async function longpoll(db: Knex, databaseUrl: string): Promise<void> {
@@ -211,7 +207,7 @@ async function cpuPhase(db: Knex, databaseUrl: string): Promise<void> {
     quantiles(
       await pacedGets({ url, headers: bench.auth, rate: GET_RATE, connections: 4, seconds }),
     );
-  const steady = async (duration: number) =>
+  const autocannonGets = async (duration: number) =>
     (
       await autocannon({
         url,
@@ -228,12 +224,12 @@ async function cpuPhase(db: Knex, databaseUrl: string): Promise<void> {
   const idle = await paced(5);
   // Also the count before the load's GETs: the submit between sends none.
   const servedIdle = await serverGetDurations(cpu.base);
-  const idleAutocannon = await steady(5);
+  const idleAutocannon = await autocannonGets(5);
   await submitBatches(cpu.base, 1000, (i) => `LYFT RIDE ${i}`, 1);
   const servedBefore = await serverGetDurations(cpu.base);
   const get = await paced(5);
   const servedLoad = await serverGetDurations(cpu.base);
-  const getAutocannon = await steady(5);
+  const getAutocannon = await autocannonGets(5);
   const within10 = (after: Counts, before: Counts) =>
     round((100 * (after.within10ms - before.within10ms)) / Math.max(1, after.all - before.all), 2);
   result.get_idle_server_within_10ms_pct = within10(servedIdle, served);

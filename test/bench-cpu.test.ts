@@ -48,18 +48,10 @@ const ALL_MS = (5 + 1 + 20 + 10 + 300 + 100) * 10;
 
 describe('bench: postgresCpuMs', () => {
   it('counts the postmaster, its live backends and those it has waited for', () => {
-    expect(
-      postgresCpuMs(
-        POSTMASTER,
-        table(() => false),
-      ),
-    ).to.equal(ALL_MS);
-    expect(
-      postgresCpuMs(
-        POSTMASTER,
-        table(() => true),
-      ),
-    ).to.equal(ALL_MS);
+    const stays = table(() => false);
+    const exitedBefore = table(() => true);
+    expect(postgresCpuMs(POSTMASTER, stays)).to.equal(ALL_MS);
+    expect(postgresCpuMs(POSTMASTER, exitedBefore)).to.equal(ALL_MS);
   });
 
   it('does not lose a backend that exits after the postmaster was read and before it was', () => {
