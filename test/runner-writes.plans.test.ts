@@ -92,6 +92,64 @@ describe("the runner's fenced writes: plans (src/db/sql/claims.ts)", function ()
 });
 
 /**
+ * A drain claims a few hundred jobs at a time, and completes them in groups as large. Planned for
+ * one such group (a custom plan, as the first executions of a prepared statement on each
+ * connection are), with statistics that saw no job running (taken while the backlog waited: every
+ * `locked_by` null), the fence `locked_by = ?` looked like one row: the completion read the whole
+ * table and matched each row it kept against every item (a nested loop over the unnested input),
+ * 20-47 ms for 271 jobs where the primary key took 4-9 ms; 21 of 448 completions of three 20,000-job
+ * drains, a quarter of their time (docs/performance.md, "Completions planned for a table with no
+ * running job").
+ */
+describe("the runner's fenced writes of a drain-sized group: plans (src/db/sql/claims.ts)", function () {
+  this.timeout(60_000);
+  const TABLE = 20_000;
+  const GROUP = 300;
+  let db: Knex;
+  beforeEach(async () => {
+    db = await freshDatabase(1);
+    await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+  });
+  afterEach(async () => {
+    await db.destroy();
+  });
+
+  for (const [name, statement] of Object.entries(statements).filter(([n]) => n !== 'fail')) {
+    for (const mode of ['force_custom_plan', 'force_generic_plan'] as const) {
+      it(`${name} of ${GROUP} jobs among ${TABLE}, statistics taken while none ran: reads only its own jobs (${mode})`, async () => {
+        await insertJobs(db, 'busy', TABLE);
+        await db.raw('ANALYZE jobs');
+        const res = await db.raw<{ rows: Claim[] }>(
+          `UPDATE jobs SET status = 'running', attempts = 1, locked_by = ?,
+             locked_until = now() + interval '1 hour', started_at = now()
+           WHERE id IN (SELECT id FROM jobs ORDER BY seq LIMIT ?)
+           RETURNING id, attempts`,
+          [WORKER, GROUP],
+        );
+        const { sql, bindings } = statement(res.rows);
+        const plan = await explainPrepared(db, sql, bindings, mode);
+        const nodes = [...planNodes(plan)];
+        const written = nodes.find(
+          (n) => n['Node Type'] === 'ModifyTable' && n['Relation Name'] === 'jobs',
+        );
+        expect(written?.['Actual Rows'], 'jobs written').to.equal(GROUP);
+        for (const node of nodes.filter(readsJobs)) {
+          const what = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
+          expect(node['Node Type'], what).not.to.equal('Seq Scan');
+          expect(rowsRead(node), what).to.be.at.most(GROUP * 2);
+        }
+        // Nor is the group read once per job (a nested loop rescanning the claims): no node reads
+        // more than a few times the group's rows.
+        for (const node of nodes) {
+          const what = `${node['Node Type']} ${node['Relation Name'] ?? ''} x${node['Actual Loops']}`;
+          expect(rowsRead(node), what).to.be.at.most(GROUP * 3);
+        }
+      });
+    }
+  }
+});
+
+/**
  * A completion also finishes the jobs waiting on its jobs' cache keys (`followers`), found among
  * the pending jobs. With statistics that said pending jobs were rare, its generic plan read every
  * pending job through `jobs_pending_idx` and joined them with the completed keys: with 16,000

@@ -28,6 +28,29 @@ export function held(alias: string): string {
 }
 
 /**
+ * SQL condition: the job in `alias` is in its attempt named by `items` (SQL, a jsonb object keyed
+ * by job id whose values carry `attempts`). With the ids also given as `alias.id = ANY (?)`, this
+ * is how the fenced writes of many claims find their jobs: by primary key, one lookup per claim,
+ * with no join. As a join with the claims unnested, a plan made for a group of a few hundred
+ * (the first runs of a prepared statement on a connection are planned for their values), with
+ * statistics that saw no job running (`locked_by` null throughout: taken while the backlog
+ * waited), took the fence for one row and read the whole table, matching each row against every
+ * claim; the generic plan of the join rescanned the claims once per job instead. Either way a
+ * group of 300 took 30-40 ms where the primary key takes 5-7 (test/runner-writes.plans.test.ts).
+ * The keys are job ids as Postgres prints them (lower case).
+ */
+export function ofItem(alias: string, items: string): string {
+  return `${alias}.attempts = (${items} -> ${alias}.id::text ->> 'attempts')::int`;
+}
+
+/** The jsonb object `ofItem` reads the attempts from: each claim's job id to its attempt. */
+export function attemptsById(claims: readonly Claim[]): string {
+  return JSON.stringify(
+    Object.fromEntries(claims.map((c) => [c.id.toLowerCase(), { attempts: c.attempts }])),
+  );
+}
+
+/**
  * SQL condition: the job in `alias` is not waiting on a flight, i.e. no other job is computing
  * its cache key right now (its leader's completion will complete it).
  */
@@ -142,13 +165,12 @@ export function renewStatement(opts: {
 }) {
   return {
     sql: `UPDATE jobs SET locked_until = now() + make_interval(secs => ? / 1000.0)
-     FROM unnest(?::uuid[], ?::int[]) AS c(id, attempts)
-     WHERE jobs.id = c.id AND jobs.attempts = c.attempts AND ${held('jobs')}
+     WHERE jobs.id = ANY (?::uuid[]) AND ${ofItem('jobs', '?::jsonb')} AND ${held('jobs')}
      RETURNING jobs.id`,
     bindings: [
       opts.leaseMs,
       opts.claims.map((c) => c.id),
-      opts.claims.map((c) => c.attempts),
+      attemptsById(opts.claims),
       opts.workerId,
     ],
   };
@@ -172,15 +194,14 @@ export function releaseStatement(opts: { workerId: string; claims: readonly Clai
     sql: `WITH released AS (
        UPDATE jobs SET status = 'pending', attempts = jobs.attempts - 1, run_after = now(),
          locked_by = NULL, locked_until = NULL
-       FROM unnest(?::uuid[], ?::int[]) AS c(id, attempts)
-       WHERE jobs.id = c.id AND jobs.attempts = c.attempts AND ${held('jobs')}
+       WHERE jobs.id = ANY (?::uuid[]) AND ${ofItem('jobs', '?::jsonb')} AND ${held('jobs')}
        RETURNING jobs.id
      )
      SELECT count(*)::int AS released, CASE WHEN count(*) > 0 THEN pg_notify(?, '') END
      FROM released`,
     bindings: [
       opts.claims.map((c) => c.id),
-      opts.claims.map((c) => c.attempts),
+      attemptsById(opts.claims),
       opts.workerId,
       PENDING_CHANNEL,
     ],

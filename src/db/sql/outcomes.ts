@@ -6,7 +6,7 @@
 import type { Knex } from 'knex';
 import { PENDING_CHANNEL } from '../channels.js';
 import type { MatchResult } from '../../heuristic/types.js';
-import { held } from './claims.js';
+import { held, ofItem } from './claims.js';
 import { type Appended, EVENTS, NOTHING_APPENDED, appended, logFinished } from './events.js';
 import { COLUMNS, type Claim, type JobError, type JobRow, preparedRows, rows } from './rows.js';
 
@@ -79,14 +79,11 @@ export function completeStatement(opts: {
   const ttl = opts.cacheTtlMs ?? 0;
   return {
     name: 'merchant_complete_jobs',
-    sql: `WITH input AS (
-       SELECT * FROM unnest(?::uuid[], ?::int[], ?::jsonb[]) AS i(id, attempts, result)
-     ), done AS (
-       UPDATE jobs SET status = 'succeeded', result = input.result, error = NULL,
-         finished_at = now(), locked_by = NULL, locked_until = NULL
-       FROM input
-       WHERE jobs.id = input.id AND jobs.attempts = input.attempts
-         AND ${held('jobs')}
+    sql: `WITH done AS (
+       UPDATE jobs SET status = 'succeeded', result = input.items -> jobs.id::text -> 'result',
+         error = NULL, finished_at = now(), locked_by = NULL, locked_until = NULL
+       FROM (SELECT ?::jsonb AS items) input
+       WHERE jobs.id = ANY (?::uuid[]) AND ${ofItem('jobs', 'input.items')} AND ${held('jobs')}
        RETURNING jobs.id, jobs.client_id, jobs.batch_id, jobs.status, jobs.cache_key,
          jobs.result, jobs.finished_at
      ), keyed AS (
@@ -121,9 +118,15 @@ export function completeStatement(opts: {
             CASE WHEN row_number() OVER () = 1 THEN ${EVENTS} END AS events
      FROM done`,
     bindings: [
+      JSON.stringify(
+        Object.fromEntries(
+          opts.items.map((i) => [
+            i.job.id.toLowerCase(),
+            { attempts: i.job.attempts, result: i.result },
+          ]),
+        ),
+      ),
       opts.items.map((i) => i.job.id),
-      opts.items.map((i) => i.job.attempts),
-      opts.items.map((i) => JSON.stringify(i.result)),
       opts.workerId,
       ttl,
       ttl,
