@@ -11,6 +11,7 @@ import * as eventsAfterCommit from './migrations/0010_events_announced_after_com
 import * as claimIndexAlone from './migrations/0011_claim_index_alone.js';
 import * as batchIndexPartial from './migrations/0012_batch_index_partial.js';
 import * as waitingCacheKeyIndex from './migrations/0013_waiting_cache_key_index.js';
+import * as payloadStatistics from './migrations/0014_payload_statistics.js';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -38,6 +39,7 @@ const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> =
   ['0011_claim_index_alone', claimIndexAlone],
   ['0012_batch_index_partial', batchIndexPartial],
   ['0013_waiting_cache_key_index', waitingCacheKeyIndex],
+  ['0014_payload_statistics', payloadStatistics],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
