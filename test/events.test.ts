@@ -5,11 +5,21 @@
  */
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { type EventRow, eventsAfter, logPosition, readEvents } from '../src/db/sql/events.js';
+import { insertBatch } from '../src/db/sql/batches.js';
+import { claimJobs } from '../src/db/sql/claims.js';
+import {
+  type EventRow,
+  eventsAfter,
+  eventsOfTransactions,
+  logPosition,
+  readEvents,
+} from '../src/db/sql/events.js';
+import { completeJobs } from '../src/db/sql/outcomes.js';
+import { newId } from '../src/ids.js';
 import type { JobRow } from '../src/db/sql/rows.js';
 import type { Transaction } from '../src/heuristic/types.js';
 import { scopedCacheKey } from '../src/jobs/cache-scope.js';
-import { clientId, eventually, insertPending } from './support/db.js';
+import { clientId, eventually, freshDatabase, insertPending } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 import { NonRetryableError } from '../src/heuristic/errors.js';
@@ -302,5 +312,36 @@ describe('the event log (job_events)', () => {
       const last = { txId: event!.tx_id, id: event!.id };
       expect(await eventsAfter(h.db, { after: last }), 'read up to the event').to.equal(false);
     });
+  });
+});
+
+describe('what a statement reports it appended (src/db/sql/events.ts EVENTS)', () => {
+  // The process hands these rows to its waiters, streams and webhooks without reading the log
+  // back; since they go by column, with the transaction and the time given once, a row that
+  // differed from the log would reach every subscriber of this process wrong.
+  it('is what the log holds: id, transaction, type, client, job, batch and time of each event', async () => {
+    const db = await freshDatabase(2);
+    try {
+      const client = await clientId(db, 'a');
+      await insertBatch(db, {
+        id: newId(),
+        clientId: client,
+        transactions: [tx('A'), tx('B'), tx('C')],
+        jobIds: [newId(), newId(), newId()],
+        maxAttempts: 3,
+      });
+      const claimed = await claimJobs(db, { workerId: 'w', limit: 10, leaseMs: 30_000 });
+      expect(claimed).to.have.length(3);
+      const { events: reported } = await completeJobs(db, {
+        workerId: 'w',
+        items: claimed.map((job) => ({ job, result: { merchant: { name: 'X' } } })),
+      });
+      expect(reported.counts).to.deep.equal({ 'job.succeeded': 3, 'batch.completed': 1 });
+      const logged = await eventsOfTransactions(db, [reported.txId!]);
+      expect(logged).to.have.length(4);
+      expect(reported.rows).to.deep.equal(logged);
+    } finally {
+      await db.destroy();
+    }
   });
 });
