@@ -4,7 +4,7 @@ import { releaseStatement, renewStatement } from '../src/db/sql/claims.js';
 import { completeStatement, failStatement } from '../src/db/sql/outcomes.js';
 import type { Claim } from '../src/db/sql/rows.js';
 import { freshDatabase, insertJobs } from './support/db.js';
-import { explainPrepared, planNodes, readsJobs, rowsRead } from './support/plans.js';
+import { type PlanNode, explainPrepared, planNodes, readsJobs, rowsRead } from './support/plans.js';
 
 /**
  * The runner's fenced writes (complete, renew, fail, hand back) touch the jobs of its own claims
@@ -18,6 +18,25 @@ import { explainPrepared, planNodes, readsJobs, rowsRead } from './support/plans
 const N = 4000;
 const CLAIMS = 16;
 const WORKER = 'w';
+
+/**
+ * A database of its own: one connection, so the transaction and the PREPARE stay on it, and
+ * autovacuum off on `jobs`, so it does not refresh the statistics each case sets up.
+ */
+async function planDatabase(): Promise<Knex> {
+  const db = await freshDatabase(1);
+  await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+  return db;
+}
+
+/** No node of the plan reads `jobs` sequentially or reads more than `max` of its rows. */
+function expectOwnJobsOnly(nodes: readonly PlanNode[], max: number): void {
+  for (const node of nodes.filter(readsJobs)) {
+    const what = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
+    expect(node['Node Type'], what).not.to.equal('Seq Scan');
+    expect(rowsRead(node), what).to.be.at.most(max);
+  }
+}
 
 const statements = {
   complete: (claims: Claim[]) =>
@@ -42,9 +61,7 @@ describe("the runner's fenced writes: plans (src/db/sql/claims.ts)", function ()
   this.timeout(60_000);
   let db: Knex;
   beforeEach(async () => {
-    db = await freshDatabase(1); // one connection: the transaction and PREPARE stay on it
-    // Autovacuum must not refresh the statistics each case sets up.
-    await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+    db = await planDatabase();
   });
   afterEach(async () => {
     await db.destroy();
@@ -80,11 +97,7 @@ describe("the runner's fenced writes: plans (src/db/sql/claims.ts)", function ()
             (n) => n['Node Type'] === 'ModifyTable' && n['Relation Name'] === 'jobs',
           );
           expect(written?.['Actual Rows'], 'jobs written').to.equal(name === 'fail' ? 1 : CLAIMS);
-          for (const node of nodes.filter(readsJobs)) {
-            const what = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
-            expect(node['Node Type'], what).not.to.equal('Seq Scan');
-            expect(rowsRead(node), what).to.be.at.most(CLAIMS * 2);
-          }
+          expectOwnJobsOnly(nodes, CLAIMS * 2);
         });
       }
     }
@@ -107,8 +120,7 @@ describe("the runner's fenced writes of a drain-sized group: plans (src/db/sql/c
   const GROUP = 300;
   let db: Knex;
   beforeEach(async () => {
-    db = await freshDatabase(1);
-    await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+    db = await planDatabase();
   });
   afterEach(async () => {
     await db.destroy();
@@ -133,11 +145,7 @@ describe("the runner's fenced writes of a drain-sized group: plans (src/db/sql/c
           (n) => n['Node Type'] === 'ModifyTable' && n['Relation Name'] === 'jobs',
         );
         expect(written?.['Actual Rows'], 'jobs written').to.equal(GROUP);
-        for (const node of nodes.filter(readsJobs)) {
-          const what = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
-          expect(node['Node Type'], what).not.to.equal('Seq Scan');
-          expect(rowsRead(node), what).to.be.at.most(GROUP * 2);
-        }
+        expectOwnJobsOnly(nodes, GROUP * 2);
         // Nor is the group read once per job (a nested loop rescanning the claims): no node reads
         // more than a few times the group's rows.
         for (const node of nodes) {
@@ -160,8 +168,7 @@ describe("the completion's plans, with other jobs waiting (src/db/sql/outcomes.t
   this.timeout(60_000);
   let db: Knex;
   beforeEach(async () => {
-    db = await freshDatabase(1);
-    await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+    db = await planDatabase();
   });
   afterEach(async () => {
     await db.destroy();
@@ -208,11 +215,7 @@ describe("the completion's plans, with other jobs waiting (src/db/sql/outcomes.t
             .map((n) => n['Actual Rows']);
           // The claimed jobs, then their followers (one per key), or none.
           expect(written, 'jobs written').to.deep.equal([CLAIMS, keyed ? CLAIMS : 0]);
-          for (const node of nodes.filter(readsJobs)) {
-            const label = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
-            expect(node['Node Type'], label).not.to.equal('Seq Scan');
-            expect(rowsRead(node), label).to.be.at.most(CLAIMS * 2);
-          }
+          expectOwnJobsOnly(nodes, CLAIMS * 2);
         });
       }
     }
