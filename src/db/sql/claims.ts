@@ -43,10 +43,15 @@ export function ofItem(alias: string, items: string): string {
   return `${alias}.attempts = (${items} -> ${alias}.id::text ->> 'attempts')::int`;
 }
 
-/** The jsonb object `ofItem` reads the attempts from: each claim's job id to its attempt. */
-export function attemptsById(claims: readonly Claim[]): string {
+/**
+ * The jsonb object `ofItem` reads: each claim's job id to its attempt and, given `results` (one
+ * per claim, in order), its result.
+ */
+export function claimsById(claims: readonly Claim[], results?: readonly unknown[]): string {
   return JSON.stringify(
-    Object.fromEntries(claims.map((c) => [c.id.toLowerCase(), { attempts: c.attempts }])),
+    Object.fromEntries(
+      claims.map((c, i) => [c.id.toLowerCase(), { attempts: c.attempts, result: results?.[i] }]),
+    ),
   );
 }
 
@@ -167,12 +172,7 @@ export function renewStatement(opts: {
     sql: `UPDATE jobs SET locked_until = now() + make_interval(secs => ? / 1000.0)
      WHERE jobs.id = ANY (?::uuid[]) AND ${ofItem('jobs', '?::jsonb')} AND ${held('jobs')}
      RETURNING jobs.id`,
-    bindings: [
-      opts.leaseMs,
-      opts.claims.map((c) => c.id),
-      attemptsById(opts.claims),
-      opts.workerId,
-    ],
+    bindings: [opts.leaseMs, opts.claims.map((c) => c.id), claimsById(opts.claims), opts.workerId],
   };
 }
 
@@ -201,7 +201,7 @@ export function releaseStatement(opts: { workerId: string; claims: readonly Clai
      FROM released`,
     bindings: [
       opts.claims.map((c) => c.id),
-      attemptsById(opts.claims),
+      claimsById(opts.claims),
       opts.workerId,
       PENDING_CHANNEL,
     ],

@@ -6,7 +6,7 @@
 import type { Knex } from 'knex';
 import { PENDING_CHANNEL } from '../channels.js';
 import type { MatchResult } from '../../heuristic/types.js';
-import { held, ofItem } from './claims.js';
+import { claimsById, held, ofItem } from './claims.js';
 import { type Appended, EVENTS, NOTHING_APPENDED, appended, logFinished } from './events.js';
 import { COLUMNS, type Claim, type JobError, type JobRow, preparedRows, rows } from './rows.js';
 
@@ -118,13 +118,9 @@ export function completeStatement(opts: {
             CASE WHEN row_number() OVER () = 1 THEN ${EVENTS} END AS events
      FROM done`,
     bindings: [
-      JSON.stringify(
-        Object.fromEntries(
-          opts.items.map((i) => [
-            i.job.id.toLowerCase(),
-            { attempts: i.job.attempts, result: i.result },
-          ]),
-        ),
+      claimsById(
+        opts.items.map((i) => i.job),
+        opts.items.map((i) => i.result),
       ),
       opts.items.map((i) => i.job.id),
       opts.workerId,
