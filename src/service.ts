@@ -240,10 +240,11 @@ export async function startService(
         config.resultCacheTtlMs > 0
           ? scopedCacheKey(config.resultCacheScope, heuristic, tx, clientId)
           : null,
-      onJobSubmitted: () => {
-        wake();
+      onJobSubmitted: (pending) => {
+        jobRunner.queued(pending);
         announcer.announce();
       },
+      reserveSlot: () => jobRunner.reserve(),
       // Each file batch holds a connection while it is uploaded: at most half the pool.
       maxFileBatchesInFlight: Math.max(1, Math.floor(config.databasePoolMax / 2)),
       metrics,

@@ -114,7 +114,9 @@ describe('submits are announced to other processes', () => {
   });
 
   // The submitting process wakes its own runner when the insert returns; the announcement's
-  // echo used to wake it again, and each idle submit cost a second, empty claim.
+  // echo used to wake it again, and each idle submit cost a second, empty claim. Batches (of one
+  // job here) are always stored pending: a single submit to an idle process starts at once,
+  // with no claim and no announcement at all (the next test).
   it("a process claims once per idle submit: its own announcement's echo does not wake it", async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
     const harness = h;
@@ -129,7 +131,12 @@ describe('submits are announced to other processes', () => {
 
     const n = 10;
     for (let i = 0; i < n; i++) {
-      const { id } = await submitJob(harness, `Dropbox ${i}`);
+      const res = await harness.http
+        .post('/normalize_merchant/batch')
+        .send({ transactions: [tx(`Dropbox ${i}`)] })
+        .expect(202);
+      const [id] = (res.body as { job_ids: string[] }).job_ids as [string];
+      expect((res.body as { counts: object }).counts, 'queued').to.include({ pending: 1 });
       await eventually(
         async () => (await harness.store.getJob(id, null))?.status === 'succeeded',
         5000,
@@ -146,5 +153,44 @@ describe('submits are announced to other processes', () => {
     await listener.query(`SELECT pg_notify($1, '')`, [PENDING_CHANNEL]);
     await eventually(() => Promise.resolve(claims.count > n), 5000, 'a claim on the other NOTIFY');
     expect(claims.count).to.equal(n + 1);
+  });
+
+  // Nothing queued and a slot free: the job is stored running under this process's claim, so
+  // no runner anywhere has anything to claim, and none is told.
+  it('a single submit to an idle process starts at once: no claim, no announcement', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
+    const harness = h;
+    listener = new pg.Client({ connectionString: databaseUrl(harness.db) });
+    await listener.connect();
+    let heard = 0;
+    listener.on('notification', (n) => {
+      if (n.channel === PENDING_CHANNEL) heard += 1;
+    });
+    await listener.query(`LISTEN ${PENDING_CHANNEL}`);
+    const done = (id: string) =>
+      eventually(async () => (await harness.store.getJob(id, null))?.status === 'succeeded');
+    // Until the runner's first claim has found the queue drained, a submit is queued.
+    await eventually(async () => {
+      const res = await harness.http.post('/normalize_merchant').send(tx('warm-up')).expect(202);
+      await done((res.body as { id: string }).id);
+      return (res.body as { status: string }).status === 'running';
+    });
+    const claims = countClaims(harness.service.db);
+    const heardBefore = heard;
+    for (let i = 0; i < 5; i++) {
+      const res = await harness.http
+        .post('/normalize_merchant')
+        .send(tx(`Zoom ${i}`))
+        .expect(202);
+      const body = res.body as { id: string; status: string; attempts: number; started_at: string };
+      expect(body, `submit ${i}`).to.include({ status: 'running', attempts: 1 });
+      expect(body.started_at).to.be.a('string');
+      await done(body.id);
+    }
+    expect(claims.count, 'claims').to.equal(0);
+    // A NOTIFY of our own after them: every one sent before it has arrived once it has.
+    await listener.query(`SELECT pg_notify($1, 'marker')`, [PENDING_CHANNEL]);
+    await eventually(() => Promise.resolve(heard > heardBefore), 5000, 'the marker');
+    expect(heard - heardBefore, 'announcements besides the marker').to.equal(1);
   });
 });

@@ -32,8 +32,14 @@ export interface JobsDeps {
   jobRetentionMs: number;
   /** The result-cache key of a client's transaction, or null: not cacheable. */
   cacheKey: (tx: Transaction, clientId: string) => string | null;
-  /** Jobs were queued here: the local runner may claim them at once. */
-  onJobSubmitted: () => void;
+  /** `pending` jobs were queued here: the local runner may claim them at once. */
+  onJobSubmitted: (pending: number) => void;
+  /**
+   * A free slot of the local runner for a single submit about to be inserted (Runner.reserve):
+   * the job is inserted running under the runner's claim, and `settle` hands it the row.
+   * @defaultValue none: every job is inserted pending
+   */
+  reserveSlot?: () => SlotReservation | undefined;
   /**
    * Longest a statement of a file batch's final insert may take (100,000 jobs at once take
    * longer than the pool's statement timeout). @defaultValue 60000
@@ -48,6 +54,14 @@ export interface JobsDeps {
     jobsSubmitted: { inc(labels: { via: 'single' | 'batch' }, value?: number): void };
     answeredWithoutCall(via: 'submit', n: number): void;
   };
+}
+
+/** A slot promised to one submit: the claim its insert makes, then the row it inserted. */
+export interface SlotReservation {
+  workerId: string;
+  leaseMs: number;
+  /** The insert is over: the row it inserted, or undefined (none, or it failed). */
+  settle(row: JobRow | undefined): void;
 }
 
 /** A job or batch that can be read again and waited on. */
@@ -88,28 +102,36 @@ export class Jobs {
     idempotency?: Idempotency,
   ): Promise<{ row: JobRow; replayed: boolean }> {
     const { store, admission, metrics } = this.deps;
-    const inserted = await admission.admitting(
-      owner,
-      1,
-      () =>
-        store.insertJob({
-          id: newId(),
-          clientId: owner,
-          transaction,
-          maxAttempts: this.deps.jobMaxAttempts,
-          idempotency,
-          cacheKey: this.deps.cacheKey(transaction, owner),
-        }),
-      (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
-    );
+    // Started at once when the local runner has a slot free and nothing queued.
+    const slot = this.deps.reserveSlot?.();
+    let inserted: Awaited<ReturnType<JobStore['insertJob']>> | undefined;
+    try {
+      inserted = await admission.admitting(
+        owner,
+        1,
+        () =>
+          store.insertJob({
+            id: newId(),
+            clientId: owner,
+            transaction,
+            maxAttempts: this.deps.jobMaxAttempts,
+            idempotency,
+            cacheKey: this.deps.cacheKey(transaction, owner),
+            runBy: slot && { workerId: slot.workerId, leaseMs: slot.leaseMs },
+          }),
+        (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
+      );
+    } finally {
+      slot?.settle(inserted?.created ? inserted.row : undefined);
+    }
     if (!inserted.created) {
       checkReplay(idempotency, inserted.requestHash, 'job');
       return { row: inserted.row, replayed: true };
     }
     metrics?.jobsSubmitted.inc({ via: 'single' });
-    // Answered from the result cache, it never queued.
-    if (inserted.row.status === 'pending') this.deps.onJobSubmitted();
-    else metrics?.answeredWithoutCall('submit', 1);
+    // Answered from the result cache, it never queued; started at once, it did not either.
+    if (inserted.row.status === 'pending') this.deps.onJobSubmitted(1);
+    else if (inserted.row.status === 'succeeded') metrics?.answeredWithoutCall('submit', 1);
     return { row: inserted.row, replayed: false };
   }
 
@@ -141,7 +163,7 @@ export class Jobs {
       // Answered from the result cache, those never queued.
       const cached = inserted.row.succeeded;
       metrics?.answeredWithoutCall('submit', cached);
-      if (cached < n) this.deps.onJobSubmitted();
+      if (cached < n) this.deps.onJobSubmitted(n - cached);
       return { row: inserted.row, jobIds: inserted.jobIds, replayed: false };
     }
     checkReplay(idempotency, inserted.requestHash, 'batch');
@@ -209,7 +231,7 @@ export class Jobs {
       metrics?.jobsSubmitted.inc({ via: 'batch' }, n);
       const cached = inserted.row.succeeded;
       metrics?.answeredWithoutCall('submit', cached);
-      if (cached < n) this.deps.onJobSubmitted();
+      if (cached < n) this.deps.onJobSubmitted(n - cached);
       return { row: inserted.row, replayed: false };
     }
     checkReplay(idempotency(), inserted.requestHash, 'batch');

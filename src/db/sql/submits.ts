@@ -17,6 +17,25 @@ export function cachedValues(hit: string): string {
     CASE WHEN ${hit} IS NULL THEN NULL ELSE now() END`;
 }
 
+/** Columns a single submit sets beside its row's own: see `startValues`. */
+const START_COLUMNS = 'status, result, started_at, finished_at, locked_by, locked_until, attempts';
+
+/**
+ * Values for START_COLUMNS: succeeded at once when `hit` (a cached result, SQL) is not null;
+ * else running under `worker`'s claim (SQL, a worker id or null) for `leaseMs` (SQL), as a
+ * claim would set it; else pending.
+ */
+function startValues(hit: string, worker: string, leaseMs: string): string {
+  const runs = `${hit} IS NULL AND ${worker} IS NOT NULL`;
+  return `CASE WHEN ${hit} IS NOT NULL THEN 'succeeded' WHEN ${runs} THEN 'running' ELSE 'pending' END,
+    ${hit},
+    CASE WHEN ${hit} IS NOT NULL OR ${runs} THEN now() END,
+    CASE WHEN ${hit} IS NOT NULL THEN now() END,
+    CASE WHEN ${runs} THEN ${worker} END,
+    CASE WHEN ${runs} THEN now() + make_interval(secs => ${leaseMs} / 1000.0) END,
+    CASE WHEN ${runs} THEN 1 ELSE 0 END`;
+}
+
 // NOTIFYs runners (in every process) that jobs are pending, in a statement of its own. Not in
 // the submitting transaction: a transaction that NOTIFYs holds Postgres's global notify lock
 // from its pre-commit until its commit is flushed, so notifying inserts commit one at a time,
@@ -34,6 +53,11 @@ export async function announcePending(db: Knex, origin = ''): Promise<void> {
 
 export interface JobToInsert {
   id: string;
+  /**
+   * Inserted already running under this claim (unless answered from the cache): this process's
+   * runner had a free slot and nothing queued (Runner.reserve), so the job skips the claim.
+   */
+  runBy?: { workerId: string; leaseMs: number } | undefined;
   clientId: string;
   transaction: Transaction;
   maxAttempts: number;
@@ -93,7 +117,7 @@ async function insertAlone(db: Knex, job: JobToInsert): Promise<Stored> {
 }
 
 // A job that may be answered from the result cache: looked up, stored succeeded with its event
-// appended on a hit, else pending.
+// appended on a hit, else pending (or running: `runBy`).
 function insertCached(db: Knex, job: JobToInsert) {
   return preparedRows<JobRow & { events: unknown }>(
     db,
@@ -102,9 +126,9 @@ function insertCached(db: Knex, job: JobToInsert) {
          SELECT result FROM results WHERE cache_key = ? AND expires_at > now()
        ), inserted AS (
          INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash,
-                           cache_key, ${CACHED_COLUMNS})
-         SELECT ?, ?, ?::jsonb, ?, ?, ?, ?::text, ${cachedValues('hit.result')}
-         FROM (SELECT 1) AS one LEFT JOIN hit ON true
+                           cache_key, ${START_COLUMNS})
+         SELECT ?, ?, ?::jsonb, ?, ?, ?, ?::text, ${startValues('hit.result', 'w.worker', 'w.lease_ms')}
+         FROM (SELECT ?::text AS worker, ?::int AS lease_ms) AS w LEFT JOIN hit ON true
          ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING ${COLUMNS}
        ), finished AS (
@@ -112,24 +136,31 @@ function insertCached(db: Knex, job: JobToInsert) {
        ), ${logFinished('finished', 'none')}
        SELECT inserted.*, ${EVENTS} AS events
        FROM inserted`,
-    [job.cacheKey ?? null, ...rowValues(job), job.cacheKey ?? null],
+    [job.cacheKey ?? null, ...rowValues(job), job.cacheKey ?? null, ...runValues(job)],
   );
 }
 
-// A job without a cache key (the cache is off, or the transaction is not cacheable): always
-// pending, so nothing to look up and no event to append. Without the cache lookup, the event
-// CTEs and the statement trigger they fire on job_events, Postgres runs 16-19 % more of these
-// per second than of the statement above (pgbench, 8 clients, two rounds).
+// A job without a cache key (the cache is off, or the transaction is not cacheable): pending (or
+// running: `runBy`), so nothing to look up and no event to append. Without the cache lookup, the
+// event CTEs and the statement trigger they fire on job_events, Postgres runs 16-19 % more of
+// these per second than of the statement above (pgbench, 8 clients, two rounds).
 function insertUncached(db: Knex, job: JobToInsert) {
   return preparedRows<JobRow & { events?: undefined }>(
     db,
     'merchant_insert_pending_job',
-    `INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash)
-     VALUES (?, ?, ?::jsonb, ?, ?, ?)
+    `INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash,
+                       ${START_COLUMNS})
+     SELECT ?, ?, ?::jsonb, ?, ?, ?, ${startValues('NULL::jsonb', 'w.worker', 'w.lease_ms')}
+     FROM (SELECT ?::text AS worker, ?::int AS lease_ms) AS w
      ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
      RETURNING ${COLUMNS}`,
-    rowValues(job),
+    [...rowValues(job), ...runValues(job)],
   );
+}
+
+// The (worker, lease_ms) a one-job insert binds: its claim, or nulls (pending).
+function runValues(job: JobToInsert) {
+  return [job.runBy?.workerId ?? null, job.runBy?.leaseMs ?? null];
 }
 
 // The values of (id, client_id, transaction, max_attempts, idempotency_key, request_hash), as
@@ -152,8 +183,10 @@ export async function insertJobs(
   jobs: readonly JobToInsert[],
   cached: boolean,
 ): Promise<Stored[]> {
-  const source = `unnest(?::uuid[], ?::uuid[], ?::text[], ?::int[], ?::text[], ?::text[], ?::text[])
-       WITH ORDINALITY AS t(id, client_id, tx, max_attempts, key, hash, cache_key, ord)`;
+  const source = `unnest(?::uuid[], ?::uuid[], ?::text[], ?::int[], ?::text[], ?::text[], ?::text[],
+                         ?::text[], ?::int[])
+       WITH ORDINALITY AS t(id, client_id, tx, max_attempts, key, hash, cache_key, worker,
+                            lease_ms, ord)`;
   const conflict = `ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL
        DO NOTHING RETURNING ${COLUMNS}`;
   const inserted = await preparedRows<JobRow & { events?: unknown }>(
@@ -162,9 +195,9 @@ export async function insertJobs(
     cached
       ? `WITH inserted AS (
            INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key,
-                             request_hash, cache_key, ${CACHED_COLUMNS})
+                             request_hash, cache_key, ${START_COLUMNS})
            SELECT t.id, t.client_id, t.tx::jsonb, t.max_attempts, t.key, t.hash, t.cache_key,
-                  ${cachedValues('hit.result')}
+                  ${startValues('hit.result', 't.worker', 't.lease_ms')}
            FROM ${source}
              LEFT JOIN LATERAL (
                SELECT result FROM results WHERE cache_key = t.cache_key AND expires_at > now()
@@ -176,8 +209,10 @@ export async function insertJobs(
          ), ${logFinished('finished', 'none')}
          SELECT inserted.*, CASE WHEN row_number() OVER () = 1 THEN ${EVENTS} END AS events
          FROM inserted`
-      : `INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash)
-         SELECT t.id, t.client_id, t.tx::jsonb, t.max_attempts, t.key, t.hash
+      : `INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash,
+                           ${START_COLUMNS})
+         SELECT t.id, t.client_id, t.tx::jsonb, t.max_attempts, t.key, t.hash,
+                ${startValues('NULL::jsonb', 't.worker', 't.lease_ms')}
          FROM ${source}
          ORDER BY t.ord
          ${conflict}`,
@@ -190,6 +225,8 @@ export async function insertJobs(
       jobs.map((job) => job.idempotency?.key ?? null) as string[],
       jobs.map((job) => job.idempotency?.requestHash ?? null) as string[],
       jobs.map((job) => job.cacheKey ?? null) as string[],
+      jobs.map((job) => job.runBy?.workerId ?? null) as string[],
+      jobs.map((job) => job.runBy?.leaseMs ?? null) as number[],
     ],
   );
   const byId = new Map(inserted.map(({ events: _events, ...row }) => [row.id, row]));

@@ -47,7 +47,7 @@ export function jobRoutes(deps: JobRoutesDeps): Route[] {
   const auth = authenticate(deps.auth);
   return [
     {
-      // Accept one transaction: 202 once its pending job row is committed.
+      // Accept one transaction: 202 once its job row (pending, or started) is committed.
       method: 'post',
       path: '/normalize_merchant',
       handle: [
@@ -77,8 +77,9 @@ export function jobRoutes(deps: JobRoutesDeps): Route[] {
         tags: ['Jobs'],
         summary: 'Submit one transaction',
         description:
-          'Stores the transaction as a pending job and answers `202` once it is committed, with ' +
-          'the job and its `Location`; read that (`?wait=N` long-polls) until `status` is ' +
+          'Stores the transaction as a job and answers `202` once it is committed, with the job ' +
+          '(`pending`, or `running` when a slot was free and nothing queued) and its ' +
+          '`Location`; read that (`?wait=N` long-polls) until `status` is ' +
           '`succeeded`, `failed` or `canceled`. With `Prefer: wait=N` the answer is held up to ' +
           'N s and is `200` with the finished job if it finishes in time. An `Idempotency-Key` ' +
           'makes a retry safe.',
