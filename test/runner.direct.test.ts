@@ -16,6 +16,7 @@ import { Runner } from '../src/runner/runner.js';
 import { AttemptStats } from '../src/runner/stats.js';
 import { clientId, eventually, freshDatabase, insertPending, jobStatuses } from './support/db.js';
 import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { QUIET_TIMERS } from './support/other-runner.js';
 import { announcingStore } from './support/process-store.js';
 
 const LEASE_MS = 60_000;
@@ -47,11 +48,7 @@ function runnerOn(
     concurrency,
     leaseMs: LEASE_MS,
     timeoutMs: 60_000,
-    backoffBaseMs: 10,
-    backoffMaxMs: 10,
-    pollMs: 3_600_000,
-    retentionMs: 86_400_000,
-    purgeIntervalMs: 3_600_000,
+    ...QUIET_TIMERS,
   });
   return { runner, claims };
 }

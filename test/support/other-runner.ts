@@ -9,6 +9,18 @@ import { databaseUrl } from './db.js';
 import { attemptOutcomes } from './metrics.js';
 import { announcingStore } from './process-store.js';
 
+/**
+ * A test runner's timers: short retries, and the poll, reaping and purges an hour apart, so that
+ * nothing but the test wakes it.
+ */
+export const QUIET_TIMERS = {
+  backoffBaseMs: 10,
+  backoffMaxMs: 10,
+  pollMs: 3_600_000,
+  retentionMs: 86_400_000,
+  purgeIntervalMs: 3_600_000,
+} as const;
+
 export interface OtherRunner {
   runner: Runner;
   /** Its own metrics: what it counted, by outcome. */
@@ -41,11 +53,7 @@ export function otherRunner(
     concurrency: 1,
     leaseMs: 5000,
     timeoutMs: 5000,
-    backoffBaseMs: 10,
-    backoffMaxMs: 10,
-    pollMs: 3_600_000,
-    retentionMs: 86_400_000,
-    purgeIntervalMs: 3_600_000,
+    ...QUIET_TIMERS,
     ...opts,
   });
   return {
