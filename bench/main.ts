@@ -270,7 +270,10 @@ async function main() {
     await reset(db);
   }
 
-  // 4. Pick-up on an idle queue: one job at a time, submit to heuristic start.
+  // 4. Pick-up on an idle queue: one job at a time, the row's creation to its claim
+  // (`started_at`). A single submit to an idle process is stored already started (Runner.reserve),
+  // so this reads 0 there: its time from the commit to the heuristic's call is not in the table,
+  // and is part of the time to result (4b).
   if (noop && on('pickup')) {
     say(`pick-up: ${PICKUPS} jobs, one at a time`);
     for (let i = 0; i < PICKUPS; i++) {
