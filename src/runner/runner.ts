@@ -4,8 +4,9 @@
  * recorder. Lifecycle: `start()`, `wake()` whenever work may be claimable, `stop(graceMs)` which
  * lets running attempts finish and hands the rest back as pending.
  *
- * Wake-ups: a local submit and every NOTIFY call `wake()`; a retry coming due wakes a local
- * timer; the poll (`pollMs`, the reaper's timer) is only the safety net.
+ * Wake-ups: a local submit stored pending calls `queued()`, every NOTIFY `wake()`; a retry
+ * coming due wakes a local timer; the poll (`pollMs`, the reaper's timer) is only the safety net.
+ * A local single submit may also skip the claim altogether: `reserve()`.
  */
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
@@ -150,8 +151,8 @@ export class Runner {
    * trip less on its way to a result. Given only when the pending jobs are known (`queueKnown`:
    * all queued by this process, since a claim found the queue drained) and a slot is free beyond
    * one for each of them, so a job started this way never takes a slot a pending job waits for.
-   * Undefined: insert it pending. The caller must call `settle` with the row it inserted (or nothing) once the
-   * insert is over, whatever its outcome.
+   * Undefined: insert it pending. The caller must call `settle` with the row it inserted (or
+   * nothing) once the insert is over, whatever its outcome.
    */
   reserve(): Reservation | undefined {
     if (this.state !== 'running' || !this.queueKnown) return undefined;

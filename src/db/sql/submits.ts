@@ -9,7 +9,7 @@ import { COLUMNS, type Idempotency, type JobRow, preparedRows, rows } from './ro
 import type { Transaction } from '../../heuristic/types.js';
 import { GroupCommit, writeApartOnError } from '../../group-commit.js';
 
-/** Columns a submit sets from the result cache: succeeded at once on a hit, else pending. */
+/** Columns a batch's insert sets from the result cache: succeeded at once on a hit, else pending. */
 export const CACHED_COLUMNS = 'status, result, started_at, finished_at';
 export function cachedValues(hit: string): string {
   return `CASE WHEN ${hit} IS NULL THEN 'pending' ELSE 'succeeded' END, ${hit},
@@ -27,7 +27,8 @@ const START_COLUMNS = 'status, result, started_at, finished_at, locked_by, locke
  */
 function startValues(hit: string, worker: string, leaseMs: string): string {
   const runs = `${hit} IS NULL AND ${worker} IS NOT NULL`;
-  return `CASE WHEN ${hit} IS NOT NULL THEN 'succeeded' WHEN ${runs} THEN 'running' ELSE 'pending' END,
+  return `CASE WHEN ${hit} IS NOT NULL THEN 'succeeded'
+         WHEN ${runs} THEN 'running' ELSE 'pending' END,
     ${hit},
     CASE WHEN ${hit} IS NOT NULL OR ${runs} THEN now() END,
     CASE WHEN ${hit} IS NOT NULL THEN now() END,
@@ -127,7 +128,8 @@ function insertCached(db: Knex, job: JobToInsert) {
        ), inserted AS (
          INSERT INTO jobs (id, client_id, transaction, max_attempts, idempotency_key, request_hash,
                            cache_key, ${START_COLUMNS})
-         SELECT ?, ?, ?::jsonb, ?, ?, ?, ?::text, ${startValues('hit.result', 'w.worker', 'w.lease_ms')}
+         SELECT ?, ?, ?::jsonb, ?, ?, ?, ?::text,
+                ${startValues('hit.result', 'w.worker', 'w.lease_ms')}
          FROM (SELECT ?::text AS worker, ?::int AS lease_ms) AS w LEFT JOIN hit ON true
          ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING ${COLUMNS}
