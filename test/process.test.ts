@@ -90,6 +90,13 @@ describe('server process (src/main.ts)', function () {
     expect(await first.kill('SIGKILL')).to.deep.equal({ code: null, signal: 'SIGKILL' });
     expect(await jobStatuses(db)).to.deep.equal({ running: 4, pending: 6 });
     const interrupted = (await db('jobs').where({ status: 'running' }).pluck('id')) as string[];
+    // Submitted to an idle server, they were stored already running (no claim): such a job is
+    // recovered by its lease like a claimed one.
+    const startedAtInsert = await db('jobs')
+      .where({ status: 'running' })
+      .whereRaw('started_at = created_at')
+      .count<{ count: string }[]>('* as count');
+    expect(Number(startedAtInsert[0]?.count), 'interrupted jobs started at insert').to.be.above(0);
 
     const second = await start({ ...fast, HEURISTIC_DELAY_MS: '20' });
     await eventually(allSucceeded(10), 20_000, 'all 10 jobs to succeed');
