@@ -15,6 +15,7 @@ import {
   FileBatchesBusyError,
   IdempotencyKeyReusedError,
 } from '../errors.js';
+import type { Reservation } from '../runner/runner.js';
 import type { QueueEstimator } from './eta.js';
 import { type JobEvents, batchTopic, jobTopic } from './hub.js';
 import { missing } from './gone.js';
@@ -39,7 +40,7 @@ export interface JobsDeps {
    * the job is inserted running under the runner's claim, and `settle` hands it the row.
    * @defaultValue none: every job is inserted pending
    */
-  reserveSlot?: () => SlotReservation | undefined;
+  reserveSlot?: () => Reservation | undefined;
   /**
    * Longest a statement of a file batch's final insert may take (100,000 jobs at once take
    * longer than the pool's statement timeout). @defaultValue 60000
@@ -54,14 +55,6 @@ export interface JobsDeps {
     jobsSubmitted: { inc(labels: { via: 'single' | 'batch' }, value?: number): void };
     answeredWithoutCall(via: 'submit', n: number): void;
   };
-}
-
-/** A slot promised to one submit: the claim its insert makes, then the row it inserted. */
-export interface SlotReservation {
-  workerId: string;
-  leaseMs: number;
-  /** The insert is over: the row it inserted, or undefined (none, or it failed). */
-  settle(row: JobRow | undefined): void;
 }
 
 /** A job or batch that can be read again and waited on. */
@@ -117,7 +110,7 @@ export class Jobs {
             maxAttempts: this.deps.jobMaxAttempts,
             idempotency,
             cacheKey: this.deps.cacheKey(transaction, owner),
-            runBy: slot && { workerId: slot.workerId, leaseMs: slot.leaseMs },
+            runBy: slot,
           }),
         (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
       );
