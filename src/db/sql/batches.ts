@@ -5,7 +5,7 @@
 import type { Knex } from 'knex';
 import type { Transaction } from '../../heuristic/types.js';
 import { type Appended, EVENTS, NOTHING_APPENDED, appended, logFinished } from './events.js';
-import { CACHED_COLUMNS, cachedValues } from './submits.js';
+import { START_COLUMNS, startValues } from './submits.js';
 import {
   type BatchItemRow,
   type BatchRow,
@@ -31,9 +31,9 @@ export function insertBatchSql(source: string, opts: { jobIds: boolean }): strin
          RETURNING id, client_id, created_at, unfinished
        ), j AS (
          INSERT INTO jobs (id, client_id, batch_id, batch_index, transaction, max_attempts,
-                           cache_key, ${CACHED_COLUMNS})
+                           cache_key, ${START_COLUMNS})
          SELECT t.id, b.client_id, b.id, t.ord - 1, t.tx, ?, t.key,
-                ${cachedValues('t.result')}
+                ${startValues('t.result')}
          FROM b, t
          ORDER BY t.ord
          RETURNING id, client_id, batch_id, batch_index, seq, status, finished_at

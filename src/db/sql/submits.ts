@@ -9,23 +9,19 @@ import { COLUMNS, type Idempotency, type JobRow, preparedRows, rows } from './ro
 import type { Transaction } from '../../heuristic/types.js';
 import { GroupCommit, writeApartOnError } from '../../group-commit.js';
 
-/** Columns a batch's insert sets from the result cache: succeeded at once on a hit, else pending. */
-export const CACHED_COLUMNS = 'status, result, started_at, finished_at';
-export function cachedValues(hit: string): string {
-  return `CASE WHEN ${hit} IS NULL THEN 'pending' ELSE 'succeeded' END, ${hit},
-    CASE WHEN ${hit} IS NULL THEN NULL ELSE now() END,
-    CASE WHEN ${hit} IS NULL THEN NULL ELSE now() END`;
-}
-
-/** Columns a single submit sets beside its row's own: see `startValues`. */
-const START_COLUMNS = 'status, result, started_at, finished_at, locked_by, locked_until, attempts';
+/**
+ * Columns an insert of jobs sets beside each row's own (single submits and batches): see
+ * `startValues`.
+ */
+export const START_COLUMNS =
+  'status, result, started_at, finished_at, locked_by, locked_until, attempts';
 
 /**
  * Values for START_COLUMNS: succeeded at once when `hit` (a cached result, SQL) is not null;
  * else running under `worker`'s claim (SQL, a worker id or null) for `leaseMs` (SQL), as a
- * claim would set it; else pending.
+ * claim would set it; else pending. Without `worker`, succeeded or pending.
  */
-function startValues(hit: string, worker: string, leaseMs: string): string {
+export function startValues(hit: string, worker = 'NULL::text', leaseMs = 'NULL::int'): string {
   const runs = `${hit} IS NULL AND ${worker} IS NOT NULL`;
   return `CASE WHEN ${hit} IS NOT NULL THEN 'succeeded'
          WHEN ${runs} THEN 'running' ELSE 'pending' END,
