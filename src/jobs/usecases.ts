@@ -15,7 +15,7 @@ import {
   FileBatchesBusyError,
   IdempotencyKeyReusedError,
 } from '../errors.js';
-import type { Reservation } from '../runner/runner.js';
+import type { Reservation } from '../runner/local-queue.js';
 import type { QueueEstimator } from './eta.js';
 import { type JobEvents, batchTopic, jobTopic } from './hub.js';
 import { missing } from './gone.js';

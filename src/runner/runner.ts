@@ -16,8 +16,10 @@ import type { RunnerStore } from '../db/store.js';
 import type { Heuristic } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { runAttempt } from './attempt.js';
-import { JobCanceledError, LeaseLostError, ShutdownError } from './errors.js';
+import { JobCanceledError, ShutdownError } from './errors.js';
+import { Heartbeat } from './heartbeat.js';
 import { Maintenance } from './maintenance.js';
+import { LocalQueue, type Reservation } from './local-queue.js';
 import { prefetchJobs } from './prefetch.js';
 import { OutcomeRecorder, type RecorderOptions } from './record.js';
 import { type TrackedAttempt, claimOf, settle, track } from './tracked.js';
@@ -72,22 +74,9 @@ export class Runner {
   /** Outcome writes waiting for the claim that serves their slot (see `leaveSlot`). */
   private readonly roundWaiters: (() => void)[] = [];
   private mayHaveWork = true;
-  /** Slots promised to submits being inserted already running (`reserve`). */
-  private reserved = 0;
-  /**
-   * Every due pending job is one this process queued and counted in `localPending`, or one the
-   * claim on its way takes: set by a claim that found fewer jobs than it asked for with no wake-up
-   * from elsewhere during it (a NOTIFY, the poll, a retry coming due), cleared by such a wake-up.
-   */
-  private queueKnown = false;
-  /** A wake-up from elsewhere (`wake`) since the current claim began. */
-  private wokenElsewhere = false;
-  /** Jobs this process queued that no claim has covered yet (`queued`). */
-  private localPending = 0;
-  /** While a claim is on its way and `queueKnown`: the jobs it can find, at most. */
-  private claimingFor = 0;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
-  private heartbeating = false;
+  /** What this runner knows of the pending jobs, for `reserve`. */
+  private readonly local = new LocalQueue();
+  private readonly heartbeat: Heartbeat;
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: RunnerOptions) {
@@ -109,17 +98,21 @@ export class Runner {
       afterReap: () => this.wake(),
       // Our own attempts are alive, whatever their lease says after an outage: the heartbeat
       // renews them, and a finished one may still be trying to record its answer.
-      spare: () => this.heldClaims().map((c) => c.id),
+      spare: () => this.live().map((a) => a.job.id),
+    });
+    this.heartbeat = new Heartbeat({
+      store: opts.store,
+      workerId: this.workerId,
+      leaseMs: opts.leaseMs,
+      log: opts.log,
+      live: () => this.live(),
     });
   }
 
   start(): void {
     if (this.state !== 'new') throw new Error(`runner cannot start from state ${this.state}`);
     this.state = 'running';
-    this.heartbeatTimer = setInterval(
-      () => void this.heartbeat(),
-      Math.max(100, Math.floor(this.opts.leaseMs / 3)),
-    );
+    this.heartbeat.start();
     this.maintenance.start();
   }
 
@@ -148,17 +141,15 @@ export class Runner {
   /**
    * A slot for a job this process is about to insert, so that it is inserted already running
    * under this runner's claim and skips the claim: one statement, one row version and one round
-   * trip less on its way to a result. Given only when the pending jobs are known (`queueKnown`:
-   * all queued by this process, since a claim found the queue drained) and a slot is free beyond
-   * one for each of them, so a job started this way never takes a slot a pending job waits for.
+   * trip less on its way to a result. Given only when the pending jobs are known (all queued by
+   * this process, since a claim found the queue drained) and a slot is free beyond one for each
+   * of them, so a job started this way never takes a slot a pending job waits for (local-queue.ts).
    * Undefined: insert it pending. The caller must call `settle` with the row it inserted (or
    * nothing) once the insert is over, whatever its outcome.
    */
   reserve(): Reservation | undefined {
-    if (this.state !== 'running' || !this.queueKnown) return undefined;
-    // Each pending job known here keeps a slot for itself.
-    if (this.freeSlots() - this.claimingFor - this.localPending < 1) return undefined;
-    this.reserved += 1;
+    if (this.state !== 'running' || !this.local.hasSpare(this.freeSlots())) return undefined;
+    this.local.reserved += 1;
     let open = true;
     return {
       workerId: this.workerId,
@@ -166,7 +157,7 @@ export class Runner {
       settle: (row) => {
         if (!open) return;
         open = false;
-        this.reserved -= 1;
+        this.local.reserved -= 1;
         if (row?.status === 'running' && row.locked_by === this.workerId) this.adopt(row);
       },
     };
@@ -187,15 +178,14 @@ export class Runner {
 
   /** Work may be claimable now: a NOTIFY, a retry coming due, the poll. */
   wake(): void {
-    this.queueKnown = false;
-    this.wokenElsewhere = true;
+    this.local.heardFromElsewhere();
     this.mayHaveWork = true;
     void this.claim();
   }
 
   /** This process queued `pending` jobs (committed): claim them. */
   queued(pending: number): void {
-    this.localPending += pending;
+    this.local.queued(pending);
     this.mayHaveWork = true;
     void this.claim();
   }
@@ -246,7 +236,7 @@ export class Runner {
       }
       await Promise.all(interrupted.map((a) => a.done));
     }
-    clearInterval(this.heartbeatTimer);
+    this.heartbeat.stop();
     this.state = 'stopped';
   }
 
@@ -343,7 +333,7 @@ export class Runner {
       this.opts.concurrency +
       prefetch -
       this.attempts.size -
-      this.reserved +
+      this.local.reserved +
       Math.min(this.writing, this.opts.concurrency)
     );
   }
@@ -357,11 +347,7 @@ export class Runner {
     // the half left lasts ~10 ms, longer than a claim. Else claims followed each completion
     // group and averaged 10 jobs. Mostly-empty claims of slow jobs still go at once.
     if (free < Math.max(1, Math.ceil(prefetch / 2))) return false;
-    // The local jobs this claim covers (those queued later count from zero again).
-    const covered = this.localPending;
-    this.localPending = 0;
-    this.wokenElsewhere = false;
-    this.claimingFor = Math.min(free, covered);
+    const covered = this.local.claimSent(free);
     let jobs: JobRow[];
     try {
       jobs = await this.opts.store.claim({
@@ -370,21 +356,13 @@ export class Runner {
         leaseMs: this.opts.leaseMs,
       });
     } catch (err) {
-      this.localPending += covered;
-      this.queueKnown = false;
+      this.local.claimFailed(covered);
       throw err;
-    } finally {
-      this.claimingFor = 0;
     }
+    this.local.claimReturned(covered, free, jobs.length);
     for (const job of jobs) this.dispatch(job);
-    if (jobs.length < free) {
-      // Fewer than asked: the queue is drained, unless a wake-up came in meanwhile.
-      if (!this.claimRequested) this.mayHaveWork = false;
-      if (!this.wokenElsewhere) this.queueKnown = true;
-    } else {
-      // As many as asked: some of the local jobs may still wait.
-      this.localPending += Math.max(0, covered - jobs.length);
-    }
+    // Fewer than asked: the queue is drained, unless a wake-up came in meanwhile.
+    if (jobs.length < free && !this.claimRequested) this.mayHaveWork = false;
     return true;
   }
 
@@ -452,45 +430,10 @@ export class Runner {
     this.wakeTimers.add(timer);
   }
 
-  /** Claims of attempts not recorded yet: what the heartbeat renews and the reaper spares. */
-  private heldClaims() {
-    return [...this.attempts.values()].filter((a) => !a.settled).map((a) => claimOf(a.job));
+  /** Attempts not recorded yet: their claims are what the heartbeat renews and the reaper spares. */
+  private live(): TrackedAttempt[] {
+    return [...this.attempts.values()].filter((a) => !a.settled);
   }
-
-  private async heartbeat() {
-    const live = [...this.attempts.values()].filter((a) => !a.settled);
-    // One at a time: while the database stalls, a renewal may wait longer than the interval.
-    if (live.length === 0 || this.heartbeating) return;
-    this.heartbeating = true;
-    let held: Set<string>;
-    try {
-      held = await this.opts.store.renew({
-        workerId: this.workerId,
-        claims: live.map((a) => claimOf(a.job)),
-        leaseMs: this.opts.leaseMs,
-      });
-    } catch (err) {
-      // A lease outlives two missed heartbeats; the next one retries.
-      this.opts.log.warn({ err }, 'renewing leases failed');
-      return;
-    } finally {
-      this.heartbeating = false;
-    }
-    for (const a of live) {
-      if (!a.settled && !held.has(a.job.id)) {
-        a.controller.abort(new LeaseLostError());
-        a.held.abort();
-      }
-    }
-  }
-}
-
-/** A slot promised to a submit (`Runner.reserve`): the claim its insert makes. */
-export interface Reservation {
-  workerId: string;
-  leaseMs: number;
-  /** The insert is over: `row` as inserted (undefined: none, or it failed). */
-  settle(row: JobRow | undefined): void;
 }
 
 function releaseAll(waiters: readonly (() => void)[]) {
