@@ -92,25 +92,45 @@ describe('submits are announced to other processes', () => {
     h = undefined;
   });
 
+  /**
+   * LISTENs on the pending channel of `harness`'s database, as another process's runner would:
+   * `payloads` holds what was heard, in order (closed after the test).
+   */
+  async function listenPending(
+    harness: Harness,
+  ): Promise<{ client: pg.Client; payloads: string[] }> {
+    const client = new pg.Client({ connectionString: databaseUrl(harness.db) });
+    listener = client;
+    await client.connect();
+    const payloads: string[] = [];
+    client.on('notification', (n) => {
+      if (n.channel === PENDING_CHANNEL) payloads.push(n.payload ?? '');
+    });
+    await client.query(`LISTEN ${PENDING_CHANNEL}`);
+    return { client, payloads };
+  }
+
   it('NOTIFYs the pending channel after a single submit and after a batch commits', async () => {
     // As another process's runner would: LISTENing, and nothing else tells it of new jobs.
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
-    listener = new pg.Client({ connectionString: databaseUrl(h.db) });
-    await listener.connect();
-    let heard = 0;
-    listener.on('notification', (n) => {
-      if (n.channel === PENDING_CHANNEL) heard += 1;
-    });
-    await listener.query(`LISTEN ${PENDING_CHANNEL}`);
+    const { payloads } = await listenPending(h);
 
     await submitJob(h, 'Dropbox');
-    await eventually(() => Promise.resolve(heard >= 1), 5000, 'a NOTIFY after the single submit');
-    const before = heard;
+    await eventually(
+      () => Promise.resolve(payloads.length >= 1),
+      5000,
+      'a NOTIFY after the single submit',
+    );
+    const before = payloads.length;
     await h.http
       .post('/normalize_merchant/batch')
       .send({ transactions: [tx('Zoom'), tx('Slack')] })
       .expect(202);
-    await eventually(() => Promise.resolve(heard > before), 5000, 'a NOTIFY after the batch');
+    await eventually(
+      () => Promise.resolve(payloads.length > before),
+      5000,
+      'a NOTIFY after the batch',
+    );
   });
 
   // The submitting process wakes its own runner when the insert returns; the announcement's
@@ -121,13 +141,7 @@ describe('submits are announced to other processes', () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
     const harness = h;
     const claims = countClaims(harness.service.db);
-    listener = new pg.Client({ connectionString: databaseUrl(harness.db) });
-    await listener.connect();
-    const payloads: string[] = [];
-    listener.on('notification', (n) => {
-      if (n.channel === PENDING_CHANNEL) payloads.push(n.payload ?? '');
-    });
-    await listener.query(`LISTEN ${PENDING_CHANNEL}`);
+    const { client, payloads } = await listenPending(harness);
 
     const n = 10;
     for (let i = 0; i < n; i++) {
@@ -150,7 +164,7 @@ describe('submits are announced to other processes', () => {
     ).to.equal(true);
     // Another process's announcement, heard after all ten echoes (one connection delivers them
     // in order): it wakes this runner, which claims once more.
-    await listener.query(`SELECT pg_notify($1, '')`, [PENDING_CHANNEL]);
+    await client.query(`SELECT pg_notify($1, '')`, [PENDING_CHANNEL]);
     await eventually(() => Promise.resolve(claims.count > n), 5000, 'a claim on the other NOTIFY');
     expect(claims.count).to.equal(n + 1);
   });
@@ -160,13 +174,7 @@ describe('submits are announced to other processes', () => {
   it('a single submit to an idle process starts at once: no claim, no announcement', async () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
     const harness = h;
-    listener = new pg.Client({ connectionString: databaseUrl(harness.db) });
-    await listener.connect();
-    let heard = 0;
-    listener.on('notification', (n) => {
-      if (n.channel === PENDING_CHANNEL) heard += 1;
-    });
-    await listener.query(`LISTEN ${PENDING_CHANNEL}`);
+    const { client, payloads } = await listenPending(harness);
     const done = (id: string) =>
       eventually(async () => (await harness.store.getJob(id, null))?.status === 'succeeded');
     // Until the runner's first claim has found the queue drained, a submit is queued.
@@ -176,7 +184,7 @@ describe('submits are announced to other processes', () => {
       return (res.body as { status: string }).status === 'running';
     });
     const claims = countClaims(harness.service.db);
-    const heardBefore = heard;
+    const heardBefore = payloads.length;
     for (let i = 0; i < 5; i++) {
       const res = await harness.http
         .post('/normalize_merchant')
@@ -189,8 +197,8 @@ describe('submits are announced to other processes', () => {
     }
     expect(claims.count, 'claims').to.equal(0);
     // A NOTIFY of our own after them: every one sent before it has arrived once it has.
-    await listener.query(`SELECT pg_notify($1, 'marker')`, [PENDING_CHANNEL]);
-    await eventually(() => Promise.resolve(heard > heardBefore), 5000, 'the marker');
-    expect(heard - heardBefore, 'announcements besides the marker').to.equal(1);
+    await client.query(`SELECT pg_notify($1, 'marker')`, [PENDING_CHANNEL]);
+    await eventually(() => Promise.resolve(payloads.length > heardBefore), 5000, 'the marker');
+    expect(payloads.length - heardBefore, 'announcements besides the marker').to.equal(1);
   });
 });
