@@ -21,7 +21,10 @@ import { announcingStore } from './support/process-store.js';
 
 const LEASE_MS = 60_000;
 
-/** A runner on `db` whose claims are counted (`claims`: the jobs each one returned). */
+/**
+ * A runner on `db` whose claims are counted (`claims`: the jobs each one returned), and its
+ * reaper passes (`reaps`).
+ */
 function runnerOn(
   db: Knex,
   heuristic: TestHeuristic,
@@ -30,9 +33,15 @@ function runnerOn(
 ) {
   const { store } = announcingStore(db);
   const claims: number[] = [];
+  let reaps = 0;
   const runner = new Runner({
     store: {
       ...store.runner,
+      reap: async (opts) => {
+        const reaped = await store.runner.reap(opts);
+        reaps += 1;
+        return reaped;
+      },
       claim: async (claim) => {
         const jobs = await store.runner.claim(claim);
         await afterClaim?.();
@@ -50,7 +59,7 @@ function runnerOn(
     timeoutMs: 60_000,
     ...QUIET_TIMERS,
   });
-  return { runner, claims };
+  return { runner, claims, reaps: () => reaps };
 }
 
 describe('Runner: a submit started at once', () => {
@@ -89,13 +98,15 @@ describe('Runner: a submit started at once', () => {
   }
 
   /**
-   * Started, with the queue known drained: a claim (its start-up reaping wakes it too) came back
-   * empty. Returns the number of claims made so far.
+   * Started, with the queue known drained: a claim came back empty after the start-up reaper
+   * pass, which wakes the runner too (a slot given before that wake-up would be taken back by
+   * it, and its claim counted after this returns). Returns the number of claims made so far.
    */
-  async function started(made: { runner: Runner; claims: number[] }): Promise<number> {
+  async function started(made: ReturnType<typeof runnerOn>): Promise<number> {
     runner = made.runner;
     made.runner.start();
     made.runner.wake();
+    await eventually(async () => made.reaps() > 0, 5000, 'the start-up reaper pass');
     const slot = await eventually(async () => made.runner.reserve(), 5000, 'a slot to be given');
     slot.settle(undefined);
     return made.claims.length;
