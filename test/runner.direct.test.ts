@@ -12,6 +12,10 @@ import { type JobToInsert, insertJob, insertJobs } from '../src/db/sql/submits.j
 import type { JobRow } from '../src/db/sql/rows.js';
 import { createLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
+import { Admission } from '../src/jobs/admission.js';
+import { QueueEstimator } from '../src/jobs/eta.js';
+import { JobEvents } from '../src/jobs/hub.js';
+import { Jobs } from '../src/jobs/usecases.js';
 import { Runner } from '../src/runner/runner.js';
 import { AttemptStats } from '../src/runner/stats.js';
 import { clientId, eventually, freshDatabase, insertPending, jobStatuses } from './support/db.js';
@@ -204,6 +208,59 @@ describe('Runner: a submit started at once', () => {
     const [back] = await db('jobs').select('attempts', 'locked_by');
     expect(back).to.deep.equal({ attempts: 0, locked_by: null });
     expect(heuristic.calls, 'not run').to.have.length(0);
+  });
+
+  it('hands back a job whose insert committed but did not answer, and runs it once', async () => {
+    const heuristic = new TestHeuristic(echoAfter(0));
+    const made = runnerOn(db, heuristic, 1);
+    await started(made);
+    const slot = made.runner.reserve()!;
+    const lost = job('answer lost', { runBy: slot });
+    // Committed, running under the runner's claim, but the answer never reached the submit.
+    expect((await insertJob(db, lost)).row.status).to.equal('running');
+    slot.failed(lost.id);
+    await eventually(async () => (await jobStatuses(db)).succeeded === 1, 5000, 'the job to run');
+    const [row] = await db('jobs').select('attempts');
+    expect(row, 'the lost answer cost no attempt').to.deep.equal({ attempts: 1 });
+    expect(heuristic.calls.map((t) => t.description)).to.deep.equal(['answer lost']);
+    // An insert that stored nothing: its slot comes back all the same.
+    made.runner.reserve()!.failed(randomUUID());
+    await eventually(async () => made.runner.reserve(), 5000, 'the slot given back').then((again) =>
+      again.settle(undefined),
+    );
+  });
+
+  it('submits through the use-case: an insert that committed but failed to answer is handed back and run', async () => {
+    const heuristic = new TestHeuristic(echoAfter(0));
+    const made = runnerOn(db, heuristic, 1);
+    await started(made);
+    const { store } = announcingStore(db);
+    const estimator = new QueueEstimator(store, new AttemptStats(1000), 1);
+    const jobs = new Jobs({
+      // The connection drops after the commit, before the row comes back.
+      store: {
+        ...store,
+        insertJob: async (toInsert) => {
+          await store.insertJob(toInsert);
+          throw new Error('Connection terminated unexpectedly');
+        },
+      },
+      admission: new Admission(store, estimator, { clientMaxPending: 100, maxPending: 100 }),
+      estimator,
+      events: new JobEvents(),
+      jobMaxAttempts: 3,
+      jobRetentionMs: 60_000,
+      cacheKey: () => null,
+      onJobSubmitted: (pending) => made.runner.queued(pending),
+      reserveSlot: () => made.runner.reserve(),
+    });
+    const submitted = await jobs.submitJob(owner, tx('answer lost')).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(submitted, 'the submit fails').to.be.instanceOf(Error);
+    await eventually(async () => (await jobStatuses(db)).succeeded === 1, 5000, 'the job to run');
+    expect(heuristic.calls, 'run once').to.have.length(1);
   });
 
   it('stores a grouped insert with each job as asked: running, pending, or answered by the cache', async () => {

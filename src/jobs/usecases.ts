@@ -97,6 +97,7 @@ export class Jobs {
     const { store, admission, metrics } = this.deps;
     // Started at once when the local runner has a slot free and nothing queued.
     const slot = this.deps.reserveSlot?.();
+    const id = newId();
     let inserted: Awaited<ReturnType<JobStore['insertJob']>> | undefined;
     try {
       inserted = await admission.admitting(
@@ -104,7 +105,7 @@ export class Jobs {
         1,
         () =>
           store.insertJob({
-            id: newId(),
+            id,
             clientId: owner,
             transaction,
             maxAttempts: this.deps.jobMaxAttempts,
@@ -115,7 +116,9 @@ export class Jobs {
         (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
       );
     } finally {
-      slot?.settle(inserted?.created ? inserted.row : undefined);
+      if (inserted) slot?.settle(inserted.created ? inserted.row : undefined);
+      // Refused, or failed: an insert whose answer was lost may have committed all the same.
+      else slot?.failed(id);
     }
     if (!inserted.created) {
       checkReplay(idempotency, inserted.requestHash, 'job');

@@ -11,8 +11,14 @@ import type { JobRow } from '../db/sql/rows.js';
 export interface Reservation {
   workerId: string;
   leaseMs: number;
-  /** The insert is over: `row` as inserted (undefined: none, or it failed). */
+  /** The insert is over: `row` as inserted (undefined: it inserted nothing). */
   settle(row: JobRow | undefined): void;
+  /**
+   * The insert of job `id` did not answer (it failed, or was never sent): it may have committed
+   * all the same, its answer lost with the connection, so the job is handed back as pending if
+   * it is there. Gives the slot back, as `settle` does.
+   */
+  failed(id: string): void;
 }
 
 export class LocalQueue {

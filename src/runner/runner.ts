@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import PQueue from 'p-queue';
-import type { JobRow } from '../db/sql/rows.js';
+import type { Claim, JobRow } from '../db/sql/rows.js';
 import type { RunnerStore } from '../db/store.js';
 import type { Heuristic } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
@@ -144,36 +144,45 @@ export class Runner {
    * trip less on its way to a result. Given only when the pending jobs are known (all queued by
    * this process, since a claim found the queue drained) and a slot is free beyond one for each
    * of them, so a job started this way never takes a slot a pending job waits for (local-queue.ts).
-   * Undefined: insert it pending. The caller must call `settle` with the row it inserted (or
-   * nothing) once the insert is over, whatever its outcome.
+   * Undefined: insert it pending. Once the insert is over, the caller must call `settle` with
+   * the row it inserted (or nothing), or `failed` when it did not answer.
    */
   reserve(): Reservation | undefined {
     if (this.state !== 'running' || !this.local.hasSpare(this.freeSlots())) return undefined;
     this.local.reserved += 1;
     let open = true;
+    const close = () => {
+      if (!open) return false;
+      open = false;
+      this.local.reserved -= 1;
+      return true;
+    };
     return {
       workerId: this.workerId,
       leaseMs: this.opts.leaseMs,
       settle: (row) => {
-        if (!open) return;
-        open = false;
-        this.local.reserved -= 1;
-        if (row?.status === 'running' && row.locked_by === this.workerId) this.adopt(row);
+        if (close() && row?.status === 'running' && row.locked_by === this.workerId) {
+          this.adopt(row);
+        }
+      },
+      // Had the insert committed, its answer lost with the connection, nothing would run the job
+      // nor renew its lease: it would stay running until the lease expired, that attempt counted.
+      // Handed back instead (fenced: nothing happens if it is not there), then claimed.
+      failed: (id) => {
+        if (!close()) return;
+        void this.handBack(
+          [{ id, attempts: 1 }],
+          'could not hand back a job whose insert failed',
+        ).then((handedBack) => handedBack && this.wake());
       },
     };
   }
 
   /** A job inserted running under this runner's claim (`reserve`): run it, as if claimed. */
   private adopt(job: JobRow) {
-    if (this.state === 'running') {
-      this.dispatch(job);
-      return;
-    }
+    if (this.state === 'running') this.dispatch(job);
     // Stopped meanwhile: hand it back, as shutdown does with the claims it did not start.
-    const attempt = track(job);
-    void this.handBack([attempt], 'could not hand back a job submitted during shutdown').then(() =>
-      settle(attempt),
-    );
+    else void this.handBack([claimOf(job)], 'could not hand back a job submitted during shutdown');
   }
 
   /** Work may be claimable now: a NOTIFY, a retry coming due, the poll. */
@@ -226,7 +235,7 @@ export class Runner {
       // them timed out waiting for a connection, and their jobs stayed running until their
       // leases expired. If that statement fails, each attempt hands its own job back.
       const handedBack = this.handBack(
-        interrupted,
+        interrupted.map((a) => claimOf(a.job)),
         'could not hand the interrupted jobs back together',
       );
       for (const a of interrupted) {
@@ -241,13 +250,13 @@ export class Runner {
   }
 
   /**
-   * Hands `attempts`' jobs back in one statement (a job whose outcome was written meanwhile is
+   * Hands the claimed jobs back in one statement (a job whose outcome was written meanwhile is
    * left as it is: the statement is fenced). False when that failed, logged with `failed`.
    */
-  private async handBack(attempts: readonly TrackedAttempt[], failed: string): Promise<boolean> {
-    if (attempts.length === 0) return true;
+  private async handBack(claims: readonly Claim[], failed: string): Promise<boolean> {
+    if (claims.length === 0) return true;
     try {
-      await this.recorder.release(attempts.map((a) => claimOf(a.job)));
+      await this.recorder.release(claims);
       return true;
     } catch (err) {
       this.opts.log.error({ err }, failed);
@@ -258,7 +267,10 @@ export class Runner {
   /** Attempts waiting for a slot when stop() began: handed back in one statement. */
   private async releaseUnstarted() {
     const waiting = [...this.attempts.values()].filter((a) => !a.started);
-    await this.handBack(waiting, 'could not hand back queued jobs; their leases will expire');
+    await this.handBack(
+      waiting.map((a) => claimOf(a.job)),
+      'could not hand back queued jobs; their leases will expire',
+    );
     for (const a of waiting) settle(a);
   }
 
