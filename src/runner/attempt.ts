@@ -7,7 +7,12 @@ import { coerceError } from '../errors.js';
 import type { Flight } from '../db/sql/cache.js';
 import type { JobRow } from '../db/sql/rows.js';
 import type { RunnerStore } from '../db/store.js';
-import { type Heuristic, type MatchResult, toMatchResult } from '../heuristic/types.js';
+import {
+  type Heuristic,
+  type MatchAnswer,
+  type MatchResult,
+  toMatchResult,
+} from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { AttemptTimeoutError } from './errors.js';
 
@@ -38,55 +43,84 @@ export interface AttemptDeps {
   log: Logger;
 }
 
+/** What runAttempt needs of the attempt it runs (tracked.ts). */
+export interface Abortable {
+  readonly signal: AbortSignal;
+  readonly abortReason: Error | undefined;
+  onAbort: ((reason: Error) => void) | undefined;
+  abort(reason: Error): void;
+}
+
+const RETURNED = Promise.resolve();
+
 export async function runAttempt(
   job: JobRow,
-  controller: AbortController,
+  attempt: Abortable,
   deps: AttemptDeps,
 ): Promise<AttemptResult> {
-  const signal = controller.signal;
   const timer = setTimeout(
-    () => controller.abort(new AttemptTimeoutError(deps.timeoutMs)),
+    () => attempt.abort(new AttemptTimeoutError(deps.timeoutMs)),
     deps.timeoutMs,
   );
   const startedAt = performance.now();
-  const elapsed = () => performance.now() - startedAt;
   try {
     // No cache key (the cache off, or not cacheable): no single-flight, and no await for it.
     const key = job.cache_key;
     const flight = key === null ? LEADER : await beginFlight(job, key, deps);
     if (flight.role === 'cached') {
-      const outcome: Outcome = { kind: 'answered', result: flight.result, cached: true };
-      return { outcome, durationMs: elapsed(), returned: Promise.resolve(), hasReturned: true };
+      return noCall({ kind: 'answered', result: flight.result, cached: true }, startedAt);
     }
-    if (flight.role === 'follower') {
-      const outcome: Outcome = { kind: 'coalesced' };
-      return { outcome, durationMs: elapsed(), returned: Promise.resolve(), hasReturned: true };
-    }
+    if (flight.role === 'follower') return noCall({ kind: 'coalesced' }, startedAt);
     // Canceled while it waited for a slot: the heuristic is not called at all.
-    const call = Promise.resolve().then(() => {
-      signal.throwIfAborted();
-      return deps.heuristic.match(job.transaction, signal);
-    });
-    // Set before the race below settles (its reactions run in the order they were added).
+    if (attempt.abortReason)
+      return noCall({ kind: 'failed', error: attempt.abortReason }, startedAt);
+    // The heuristic's answer, or the abort if that comes first: a heuristic that ignores its
+    // signal is not waited for (`returned` says when it has really returned).
     let hasReturned = false;
-    const returned = call.then(
-      () => void (hasReturned = true),
-      () => void (hasReturned = true),
-    );
-    let outcome: Outcome;
-    try {
-      const answer = await Promise.race([call, rejectWhenAborted(signal)]);
-      outcome = { kind: 'answered', result: toMatchResult(answer), cached: false };
-    } catch (err) {
-      outcome = {
-        kind: 'failed',
-        error: signal.aborted ? coerceError(signal.reason) : coerceError(err),
-      };
-    }
-    return { outcome, durationMs: elapsed(), returned, hasReturned };
+    let onReturned: (() => void) | undefined;
+    const outcome = await new Promise<Outcome>((resolve) => {
+      const failed = (err: unknown) =>
+        resolve({ kind: 'failed', error: attempt.abortReason ?? coerceError(err) });
+      attempt.onAbort = failed;
+      let call: Promise<MatchAnswer>;
+      try {
+        call = Promise.resolve(deps.heuristic.match(job.transaction, attempt.signal));
+      } catch (err) {
+        call = Promise.reject(coerceError(err));
+      }
+      call.then(
+        (answer) => {
+          hasReturned = true;
+          onReturned?.();
+          try {
+            resolve({ kind: 'answered', result: toMatchResult(answer), cached: false });
+          } catch (err) {
+            failed(err);
+          }
+        },
+        (err: unknown) => {
+          hasReturned = true;
+          onReturned?.();
+          failed(err);
+        },
+      );
+    });
+    attempt.onAbort = undefined;
+    const returned = hasReturned ? RETURNED : new Promise<void>((r) => (onReturned = r));
+    return { outcome, durationMs: performance.now() - startedAt, returned, hasReturned };
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** An attempt whose heuristic was not called: nothing to wait for. */
+function noCall(outcome: Outcome, startedAt: number): AttemptResult {
+  return {
+    outcome,
+    durationMs: performance.now() - startedAt,
+    returned: RETURNED,
+    hasReturned: true,
+  };
 }
 
 const LEADER: Flight = { role: 'leader' };
@@ -106,11 +140,4 @@ async function beginFlight(job: JobRow, cacheKey: string, deps: AttemptDeps): Pr
     deps.log.warn({ err, jobId: job.id }, 'single-flight check failed; running anyway');
     return { role: 'leader' };
   }
-}
-
-function rejectWhenAborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(coerceError(signal.reason));
-    else signal.addEventListener('abort', () => reject(coerceError(signal.reason)), { once: true });
-  });
 }

@@ -55,7 +55,7 @@ export class Heartbeat {
     }
     for (const a of live) {
       if (!a.settled && !held.has(a.job.id)) {
-        a.controller.abort(new LeaseLostError());
+        a.abort(new LeaseLostError());
         a.held.abort();
       }
     }

@@ -15,14 +15,14 @@ import type { Claim, JobRow } from '../db/sql/rows.js';
 import type { RunnerStore } from '../db/store.js';
 import type { Heuristic } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
-import { runAttempt } from './attempt.js';
+import { type AttemptDeps, type Outcome, runAttempt } from './attempt.js';
 import { JobCanceledError, ShutdownError } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { Maintenance } from './maintenance.js';
 import { LocalQueue, type Reservation } from './local-queue.js';
 import { prefetchJobs } from './prefetch.js';
 import { OutcomeRecorder, type RecorderOptions } from './record.js';
-import { type TrackedAttempt, claimOf, settle, track } from './tracked.js';
+import { TrackedAttempt, claimOf } from './tracked.js';
 import type { AttemptStats } from './stats.js';
 
 export interface RunnerOptions {
@@ -78,10 +78,17 @@ export class Runner {
   private readonly local = new LocalQueue();
   private readonly heartbeat: Heartbeat;
   private stopping: Promise<void> | undefined;
+  private readonly attemptDeps: AttemptDeps;
 
   constructor(private readonly opts: RunnerOptions) {
     this.workerId = opts.workerId ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.queue = new PQueue({ concurrency: opts.concurrency });
+    this.attemptDeps = {
+      heuristic: opts.heuristic,
+      store: opts.store,
+      timeoutMs: opts.timeoutMs,
+      log: opts.log,
+    };
     this.recorder = new OutcomeRecorder({
       ...opts,
       workerId: this.workerId,
@@ -130,11 +137,11 @@ export class Runner {
    */
   onJobFinished(jobId: string): void {
     for (const a of this.attempts.values()) {
-      if (a.job.id === jobId && !a.settled && !a.controller.signal.aborted) {
-        a.controller.abort(new JobCanceledError());
+      if (a.job.id === jobId && !a.settled) {
+        a.abort(new JobCanceledError());
+        // Terminal already: no write of this attempt can change it any more.
+        a.held.abort();
       }
-      // Terminal already: no write of this attempt can change it any more.
-      if (a.job.id === jobId && !a.settled) a.held.abort();
     }
   }
 
@@ -239,7 +246,7 @@ export class Runner {
         'could not hand the interrupted jobs back together',
       );
       for (const a of interrupted) {
-        a.controller.abort(new ShutdownError(handedBack));
+        a.abort(new ShutdownError(handedBack));
         // An outcome still waiting for the database is given up: the lease expires, it reruns.
         a.held.abort();
       }
@@ -271,7 +278,7 @@ export class Runner {
       waiting.map((a) => claimOf(a.job)),
       'could not hand back queued jobs; their leases will expire',
     );
-    for (const a of waiting) settle(a);
+    for (const a of waiting) a.settle();
   }
 
   /**
@@ -384,52 +391,62 @@ export class Runner {
   }
 
   private dispatch(job: JobRow) {
-    const attempt = track(job);
+    const attempt = new TrackedAttempt(job);
     const key = `${job.id}:${job.attempts}`;
     this.attempts.set(key, attempt);
     this.queue
-      .add(async () => {
-        attempt.started = true;
-        attempt.inSlot = true;
-        const { outcome, durationMs, returned, hasReturned } = await runAttempt(
-          job,
-          attempt.controller,
-          {
-            heuristic: this.opts.heuristic,
-            store: this.opts.store,
-            timeoutMs: this.opts.timeoutMs,
-            log: this.opts.log,
-          },
-        );
-        // The slot is the heuristic's: it is free once the call has returned, while the outcome
-        // is written. Writes of attempts that finish meanwhile then join the same group commit,
-        // instead of at most `concurrency` attempts waiting on each write. The attempt keeps its
-        // claim (renewed) until the outcome is written, but from the call's return the slot's
-        // next job is claimed without waiting for that write (see `writing`): waiting for it left
-        // each slot idle for a commit and a claim's round trip per job. For a slow heuristic, the
-        // write even waits for that claim (see `leaveSlot`).
-        const called =
-          outcome.kind === 'failed' || (outcome.kind === 'answered' && !outcome.cached);
-        const writable = hasReturned ? this.leaveSlot(attempt, called) : undefined;
-        const record = () => this.recorder.record(job, outcome, durationMs, attempt.held);
-        const recorded = (writable ? writable.then(record) : record()).finally(() => {
-          // Out of its slot before its outcome was written: counted in `writing`.
-          if (!attempt.inSlot) this.writing -= 1;
-          settle(attempt);
-        });
-        void Promise.all([recorded, returned])
-          .then(() => {
-            this.attempts.delete(key);
-            if (this.mayHaveWork) void this.claim();
-          })
-          .catch((err: unknown) =>
-            this.opts.log.error({ err, jobId: job.id }, 'runner task failed'),
-          );
-        await returned;
-        // Aborted (timed out, canceled), the heuristic held its slot until it returned: free it now.
-        if (attempt.inSlot) void this.leaveSlot(attempt, false);
-      })
+      .add(() => this.run(attempt, key))
       .catch((err: unknown) => this.opts.log.error({ err, jobId: job.id }, 'runner task failed'));
+  }
+
+  /** An attempt in its slot, until its heuristic has returned; its outcome written meanwhile. */
+  private async run(attempt: TrackedAttempt, key: string) {
+    attempt.started = true;
+    attempt.inSlot = true;
+    const { outcome, durationMs, returned, hasReturned } = await runAttempt(
+      attempt.job,
+      attempt,
+      this.attemptDeps,
+    );
+    // The slot is the heuristic's: it is free once the call has returned, while the outcome
+    // is written. Writes of attempts that finish meanwhile then join the same group commit,
+    // instead of at most `concurrency` attempts waiting on each write. The attempt keeps its
+    // claim (renewed) until the outcome is written, but from the call's return the slot's
+    // next job is claimed without waiting for that write (see `writing`): waiting for it left
+    // each slot idle for a commit and a claim's round trip per job. For a slow heuristic, the
+    // write even waits for that claim (see `leaveSlot`).
+    const called = outcome.kind === 'failed' || (outcome.kind === 'answered' && !outcome.cached);
+    const writable = hasReturned ? this.leaveSlot(attempt, called) : undefined;
+    const recorded = this.write(attempt, outcome, durationMs, writable);
+    void (hasReturned ? recorded : Promise.all([recorded, returned]))
+      .then(() => {
+        this.attempts.delete(key);
+        if (this.mayHaveWork) void this.claim();
+      })
+      .catch((err: unknown) =>
+        this.opts.log.error({ err, jobId: attempt.job.id }, 'runner task failed'),
+      );
+    if (hasReturned) return;
+    await returned;
+    // Aborted (timed out, canceled), the heuristic held its slot until it returned: free it now.
+    if (attempt.inSlot) void this.leaveSlot(attempt, false);
+  }
+
+  /** Writes the attempt's outcome, once `writable` (if any) resolves, and settles the attempt. */
+  private async write(
+    attempt: TrackedAttempt,
+    outcome: Outcome,
+    durationMs: number,
+    writable: Promise<void> | undefined,
+  ) {
+    try {
+      if (writable) await writable;
+      await this.recorder.record(attempt.job, outcome, durationMs, attempt.held);
+    } finally {
+      // Out of its slot before its outcome was written: counted in `writing`.
+      if (!attempt.inSlot) this.writing -= 1;
+      attempt.settle();
+    }
   }
 
   private wakeAfter(ms: number) {
