@@ -17,7 +17,12 @@ import type { Logger } from '../log.js';
 import type { AttemptOutcome } from '../metrics.js';
 import type { Outcome } from './attempt.js';
 import { retryDelayMs } from './backoff.js';
-import { type Hold, WriteAbandoned, untilWritten } from './durable-write.js';
+import {
+  type DurableWriteOptions,
+  type Hold,
+  WriteAbandoned,
+  untilWritten,
+} from './durable-write.js';
 import {
   JobCanceledError,
   LeaseLostError,
@@ -49,16 +54,62 @@ export interface RecorderOptions {
   wakeAfter(ms: number): void;
 }
 
-/** One attempt being written down. */
-interface Recording {
-  /** The job as its claim returned it. */
-  job: JobRow;
-  claim: Claim;
-  durationMs: number;
-  log: Logger;
-  count(what: AttemptOutcome): void;
+/**
+ * One attempt being written down. A class, not an object of closures: one is made per attempt,
+ * and most attempts use none of it but `durably`'s first try.
+ */
+class Recording implements DurableWriteOptions {
+  readonly claim: Claim;
+  #log: Logger | undefined;
+
+  constructor(
+    /** The job as its claim returned it. */
+    readonly job: JobRow,
+    readonly durationMs: number,
+    readonly held: Hold,
+    private readonly base: Logger,
+    private readonly metrics: RecorderOptions['metrics'],
+  ) {
+    this.claim = { id: job.id, attempts: job.attempts };
+  }
+
+  /**
+   * The attempt's logger, made when a line is logged: a succeeded attempt logs one line at
+   * `info` and none above it, and a child logger serializes its bindings when made.
+   */
+  get log(): Logger {
+    return (this.#log ??= this.base.child({
+      jobId: this.claim.id,
+      clientId: this.job.client_id,
+      attempt: this.claim.attempts,
+      durationMs: Math.round(this.durationMs),
+    }));
+  }
+
+  /** The same attempt, its lines logged with `bindings` too. */
+  withLog(bindings: Record<string, unknown>): Recording {
+    const r = new Recording(this.job, this.durationMs, this.held, this.base, this.metrics);
+    r.#log = this.log.child(bindings);
+    return r;
+  }
+
+  count(what: AttemptOutcome): void {
+    this.metrics?.attempt(what, this.durationMs);
+  }
+
   /** Runs a write, retrying transient errors while the claim is held. */
-  durably<T>(write: () => Promise<T>): Promise<T>;
+  durably<T>(write: () => Promise<T>): Promise<T> {
+    return untilWritten(write, this);
+  }
+
+  onRetry(err: unknown, tries: number, delayMs: number): void {
+    if (tries === 1 || tries % 10 === 0) {
+      this.log.warn(
+        { err, tries, retryInMs: delayMs },
+        'could not record the attempt; retrying while its lease holds',
+      );
+    }
+  }
 }
 
 type Completed = (JobRow & { followers: number }) | undefined;
@@ -97,43 +148,13 @@ export class OutcomeRecorder {
    * taken, its job finished elsewhere, or shutdown gave up on it).
    */
   async record(job: JobRow, outcome: Outcome, durationMs: number, held: Hold) {
-    const claim = { id: job.id, attempts: job.attempts };
-    // Made when a line is logged: a succeeded attempt logs one line at `info` and none above it,
-    // and a child logger serializes its bindings when made.
-    let child: Logger | undefined;
-    const base = this.opts.log;
-    const r: Recording = {
-      job,
-      claim,
-      durationMs,
-      get log() {
-        return (child ??= base.child({
-          jobId: claim.id,
-          clientId: job.client_id,
-          attempt: claim.attempts,
-          durationMs: Math.round(durationMs),
-        }));
-      },
-      count: (what) => this.opts.metrics?.attempt(what, durationMs),
-      durably: (write) =>
-        untilWritten(write, {
-          held,
-          onRetry: (err, tries, delayMs) => {
-            if (tries === 1 || tries % 10 === 0) {
-              r.log.warn(
-                { err, tries, retryInMs: delayMs },
-                'could not record the attempt; retrying while its lease holds',
-              );
-            }
-          },
-        }),
-    };
+    const r = new Recording(job, durationMs, held, this.opts.log, this.opts.metrics);
     try {
       switch (outcome.kind) {
         case 'coalesced':
           // Back to pending, attempt not counted; claims skip it until the leader completes it.
           await r.durably(() =>
-            this.opts.store.release({ workerId: this.opts.workerId, claims: [claim] }),
+            this.opts.store.release({ workerId: this.opts.workerId, claims: [r.claim] }),
           );
           r.log.info(
             { outcome: 'coalesced' },
@@ -250,7 +271,7 @@ export class OutcomeRecorder {
     );
     const reason = error.message;
     if (!row) {
-      await this.lost({ ...r, log: r.log.child({ reason }) });
+      await this.lost(r.withLog({ reason }));
     } else if (row.status === 'pending') {
       r.log.warn({ outcome: 'retry', reason, retryInMs: delay }, 'job attempt failed; will retry');
       r.count('retry');
