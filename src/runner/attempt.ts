@@ -7,12 +7,7 @@ import { coerceError } from '../errors.js';
 import type { Flight } from '../db/sql/cache.js';
 import type { JobRow } from '../db/sql/rows.js';
 import type { RunnerStore } from '../db/store.js';
-import {
-  type Heuristic,
-  type MatchAnswer,
-  type MatchResult,
-  toMatchResult,
-} from '../heuristic/types.js';
+import { type Heuristic, type MatchResult, toMatchResult } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { AttemptTimeoutError } from './errors.js';
 
@@ -82,12 +77,12 @@ export async function runAttempt(
       const failed = (err: unknown) =>
         resolve({ kind: 'failed', error: attempt.abortReason ?? coerceError(err) });
       attempt.onAbort = failed;
-      let call: Promise<MatchAnswer>;
-      try {
-        call = Promise.resolve(deps.heuristic.match(job.transaction, attempt.signal));
-      } catch (err) {
-        call = Promise.reject(coerceError(err));
-      }
+      // Called from a microtask, as before this hook existed: every claimed job is dispatched
+      // before any heuristic runs, and a heuristic that throws at once rejects `call`.
+      const call = Promise.resolve().then(() => {
+        if (attempt.abortReason) throw attempt.abortReason;
+        return deps.heuristic.match(job.transaction, attempt.signal);
+      });
       call.then(
         (answer) => {
           hasReturned = true;
