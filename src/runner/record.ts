@@ -32,6 +32,7 @@ import {
 } from './errors.js';
 import { GroupCommit, writeApartOnError } from '../group-commit.js';
 import type { AttemptStats } from './stats.js';
+import { claimOf } from './tracked.js';
 
 export interface RecorderOptions {
   store: RunnerStore;
@@ -70,7 +71,7 @@ class Recording implements DurableWriteOptions {
     private readonly base: Logger,
     private readonly metrics: RecorderOptions['metrics'],
   ) {
-    this.claim = { id: job.id, attempts: job.attempts };
+    this.claim = claimOf(job);
   }
 
   /**
