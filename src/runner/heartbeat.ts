@@ -55,8 +55,7 @@ export class Heartbeat {
     }
     for (const a of live) {
       if (!a.settled && !held.has(a.job.id)) {
-        a.abort(new LeaseLostError());
-        a.held.abort();
+        a.abandon(new LeaseLostError());
       }
     }
   }

@@ -138,9 +138,8 @@ export class Runner {
   onJobFinished(jobId: string): void {
     for (const a of this.attempts.values()) {
       if (a.job.id === jobId && !a.settled) {
-        a.abort(new JobCanceledError());
         // Terminal already: no write of this attempt can change it any more.
-        a.held.abort();
+        a.abandon(new JobCanceledError());
       }
     }
   }
@@ -246,9 +245,8 @@ export class Runner {
         'could not hand the interrupted jobs back together',
       );
       for (const a of interrupted) {
-        a.abort(new ShutdownError(handedBack));
         // An outcome still waiting for the database is given up: the lease expires, it reruns.
-        a.held.abort();
+        a.abandon(new ShutdownError(handedBack));
       }
       await Promise.all(interrupted.map((a) => a.done));
     }

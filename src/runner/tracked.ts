@@ -49,6 +49,15 @@ export class TrackedAttempt {
     this.onAbort?.(reason);
   }
 
+  /**
+   * Aborts the attempt and gives up its write: its claim is lost, its job finished elsewhere, or
+   * shutdown's grace period is over.
+   */
+  abandon(reason: Error): void {
+    this.abort(reason);
+    this.held.abort();
+  }
+
   /** Resolves when settled. */
   get done(): Promise<void> {
     this.#done ??= this.settled
