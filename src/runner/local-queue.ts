@@ -21,6 +21,14 @@ export interface Reservation {
   failed(id: string): void;
 }
 
+/** What becomes of a reserved slot once its insert is over (`LocalQueue.reserve`). */
+export interface ReservationOutcome {
+  /** The insert stored `row`. */
+  inserted(row: JobRow): void;
+  /** The insert of job `id` did not answer. */
+  failed(id: string): void;
+}
+
 export class LocalQueue {
   /** Slots promised to submits being inserted already running. */
   reserved = 0;
@@ -46,6 +54,30 @@ export class LocalQueue {
   /** This process queued `n` jobs (committed). */
   queued(n: number): void {
     this.pending += n;
+  }
+
+  /**
+   * Promises a slot (`reserved`) to a submit about to be inserted under `claim`, until its
+   * `settle` or `failed`: whichever comes first gives the slot back and tells `outcome`.
+   */
+  reserve(claim: { workerId: string; leaseMs: number }, outcome: ReservationOutcome): Reservation {
+    this.reserved += 1;
+    let open = true;
+    const close = () => {
+      if (!open) return false;
+      open = false;
+      this.reserved -= 1;
+      return true;
+    };
+    return {
+      ...claim,
+      settle: (row) => {
+        if (close() && row) outcome.inserted(row);
+      },
+      failed: (id) => {
+        if (close()) outcome.failed(id);
+      },
+    };
   }
 
   /** With `free` slots free, one is left over once each pending job known here has its own. */

@@ -145,6 +145,21 @@ export class OutcomeRecorder {
   }
 
   /**
+   * `release` in one statement (a job whose outcome was written meanwhile is left as it is: the
+   * statement is fenced). False when that failed, logged with `failed`.
+   */
+  async handBack(claims: readonly Claim[], failed: string): Promise<boolean> {
+    if (claims.length === 0) return true;
+    try {
+      await this.release(claims);
+      return true;
+    } catch (err) {
+      this.opts.log.error({ err }, failed);
+      return false;
+    }
+  }
+
+  /**
    * Records `outcome`. `held` aborts once the attempt may no longer write (its lease was found
    * taken, its job finished elsewhere, or shutdown gave up on it).
    */

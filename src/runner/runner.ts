@@ -11,12 +11,12 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import PQueue from 'p-queue';
-import type { Claim, JobRow } from '../db/sql/rows.js';
+import type { JobRow } from '../db/sql/rows.js';
 import type { RunnerStore } from '../db/store.js';
 import type { Heuristic } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { type AttemptDeps, type Outcome, runAttempt } from './attempt.js';
-import { JobCanceledError, ShutdownError } from './errors.js';
+import { JobCanceledError } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { Maintenance } from './maintenance.js';
 import { LocalQueue, type Reservation } from './local-queue.js';
@@ -24,6 +24,7 @@ import { prefetchJobs } from './prefetch.js';
 import { OutcomeRecorder, type RecorderOptions } from './record.js';
 import { TrackedAttempt, claimOf } from './tracked.js';
 import type { AttemptStats } from './stats.js';
+import { windDown } from './wind-down.js';
 
 export interface RunnerOptions {
   store: RunnerStore;
@@ -155,40 +156,32 @@ export class Runner {
    */
   reserve(): Reservation | undefined {
     if (this.state !== 'running' || !this.local.hasSpare(this.freeSlots())) return undefined;
-    this.local.reserved += 1;
-    let open = true;
-    const close = () => {
-      if (!open) return false;
-      open = false;
-      this.local.reserved -= 1;
-      return true;
-    };
-    return {
-      workerId: this.workerId,
-      leaseMs: this.opts.leaseMs,
-      settle: (row) => {
-        if (close() && row?.status === 'running' && row.locked_by === this.workerId) {
-          this.adopt(row);
-        }
+    return this.local.reserve(
+      { workerId: this.workerId, leaseMs: this.opts.leaseMs },
+      {
+        inserted: (row) => {
+          if (row.status === 'running' && row.locked_by === this.workerId) this.adopt(row);
+        },
+        // Had the insert committed, its answer lost with the connection, nothing would run the
+        // job nor renew its lease: it would stay running until the lease expired, that attempt
+        // counted. Handed back instead (fenced: nothing happens if it is not there), then claimed.
+        failed: (id) =>
+          void this.recorder
+            .handBack([{ id, attempts: 1 }], 'could not hand back a job whose insert failed')
+            .then((handedBack) => handedBack && this.wake()),
       },
-      // Had the insert committed, its answer lost with the connection, nothing would run the job
-      // nor renew its lease: it would stay running until the lease expired, that attempt counted.
-      // Handed back instead (fenced: nothing happens if it is not there), then claimed.
-      failed: (id) => {
-        if (!close()) return;
-        void this.handBack(
-          [{ id, attempts: 1 }],
-          'could not hand back a job whose insert failed',
-        ).then((handedBack) => handedBack && this.wake());
-      },
-    };
+    );
   }
 
   /** A job inserted running under this runner's claim (`reserve`): run it, as if claimed. */
   private adopt(job: JobRow) {
     if (this.state === 'running') this.dispatch(job);
     // Stopped meanwhile: hand it back, as shutdown does with the claims it did not start.
-    else void this.handBack([claimOf(job)], 'could not hand back a job submitted during shutdown');
+    else
+      void this.recorder.handBack(
+        [claimOf(job)],
+        'could not hand back a job submitted during shutdown',
+      );
   }
 
   /** Work may be claimable now: a NOTIFY, a retry coming due, the poll. */
@@ -223,60 +216,15 @@ export class Runner {
     if (wasRunning) {
       await this.claiming;
       this.queue.clear();
-      await this.releaseUnstarted();
-      const finished = Promise.all([...this.attempts.values()].map((a) => a.done));
-      let graceTimer: NodeJS.Timeout | undefined;
-      const graceOver = new Promise((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
-      await Promise.race([finished, graceOver]);
-      clearTimeout(graceTimer);
-      const interrupted = [...this.attempts.values()].filter((a) => !a.settled);
-      if (interrupted.length > 0) {
-        this.opts.log.warn(
-          { jobs: interrupted.length, graceMs },
-          'grace period over: handing running jobs back',
-        );
-      }
-      // Handed back in one statement, not one per attempt as each one's abort is recorded: with
-      // 10,000 attempts in flight those queued 10,000 statements on the pool at once, most of
-      // them timed out waiting for a connection, and their jobs stayed running until their
-      // leases expired. If that statement fails, each attempt hands its own job back.
-      const handedBack = this.handBack(
-        interrupted.map((a) => claimOf(a.job)),
-        'could not hand the interrupted jobs back together',
-      );
-      for (const a of interrupted) {
-        // An outcome still waiting for the database is given up: the lease expires, it reruns.
-        a.abandon(new ShutdownError(handedBack));
-      }
-      await Promise.all(interrupted.map((a) => a.done));
+      await windDown({
+        attempts: () => [...this.attempts.values()],
+        graceMs,
+        recorder: this.recorder,
+        log: this.opts.log,
+      });
     }
     this.heartbeat.stop();
     this.state = 'stopped';
-  }
-
-  /**
-   * Hands the claimed jobs back in one statement (a job whose outcome was written meanwhile is
-   * left as it is: the statement is fenced). False when that failed, logged with `failed`.
-   */
-  private async handBack(claims: readonly Claim[], failed: string): Promise<boolean> {
-    if (claims.length === 0) return true;
-    try {
-      await this.recorder.release(claims);
-      return true;
-    } catch (err) {
-      this.opts.log.error({ err }, failed);
-      return false;
-    }
-  }
-
-  /** Attempts waiting for a slot when stop() began: handed back in one statement. */
-  private async releaseUnstarted() {
-    const waiting = [...this.attempts.values()].filter((a) => !a.started);
-    await this.handBack(
-      waiting.map((a) => claimOf(a.job)),
-      'could not hand back queued jobs; their leases will expire',
-    );
-    for (const a of waiting) a.settle();
   }
 
   /**
@@ -286,15 +234,10 @@ export class Runner {
    * once the claim that includes this slot has come back (or none was made); fast ones are
    * fetched ahead (`prefetch`: their claims are not per slot), and an answer from the cache or a
    * follower handed back did not call the heuristic: their writes go at once. Sent together, the
-   * claim and the write shared the two cores, and the claim took 4.5-5.7 ms instead of 2.4-4.5,
-   * the slot idle all along. 160 jobs of 1 s on 16 slots (`BENCH_ONLY=util`): utilization
-   * 98.5-98.7 % before, 98.6-99.1 % after (six runs). A result is written one claim later (two
-   * if a claim was already on its way): a few milliseconds, on calls of a second or more.
-   *
-   * Not kept: one claim for all the calls that returned in one turn of the event loop
-   * (`setImmediate`). Calls of equal length then stay in step, wave after wave, and their
-   * outcomes and long-poll answers come in bursts of `RUNNER_CONCURRENCY`: long-poll lag p99 20-35
-   * ms against 14-21, for a little more utilization (98.9-99.2 % against 98.6-99.1 %).
+   * claim and the write shared the two cores and the slot waited for both; a result is written
+   * one claim later instead, a few milliseconds on calls of a second or more. Measured, and the
+   * variant not kept (one claim per turn of the event loop), in docs/performance.md, "The slot's
+   * claim before the outcome's write".
    */
   private leaveSlot(attempt: TrackedAttempt, called: boolean): Promise<void> | undefined {
     attempt.inSlot = false;
