@@ -99,12 +99,14 @@ export class Jobs {
     const slot = this.deps.reserveSlot?.();
     const id = newId();
     let inserted: Awaited<ReturnType<JobStore['insertJob']>> | undefined;
+    let sent = false;
     try {
       inserted = await admission.admitting(
         owner,
         1,
-        () =>
-          store.insertJob({
+        () => {
+          sent = true;
+          return store.insertJob({
             id,
             clientId: owner,
             transaction,
@@ -112,13 +114,16 @@ export class Jobs {
             idempotency,
             cacheKey: this.deps.cacheKey(transaction, owner),
             runBy: slot,
-          }),
+          });
+        },
         (r) => (r.created && r.row.status === 'pending' ? 1 : 0),
       );
     } finally {
       if (inserted) slot?.settle(inserted.created ? inserted.row : undefined);
-      // Refused, or failed: an insert whose answer was lost may have committed all the same.
-      else slot?.failed(id);
+      // Sent but unanswered: it may have committed all the same, its answer lost.
+      else if (sent) slot?.failed(id);
+      // Refused before the insert: nothing to hand back.
+      else slot?.settle(undefined);
     }
     if (!inserted.created) {
       checkReplay(idempotency, inserted.requestHash, 'job');
