@@ -1,7 +1,14 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
-import { estimateSeconds } from '../src/jobs/eta.js';
+import {
+  AHEAD_CAP,
+  MAX_RETRY_AFTER_SECONDS,
+  QueueEstimator,
+  aheadThatMatters,
+  estimateSeconds,
+} from '../src/jobs/eta.js';
+import { AttemptStats } from '../src/runner/stats.js';
 import { createLogger } from '../src/log.js';
 import { startService } from '../src/service.js';
 import { eventually, databaseUrl } from './support/db.js';
@@ -259,29 +266,75 @@ describe('long-poll and conditional requests', () => {
       expect(answers[29]).to.equal(8);
       expect(answers).to.deep.equal([...answers].sort((a, b) => a - b));
     });
+  });
+});
 
-    it('estimates from depth, slots and mean duration, within 1..60 s', () => {
-      expect(estimateSeconds({ status: 'pending', ahead: 0, slots: 16, meanMs: 15_000 })).to.equal(
-        15,
-      );
-      expect(estimateSeconds({ status: 'pending', ahead: 32, slots: 16, meanMs: 5000 })).to.equal(
-        15,
-      );
-      expect(
-        estimateSeconds({ status: 'pending', ahead: 10_000, slots: 16, meanMs: 15_000 }),
-      ).to.equal(60);
-      expect(
-        estimateSeconds({
-          status: 'running',
-          ahead: 0,
-          slots: 1,
-          meanMs: 15_000,
-          elapsedMs: 12_500,
-        }),
-      ).to.equal(3);
-      expect(
-        estimateSeconds({ status: 'running', ahead: 0, slots: 1, meanMs: 1000, elapsedMs: 9000 }),
-      ).to.equal(1);
-    });
+// Without a harness: the describe above stops one after each of its tests.
+describe('the Retry-After estimate (src/jobs/eta.ts)', () => {
+  it('estimates from depth, slots and mean duration, within 1..60 s', () => {
+    expect(estimateSeconds({ status: 'pending', ahead: 0, slots: 16, meanMs: 15_000 })).to.equal(
+      15,
+    );
+    expect(estimateSeconds({ status: 'pending', ahead: 32, slots: 16, meanMs: 5000 })).to.equal(15);
+    expect(
+      estimateSeconds({ status: 'pending', ahead: 10_000, slots: 16, meanMs: 15_000 }),
+    ).to.equal(60);
+    expect(
+      estimateSeconds({
+        status: 'running',
+        ahead: 0,
+        slots: 1,
+        meanMs: 15_000,
+        elapsedMs: 12_500,
+      }),
+    ).to.equal(3);
+    expect(
+      estimateSeconds({ status: 'running', ahead: 0, slots: 1, meanMs: 1000, elapsedMs: 9000 }),
+    ).to.equal(1);
+  });
+
+  it('counts the jobs ahead only as far as the count can change the answer', () => {
+    for (const slots of [1, 3, 16, 160]) {
+      for (const meanMs of [0, 0.2, 1, 999, 1000, 1001, 7500, 30_000, 59_000, 59_001, 600_000]) {
+        const cap = aheadThatMatters(slots, meanMs);
+        const capped = (ahead: number) =>
+          estimateSeconds({ status: 'pending', ahead: Math.min(ahead, cap), slots, meanMs });
+        const exact = (ahead: number) =>
+          estimateSeconds({ status: 'pending', ahead, slots, meanMs });
+        for (let ahead = 0; ahead <= AHEAD_CAP; ahead += ahead < 1000 ? 1 : 499) {
+          expect(capped(ahead), `${slots} slots, ${meanMs} ms, ${ahead} ahead`).to.equal(
+            exact(ahead),
+          );
+        }
+      }
+    }
+    // 10 s a job on 16 slots: past 6 rounds (96 jobs) the answer is 60 s, whatever the depth.
+    expect(aheadThatMatters(16, 10_000)).to.equal(96);
+    expect(aheadThatMatters(16, 60_000)).to.equal(0);
+    expect(aheadThatMatters(16, 0)).to.equal(AHEAD_CAP);
+  });
+
+  it("asks the database to count no further than that for a pending job's Retry-After", async () => {
+    const caps: number[] = [];
+    const queued = 5000;
+    const store = {
+      countActiveWorkers: () => Promise.resolve(1),
+      countPending: () => Promise.resolve(0),
+      countPendingBefore: (_seq: string, cap: number) => {
+        caps.push(cap);
+        return Promise.resolve(Math.min(queued, cap));
+      },
+    };
+    const pendingRow = { status: 'pending', seq: '5001' } as Parameters<
+      QueueEstimator['forJob']
+    >[0];
+    const estimate = (meanMs: number) =>
+      new QueueEstimator(store, new AttemptStats(meanMs), 16).forJob(pendingRow);
+    expect(await estimate(10_000)).to.equal(MAX_RETRY_AFTER_SECONDS);
+    expect(caps).to.deep.equal([96]);
+    expect(await estimate(90_000)).to.equal(MAX_RETRY_AFTER_SECONDS);
+    expect(caps, 'no count: the answer is the maximum with none ahead').to.deep.equal([96]);
+    expect(await estimate(1)).to.equal(1); // 5000 ahead / 16 slots x 1 ms
+    expect(caps).to.deep.equal([96, AHEAD_CAP]);
   });
 });

@@ -8,8 +8,8 @@ import type { AttemptStats } from '../runner/stats.js';
 
 /** Retry-After is a hint for the next look, not a forecast: never more than this. */
 export const MAX_RETRY_AFTER_SECONDS = 60;
-/** Counting pending jobs ahead stops here: beyond it the answer is the maximum anyway. */
-const AHEAD_CAP = 10_000;
+/** Counting pending jobs ahead never goes past this many index entries. */
+export const AHEAD_CAP = 10_000;
 const WORKERS_TTL_MS = 2000;
 const PENDING_TTL_MS = 1000;
 
@@ -29,6 +29,22 @@ export function estimateSeconds(input: {
       ? input.meanMs - (input.elapsedMs ?? 0)
       : input.meanMs * (Math.floor(input.ahead / Math.max(1, input.slots)) + 1);
   return Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(ms / 1000)));
+}
+
+/**
+ * How far a count of the pending jobs ahead can change `estimateSeconds`: with this many ahead or
+ * more, the answer is MAX_RETRY_AFTER_SECONDS, so a count stopped here answers as the whole queue
+ * would (0: the answer is the maximum with none ahead, nothing to count). That is
+ * MAX_RETRY_AFTER_SECONDS of heuristic time per slot, never more than AHEAD_CAP: for a heuristic
+ * of 10 s on 16 slots, 96 jobs, where a fixed cap read 10,000 index entries on every poll of a
+ * job deep in a backlog.
+ */
+export function aheadThatMatters(slots: number, meanMs: number): number {
+  if (estimateSeconds({ status: 'pending', ahead: 0, slots, meanMs }) === MAX_RETRY_AFTER_SECONDS) {
+    return 0;
+  }
+  const rounds = Math.ceil((MAX_RETRY_AFTER_SECONDS * 1000) / Math.max(meanMs, 0));
+  return Math.min(AHEAD_CAP, Math.max(1, slots) * rounds);
 }
 
 export class QueueEstimator {
@@ -105,11 +121,12 @@ export class QueueEstimator {
   }
 
   private async pendingBehind(seq: string): Promise<number> {
-    const [ahead, slots] = await Promise.all([
-      this.store.countPendingBefore(seq, AHEAD_CAP),
-      this.slots(),
-    ]);
-    return estimateSeconds({ status: 'pending', ahead, slots, meanMs: this.stats.meanMs });
+    const slots = await this.slots();
+    const meanMs = this.stats.meanMs;
+    // Counted only as far as the count can change the answer (the slots are cached: no wait).
+    const cap = aheadThatMatters(slots, meanMs);
+    const ahead = cap > 0 ? await this.store.countPendingBefore(seq, cap) : 0;
+    return estimateSeconds({ status: 'pending', ahead, slots, meanMs });
   }
 
   /** Heuristic slots across all runners: this process's concurrency times the active workers. */
