@@ -69,6 +69,59 @@ describe("the claim's plans (src/db/sql/claims.ts)", function () {
   }
 });
 
+describe('a claim among many clients (src/db/sql/claims.ts)', function () {
+  this.timeout(60_000);
+  let db: Knex;
+  beforeEach(async () => {
+    db = await freshDatabase(1);
+    await db.raw('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+  });
+  afterEach(async () => {
+    await db.destroy();
+  });
+
+  const CLIENTS = 50;
+
+  /** 20 due jobs for each of CLIENTS clients, after statistics that saw only finished jobs. */
+  async function manyClients() {
+    await insertJobs(db, 'done', N, { status: 'succeeded' });
+    await db.raw('ANALYZE jobs');
+    for (let c = 0; c < CLIENTS; c++) await insertJobs(db, `client-${c}`, 20);
+  }
+
+  for (const mode of ['force_custom_plan', 'force_generic_plan'] as const) {
+    it(`takes ${LIMIT} jobs from ${CLIENTS} clients reading about the window, not ${LIMIT} per client (${mode})`, async () => {
+      await manyClients();
+      const { claimed, jobs } = await claimPlan(db, mode);
+      expect(claimed, 'jobs claimed').to.equal(LIMIT);
+      for (const node of jobs) {
+        const what = `${node['Node Type']} ${node['Index Name'] ?? ''}`;
+        expect(node['Node Type'], what).not.to.equal('Seq Scan');
+        // One probe per client for due work, and the window (4x the limit) of candidates shared
+        // among them: 114, where a candidate list of LIMIT per client read 800.
+        expect(rowsRead(node), what).to.be.at.most(LIMIT * 4 + CLIENTS);
+      }
+    });
+  }
+
+  it('takes one job from each of the first clients in turn, as many as asked', async () => {
+    await manyClients();
+    const jobs = await claimJobs(db, { workerId: 'w', limit: LIMIT, leaseMs: 30_000 });
+    expect(new Set(jobs.map((j) => j.client_id)).size).to.equal(LIMIT);
+  });
+
+  // Each client offers only its share of the window: that share must still fill the claim when
+  // the other clients have a single job each (7 + 8 of a share of 64 / 8 would be 15).
+  it('fills the claim when all clients but one have a single job due', async () => {
+    for (let c = 0; c < 7; c++) await insertJobs(db, `single-${c}`, 1);
+    await insertJobs(db, 'backlog', 100);
+    const jobs = await claimJobs(db, { workerId: 'w', limit: LIMIT, leaseMs: 30_000 });
+    expect(jobs).to.have.length(LIMIT);
+    const backlog = await clientId(db, 'backlog');
+    expect(jobs.filter((j) => j.client_id === backlog)).to.have.length(LIMIT - 7);
+  });
+});
+
 describe('the order a claim returns its jobs in (src/db/sql/claims.ts)', () => {
   let db: Knex;
   beforeEach(async () => {
