@@ -13,6 +13,8 @@ import type pg from 'pg';
 import { knexConfig } from '../src/db/knex.js';
 import { claimJobs, releaseClaims } from '../src/db/sql/claims.js';
 import { countPending, countPendingBefore, getJob } from '../src/db/sql/jobs.js';
+import { aheadThatMatters } from '../src/jobs/eta.js';
+import { AttemptStats } from '../src/runner/stats.js';
 import { freePort } from '../src/net.js';
 import { type Layout, jobId } from './bigtable-load.js';
 
@@ -188,7 +190,8 @@ export async function explain(
       ['GET /jobs/{id}: getJob', () => getJob(db, fid, owner)],
       [
         'GET of a pending job, Retry-After: countPendingBefore',
-        () => countPendingBefore(db, seq, 10_000),
+        // As the services here count: one slot, no attempt finished (the mean assumed until one has).
+        () => countPendingBefore(db, seq, aheadThatMatters(1, new AttemptStats().meanMs)),
       ],
       [
         'submit admission: countPending (global cap)',
