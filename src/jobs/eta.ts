@@ -123,7 +123,8 @@ export class QueueEstimator {
   private async pendingBehind(seq: string): Promise<number> {
     const slots = await this.slots();
     const meanMs = this.stats.meanMs;
-    // Counted only as far as the count can change the answer (the slots are cached: no wait).
+    // Counted only as far as the count can change the answer, for the slots as last counted
+    // (`countActiveWorkers` at most every WORKERS_TTL_MS).
     const cap = aheadThatMatters(slots, meanMs);
     const ahead = cap > 0 ? await this.store.countPendingBefore(seq, cap) : 0;
     return estimateSeconds({ status: 'pending', ahead, slots, meanMs });
