@@ -337,4 +337,33 @@ describe('the Retry-After estimate (src/jobs/eta.ts)', () => {
     expect(await estimate(1)).to.equal(1); // 5000 ahead / 16 slots x 1 ms
     expect(caps).to.deep.equal([96, AHEAD_CAP]);
   });
+
+  it("counts the queue for a submit's Retry-After no further than that either", async () => {
+    for (const queued of [40, 5000]) {
+      const caps: number[] = [];
+      const store = {
+        countActiveWorkers: () => Promise.resolve(1),
+        countPendingBefore: () => Promise.reject(new Error('not asked here')),
+        countPending: ({ cap }: { cap: number }) => {
+          caps.push(cap);
+          return Promise.resolve(Math.min(queued, cap));
+        },
+      };
+      const estimator = new QueueEstimator(store, new AttemptStats(10_000), 16);
+      estimator.forSubmitted(1); // the first submit starts the count in the background
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(caps, `${queued} queued`).to.deep.equal([96]);
+      // The next one is answered from that count: as the whole queue would be.
+      const exact = estimateSeconds({
+        status: 'pending',
+        ahead: queued,
+        slots: 16,
+        meanMs: 10_000,
+      });
+      expect(estimator.forSubmitted(1), `${queued} queued`).to.equal(exact);
+    }
+    expect(estimateSeconds({ status: 'pending', ahead: 40, slots: 16, meanMs: 10_000 })).to.equal(
+      30,
+    );
+  });
 });

@@ -97,21 +97,26 @@ export class QueueEstimator {
    */
   forSubmitted(own: number): number {
     this.addedSinceCount += own;
-    if (Date.now() - this.pendingAt > PENDING_TTL_MS) {
+    const slots = this.workers * this.concurrency;
+    const meanMs = this.stats.meanMs;
+    // Counted only as far as the count can change an answer: `ahead` below is never less than
+    // the count (the jobs added since include `own`), so a count stopped at `cap` answers as
+    // the whole queue would, for these slots and this mean.
+    const cap = aheadThatMatters(slots, meanMs);
+    if (cap > 0 && Date.now() - this.pendingAt > PENDING_TTL_MS) {
       this.pendingAt = Date.now();
       // The count will include what was committed before it started.
       const included = this.addedSinceCount;
       this.store
-        .countPending({ cap: AHEAD_CAP })
+        .countPending({ cap })
         .then((n) => {
           this.pendingCount = n;
           this.addedSinceCount -= included;
         })
         .catch(() => undefined); // a stale hint is fine; a later submit counts again
     }
-    const slots = this.workers * this.concurrency;
     const ahead = Math.max(0, this.pendingCount + this.addedSinceCount - own);
-    return estimateSeconds({ status: 'pending', ahead, slots, meanMs: this.stats.meanMs });
+    return estimateSeconds({ status: 'pending', ahead, slots, meanMs });
   }
 
   /** Seconds until `ahead` more jobs have started: Retry-After for a refused submit. */
