@@ -16,6 +16,7 @@ import type { RunnerStore } from '../db/store.js';
 import type { Heuristic } from '../heuristic/types.js';
 import type { Logger } from '../log.js';
 import { type AttemptDeps, type Outcome, runAttempt } from './attempt.js';
+import { ClaimLoop } from './claim-loop.js';
 import { JobCanceledError } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { Maintenance } from './maintenance.js';
@@ -62,8 +63,8 @@ export class Runner {
   private readonly attempts = new Map<string, TrackedAttempt>();
   private readonly wakeTimers = new Set<NodeJS.Timeout>();
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
-  private claiming: Promise<void> | undefined;
-  private claimRequested = false;
+  /** One claim at a time; the outcome writes that wait for the claim serving their slot. */
+  private readonly claims: ClaimLoop;
   /**
    * Attempts whose heuristic has returned and whose outcome is still being written. Their claims
    * are held until written, yet up to `concurrency` of them do not count against the next
@@ -72,8 +73,6 @@ export class Runner {
    * long as outcome writes take.
    */
   private writing = 0;
-  /** Outcome writes waiting for the claim that serves their slot (see `leaveSlot`). */
-  private readonly roundWaiters: (() => void)[] = [];
   private mayHaveWork = true;
   /** What this runner knows of the pending jobs, for `reserve`. */
   private readonly local = new LocalQueue();
@@ -84,6 +83,11 @@ export class Runner {
   constructor(private readonly opts: RunnerOptions) {
     this.workerId = opts.workerId ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.queue = new PQueue({ concurrency: opts.concurrency });
+    this.claims = new ClaimLoop({
+      active: () => this.state === 'running' && this.mayHaveWork,
+      round: () => this.claimRound(),
+      log: opts.log,
+    });
     this.attemptDeps = {
       heuristic: opts.heuristic,
       store: opts.store,
@@ -188,14 +192,14 @@ export class Runner {
   wake(): void {
     this.local.heardFromElsewhere();
     this.mayHaveWork = true;
-    void this.claim();
+    void this.claims.request();
   }
 
   /** This process queued `pending` jobs (committed): claim them. */
   queued(pending: number): void {
     this.local.queued(pending);
     this.mayHaveWork = true;
-    void this.claim();
+    void this.claims.request();
   }
 
   /**
@@ -214,7 +218,7 @@ export class Runner {
     for (const timer of this.wakeTimers) clearTimeout(timer);
     this.wakeTimers.clear();
     if (wasRunning) {
-      await this.claiming;
+      await this.claims.current;
       this.queue.clear();
       await windDown({
         attempts: () => [...this.attempts.values()],
@@ -244,47 +248,9 @@ export class Runner {
     if (attempt.settled) return undefined;
     this.writing += 1;
     if (!this.mayHaveWork) return undefined;
-    if (!called || this.prefetch() > 0) {
-      void this.claim();
-      return undefined;
-    }
-    const served = new Promise<void>((resolve) => this.roundWaiters.push(resolve));
-    void this.claim();
-    return served;
-  }
-
-  private claim(): Promise<void> {
-    if (this.claiming) {
-      this.claimRequested = true;
-      return this.claiming;
-    }
-    this.claiming = this.claimLoop().finally(() => {
-      this.claiming = undefined;
-      // A request that came after the loop's last look at the free slots would be lost (nothing
-      // else claims until the next wake-up or poll): look again.
-      if (this.claimRequested && this.state === 'running' && this.mayHaveWork) void this.claim();
-      // No claim is coming for whoever waits on one: their writes go now.
-      else releaseAll(this.roundWaiters.splice(0));
-    });
-    return this.claiming;
-  }
-
-  private async claimLoop() {
-    try {
-      while (this.state === 'running' && this.mayHaveWork) {
-        this.claimRequested = false;
-        // Slots freed before this round looks at the free slots are served by it.
-        const served = this.roundWaiters.splice(0);
-        try {
-          if (!(await this.claimRound())) return;
-        } finally {
-          releaseAll(served);
-        }
-      }
-    } catch (err) {
-      this.claimRequested = false; // not at once again: the next wake-up or poll retries
-      this.opts.log.error({ err }, 'claiming jobs failed; will retry on next poll');
-    }
+    if (called && this.prefetch() === 0) return this.claims.nextRound();
+    void this.claims.request();
+    return undefined;
   }
 
   /** Jobs this runner can take now: slots free, plus those it fetches ahead. */
@@ -322,7 +288,7 @@ export class Runner {
     this.local.claimReturned(covered, free, jobs.length);
     for (const job of jobs) this.dispatch(job);
     // Fewer than asked: the queue is drained, unless a wake-up came in meanwhile.
-    if (jobs.length < free && !this.claimRequested) this.mayHaveWork = false;
+    if (jobs.length < free && !this.claims.requestedSince) this.mayHaveWork = false;
     return true;
   }
 
@@ -362,7 +328,7 @@ export class Runner {
     void (hasReturned ? recorded : Promise.all([recorded, returned]))
       .then(() => {
         this.attempts.delete(key);
-        if (this.mayHaveWork) void this.claim();
+        if (this.mayHaveWork) void this.claims.request();
       })
       .catch((err: unknown) =>
         this.opts.log.error({ err, jobId: attempt.job.id }, 'runner task failed'),
@@ -404,8 +370,4 @@ export class Runner {
   private live(): TrackedAttempt[] {
     return [...this.attempts.values()].filter((a) => !a.settled);
   }
-}
-
-function releaseAll(waiters: readonly (() => void)[]) {
-  for (const release of waiters) release();
 }
