@@ -56,6 +56,14 @@ export function claimsById(claims: readonly Claim[], results?: readonly unknown[
 }
 
 /**
+ * `'pending'` as a value the planner does not take for a constant: `status = ${PENDING_UNMATCHED}`
+ * is `status = 'pending'` to the executor, but cannot match the predicate of a partial index over
+ * pending jobs, so a lookup by primary key stays one whatever the statistics say (with the plain
+ * constant, statistics saying pending jobs are rare sent it through all of `jobs_pending_idx`).
+ */
+export const PENDING_UNMATCHED = "(SELECT 'pending')";
+
+/**
  * SQL condition: the job in `alias` is not waiting on a flight, i.e. no other job is computing
  * its cache key right now (its leader's completion will complete it).
  */
@@ -81,10 +89,9 @@ function notInFlight(alias: string): string {
 // of the table, through every finished job, under its LIMIT 1. No other index can serve these
 // steps (migration 0011; test/claim.plans.test.ts). The update finds the picked rows by primary
 // key (`= ANY (ARRAY(…))`): as a join, a generic plan (its LIMITs unknown) hashed the picked ids
-// and scanned the whole table for them. `picked` finds the candidates the same way, and with
-// `status = (SELECT 'pending')`, which the planner cannot match to the predicate of
-// `jobs_pending_idx`: statistics saying pending jobs are rare made it read that whole index
-// for them instead. The claimed jobs come back in turn order, the order the runner starts them in.
+// and scanned the whole table for them. `picked` finds the candidates the same way, with
+// PENDING_UNMATCHED for their status. The claimed jobs come back in turn order, the order the
+// runner starts them in.
 //
 // Each client with due work offers its oldest jobs as candidates, but no more than the claim can
 // take from it: `window` candidates shared by the T clients' turns (ceil(window / T) each), and
@@ -139,7 +146,7 @@ export function claimStatement(opts: { workerId: string; limit: number; leaseMs:
      ), picked AS (
        SELECT j.id, c.rank, c.turn FROM jobs j JOIN candidates c ON c.id = j.id
        WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
-         AND j.status = (SELECT 'pending') AND j.run_after <= now()
+         AND j.status = ${PENDING_UNMATCHED} AND j.run_after <= now()
        ORDER BY c.rank, c.turn
        LIMIT ?
        FOR UPDATE OF j SKIP LOCKED

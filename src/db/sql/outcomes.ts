@@ -6,7 +6,7 @@
 import type { Knex } from 'knex';
 import { PENDING_CHANNEL } from '../channels.js';
 import type { MatchResult } from '../../heuristic/types.js';
-import { claimsById, held, ofItem } from './claims.js';
+import { PENDING_UNMATCHED, claimsById, held, ofItem } from './claims.js';
 import { type Appended, EVENTS, NOTHING_APPENDED, appended, logFinished } from './events.js';
 import { COLUMNS, type Claim, type JobError, type JobRow, preparedRows, rows } from './rows.js';
 
@@ -22,9 +22,8 @@ import { COLUMNS, type Claim, type JobError, type JobRow, preparedRows, rows } f
 // through `jobs_unfinished_cache_key_idx`, by `finished_at IS NULL` rather than `status`: a
 // condition on `status` let stale statistics send the lookup through every pending job (migration
 // 0013, test/runner-writes.plans.test.ts). The update then takes only those still pending, by
-// primary key: its `status = (SELECT 'pending')` is `status = 'pending'` to the executor, but not
-// a constant the planner could match to the predicate of a partial index over pending jobs (with
-// the plain constant it scanned `jobs_pending_idx` once per follower).
+// primary key (PENDING_UNMATCHED, claims.ts: with the plain constant it scanned
+// `jobs_pending_idx` once per follower).
 //
 // Each item carries its job's row as the claim returned it; the completed row is that row with
 // what the completion changed (status, result, error, finished_at, lease), so the statement
@@ -104,7 +103,7 @@ export function completeStatement(opts: {
        UPDATE jobs SET status = 'succeeded', result = waiting.result, error = NULL,
          started_at = now(), finished_at = now()
        FROM waiting
-       WHERE jobs.id = waiting.id AND jobs.status = (SELECT 'pending')
+       WHERE jobs.id = waiting.id AND jobs.status = ${PENDING_UNMATCHED}
        RETURNING jobs.id, jobs.client_id, jobs.batch_id, jobs.status, waiting.leader_id
      ), landed AS (
        DELETE FROM flights USING done
