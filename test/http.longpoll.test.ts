@@ -338,6 +338,54 @@ describe('the Retry-After estimate (src/jobs/eta.ts)', () => {
     expect(caps).to.deep.equal([96, AHEAD_CAP]);
   });
 
+  it('waits for the count of active workers only the first time, later ones read in the background', async () => {
+    let clock = 0;
+    const counts: { resolve: (n: number) => void; reject: (err: Error) => void }[] = [];
+    const store = {
+      countActiveWorkers: () =>
+        new Promise<number>((resolve, reject) => counts.push({ resolve, reject })),
+      countPending: () => Promise.resolve(0),
+      countPendingBefore: () => Promise.resolve(AHEAD_CAP), // a deep queue: ahead / slots
+    };
+    const pendingRow = { status: 'pending', seq: '1' } as Parameters<QueueEstimator['forJob']>[0];
+    // 1 ms a job on 4 slots per process: AHEAD_CAP jobs ahead take AHEAD_CAP / (4 x workers) ms.
+    const estimator = new QueueEstimator(store, new AttemptStats(1), 4, () => clock);
+    const answer = () => {
+      const state: { value?: number } = {};
+      const done = estimator.forJob(pendingRow).then((v) => (state.value = v));
+      return { state, done };
+    };
+    const settled = () => new Promise((resolve) => setImmediate(resolve));
+
+    const first = answer();
+    await settled();
+    expect(first.state.value, 'the first answer waits for the first count').to.equal(undefined);
+    counts[0]?.resolve(1);
+    await first.done;
+    expect(first.state.value).to.equal(3); // 10,000 / 4 slots x 1 ms: 2.5 s
+
+    clock += 3000; // the count is stale: counted again, not waited for
+    const second = answer();
+    await settled();
+    expect(counts, 'a new count').to.have.length(2);
+    expect(second.state.value, 'answered on the last count meanwhile').to.equal(3);
+    counts[1]?.resolve(5); // five processes: 20 slots
+    await settled();
+    expect(await answer().done, 'the new count, once read').to.equal(1);
+
+    clock += 3000;
+    const third = answer();
+    await settled();
+    counts[2]?.reject(new Error('connection lost'));
+    await settled();
+    expect(third.state.value, 'a failed count leaves the last one').to.equal(1);
+    clock += 1; // still stale: the next answer counts again
+    const fourth = answer();
+    await settled();
+    expect(counts).to.have.length(4);
+    expect(fourth.state.value).to.equal(1);
+  });
+
   it("counts the queue for a submit's Retry-After no further than that either", async () => {
     for (const queued of [40, 5000]) {
       const caps: number[] = [];

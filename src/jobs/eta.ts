@@ -49,7 +49,8 @@ export function aheadThatMatters(slots: number, meanMs: number): number {
 
 export class QueueEstimator {
   private workers = 1;
-  private workersAt = 0;
+  /** When `workers` was counted (undefined: never). */
+  private workersAt: number | undefined;
   private refreshing: Promise<void> | undefined;
   private pendingCount = 0;
   private pendingAt = 0;
@@ -63,6 +64,8 @@ export class QueueEstimator {
     private readonly stats: AttemptStats,
     /** Heuristics one runner process runs at once. */
     private readonly concurrency: number,
+    /** The clock. @defaultValue Date.now */
+    private readonly now: () => number = Date.now,
   ) {}
 
   /** Retry-After for a job that is not finished. */
@@ -103,8 +106,8 @@ export class QueueEstimator {
     // the count (the jobs added since include `own`), so a count stopped at `cap` answers as
     // the whole queue would, for these slots and this mean.
     const cap = aheadThatMatters(slots, meanMs);
-    if (cap > 0 && Date.now() - this.pendingAt > PENDING_TTL_MS) {
-      this.pendingAt = Date.now();
+    if (cap > 0 && this.now() - this.pendingAt > PENDING_TTL_MS) {
+      this.pendingAt = this.now();
       // The count will include what was committed before it started.
       const included = this.addedSinceCount;
       this.store
@@ -135,17 +138,27 @@ export class QueueEstimator {
     return estimateSeconds({ status: 'pending', ahead, slots, meanMs });
   }
 
-  /** Heuristic slots across all runners: this process's concurrency times the active workers. */
+  /**
+   * Heuristic slots across all runners: this process's concurrency times the active workers. A
+   * count older than WORKERS_TTL_MS is read again in the background, and the answer uses the
+   * last one meanwhile: only the first count is waited for. A GET waiting for it paid the count's
+   * round trip every 2 s, and the count reads the running jobs' index, dead entries included
+   * (19-22 ms against a 0.06 ms Retry-After count on the big table: docs/performance.md, "A big
+   * table").
+   */
   private async slots(): Promise<number> {
-    if (Date.now() - this.workersAt > WORKERS_TTL_MS) {
+    const counted = this.workersAt;
+    if (counted === undefined || this.now() - counted > WORKERS_TTL_MS) {
       this.refreshing ??= this.store
         .countActiveWorkers()
         .then((n) => {
           this.workers = Math.max(1, n);
-          this.workersAt = Date.now();
+          this.workersAt = this.now();
         })
         .finally(() => (this.refreshing = undefined));
-      await this.refreshing;
+      if (counted === undefined) await this.refreshing;
+      // A failed count in the background leaves the last one; a later answer counts again.
+      else this.refreshing.catch(() => undefined);
     }
     return this.workers * this.concurrency;
   }
