@@ -100,7 +100,7 @@ function notInFlight(alias: string): string {
 // order, the first `limit` candidates are the same as with `limit` from every client; reading
 // `limit` from each of 50 clients read 800 index entries to claim 16.
 //
-// Every limit goes in as `(SELECT ?)`, a value the planner cannot see: planned for the values of
+// Every limit is read from `params`, a value the planner cannot see: planned for the values of
 // each call, the claim cost more to plan than to run (1-4 ms against 0.5-1.5 ms), and the plan
 // cache never kept the generic plan, whose unknown limits made it look dearer than the plans made
 // for known ones. Blind to the limits, both are one plan (the one tested as generic in
@@ -125,9 +125,11 @@ export function claimStatement(opts: { workerId: string; limit: number; leaseMs:
   const window = opts.limit * 4;
   return {
     name: 'merchant_claim_jobs',
-    sql: `WITH turns AS (
+    sql: `WITH params AS (
+       SELECT ?::int AS claim_limit, ?::int AS claim_window
+     ), turns AS (
        SELECT c.id, row_number() OVER (ORDER BY c.last_claimed_at NULLS FIRST, c.id) AS turn,
-              least(count(*) OVER (), (SELECT ?::int)) AS turns
+              least(count(*) OVER (), (SELECT claim_window FROM params)) AS turns
        FROM clients c CROSS JOIN LATERAL (
          SELECT 1 FROM jobs j
          WHERE j.client_id = c.id AND j.status = 'pending' AND j.run_after <= now()
@@ -135,7 +137,7 @@ export function claimStatement(opts: { workerId: string; limit: number; leaseMs:
          LIMIT 1
        ) due_work
        ORDER BY c.last_claimed_at NULLS FIRST, c.id
-       LIMIT (SELECT ?::int)
+       LIMIT (SELECT claim_window FROM params)
      ), candidates AS (
        SELECT q.id, q.rank, t.turn
        FROM turns t CROSS JOIN LATERAL (
@@ -144,18 +146,19 @@ export function claimStatement(opts: { workerId: string; limit: number; leaseMs:
            WHERE client_id = t.id AND status = 'pending' AND run_after <= now()
              AND ${notInFlight('due')}
            ORDER BY run_after, seq
-           LIMIT least((SELECT ?::int),
-             greatest(ceil((SELECT ?::numeric) / t.turns)::int, (SELECT ?::int) + 1 - t.turns::int))
+           LIMIT (SELECT least(claim_limit,
+                    greatest(ceil(claim_window::numeric / t.turns)::int, claim_limit + 1 - t.turns::int))
+                  FROM params)
          ) oldest
        ) q
        ORDER BY q.rank, t.turn
-       LIMIT (SELECT ?::int)
+       LIMIT (SELECT claim_window FROM params)
      ), picked AS (
        SELECT j.id, c.rank, c.turn FROM jobs j JOIN candidates c ON c.id = j.id
        WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
          AND j.status = ${PENDING_UNMATCHED} AND j.run_after <= now()
        ORDER BY c.rank, c.turn
-       LIMIT (SELECT ?::int)
+       LIMIT (SELECT claim_limit FROM params)
        FOR UPDATE OF j SKIP LOCKED
      ), claimed AS (
        UPDATE jobs SET status = 'running', locked_by = ?,
@@ -172,20 +175,7 @@ export function claimStatement(opts: { workerId: string; limit: number; leaseMs:
      SELECT claimed.* FROM claimed JOIN picked ON picked.id = claimed.id
      WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
      ORDER BY picked.rank, picked.turn`,
-    bindings: [
-      // turns: how many take turns, and at most that many
-      window,
-      window,
-      // candidates: each client's share of the window, then the window
-      opts.limit,
-      window,
-      opts.limit,
-      window,
-      // picked, then the claim itself
-      opts.limit,
-      opts.workerId,
-      opts.leaseMs,
-    ],
+    bindings: [opts.limit, window, opts.workerId, opts.leaseMs],
   };
 }
 
