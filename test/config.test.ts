@@ -13,6 +13,7 @@ describe('loadConfig(env)', () => {
       dataDir: '.data',
       runnerConcurrency: 16,
       heuristicFailureRate: 0,
+      heuristicThreadsNice: 10,
       jobLeaseMs: 30_000,
       jobTimeoutMs: 60_000,
       jobMaxAttempts: 3,
@@ -60,6 +61,7 @@ describe('loadConfig(env)', () => {
       DATA_DIR: '/var/lib/mn',
       RUNNER_CONCURRENCY: '2',
       HEURISTIC_FAILURE_RATE: '0.25',
+      HEURISTIC_THREADS_NICE: '0',
       JOB_LEASE_MS: '1000',
       JOB_MAX_ATTEMPTS: '5',
       JOB_RETENTION_DAYS: '1.5',
@@ -74,6 +76,7 @@ describe('loadConfig(env)', () => {
       dataDir: '/var/lib/mn',
       runnerConcurrency: 2,
       heuristicFailureRate: 0.25,
+      heuristicThreadsNice: 0,
       jobLeaseMs: 1000,
       jobMaxAttempts: 5,
       jobRetentionMs: 36 * 3_600_000,
@@ -92,6 +95,9 @@ describe('loadConfig(env)', () => {
     ['HEURISTIC_DELAY_MS', '500-100'],
     ['HEURISTIC_FAILURE_RATE', '1.5'],
     ['HEURISTIC_FAILURE_RATE', 'often'],
+    // A nice increment: 0 (as the event loop) to 19 (the lowest priority); never above it.
+    ['HEURISTIC_THREADS_NICE', '20'],
+    ['HEURISTIC_THREADS_NICE', '-5'],
     ['JOB_MAX_ATTEMPTS', '0'],
     ['JOB_RETENTION_DAYS', '-1'],
     // Idempotency keys live as long as their jobs: at least a day.

@@ -2,9 +2,14 @@
  * CPU-bound heuristics (HEURISTIC_CPU_MS) run on worker threads: the event loop, and so the HTTP
  * API, stays responsive while they burn.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import { expect } from 'chai';
-import { CpuPool } from '../src/heuristic/cpu-pool.js';
+import { loadConfig } from '../src/config.js';
+import { CpuPool, canLowerPriority } from '../src/heuristic/cpu-pool.js';
+import { createHeuristic } from '../src/heuristic/factory.js';
 import { createMockHeuristic } from '../src/heuristic/mock.js';
+import { createLogger } from '../src/log.js';
 import { eventually } from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { tx } from './support/heuristics.js';
@@ -27,6 +32,20 @@ async function maxLoopGap<T>(work: () => Promise<T>): Promise<{ gapMs: number; v
   } finally {
     clearInterval(timer);
   }
+}
+
+/** The nice value of each thread of this process (Linux: each thread has its own). */
+function threadNiceValues(): number[] {
+  const dir = `/proc/${process.pid}/task`;
+  return fs.readdirSync(dir).flatMap((tid) => {
+    try {
+      const stat = fs.readFileSync(`${dir}/${tid}/stat`, 'utf8');
+      // proc_pid_stat(5): the 19th field, counted after the command name's closing parenthesis.
+      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+    } catch {
+      return []; // the thread ended meanwhile
+    }
+  });
 }
 
 /**
@@ -90,6 +109,34 @@ describe('CPU-bound heuristics on worker threads', function () {
     setTimeout(() => controller.abort(new Error('timed out')), 200);
     expect(await attempt).to.equal('AbortError');
     expect(performance.now() - started).to.be.below(2000);
+  });
+
+  it('runs its threads at HEURISTIC_THREADS_NICE below the event loop', async function () {
+    // Threads start at the priority of the thread that starts them, then lower their own.
+    if (process.platform !== 'linux') this.skip(); // asked for on Linux only (cpu-pool.ts)
+    const base = os.getPriority();
+    if (base + 7 > 19) this.skip(); // already too low a priority to go 7 lower
+    const atWanted = () => threadNiceValues().filter((nice) => nice === base + 7).length;
+    const before = atWanted();
+    const config = loadConfig({
+      HEURISTIC_DELAY_MS: '0',
+      HEURISTIC_CPU_MS: '1',
+      HEURISTIC_THREADS_NICE: '7',
+    });
+    const runtime = createHeuristic(config, createLogger('silent'));
+    try {
+      await runtime.heuristic.match(tx('Payment Netflix APRIL***'), new AbortController().signal);
+      await eventually(async () => atWanted() > before, 10_000, `a thread at nice ${base + 7}`);
+      expect(os.getPriority(), "the event loop's priority is left alone").to.equal(base);
+    } finally {
+      await runtime.close();
+    }
+  });
+
+  it('knows whether the threads can lower their priority: with @napi-rs/nice, as installed here', async () => {
+    // The lock file installs it (an optional dependency of piscina); the Docker image keeps it.
+    expect(await canLowerPriority()).to.equal(true);
+    expect(await canLowerPriority('@napi-rs/nice-not-installed')).to.equal(false);
   });
 
   it('keeps GET answering while the runner is busy with CPU-heavy attempts', async () => {

@@ -6,7 +6,7 @@
 import type { Registry } from 'prom-client';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { CpuPool } from './cpu-pool.js';
+import { CpuPool, canLowerPriority } from './cpu-pool.js';
 import { HttpHeuristic } from './http.js';
 import { createMockHeuristic } from './mock.js';
 import type { Heuristic } from './types.js';
@@ -56,8 +56,19 @@ export function createHeuristic(
   // CPU-bound work goes to worker threads, never more at once than the runner's slots.
   const cpuPool =
     config.heuristicCpuMs > 0
-      ? new CpuPool(Math.min(config.heuristicThreads, config.runnerConcurrency))
+      ? new CpuPool(Math.min(config.heuristicThreads, config.runnerConcurrency), {
+          nice: config.heuristicThreadsNice,
+        })
       : undefined;
+  if (cpuPool && config.heuristicThreadsNice > 0 && process.platform === 'linux') {
+    void canLowerPriority().then((can) => {
+      if (!can)
+        log.warn(
+          { heuristicThreadsNice: config.heuristicThreadsNice },
+          'HEURISTIC_THREADS_NICE has no effect: @napi-rs/nice (an optional dependency of piscina) is not installed',
+        );
+    });
+  }
   const heuristic = createMockHeuristic({
     delayMs: config.heuristicDelayMs,
     failureRate: config.heuristicFailureRate,
