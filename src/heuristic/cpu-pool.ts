@@ -6,9 +6,9 @@
  *
  * The threads run at a lower priority than the event loop (`nice`, 10 by default; piscina's
  * `niceIncrement`, through its optional `@napi-rs/nice`; Linux only, where a thread's nice value
- * is its own): when every core is busy, a request waiting to be served runs before more heuristic work,
- * and on an idle machine the threads get the cores all the same (docs/performance.md, "The CPU
- * threads' priority").
+ * is its own): when every core is busy, a request waiting to be served runs before more
+ * heuristic work, and on an idle machine the threads get the cores all the same
+ * (docs/performance.md, "The CPU threads' priority").
  */
 import { Piscina } from 'piscina';
 import { DEFAULT_THREADS_NICE } from '../config.js';
@@ -37,16 +37,21 @@ export async function canLowerPriority(module = '@napi-rs/nice'): Promise<boolea
 
 export class CpuPool {
   private readonly pool: Piscina<CpuTask, Recognition>;
+  /**
+   * The nice increment the threads ask for: 0 off Linux, where nice(2) would lower the whole
+   * process, event loop included.
+   */
+  readonly nice: number;
 
   constructor(threads: number, opts: { nice?: number } = {}) {
+    this.nice = process.platform === 'linux' ? (opts.nice ?? DEFAULT_THREADS_NICE) : 0;
     this.pool = new Piscina({
       filename: workerFile(),
       minThreads: 1,
       maxThreads: threads,
       // Idle threads are kept: spawning one costs tens of milliseconds.
       idleTimeout: 60_000,
-      // Elsewhere (macOS) nice(2) would lower the whole process, event loop included.
-      niceIncrement: process.platform === 'linux' ? (opts.nice ?? DEFAULT_THREADS_NICE) : 0,
+      niceIncrement: this.nice,
     });
   }
 

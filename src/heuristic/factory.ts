@@ -60,11 +60,11 @@ export function createHeuristic(
           nice: config.heuristicThreadsNice,
         })
       : undefined;
-  if (cpuPool && config.heuristicThreadsNice > 0 && process.platform === 'linux') {
+  if (cpuPool && cpuPool.nice > 0) {
     void canLowerPriority().then((can) => {
       if (!can)
         log.warn(
-          { heuristicThreadsNice: config.heuristicThreadsNice },
+          { heuristicThreadsNice: cpuPool.nice },
           'HEURISTIC_THREADS_NICE has no effect: @napi-rs/nice (an optional dependency of piscina) is not installed',
         );
     });
