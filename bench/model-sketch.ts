@@ -33,6 +33,7 @@ import type { JobRow } from '../src/db/sql/rows.js';
 import { newId } from '../src/ids.js';
 import { createLogger } from '../src/log.js';
 import { postgresCpuMs } from './cpu.js';
+import { reset, round as rounded, tx } from './harness.js';
 
 const n = Number(process.env.BENCH_DRAIN_JOBS ?? 20_000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -43,8 +44,9 @@ if (!databaseUrl || !pgPid) throw new Error('DATABASE_URL and BENCH_PG_PID are r
 const BATCH = 1000;
 const CLAIM = 260;
 const COMPLETE = 130;
+/** The drain's transactions, as `npm run bench` submits them (submitBatches). */
+const drainTx = (i: number) => tx(`OPENAI ${i}`, i);
 const RESULT = { merchant: { name: 'OpenAI', id: 'openai' }, intermediaries: [] };
-const tx = (i: number) => ({ date: '2026-11-25', description: `OPENAI ${i}`, amount: -20 });
 
 const NARROW_SCHEMA = `
   DROP SCHEMA IF EXISTS sketch CASCADE;
@@ -127,7 +129,7 @@ async function serviceRound(db: Knex, clientId: string) {
       await insertBatch(db, {
         id: newId(),
         clientId,
-        transactions: Array.from({ length: size }, (_, i) => tx(at + i)),
+        transactions: Array.from({ length: size }, (_, i) => drainTx(at + i)),
         jobIds: Array.from({ length: size }, () => newId()),
         maxAttempts: 3,
       });
@@ -163,7 +165,7 @@ async function narrowRound(db: Knex, clientId: string) {
         size,
         size,
         Array.from({ length: size }, () => newId()),
-        JSON.stringify(Array.from({ length: size }, (_, i) => tx(at + i))),
+        JSON.stringify(Array.from({ length: size }, (_, i) => drainTx(at + i))),
       ]);
     }
   });
@@ -188,7 +190,7 @@ async function narrowRound(db: Knex, clientId: string) {
 }
 
 async function empty(db: Knex) {
-  await db.raw('TRUNCATE jobs, batches, job_events, flights, results CASCADE');
+  await reset(db);
   await db.raw('TRUNCATE sketch.jobs, sketch.queue, sketch.batches, sketch.events');
   await db.raw('VACUUM ANALYZE');
 }
@@ -214,7 +216,7 @@ try {
           insert_pg_us_per_job: perJob(insert.pgMs),
           run_pg_us_per_job: perJob(run.pgMs),
           total_pg_us_per_job: perJob(insert.pgMs + run.pgMs),
-          seconds: Math.round((insert.s + run.s) * 100) / 100,
+          seconds: rounded(insert.s + run.s, 2),
         }),
       );
     }
