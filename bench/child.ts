@@ -1,22 +1,28 @@
 /**
  * Clients in a process of their own, for the latency figures: a module that measures calls
  * `inChild(path, input)` with its own path (`fileURLToPath(import.meta.url)`), which runs that
- * same module in a new Node process; there `childInput(path)` returns `input`, and the module
- * writes its answer with `answer()`. The measuring client then shares no event loop and no heap
+ * same module in a new Node process; there `childInput(path)` returns `input` (sent on the child's
+ * stdin: the long-poll phase's job ids can outgrow an environment variable's 128 KiB), and the
+ * module writes its answer with `answer()`. The measuring client then shares no event loop and no heap
  * with the bench (its garbage from earlier phases, the servers' logs it reads, the other
  * clients). Its requests go through `request` (node:http, a keep-alive agent of the caller's).
  */
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
 
-const INPUT = 'BENCH_CHILD_INPUT';
+/** Set in a child's environment: its input waits on its stdin. */
+const CHILD = 'BENCH_CHILD';
 
 /** Runs `file` in a child process with `input`; resolves with what it answered. */
 export function inChild<T>(file: string, input: unknown): Promise<T> {
   const child = spawn(process.execPath, ['--import', 'tsx', file], {
-    env: { ...process.env, [INPUT]: JSON.stringify(input) },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, [CHILD]: '1' },
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
+  // A child that exits before reading it all breaks the pipe; its exit code tells why.
+  child.stdin.on('error', () => {});
+  child.stdin.end(JSON.stringify(input));
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
   return new Promise((resolve, reject) => {
@@ -35,8 +41,8 @@ export function inChild<T>(file: string, input: unknown): Promise<T> {
 
 /** In a process started by `inChild(file, …)`: its input; otherwise undefined. */
 export function childInput<T>(file: string): T | undefined {
-  const input = process.env[INPUT];
-  return input !== undefined && process.argv[1] === file ? (JSON.parse(input) as T) : undefined;
+  if (process.env[CHILD] !== '1' || process.argv[1] !== file) return undefined;
+  return JSON.parse(fs.readFileSync(0, 'utf8')) as T;
 }
 
 /** The child's answer to `inChild`. */

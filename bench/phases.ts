@@ -28,6 +28,7 @@ import {
   waitFinished,
 } from './harness.js';
 import { pacedGets } from './paced-get.js';
+import { waitOnJobs } from './waiters.js';
 
 const LONGPOLL_WAITERS = Number(process.env.BENCH_LONGPOLL_WAITERS ?? 1000);
 const SLOW_JOBS = Number(process.env.BENCH_SLOW_JOBS ?? 10_000);
@@ -41,33 +42,25 @@ async function longpoll(db: Knex, databaseUrl: string): Promise<void> {
   say(`long-poll: ${LONGPOLL_WAITERS} jobs of 100 ms, each with a waiter`);
   const slow = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '100' });
   const ids = await submitBatches(slow.base, LONGPOLL_WAITERS, (i) => `SPOTIFY ${i}`, 1);
-  const lags: Array<{ finishedAt: number; lag: number }> = [];
-  let answered = 0;
   // When every waiter is registered in the server (waiting now, or already answered): lags
   // of jobs finishing before then include the burst of 1,000 requests arriving at once.
   let registeredAt = Infinity;
+  let over = false;
+  const waiters = waitOnJobs(slow.base, ids, bench.auth).finally(() => (over = true));
   const watching = (async () => {
-    while (answered < ids.length) {
+    while (!over) {
       const metrics = await (await fetch(`${slow.base}/metrics`)).text();
       const waiting = Number(/^merchant_longpoll_waiting_requests (\d+)/m.exec(metrics)?.[1]);
-      if (waiting + answered >= ids.length) {
+      if (waiting + answeredGets(metrics) >= ids.length) {
         registeredAt = Date.now();
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   })();
-  await Promise.all(
-    ids.map(async (id) => {
-      const askedAt = Date.now();
-      const res = await fetch(`${slow.base}/jobs/${id}?wait=60`, { headers: bench.auth });
-      const answeredAt = Date.now();
-      answered++;
-      const job = (await res.json()) as { finished_at: string | null };
-      const finishedAt = Date.parse(job.finished_at ?? '');
-      if (finishedAt >= askedAt) lags.push({ finishedAt, lag: answeredAt - finishedAt });
-    }),
-  );
+  const lags = (await waiters)
+    .filter((w) => w.finishedAt >= w.askedAt)
+    .map((w) => ({ finishedAt: w.finishedAt, lag: w.answeredAt - w.finishedAt }));
   await watching;
   const p = quantiles(lags.map((l) => l.lag));
   const steady = lags.filter((l) => l.finishedAt >= registeredAt).map((l) => l.lag);
@@ -87,6 +80,14 @@ async function longpoll(db: Knex, databaseUrl: string): Promise<void> {
   );
   await slow.stop();
   await reset(db);
+}
+
+/** `GET /jobs/{id}` requests answered so far, from a scrape of the server's `/metrics`. */
+function answeredGets(metrics: string): number {
+  const answered = metrics.matchAll(
+    /^merchant_http_request_duration_seconds_count\{method="GET",route="\/jobs\/:id",[^}]*\} (\d+)/gm,
+  );
+  return [...answered].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
 /**
