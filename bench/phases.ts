@@ -107,12 +107,13 @@ async function utilization(db: Knex, databaseUrl: string): Promise<void> {
   const second = await startService(databaseUrl, { HEURISTIC_DELAY_MS: '1000' });
   await submitBatches(second.base, CONCURRENCY, (i) => `WARM-UP ${i}`, 1);
   await waitFinished(db, CONCURRENCY, 'utilization warm-up');
+  // The warm-up's last job: the timed ones come after it.
   const since = await db.raw<{ rows: [{ seq: string }] }>(`SELECT max(seq) AS seq FROM jobs`);
   await submitBatches(second.base, jobs, (i) => `UBER TRIP ${i}`, 1);
   await waitFinished(db, jobs, 'utilization');
   const span = await db.raw<{ rows: [{ span_s: number }] }>(
     `SELECT extract(epoch FROM max(finished_at) - min(started_at)) AS span_s FROM jobs
-     WHERE seq > coalesce(?::bigint, 0)`,
+     WHERE seq > ?::bigint`,
     [since.rows[0].seq],
   );
   result.utilization_pct = round((100 * jobs) / (CONCURRENCY * Number(span.rows[0].span_s)));
