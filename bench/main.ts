@@ -111,18 +111,28 @@ const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? 6379);
 const ONLY = process.env.BENCH_ONLY?.split(',').map((p) => p.trim());
 const on = (phase: string) => !ONLY || ONLY.includes(phase);
 
+/**
+ * What the run has to undo, last first: its pool, the embedded Postgres and its data directory.
+ * Run at the end, and also when the bench fails, so that a failed run (a server that does not
+ * start, a phase that throws) leaves no `merchant-bench-*` directory behind.
+ */
+const cleanups: (() => Promise<void>)[] = [];
+async function cleanUp(): Promise<void> {
+  for (let undo = cleanups.pop(); undo; undo = cleanups.pop()) await undo();
+}
+
 async function main() {
   let databaseUrl = process.env.BENCH_DATABASE_URL;
-  let dataDir: string | undefined;
-  let stopEmbedded = async () => {};
   if (!databaseUrl) {
-    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'merchant-bench-'));
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'merchant-bench-'));
+    cleanups.push(() => fs.rm(dataDir, { recursive: true, force: true }));
     const pg = await startEmbeddedPostgres({ dataDir, port: 0, log: createLogger('warn') });
+    cleanups.push(() => pg.stop());
     bench.postmasterPid = pg.pid;
     databaseUrl = pg.url;
-    stopEmbedded = () => pg.stop();
   }
   const db = createKnex(databaseUrl, 4);
+  cleanups.push(() => db.destroy());
   if (SERVICE_DIR) {
     say(`service from ${SERVICE_DIR}`);
     await (await startService(databaseUrl, {})).stop(); // it migrates on start
@@ -381,9 +391,7 @@ async function main() {
     }
   }
 
-  await db.destroy();
-  await stopEmbedded();
-  if (dataDir) await fs.rm(dataDir, { recursive: true, force: true });
+  await cleanUp();
 
   result.cores = os.cpus().length;
   result.node = process.version;
@@ -403,6 +411,12 @@ main().then(
     console.error(`bench: failed; measured so far: ${JSON.stringify({ ...result, targets })}`);
     // Do not leave servers behind (they would hold this process's stdout open).
     for (const child of children) child.kill('SIGKILL');
-    process.exit(1);
+    cleanUp().then(
+      () => process.exit(1),
+      (cleanupErr: unknown) => {
+        console.error('bench: cleaning up after the failure failed too:', cleanupErr);
+        process.exit(1);
+      },
+    );
   },
 );

@@ -1,0 +1,57 @@
+/**
+ * `npm run bench` without BENCH_DATABASE_URL starts an embedded Postgres in a
+ * `merchant-bench-*` directory under the temp dir. A run that fails (here: the service it spawns
+ * exits at start-up) must still stop that Postgres and remove the directory, as a finished run
+ * does; it used to exit at once and leave both behind.
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+describe('bench/main.ts after a failure', function () {
+  // Node with tsx, an embedded Postgres initialised from scratch, and a server that fails to start.
+  this.timeout(120_000);
+
+  let tmp: string;
+  beforeEach(async () => {
+    tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-cleanup-'));
+    // Run as root, the embedded Postgres runs as "postgres", which must reach its directory.
+    await fs.chmod(tmp, 0o755);
+  });
+  afterEach(() => fs.rm(tmp, { recursive: true, force: true }));
+
+  it('stops its embedded Postgres and removes its data directory when a server fails to start', async () => {
+    // A "service checkout" without src/main.ts: the first server the bench spawns exits with 1.
+    const noService = path.join(tmp, 'no-service');
+    await fs.mkdir(noService);
+    const bench = spawn(process.execPath, ['--import', 'tsx', 'bench/main.ts'], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        TMPDIR: tmp,
+        BENCH_DATABASE_URL: '',
+        BENCH_SERVICE_DIR: noService,
+        BENCH_ONLY: 'submit',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    bench.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    bench.stdout.resume();
+    const [code] = (await once(bench, 'exit')) as [number | null];
+
+    expect(code, stderr).to.equal(1);
+    expect(stderr).to.match(/bench: failed/);
+    // The run did create its directory here (its Postgres started before the server was spawned)…
+    expect(stderr, 'the bench got as far as spawning the service').to.match(/src\/main\.ts exited/);
+    // …and removed it on the way out.
+    const left = (await fs.readdir(tmp)).filter((name) => name.startsWith('merchant-bench-'));
+    expect(left).to.deep.equal([]);
+  });
+});
