@@ -54,31 +54,48 @@ const proc: ProcessTable = {
 };
 
 /**
- * CPU of a postmaster and all its processes (backends, workers), the exited ones included: its
- * own, its children's that it has waited for (`cutime`, `cstime`), and each live child's. A
- * child that exits and is waited for after the postmaster was read and before the child itself
- * was would be in neither count: a backend closed at the end of a load made the service's
- * Postgres CPU per request come out negative in one round. So the children are read again until
- * the postmaster's count of waited-for children is the same after them as before (the count
- * from before is the one summed, so a child read live and waited for later is counted once).
+ * CPU of a postmaster and all its processes (backends, workers), the exited ones included: see
+ * `treeCpuMs`. A backend closed at the end of a load once made the service's Postgres CPU per
+ * request come out negative, when it exited between the reads of the postmaster and its own.
  */
 export function postgresCpuMs(postmasterPid: number, table: ProcessTable = proc): number {
-  const postmaster = () => {
-    const fields = table.stat(postmasterPid);
-    if (!fields) throw new Error(`no process ${postmasterPid}`);
-    return fields;
-  };
-  let before = postmaster();
+  return treeCpuMs(postmasterPid, table);
+}
+
+/**
+ * CPU of `root` and every process under it, the exited ones included: each live one's own, and
+ * what each has from the children it has waited for (`cutime`, `cstime`). A child that exits and
+ * is waited for between the reads of its parent and itself would be in neither count, or, read
+ * live before and its parent after, in both. So the tree is read from the top down (a parent
+ * before its children), then read again, until no process in it has waited for a child between
+ * the two reads.
+ */
+export function treeCpuMs(root: number, table: ProcessTable = proc): number {
   for (let tries = 1; ; tries++) {
-    let total = ticks(before, OWN) + ticks(before, REAPED);
-    for (const pid of table.pids()) {
-      const fields = pid === postmasterPid ? undefined : table.stat(pid);
-      if (fields && Number(fields[1]) === postmasterPid) total += ticks(fields, OWN);
-    }
-    const after = postmaster();
-    if (ticks(after, REAPED) === ticks(before, REAPED) || tries === 10) {
+    const members = treeOf(root, table);
+    const read = members.map((pid) => table.stat(pid));
+    if (!read[0]) throw new Error(`no process ${root}`);
+    const again = members.map((pid) => table.stat(pid));
+    const settled = read.every(
+      (fields, i) =>
+        (fields === undefined) === (again[i] === undefined) &&
+        (!fields || ticks(fields, REAPED) === ticks(again[i] ?? [], REAPED)),
+    );
+    if (settled || tries === 10) {
+      const total = read.reduce((sum, f) => (f ? sum + ticks(f, OWN) + ticks(f, REAPED) : sum), 0);
       return total * MS_PER_TICK;
     }
-    before = after;
   }
+}
+
+/** `root` and the processes under it, a parent always before its children. */
+function treeOf(root: number, table: ProcessTable): number[] {
+  const children = new Map<number, number[]>();
+  for (const pid of table.pids()) {
+    const ppid = Number(table.stat(pid)?.[1]);
+    if (pid !== root && ppid) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
+  }
+  const members = [root];
+  for (let i = 0; i < members.length; i++) members.push(...(children.get(members[i] ?? 0) ?? []));
+  return members;
 }

@@ -19,6 +19,7 @@ import { createKnex, migrateLatest } from '../src/db/knex.js';
 import { createLogger } from '../src/log.js';
 import { BIG_OPS, benchBigTable } from './bigtable.js';
 import { benchFiles } from './files.js';
+import { OtherLoad } from './machine.js';
 import {
   CONCURRENCY,
   WARMUP_SECONDS,
@@ -108,6 +109,8 @@ const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? 6379);
  * Comma-separated phases to run (submit,batch,drain,pickup,ttr,longpoll,util,calls,rss,cpu,slow10k,procs,files,peers); all by default.
  * `bigtable` (bench/bigtable.ts: 10 M + 1 M jobs, minutes and GBs) runs only when named here.
  */
+/** The window of the busiest share other processes took of the machine. */
+const OTHER_LOAD_WINDOW_S = 5;
 const ONLY = process.env.BENCH_ONLY?.split(',').map((p) => p.trim());
 const on = (phase: string) => !ONLY || ONLY.includes(phase);
 
@@ -122,6 +125,9 @@ async function cleanUp(): Promise<void> {
 }
 
 async function main() {
+  // How busy other processes kept the machine meanwhile: its figures are read in that light.
+  const otherLoad = new OtherLoad(process.pid, OTHER_LOAD_WINDOW_S * 1000);
+  otherLoad.start();
   let databaseUrl = process.env.BENCH_DATABASE_URL;
   if (!databaseUrl) {
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'merchant-bench-'));
@@ -393,6 +399,8 @@ async function main() {
 
   await cleanUp();
 
+  const machine = otherLoad.stop();
+  for (const [k, v] of Object.entries(machine)) result[`machine_${k}`] = v;
   result.cores = os.cpus().length;
   result.node = process.version;
   console.log('\n| metric | value |\n|---|---|');
@@ -401,6 +409,11 @@ async function main() {
   for (const t of targets) {
     console.log(`| ${t.what} | ${t.value} | ${t.wanted} | ${t.met ? 'yes' : 'NO'} | ${t.detail} |`);
   }
+  console.log(
+    `\nOther processes used ${machine.other_cpu_pct} % of the machine's CPU during the run ` +
+      `(${machine.other_cpu_max_pct} % in its busiest ${OTHER_LOAD_WINDOW_S} s); ` +
+      `the hypervisor took ${machine.steal_pct} %.`,
+  );
   console.log(`\n${JSON.stringify({ ...result, targets })}`);
 }
 

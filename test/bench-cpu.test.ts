@@ -5,7 +5,7 @@
  * The process table is a stand-in whose backend exits at a chosen moment.
  */
 import { expect } from 'chai';
-import { type ProcessTable, postgresCpuMs } from '../bench/cpu.js';
+import { type ProcessTable, postgresCpuMs, treeCpuMs } from '../bench/cpu.js';
 
 /** /proc/<pid>/stat fields after the command name: ppid [1], utime [11], stime [12], cutime [13], cstime [14]. */
 function fields(ppid: number, utime: number, stime: number, cutime = 0, cstime = 0): string[] {
@@ -68,5 +68,53 @@ describe('bench: postgresCpuMs', () => {
       return pid === POSTMASTER && readLive;
     });
     expect(postgresCpuMs(POSTMASTER, exitsAfterRead)).to.equal(ALL_MS);
+  });
+});
+
+describe('bench: treeCpuMs', () => {
+  // The bench (1000) with a server (1001) and a postmaster (1002) whose backend (1003) exits at a
+  // chosen moment; 1 is init and 2000 a process of someone else's.
+  const BENCH = 1000;
+  const BACKEND = 1003;
+  function benchTable(exitWhen: (read: { pid: number }) => boolean): ProcessTable {
+    let exited = false;
+    return {
+      stat(pid) {
+        if (!exited && exitWhen({ pid })) exited = true;
+        if (pid === BENCH) return fields(1, 10, 0, 7, 3); // 10 reaped ticks: a client that ran
+        if (pid === 1001) return fields(BENCH, 50, 20);
+        if (pid === 1002) return exited ? fields(BENCH, 4, 1, 60, 40) : fields(BENCH, 4, 1);
+        if (pid === BACKEND) return exited ? undefined : fields(1002, 60, 40);
+        if (pid === 2000) return fields(1, 500, 500);
+        return fields(0, 900, 900); // init
+      },
+      pids: () => (exited ? [1, BENCH, 1001, 1002, 2000] : [1, BENCH, 1001, 1002, BACKEND, 2000]),
+    };
+  }
+  const TREE_MS = (10 + 10 + 70 + 5 + 100) * 10;
+
+  it('counts the root and every process under it, grandchildren and waited-for ones included', () => {
+    expect(
+      treeCpuMs(
+        BENCH,
+        benchTable(() => false),
+      ),
+    ).to.equal(TREE_MS);
+    expect(
+      treeCpuMs(
+        BENCH,
+        benchTable(() => true),
+      ),
+    ).to.equal(TREE_MS);
+  });
+
+  it('counts a grandchild once when it exits while the tree is being read', () => {
+    let backendRead = 0;
+    // Exits once it has been read live once, before its parent is read again.
+    const exitsAfterRead = benchTable(({ pid }) => {
+      if (pid === BACKEND) backendRead += 1;
+      return backendRead >= 2 && pid === 1002;
+    });
+    expect(treeCpuMs(BENCH, exitsAfterRead)).to.equal(TREE_MS);
   });
 });
