@@ -47,6 +47,8 @@ export interface OtherLoadSummary {
   other_cpu_max_pct: number;
   /** CPU the hypervisor took, % of all cores over the whole run. */
   steal_pct: number;
+  /** Other processes' CPU during each phase named by `phase()`, % of all cores. */
+  phases: Record<string, number>;
 }
 
 export interface OtherLoadSources {
@@ -65,6 +67,8 @@ const fromProc: OtherLoadSources = {
 /** Samples the machine every `everyMs` from `start()` until `stop()`. */
 export class OtherLoad {
   private readonly readings: Reading[] = [];
+  /** The phases named so far, each with the reading it starts at. */
+  private readonly phases: { name: string; from: number }[] = [];
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -88,6 +92,12 @@ export class OtherLoad {
     });
   }
 
+  /** A phase of the run starts (and the one before it ends): a reading now, under its name. */
+  phase(name: string): void {
+    this.sample();
+    this.phases.push({ name, from: this.readings.length - 1 });
+  }
+
   stop(): OtherLoadSummary {
     clearInterval(this.timer);
     this.sample();
@@ -106,10 +116,17 @@ export class OtherLoad {
       if (a && b && b.at - a.at >= this.everyMs / 2) max = Math.max(max, other(a, b));
     }
     const round = (v: number) => Math.round(v * 10) / 10;
+    const phases: Record<string, number> = {};
+    this.phases.forEach(({ name, from }, i) => {
+      const a = this.readings[from];
+      const b = this.readings[this.phases[i + 1]?.from ?? this.readings.length - 1];
+      if (a && b) phases[name] = round(other(a, b));
+    });
     return {
       other_cpu_pct: round(other(first, last)),
       other_cpu_max_pct: round(max),
       steal_pct: round(share(first, last, last.machine.steal - first.machine.steal)),
+      phases,
     };
   }
 }

@@ -154,6 +154,7 @@ async function main() {
   const noop = needNoop ? await startService(databaseUrl, { HEURISTIC_DELAY_MS: '0' }) : undefined;
   if (noop) result.rss_idle_mb = await rssMb(noop.pid);
   if (noop && on('submit')) {
+    otherLoad.phase('submit');
     const bare = await spawnBareKoa(databaseUrl);
     const serviceLoad = {
       url: `${noop.base}/normalize_merchant`,
@@ -264,6 +265,7 @@ async function main() {
 
   // 2. Batch submit.
   if (noop && on('batch')) {
+    otherLoad.phase('batch');
     say('batch submit: 10 x 1000, 4 in flight');
     const t0 = performance.now();
     await submitBatches(noop.base, 10_000, (i) => `OPENAI ${i}`);
@@ -274,6 +276,7 @@ async function main() {
 
   // 3. End-to-end drain: DRAIN_JOBS no-op jobs, from the first submit to the last finish.
   if (noop && on('drain')) {
+    otherLoad.phase('drain');
     say(`drain: ${DRAIN_JOBS} no-op jobs`);
     const t0 = performance.now();
     await submitBatches(noop.base, DRAIN_JOBS, (i) => `OPENAI ${i}`);
@@ -291,6 +294,7 @@ async function main() {
   // so this reads 0 there: its time from the commit to the heuristic's call is not in the table,
   // and is part of the time to result (4b).
   if (noop && on('pickup')) {
+    otherLoad.phase('pickup');
     say(`pick-up: ${PICKUPS} jobs, one at a time`);
     for (let i = 0; i < PICKUPS; i++) {
       const job = (await post(noop.base, '/normalize_merchant', tx(`OPENAI ${i}`, i))) as {
@@ -310,6 +314,7 @@ async function main() {
   // 4b. Time to result: POST, then GET ?wait on its id, one job at a time, measured here; then
   // the same as one POST with `Prefer: wait`, and the floor: bare Koa, POST then GET.
   if (noop && on('ttr')) {
+    otherLoad.phase('ttr');
     say(`time to result: ${TTR_JOBS} sequential POST + GET ?wait, then POST with Prefer: wait`);
     const p = quantiles(await postThenWait(noop.base, TTR_JOBS));
     result.time_to_result_p50_ms = p.p50;
@@ -338,10 +343,17 @@ async function main() {
   await noop?.stop();
 
   // 5-11. The phases with their own services (bench/phases.ts).
-  for (const [phase, run] of servicePhases) if (on(phase)) await run(db, databaseUrl);
+  for (const [phase, run] of servicePhases) {
+    if (!on(phase)) continue;
+    otherLoad.phase(phase);
+    await run(db, databaseUrl);
+  }
 
   // File batches, both ways (bench/files.ts).
-  if (on('files')) Object.assign(result, await benchFiles(databaseUrl));
+  if (on('files')) {
+    otherLoad.phase('files');
+    Object.assign(result, await benchFiles(databaseUrl));
+  }
 
   // The big table (bench/bigtable.ts), opt-in.
   if (ONLY?.includes('bigtable')) {
@@ -368,6 +380,7 @@ async function main() {
   // 12. The peers. graphile-worker drains the same N as our drain, at the same concurrency,
   // enqueue + drain timed together, on the same Postgres.
   if (on('peers')) {
+    otherLoad.phase('peers');
     const peerOpts = { databaseUrl, jobs: PEER_JOBS, concurrency: CONCURRENCY, pickups: PICKUPS };
     const peers: Array<[string, () => Promise<PeerResult>]> = [
       ['graphile_worker', () => graphileWorker({ ...peerOpts, jobs: DRAIN_JOBS })],
@@ -399,8 +412,9 @@ async function main() {
 
   await cleanUp();
 
-  const machine = otherLoad.stop();
+  const { phases, ...machine } = otherLoad.stop();
   for (const [k, v] of Object.entries(machine)) result[`machine_${k}`] = v;
+  for (const [k, v] of Object.entries(phases)) result[`machine_other_cpu_pct_${k}`] = v;
   result.cores = os.cpus().length;
   result.node = process.version;
   console.log('\n| metric | value |\n|---|---|');
@@ -412,7 +426,10 @@ async function main() {
   console.log(
     `\nOther processes used ${machine.other_cpu_pct} % of the machine's CPU during the run ` +
       `(${machine.other_cpu_max_pct} % in its busiest ${OTHER_LOAD_WINDOW_S} s); ` +
-      `the hypervisor took ${machine.steal_pct} %.`,
+      `the hypervisor took ${machine.steal_pct} %. By phase: ` +
+      Object.entries(phases)
+        .map(([phase, pct]) => `${phase} ${pct} %`)
+        .join(', '),
   );
   console.log(`\n${JSON.stringify({ ...result, targets })}`);
 }

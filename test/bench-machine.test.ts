@@ -57,7 +57,12 @@ describe('bench: the machine during a run', () => {
     load.sample();
     const summary = load.stop();
     // Others: 4 s of 20 (20 %); the busiest 5 s window: 3 s of 10 (30 %); steal: 1 s of 20.
-    expect(summary).to.deep.equal({ other_cpu_pct: 20, other_cpu_max_pct: 30, steal_pct: 5 });
+    expect(summary).to.deep.equal({
+      other_cpu_pct: 20,
+      other_cpu_max_pct: 30,
+      steal_pct: 5,
+      phases: {},
+    });
   });
 
   it('leaves a short last window out of the busiest one', () => {
@@ -88,6 +93,28 @@ describe('bench: the machine during a run', () => {
       ]),
     );
     load.sample();
-    expect(load.stop()).to.deep.equal({ other_cpu_pct: 0, other_cpu_max_pct: 0, steal_pct: 0 });
+    expect(load.stop()).to.deep.equal({
+      other_cpu_pct: 0,
+      other_cpu_max_pct: 0,
+      steal_pct: 0,
+      phases: {},
+    });
+  });
+
+  it('gives each named phase the share from its start to the next one, the last to the end', () => {
+    const load = new OtherLoad(
+      42,
+      5000,
+      scripted([
+        [0, 0, 0], // start
+        [2000, 100, 100], // ttr starts: nothing else ran before it
+        [4000, 500, 200], // util starts: others ran 3 s during ttr's 2 s (75 % of two cores)
+        [6000, 600, 300], // stop: none during util
+      ]),
+    );
+    load.start();
+    load.phase('ttr');
+    load.phase('util');
+    expect(load.stop().phases).to.deep.equal({ ttr: 75, util: 0 });
   });
 });
