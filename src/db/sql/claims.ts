@@ -45,14 +45,19 @@ export function ofItem(alias: string, items: string): string {
 
 /**
  * The jsonb object `ofItem` reads: each claim's job id to its attempt and, given `results` (one
- * per claim, in order), its result.
+ * per claim, in order), its result. Written as text, not as an object keyed by job id and then
+ * stringified: V8 interns every new key and gives the object a new shape per key, so each group
+ * of claims made tens of shapes and interned strings to collect (a micro-benchmark: 1.5-2.0 µs a
+ * claim as an object, 0.6-1.1 written out). As in an object, a repeated id keeps its last entry
+ * (jsonb keeps the last of duplicate keys).
  */
 export function claimsById(claims: readonly Claim[], results?: readonly unknown[]): string {
-  return JSON.stringify(
-    Object.fromEntries(
-      claims.map((c, i) => [c.id.toLowerCase(), { attempts: c.attempts, result: results?.[i] }]),
-    ),
-  );
+  let json = '{';
+  claims.forEach((c, i) => {
+    const item = JSON.stringify({ attempts: c.attempts, result: results?.[i] });
+    json += `${i === 0 ? '' : ','}${JSON.stringify(c.id.toLowerCase())}:${item}`;
+  });
+  return `${json}}`;
 }
 
 /**
