@@ -93,7 +93,10 @@ function treeOf(root: number, table: ProcessTable): number[] {
   const children = new Map<number, number[]>();
   for (const pid of table.pids()) {
     const ppid = Number(table.stat(pid)?.[1]);
-    if (pid !== root && ppid) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
+    if (pid === root || !ppid) continue;
+    const siblings = children.get(ppid);
+    if (siblings) siblings.push(pid);
+    else children.set(ppid, [pid]);
   }
   const members = [root];
   for (let i = 0; i < members.length; i++) members.push(...(children.get(members[i] ?? 0) ?? []));
