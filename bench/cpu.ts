@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 
 /** USER_HZ: /proc counts in ticks of 10 ms on Linux. */
-const MS_PER_TICK = 10;
+export const MS_PER_TICK = 10;
 
 /**
  * Fields of /proc/<pid>/stat: its own user and system ticks, its system ticks alone, and those of

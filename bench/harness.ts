@@ -31,6 +31,8 @@ const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
  */
 export const SERVICE_DIR = process.env.BENCH_SERVICE_DIR;
 
+/** Wall-clock ms, comparable across this process's measures (and its children's, roughly). */
+export const now = () => performance.timeOrigin + performance.now();
 export const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
 export const say = (line: string) => console.log(`bench: ${line}`);
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

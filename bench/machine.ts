@@ -10,10 +10,8 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import { type ProcessTable, treeCpuMs } from './cpu.js';
-
-/** USER_HZ ticks of 10 ms, as in bench/cpu.ts. */
-const MS_PER_TICK = 10;
+import { MS_PER_TICK, type ProcessTable, treeCpuMs } from './cpu.js';
+import { round } from './harness.js';
 
 /**
  * The machine's CPU so far, in ms summed over its cores (/proc/stat's first line): the time
@@ -115,7 +113,6 @@ export class OtherLoad {
       // A window of a few ticks would say little: only those of at least half the period count.
       if (a && b && b.at - a.at >= this.everyMs / 2) max = Math.max(max, other(a, b));
     }
-    const round = (v: number) => Math.round(v * 10) / 10;
     const phases: Record<string, number> = {};
     this.phases.forEach(({ name, from }, i) => {
       const a = this.readings[from];

@@ -20,7 +20,7 @@ import { createLogger } from '../src/log.js';
 import { BIG_OPS, benchBigTable } from './bigtable.js';
 import { benchFiles } from './files.js';
 import { OtherLoad } from './machine.js';
-import { now, startRecorder } from './recorder.js';
+import { startRecorder } from './recorder.js';
 import {
   CONCURRENCY,
   WARMUP_SECONDS,
@@ -49,6 +49,7 @@ import {
   targets,
   tx,
   waitFinished,
+  now,
 } from './harness.js';
 import { type PeerResult, bullmq, graphileWorker, pgBoss } from './peers.js';
 import { servicePhases } from './phases.js';

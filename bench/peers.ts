@@ -6,6 +6,7 @@
 import { Queue, Worker } from 'bullmq';
 import { Logger, makeWorkerUtils, run } from 'graphile-worker';
 import PgBoss from 'pg-boss';
+import { now } from './harness.js';
 
 export interface PeerResult {
   drain_jobs_per_s: number;
@@ -22,7 +23,6 @@ export interface PeerOptions {
 }
 
 /** Wall clock with sub-millisecond resolution (all timestamps come from this process). */
-const now = () => performance.timeOrigin + performance.now();
 
 /**
  * Drives one peer: `add(n, t)` enqueues n no-op jobs carrying timestamp t; every handler start

@@ -8,9 +8,7 @@
 import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-
-/** Wall-clock ms, comparable across this process's measures. */
-export const now = () => performance.timeOrigin + performance.now();
+import { now } from './harness.js';
 
 export interface Recorder {
   /** The endpoint to give the service as HEURISTIC_URL. */

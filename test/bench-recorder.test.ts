@@ -7,7 +7,8 @@
  */
 import { expect } from 'chai';
 import { HttpHeuristic } from '../src/heuristic/http.js';
-import { type Recorder, now, startRecorder } from '../bench/recorder.js';
+import { now } from '../bench/harness.js';
+import { type Recorder, startRecorder } from '../bench/recorder.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 
 describe('bench/recorder.ts', function () {
