@@ -37,6 +37,10 @@ function scripted(script: [at: number, user: number, tree: number, steal?: numbe
   return sources;
 }
 
+/** An OtherLoad of the bench tree (pid 42), sampling every 5 s, over `script`. */
+const scriptedLoad = (script: Parameters<typeof scripted>[0]) =>
+  new OtherLoad(42, 5000, scripted(script));
+
 describe('bench: the machine during a run', () => {
   it('reads processes and steal from /proc/stat, leaving interrupts out', () => {
     expect(machineCpu(stat(100, 20, 30, 4))).to.deep.equal({ busy: 1200, steal: 40 });
@@ -44,15 +48,11 @@ describe('bench: the machine during a run', () => {
 
   it("counts what the machine's processes used beyond the bench's own, as a share of all cores", () => {
     // 10 s on two cores (20 s of CPU): the machine ran 1,200 ticks (12 s), the bench 800 (8 s).
-    const load = new OtherLoad(
-      42,
-      5000,
-      scripted([
-        [0, 0, 0],
-        [5000, 300, 200],
-        [10000, 1200, 800, 100],
-      ]),
-    );
+    const load = scriptedLoad([
+      [0, 0, 0],
+      [5000, 300, 200],
+      [10000, 1200, 800, 100],
+    ]);
     load.sample();
     load.sample();
     const summary = load.stop();
@@ -66,15 +66,11 @@ describe('bench: the machine during a run', () => {
   });
 
   it('leaves a short last window out of the busiest one', () => {
-    const load = new OtherLoad(
-      42,
-      5000,
-      scripted([
-        [0, 0, 0],
-        [5000, 100, 100],
-        [5100, 200, 100], // 100 ms with 1 s of others' CPU: a few ticks, not a load
-      ]),
-    );
+    const load = scriptedLoad([
+      [0, 0, 0],
+      [5000, 100, 100],
+      [5100, 200, 100], // 100 ms with 1 s of others' CPU: a few ticks, not a load
+    ]);
     load.sample();
     load.sample();
     const summary = load.stop();
@@ -84,14 +80,10 @@ describe('bench: the machine during a run', () => {
 
   it('counts no negative share when the tree was read ahead of the machine', () => {
     // The tree's ticks and the machine's are read a moment apart: the tree may come out ahead.
-    const load = new OtherLoad(
-      42,
-      5000,
-      scripted([
-        [0, 0, 0],
-        [5000, 100, 300],
-      ]),
-    );
+    const load = scriptedLoad([
+      [0, 0, 0],
+      [5000, 100, 300],
+    ]);
     load.sample();
     expect(load.stop()).to.deep.equal({
       other_cpu_pct: 0,
@@ -102,16 +94,12 @@ describe('bench: the machine during a run', () => {
   });
 
   it('gives each named phase the share from its start to the next one, the last to the end', () => {
-    const load = new OtherLoad(
-      42,
-      5000,
-      scripted([
-        [0, 0, 0], // start
-        [2000, 100, 100], // ttr starts: nothing else ran before it
-        [4000, 500, 200], // util starts: others ran 3 s during ttr's 2 s (75 % of two cores)
-        [6000, 600, 300], // stop: none during util
-      ]),
-    );
+    const load = scriptedLoad([
+      [0, 0, 0], // start
+      [2000, 100, 100], // ttr starts: nothing else ran before it
+      [4000, 500, 200], // util starts: others ran 3 s during ttr's 2 s (75 % of two cores)
+      [6000, 600, 300], // stop: none during util
+    ]);
     load.start();
     load.phase('ttr');
     load.phase('util');
