@@ -12,7 +12,7 @@
  *
  * The tables are truncated: never point it at a database you care about.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import autocannon from 'autocannon';
 import { issueKey } from '../src/auth/keys.js';
@@ -24,8 +24,12 @@ const databaseUrl = process.env.DATABASE_URL;
 if (!databaseUrl) throw new Error('DATABASE_URL is required');
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const mode = process.env.BENCH_RUNNER ?? 'on';
-if (!['on', 'held', 'bare'].includes(mode)) throw new Error('BENCH_RUNNER: on, held or bare');
-const held = mode === 'held';
+if (!['on', 'held', 'apart', 'bare'].includes(mode)) {
+  throw new Error('BENCH_RUNNER: on, held, apart or bare');
+}
+/** `apart`: the runner held in the process that answers, the jobs run by a second process. */
+const apart = mode === 'apart';
+const held = mode === 'held' || apart;
 const bare = mode === 'bare';
 const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** The postmaster of DATABASE_URL's server (optional): its CPU per submit is reported too. */
@@ -33,37 +37,49 @@ const pgPid = Number(process.env.BENCH_PG_PID ?? 0);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const db = createKnex(databaseUrl, 2);
-const port = await freePort();
 const script = bare ? 'bench/bare-koa.ts' : 'src/main.ts';
-const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script], {
-  cwd: bare ? undefined : process.env.BENCH_SERVICE_DIR,
-  env: {
-    ...process.env,
-    PORT: String(port),
-    LOG_LEVEL: 'warn',
-    RUNNER_CONCURRENCY: '16',
-    RESULT_CACHE_TTL_MS: '0',
-    CLIENT_MAX_PENDING: '1000000',
-    RUNNER_POLL_MS: '1000',
-    HEURISTIC_DELAY_MS: held ? '600000' : '0',
-    SHUTDOWN_GRACE_MS: '0',
-  },
-  stdio: ['ignore', 'ignore', 'inherit'],
-});
+const spawnServer = (port: number, heldRunner: boolean) =>
+  spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script], {
+    cwd: bare ? undefined : process.env.BENCH_SERVICE_DIR,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      RUNNER_CONCURRENCY: '16',
+      RESULT_CACHE_TTL_MS: '0',
+      CLIENT_MAX_PENDING: '1000000',
+      RUNNER_POLL_MS: '1000',
+      HEURISTIC_DELAY_MS: heldRunner ? '600000' : '0',
+      SHUTDOWN_GRACE_MS: '0',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+const port = await freePort();
+const child = spawnServer(port, held);
 const base = `http://127.0.0.1:${port}`;
-const ready = () =>
+const ready = (url: string) =>
   bare
-    ? fetch(base, { method: 'HEAD' }).then(
+    ? fetch(url, { method: 'HEAD' }).then(
         () => true,
         () => false,
       )
-    : fetch(`${base}/readyz`).then(
+    : fetch(`${url}/readyz`).then(
         (r) => r.ok,
         () => false,
       );
-while (!(await ready())) {
-  if (child.exitCode !== null) throw new Error(`the service exited with ${child.exitCode}`);
-  await sleep(100);
+const started = async (server: ChildProcess, url: string) => {
+  while (!(await ready(url))) {
+    if (server.exitCode !== null) throw new Error(`the service exited with ${server.exitCode}`);
+    await sleep(100);
+  }
+};
+await started(child, base);
+/** With `apart`: the process that runs the jobs (it answers no request), once migrated. */
+let worker: ChildProcess | undefined;
+if (apart) {
+  const workerPort = await freePort();
+  worker = spawnServer(workerPort, false);
+  await started(worker, `http://127.0.0.1:${workerPort}`);
 }
 await db.raw('TRUNCATE jobs, batches, results, flights, api_keys, clients CASCADE');
 const { key } = await issueKey(db, 'bench');
@@ -81,6 +97,7 @@ const commits = async () =>
   );
 const cpu = () => ({
   server: cpuMs(child.pid ?? 0),
+  worker: worker ? cpuMs(worker.pid ?? 0) : NaN,
   server_system: systemCpuMs(child.pid ?? 0),
   postgres: pgPid ? postgresCpuMs(pgPid) : NaN,
   client: process.cpuUsage().user / 1000 + process.cpuUsage().system / 1000,
@@ -100,7 +117,16 @@ const result = await autocannon({
 const submits = result.requests.total;
 const cpuAfter = cpu();
 const commitsDuring = (await commits()) - commitsBefore;
-const perSubmit = (k: 'server' | 'server_system' | 'postgres' | 'client') =>
+const backlog = apart
+  ? Number(
+      (
+        await db.raw<{ rows: [{ n: string }] }>(
+          `SELECT count(*) AS n FROM jobs WHERE status = 'pending'`,
+        )
+      ).rows[0].n,
+    )
+  : undefined;
+const perSubmit = (k: 'server' | 'worker' | 'server_system' | 'postgres' | 'client') =>
   Math.round(((cpuAfter[k] - cpuBefore[k]) / submits) * 1000) / 1000;
 const summary = {
   runner: mode,
@@ -111,8 +137,10 @@ const summary = {
   non2xx: result.non2xx,
   errors: result.errors,
   commits_per_submit: Math.round((commitsDuring / submits) * 100) / 100,
+  ...(apart && { pending_when_load_stopped: backlog }),
   cpu_ms_per_submit: {
     server: perSubmit('server'),
+    ...(apart && { worker: perSubmit('worker') }),
     server_system: perSubmit('server_system'),
     postgres: perSubmit('postgres'),
     client: perSubmit('client'),
@@ -139,7 +167,10 @@ if (statements) {
   }
 }
 
-child.kill('SIGTERM');
-await once(child, 'exit');
+for (const p of [child, worker]) {
+  if (!p) continue;
+  p.kill('SIGTERM');
+  await once(p, 'exit');
+}
 if (bare) await db.raw('DROP TABLE IF EXISTS bench_bare');
 await db.destroy();
