@@ -358,6 +358,16 @@ describe('server process (src/main.ts)', function () {
     });
     afterEach(async () => {
       await Promise.all(servers.splice(0).map((s) => s.kill('SIGKILL')));
+      // A killed service leaves its embedded Postgres running: stop it too, or it lingers and
+      // writes into the directory being removed (ENOTEMPTY).
+      const pidFile = await fs
+        .readFile(path.join(dataDir, 'pg', 'postmaster.pid'), 'utf8')
+        .catch(() => '');
+      const postgresPid = Number(pidFile.split('\n')[0]);
+      if (postgresPid > 0 && alive(postgresPid)) {
+        process.kill(postgresPid, 'SIGQUIT'); // immediate shutdown: it stops its children first
+        await eventually(async () => !alive(postgresPid), 10_000, 'the embedded Postgres to exit');
+      }
       await fs.rm(dataDir, { recursive: true, force: true });
     });
 
