@@ -50,6 +50,11 @@ export interface ServiceOptions {
   startRunner?: boolean;
   /** Randomness of the retry jitter. @defaultValue Math.random */
   random?: () => number;
+  /**
+   * How long another process counts as listening after it was last heard (EventFeed): alone for
+   * that long, this process announces nothing. @defaultValue 60 s
+   */
+  peerPresenceMs?: number;
 }
 
 export interface Service {
@@ -113,11 +118,14 @@ export async function startService(
     await push?.stop(config.shutdownGraceMs);
     await heuristics.close();
     await notifier?.stop();
+    feed.stop();
     await feed.idle();
     await db.destroy();
     await embedded?.stop();
   };
-  const feed = new EventFeed(db, log, (payload) => announceEvents(db, payload));
+  const feed = new EventFeed(db, log, (payload) => announceEvents(db, payload), {
+    presenceMs: options.peerPresenceMs,
+  });
 
   try {
     // Start-up waits for a database that is not up yet (compose, a restart) rather than exit.
@@ -212,7 +220,10 @@ export async function startService(
       connectTimeoutMs: config.databaseAcquireTimeoutMs,
       channels: {
         [PENDING_CHANNEL]: (payload) => {
-          if (!announcer.isOwn(payload)) wake();
+          if (announcer.isOwn(payload)) return;
+          // A submit's announcement names its process (an empty payload may be this one's).
+          if (payload) feed.heardFrom(payload);
+          wake();
         },
         [EVENTS_CHANNEL]: (payload) => feed.notified(payload),
         [KEYS_REVOKED_CHANNEL]: (keyId) => auth.forget(keyId),
@@ -222,6 +233,7 @@ export async function startService(
       log,
     });
     await notifier.start();
+    feed.start();
     if (options.startRunner ?? true) jobRunner.start();
     await pushing.start();
 
@@ -242,7 +254,8 @@ export async function startService(
           : null,
       onJobSubmitted: (pending) => {
         jobRunner.queued(pending);
-        announcer.announce();
+        // Alone, the local runner is all there is to tell.
+        if (feed.othersListening()) announcer.announce();
       },
       reserveSlot: () => jobRunner.reserve(),
       // Each file batch holds a connection while it is uploaded: at most half the pool.

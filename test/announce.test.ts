@@ -5,12 +5,13 @@
  */
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import pg from 'pg';
+import type pg from 'pg';
 import { PENDING_CHANNEL } from '../src/db/channels.js';
 import { createLogger } from '../src/log.js';
 import { PendingAnnouncer } from '../src/runner/announce.js';
-import { databaseUrl, eventually } from './support/db.js';
+import { eventually } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
+import { listenAsPeer } from './support/peer.js';
 import { TestHeuristic, echoAfter, tx } from './support/heuristics.js';
 
 /** A notify whose every call waits until the test settles it. */
@@ -93,20 +94,18 @@ describe('submits are announced to other processes', () => {
   });
 
   /**
-   * LISTENs on the pending channel of `harness`'s database, as another process's runner would:
-   * `payloads` holds what was heard, in order (closed after the test).
+   * LISTENs on the pending channel of `harness`'s database, as another process's runner would
+   * (saying hello first, as it would): `payloads` holds what was heard, in order (closed after
+   * the test).
    */
   async function listenPending(
     harness: Harness,
   ): Promise<{ client: pg.Client; payloads: string[] }> {
-    const client = new pg.Client({ connectionString: databaseUrl(harness.db) });
-    listener = client;
-    await client.connect();
     const payloads: string[] = [];
-    client.on('notification', (n) => {
-      if (n.channel === PENDING_CHANNEL) payloads.push(n.payload ?? '');
-    });
-    await client.query(`LISTEN ${PENDING_CHANNEL}`);
+    const client = await listenAsPeer(harness.db, [PENDING_CHANNEL], (_, payload) =>
+      payloads.push(payload),
+    );
+    listener = client;
     return { client, payloads };
   }
 

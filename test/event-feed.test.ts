@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import pg from 'pg';
-import { EVENTS_CHANNEL } from '../src/db/channels.js';
+import { EVENTS_CHANNEL, PENDING_CHANNEL } from '../src/db/channels.js';
 import type { Appended, EventRow } from '../src/db/sql/events.js';
 import { EventFeed } from '../src/jobs/events.js';
 import { createLogger } from '../src/log.js';
@@ -15,6 +15,7 @@ import { databaseUrl, eventually, freshDatabase } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { TestHeuristic, echoAfter } from './support/heuristics.js';
 import { otherRunner } from './support/other-runner.js';
+import { listenAsPeer } from './support/peer.js';
 
 /** A notify whose every call waits until the test settles it; payloads kept. */
 class HeldNotify {
@@ -151,18 +152,151 @@ describe('EventFeed', () => {
     expect(heardByWriter, 'its own: not read again').to.deep.equal([]);
     expect(heardByReader.sort()).to.deep.equal([first, second].sort());
   });
+
+  describe('announces only while another process listens', () => {
+    const presenceMs = 60_000;
+    /** A feed on a clock the test moves, and the payloads it sent (each settled at once). */
+    const onClock = () => {
+      const clock = { t: 1_000_000 };
+      const sent: string[] = [];
+      const feed = new EventFeed(
+        db,
+        log,
+        (payload) => {
+          sent.push(payload.slice(payload.indexOf(':') + 1));
+          return Promise.resolve();
+        },
+        { presenceMs, now: () => clock.t },
+      );
+      return { clock, sent, feed };
+    };
+
+    it('announces for 2 s after its hello, then nothing once nobody has been heard from', async () => {
+      const { clock, sent, feed } = onClock();
+      feed.start();
+      expect(sent, 'its hello').to.deep.equal(['hello']);
+      feed.appended(appendedIn('1', []));
+      await feed.idle();
+      expect(sent).to.deep.equal(['hello', '1']);
+      clock.t += 2_000;
+      expect(feed.othersListening()).to.equal(false);
+      feed.appended(appendedIn('2', []));
+      await feed.idle();
+      expect(sent, 'nobody answered: not announced').to.deep.equal(['hello', '1']);
+      feed.stop();
+    });
+
+    it("another process's announcement, hello, presence or old trigger's id makes it announce for presenceMs", async () => {
+      for (const payload of ['abc:7', 'abc:hello', 'abc:here', '7']) {
+        const { clock, sent, feed } = onClock();
+        clock.t += 2_000;
+        expect(feed.othersListening(), payload).to.equal(false);
+        feed.notified(payload);
+        expect(feed.othersListening(), payload).to.equal(true);
+        clock.t += presenceMs - 1;
+        feed.appended(appendedIn('8', []));
+        await feed.idle();
+        expect(
+          sent.filter((p) => p !== 'here'),
+          payload,
+        ).to.deep.equal(['8']);
+        clock.t += 1;
+        expect(feed.othersListening(), `${payload}: presence lasts presenceMs`).to.equal(false);
+      }
+    });
+
+    it('its own notifications are not presence; a pending announcement of another process is', () => {
+      const { clock, feed } = onClock();
+      clock.t += 2_000;
+      feed.notified(`${feed.origin}:here`);
+      feed.notified(`${feed.origin}:9`);
+      feed.heardFrom(feed.origin);
+      expect(feed.othersListening()).to.equal(false);
+      feed.heardFrom('abc');
+      expect(feed.othersListening()).to.equal(true);
+    });
+
+    it('answers a hello with here, and a here with nothing', async () => {
+      const { sent, feed } = onClock();
+      feed.notified('abc:here');
+      await feed.idle();
+      expect(sent).to.deep.equal([]);
+      feed.notified('abc:hello');
+      await feed.idle();
+      expect(sent).to.deep.equal(['here']);
+    });
+
+    it('after a LISTEN reconnect, says hello again and announces until answered', async () => {
+      const { clock, sent, feed } = onClock();
+      clock.t += 2_000;
+      expect(feed.othersListening()).to.equal(false);
+      feed.caughtUp();
+      await feed.idle();
+      expect(sent).to.deep.equal(['hello']);
+      expect(feed.othersListening()).to.equal(true);
+    });
+
+    it('says here every third of presenceMs once started, until stopped', async () => {
+      const sent: string[] = [];
+      const feed = new EventFeed(
+        db,
+        log,
+        (payload) => {
+          sent.push(payload.slice(payload.indexOf(':') + 1));
+          return Promise.resolve();
+        },
+        { presenceMs: 30 },
+      );
+      feed.start();
+      await eventually(
+        () => Promise.resolve(sent.filter((p) => p === 'here').length >= 2),
+        5000,
+        'two heres',
+      );
+      feed.stop();
+      await feed.idle();
+      const said = sent.length;
+      // Stopped: a later timer tick would have said more by the time a longer wait is over.
+      await eventually(
+        () => Promise.resolve(feed.othersListening() === false),
+        5000,
+        'presence to lapse',
+      );
+      expect(sent).to.have.length(said);
+      expect(sent[0]).to.equal('hello');
+    });
+
+    it('a writer that does not listen (presenceMs Infinity) always announces', async () => {
+      const sent: string[] = [];
+      const clock = { t: 0 };
+      const feed = new EventFeed(
+        db,
+        log,
+        (payload) => {
+          sent.push(payload);
+          return Promise.resolve();
+        },
+        { presenceMs: Infinity, now: () => clock.t },
+      );
+      clock.t += 10 * 365 * 86_400_000;
+      feed.appended(appendedIn('1', []));
+      await feed.idle();
+      expect(sent.map((p) => p.split(':')[1])).to.deep.equal(['1']);
+    });
+  });
 });
 
-/** LISTENs on the events channel as another process would; payloads go to `heard`. */
-async function listenForEvents(h: Harness, heard: string[]): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: databaseUrl(h.db) });
-  await client.connect();
-  client.on('notification', (n) => {
-    if (n.channel === EVENTS_CHANNEL) heard.push(n.payload ?? '');
-  });
-  await client.query(`LISTEN ${EVENTS_CHANNEL}`);
-  return client;
+/**
+ * LISTENs on the events channel as another process would (its hello answered first); payloads
+ * go to `heard`, the service's answer to the hello among them.
+ */
+function listenForEvents(h: Harness, heard: string[]): Promise<pg.Client> {
+  return listenAsPeer(h.db, [EVENTS_CHANNEL], (_, payload) => heard.push(payload));
 }
+
+/** The payloads that announce transactions (not presence messages). */
+const announcements = (payloads: readonly string[]) =>
+  payloads.filter((p) => !/:(hello|here)$/.test(p));
 
 describe('events reach other processes', () => {
   let h: Harness | undefined;
@@ -178,8 +312,13 @@ describe('events reach other processes', () => {
     h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)) });
     const payloads: string[] = [];
     listener = await listenForEvents(h, payloads);
+    payloads.length = 0;
     const job = await submitJob(h, 'Netflix');
-    await eventually(() => Promise.resolve(payloads.length >= 1), 5000, 'an announcement');
+    await eventually(
+      () => Promise.resolve(announcements(payloads).length >= 1),
+      5000,
+      'an announcement',
+    );
     // A NOTIFY sent inside the completing transaction is delivered at its commit, so before the
     // announcement sent after it: had there been one, it would be first.
     expect(payloads[0]).to.match(/^[0-9a-f]{12}:\d+$/);
@@ -205,12 +344,69 @@ describe('events reach other processes', () => {
          SELECT 'job.canceled', client_id, id FROM c RETURNING tx_id::text AS tx`,
         [job.id],
       );
-      await eventually(() => Promise.resolve(payloads.length >= 1), 5000, 'the trigger');
-      expect(payloads).to.deep.equal([rows[0]!.tx]);
+      await eventually(
+        () => Promise.resolve(announcements(payloads).length >= 1),
+        5000,
+        'the trigger',
+      );
+      expect(announcements(payloads)).to.deep.equal([rows[0]!.tx]);
       expect((await waiter).body.status, 'this version reads it').to.equal('canceled');
     } finally {
       await old.end();
     }
+  });
+
+  it('alone, a process announces neither its events nor its pending jobs; once a process says hello, it answers and announces', async () => {
+    h = await startHarness({ heuristic: new TestHeuristic(echoAfter(0)), startRunner: false });
+    const harness = h;
+    const origin = harness.service.feed.origin;
+    const heard: Array<[string, string]> = [];
+    // Listening without a hello, as a process of a version before presence would.
+    const silent = new pg.Client({ connectionString: databaseUrl(harness.db) });
+    listener = silent;
+    await silent.connect();
+    silent.on('notification', (n) => heard.push([n.channel, n.payload ?? '']));
+    await silent.query(`LISTEN ${EVENTS_CHANNEL}`);
+    await silent.query(`LISTEN ${PENDING_CHANNEL}`);
+    // Its hello has gone unanswered for 2 s.
+    await eventually(
+      () => Promise.resolve(!harness.service.feed.othersListening()),
+      10_000,
+      'the start-up grace to end',
+    );
+    const done = (id: string) =>
+      eventually(async () => (await harness.store.getJob(id, null))?.status === 'succeeded');
+
+    const alone = await submitJob(harness, 'Netflix');
+    harness.runner.start();
+    await done(alone.id);
+    const [aloneEvent] = await harness.db('job_events').where({ job_id: alone.id });
+
+    await silent.query('SELECT pg_notify($1, $2)', [EVENTS_CHANNEL, 'peer:hello']);
+    await eventually(
+      () => Promise.resolve(heard.some(([, p]) => p === `${origin}:here`)),
+      5000,
+      'the answer to the hello',
+    );
+    const told = await submitJob(harness, 'Hulu');
+    await done(told.id);
+    const [toldEvent] = await harness.db('job_events').where({ job_id: told.id });
+    const toldTx = String((toldEvent as { tx_id: string }).tx_id);
+    await eventually(
+      () => Promise.resolve(heard.some(([, p]) => p.split(':')[1]?.split(',').includes(toldTx))),
+      5000,
+      'the announcement once a process said hello',
+    );
+    const aloneTx = String((aloneEvent as { tx_id: string }).tx_id);
+    const ownPayloads = heard.filter(([, p]) => p.startsWith(`${origin}`));
+    expect(
+      ownPayloads.filter(([, p]) => p.split(':')[1]?.split(',').includes(aloneTx)),
+      "the job finished alone: its event was not announced (the hello's answer came after it)",
+    ).to.deep.equal([]);
+    expect(
+      ownPayloads.filter(([channel]) => channel === PENDING_CHANNEL),
+      'the job queued alone was not announced',
+    ).to.deep.equal([]);
   });
 
   it("another process's finish answers this process's long-poll waiter", async () => {

@@ -14,7 +14,10 @@ export function announcingStore(
   db: Knex,
   onAppended?: (appended: Appended) => void,
 ): { store: Store; idle(): Promise<void> } {
-  const feed = new EventFeed(db, createLogger('silent'), (payload) => announceEvents(db, payload));
+  // It does not listen, so hears nobody: it announces all the same.
+  const feed = new EventFeed(db, createLogger('silent'), (payload) => announceEvents(db, payload), {
+    presenceMs: Infinity,
+  });
   const store = createStore(db, {
     onAppended: (appended) => {
       onAppended?.(appended);
