@@ -5,8 +5,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Knex } from 'knex';
 import knexFactory from 'knex';
 import type pg from 'pg';
@@ -17,10 +15,10 @@ import { aheadThatMatters } from '../src/jobs/eta.js';
 import { AttemptStats } from '../src/runner/stats.js';
 import { freePort } from '../src/net.js';
 import { type Layout, jobId } from './bigtable-load.js';
+import { ROOT, SERVICE_ENTRY, buildService } from './service-build.js';
 
 export const CLIENTS = 50;
 export const DAY = 86_400_000;
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const WORKER = 'bench-bigtable';
 export const BIG_OPS = ['submit', 'get_finished', 'get_new', 'claim_1', 'claim_16'] as const;
 export type Op = (typeof BIG_OPS)[number];
@@ -60,7 +58,8 @@ export async function startService(
   maxPending: number,
 ): Promise<{ base: string; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  await buildService();
+  const child = spawn(process.execPath, [SERVICE_ENTRY], {
     cwd: ROOT,
     env: {
       ...process.env,

@@ -15,15 +15,15 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { issueKey } from '../src/auth/keys.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { createKnex, migrateLatest } from '../src/db/knex.js';
 import { createLogger } from '../src/log.js';
 import { freePort } from '../src/net.js';
+import { ROOT, SERVICE_ENTRY, buildService } from './service-build.js';
 
 const ROWS = Number(process.env.BENCH_FILE_ROWS ?? 100_000);
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
 const say = (line: string) => console.log(`bench: ${line}`);
@@ -37,7 +37,8 @@ async function rssMb(pid: number): Promise<number> {
 /** The service on `databaseUrl`, its runner held up (jobs stay pending or running). */
 async function startService(databaseUrl: string): Promise<{ base: string; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  await buildService();
+  const child = spawn(process.execPath, [SERVICE_ENTRY], {
     cwd: ROOT,
     env: {
       ...process.env,

@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import type { Knex } from 'knex';
 import { freePort } from '../src/net.js';
 import { cpuMs, postgresCpuMs } from './cpu.js';
+import { ROOT, SERVICE_ENTRY, buildService } from './service-build.js';
 
 export const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 export const CONCURRENCY = 16;
@@ -26,8 +27,8 @@ export const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
 /** Extra node flags for spawned servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /**
- * Another checkout whose `src/main.ts` is the service measured (its own migrations run when it
- * starts): compares a past commit with the same harness. Default: this checkout.
+ * Another checkout whose service is measured (compiled there first; its own migrations run when
+ * it starts): compares a past commit with the same harness. Default: this checkout.
  */
 export const SERVICE_DIR = process.env.BENCH_SERVICE_DIR;
 
@@ -78,9 +79,14 @@ export async function spawnServer(
   ready: (base: string) => Promise<boolean>,
 ): Promise<Server> {
   const port = await freePort();
-  const child = spawn(process.execPath, [...NODE_ARGS, '--import', 'tsx', script], {
+  // The service compiled, as the image runs it (service-build.ts); the bench's own scripts
+  // through tsx.
+  const service = script === SERVICE_ENTRY;
+  if (service) await buildService(SERVICE_DIR);
+  const args = service ? [script] : ['--import', 'tsx', script];
+  const child = spawn(process.execPath, [...NODE_ARGS, ...args], {
     env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: 'warn' },
-    cwd: script === 'src/main.ts' ? SERVICE_DIR : undefined,
+    cwd: service ? (SERVICE_DIR ?? ROOT) : undefined,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.push(child);
@@ -155,10 +161,13 @@ export function spawnBareKoa(databaseUrl: string): Promise<Server> {
   );
 }
 
-/** The service (src/main.ts) on `databaseUrl`; the result cache off unless `env` says so. */
+/**
+ * The service (compiled: service-build.ts) on `databaseUrl`; the result cache off unless `env`
+ * says so.
+ */
 export function startService(databaseUrl: string, env: Record<string, string>): Promise<Server> {
   return spawnServer(
-    'src/main.ts',
+    SERVICE_ENTRY,
     {
       DATABASE_URL: databaseUrl,
       RUNNER_CONCURRENCY: String(CONCURRENCY),

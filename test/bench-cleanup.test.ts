@@ -1,7 +1,7 @@
 /**
  * `npm run bench` without BENCH_DATABASE_URL starts an embedded Postgres in a
- * `merchant-bench-*` directory under the temp dir. A run that fails (here: the service it spawns
- * exits at start-up) must still stop that Postgres and remove the directory, as a finished run
+ * `merchant-bench-*` directory under the temp dir. A run that fails (here: the service it starts
+ * cannot be built) must still stop that Postgres and remove the directory, as a finished run
  * does; it used to exit at once and leave both behind.
  */
 import { expect } from 'chai';
@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 describe('bench/main.ts after a failure', function () {
-  // Node with tsx, an embedded Postgres initialised from scratch, and a server that fails to start.
+  // Node with tsx, an embedded Postgres initialised from scratch, and a server that fails to build.
   this.timeout(120_000);
 
   let tmp: string;
@@ -27,7 +27,7 @@ describe('bench/main.ts after a failure', function () {
   afterEach(() => fs.rm(tmp, { recursive: true, force: true }));
 
   it('stops its embedded Postgres and removes its data directory when a server fails to start', async () => {
-    // A "service checkout" without src/main.ts: the first server the bench spawns exits with 1.
+    // A "service checkout" with nothing in it: the first server the bench starts cannot be built.
     const noService = path.join(tmp, 'no-service');
     await fs.mkdir(noService);
     const bench = spawn(process.execPath, ['--import', 'tsx', 'bench/main.ts'], {
@@ -49,7 +49,9 @@ describe('bench/main.ts after a failure', function () {
     expect(code, stderr).to.equal(1);
     expect(stderr).to.match(/bench: failed/);
     // The run did create its directory here (its Postgres started before the server was spawned)…
-    expect(stderr, 'the bench got as far as spawning the service').to.match(/src\/main\.ts exited/);
+    expect(stderr, 'the bench got as far as building the service').to.match(
+      /npm run build in .*no-service exited with/,
+    );
     // …and removed it on the way out.
     const left = (await fs.readdir(tmp)).filter((name) => name.startsWith('merchant-bench-'));
     expect(left).to.deep.equal([]);
