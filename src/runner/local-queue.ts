@@ -57,27 +57,13 @@ export class LocalQueue {
   }
 
   /**
-   * Promises a slot (`reserved`) to a submit about to be inserted under `claim`, until its
-   * `settle` or `failed`: whichever comes first gives the slot back and tells `outcome`.
+   * Promises a slot (`reserved`) to a submit about to be inserted under a claim of `workerId`
+   * for `leaseMs`, until its `settle` or `failed`: whichever comes first gives the slot back and
+   * tells `outcome`.
    */
-  reserve(claim: { workerId: string; leaseMs: number }, outcome: ReservationOutcome): Reservation {
+  reserve(workerId: string, leaseMs: number, outcome: ReservationOutcome): Reservation {
     this.reserved += 1;
-    let open = true;
-    const close = () => {
-      if (!open) return false;
-      open = false;
-      this.reserved -= 1;
-      return true;
-    };
-    return {
-      ...claim,
-      settle: (row) => {
-        if (close() && row) outcome.inserted(row);
-      },
-      failed: (id) => {
-        if (close()) outcome.failed(id);
-      },
-    };
+    return new SlotReservation(this, workerId, leaseMs, outcome);
   }
 
   /** With `free` slots free, one is left over once each pending job known here has its own. */
@@ -112,5 +98,36 @@ export class LocalQueue {
       // As many as asked: some of the local jobs may still wait.
       this.pending += Math.max(0, covered - found);
     }
+  }
+}
+
+/**
+ * A slot promised by `LocalQueue.reserve`. A class, not an object of closures: one is made per
+ * single submit that starts at once.
+ */
+class SlotReservation implements Reservation {
+  private open = true;
+
+  constructor(
+    private readonly queue: LocalQueue,
+    readonly workerId: string,
+    readonly leaseMs: number,
+    private readonly outcome: ReservationOutcome,
+  ) {}
+
+  settle(row: JobRow | undefined): void {
+    if (this.close() && row) this.outcome.inserted(row);
+  }
+
+  failed(id: string): void {
+    if (this.close()) this.outcome.failed(id);
+  }
+
+  /** Gives the slot back; false when it was given back already. */
+  private close(): boolean {
+    if (!this.open) return false;
+    this.open = false;
+    this.queue.reserved -= 1;
+    return true;
   }
 }

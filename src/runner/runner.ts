@@ -20,7 +20,7 @@ import { ClaimLoop } from './claim-loop.js';
 import { JobCanceledError } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { Maintenance } from './maintenance.js';
-import { LocalQueue, type Reservation } from './local-queue.js';
+import { LocalQueue, type Reservation, type ReservationOutcome } from './local-queue.js';
 import { prefetchJobs } from './prefetch.js';
 import { OutcomeRecorder, type RecorderOptions } from './record.js';
 import { TrackedAttempt, claimOf } from './tracked.js';
@@ -160,22 +160,22 @@ export class Runner {
    */
   reserve(): Reservation | undefined {
     if (this.state !== 'running' || !this.local.hasSpare(this.freeSlots())) return undefined;
-    return this.local.reserve(
-      { workerId: this.workerId, leaseMs: this.opts.leaseMs },
-      {
-        inserted: (row) => {
-          if (row.status === 'running' && row.locked_by === this.workerId) this.adopt(row);
-        },
-        // Had the insert committed, its answer lost with the connection, nothing would run the
-        // job nor renew its lease: it would stay running until the lease expired, that attempt
-        // counted. Handed back instead (fenced: nothing happens if it is not there), then claimed.
-        failed: (id) =>
-          void this.recorder
-            .handBack([{ id, attempts: 1 }], 'could not hand back a job whose insert failed')
-            .then((handedBack) => handedBack && this.wake()),
-      },
-    );
+    return this.local.reserve(this.workerId, this.opts.leaseMs, this.reservationOutcome);
   }
+
+  /** What becomes of a reserved slot's insert (one object for all of them). */
+  private readonly reservationOutcome: ReservationOutcome = {
+    inserted: (row) => {
+      if (row.status === 'running' && row.locked_by === this.workerId) this.adopt(row);
+    },
+    // Had the insert committed, its answer lost with the connection, nothing would run the
+    // job nor renew its lease: it would stay running until the lease expired, that attempt
+    // counted. Handed back instead (fenced: nothing happens if it is not there), then claimed.
+    failed: (id) =>
+      void this.recorder
+        .handBack([{ id, attempts: 1 }], 'could not hand back a job whose insert failed')
+        .then((handedBack) => handedBack && this.wake()),
+  };
 
   /** A job inserted running under this runner's claim (`reserve`): run it, as if claimed. */
   private adopt(job: JobRow) {
