@@ -9,7 +9,7 @@ import type { Knex } from 'knex';
 import pg from 'pg';
 import { EVENTS_CHANNEL, PENDING_CHANNEL } from '../src/db/channels.js';
 import type { Appended, EventRow } from '../src/db/sql/events.js';
-import { EventFeed } from '../src/jobs/events.js';
+import { EventFeed, type EventFeedOptions } from '../src/jobs/events.js';
 import { createLogger } from '../src/log.js';
 import { databaseUrl, eventually, freshDatabase } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
@@ -155,9 +155,8 @@ describe('EventFeed', () => {
 
   describe('announces only while another process listens', () => {
     const presenceMs = 60_000;
-    /** A feed on a clock the test moves, and the payloads it sent (each settled at once). */
-    const onClock = () => {
-      const clock = { t: 1_000_000 };
+    /** A feed whose notifications are settled at once; `sent` holds each payload after its origin. */
+    const recordingFeed = (options: EventFeedOptions) => {
       const sent: string[] = [];
       const feed = new EventFeed(
         db,
@@ -166,9 +165,14 @@ describe('EventFeed', () => {
           sent.push(payload.slice(payload.indexOf(':') + 1));
           return Promise.resolve();
         },
-        { presenceMs, now: () => clock.t },
+        options,
       );
-      return { clock, sent, feed };
+      return { sent, feed };
+    };
+    /** Such a feed on a clock the test moves. */
+    const onClock = () => {
+      const clock = { t: 1_000_000 };
+      return { clock, ...recordingFeed({ presenceMs, now: () => clock.t }) };
     };
 
     it('announces for 2 s after its hello, then nothing once nobody has been heard from', async () => {
@@ -237,16 +241,7 @@ describe('EventFeed', () => {
     });
 
     it('says here every third of presenceMs once started, until stopped', async () => {
-      const sent: string[] = [];
-      const feed = new EventFeed(
-        db,
-        log,
-        (payload) => {
-          sent.push(payload.slice(payload.indexOf(':') + 1));
-          return Promise.resolve();
-        },
-        { presenceMs: 30 },
-      );
+      const { sent, feed } = recordingFeed({ presenceMs: 30 });
       feed.start();
       await eventually(
         () => Promise.resolve(sent.filter((p) => p === 'here').length >= 2),
@@ -267,21 +262,12 @@ describe('EventFeed', () => {
     });
 
     it('a writer that does not listen (presenceMs Infinity) always announces', async () => {
-      const sent: string[] = [];
       const clock = { t: 0 };
-      const feed = new EventFeed(
-        db,
-        log,
-        (payload) => {
-          sent.push(payload);
-          return Promise.resolve();
-        },
-        { presenceMs: Infinity, now: () => clock.t },
-      );
+      const { sent, feed } = recordingFeed({ presenceMs: Infinity, now: () => clock.t });
       clock.t += 10 * 365 * 86_400_000;
       feed.appended(appendedIn('1', []));
       await feed.idle();
-      expect(sent.map((p) => p.split(':')[1])).to.deep.equal(['1']);
+      expect(sent).to.deep.equal(['1']);
     });
   });
 });
