@@ -50,11 +50,6 @@ export interface ServiceOptions {
   startRunner?: boolean;
   /** Randomness of the retry jitter. @defaultValue Math.random */
   random?: () => number;
-  /**
-   * How long another process counts as listening after it was last heard (EventFeed): alone for
-   * that long, this process announces nothing. @defaultValue 60 s
-   */
-  peerPresenceMs?: number;
 }
 
 export interface Service {
@@ -123,9 +118,7 @@ export async function startService(
     await db.destroy();
     await embedded?.stop();
   };
-  const feed = new EventFeed(db, log, (payload) => announceEvents(db, payload), {
-    presenceMs: options.peerPresenceMs,
-  });
+  const feed = new EventFeed(db, log, (payload) => announceEvents(db, payload));
 
   try {
     // Start-up waits for a database that is not up yet (compose, a restart) rather than exit.

@@ -20,8 +20,8 @@
  *
  * A process alone on its database announces nothing: nobody would hear it, and each
  * announcement is a statement, a commit and a notification this process reads back (about 5 %
- * of a single submit's cost when every job runs at once: docs/performance.md, "Announcements
- * nobody hears"). Every process says `origin:hello` on the events channel when it starts
+ * of a single submit's cost when every job runs at once: docs/performance.md, "The runner's share
+ * of a single submit, and where it could go"). Every process says `origin:hello` on the events channel when it starts
  * listening (and again after a reconnect), answers another's hello with `origin:here`, and says
  * `here` every third of `presenceMs`; any notification from another process counts as its
  * presence, which lasts `presenceMs`. For 2 s after its hello (time for the others to answer

@@ -65,8 +65,6 @@ export interface HarnessOptions {
   proxy?: boolean;
   /** The runner's randomness (retry jitter). @defaultValue Math.random */
   random?: () => number;
-  /** How long another process counts as listening once heard (EventFeed). @defaultValue 60 s */
-  peerPresenceMs?: number;
   /**
    * Postgres settings for the service's connections (sent as libpq `options`), e.g.
    * `{ enable_indexscan: 'off' }` so that only an ORDER BY, not an index, orders rows.
@@ -122,7 +120,6 @@ export async function startHarness(opts: HarnessOptions): Promise<Harness> {
       listen: false,
       startRunner: opts.startRunner ?? true,
       random: opts.random,
-      peerPresenceMs: opts.peerPresenceMs,
     });
   } catch (err) {
     await proxy?.close();
