@@ -15,7 +15,7 @@ import { aheadThatMatters } from '../src/jobs/eta.js';
 import { AttemptStats } from '../src/runner/stats.js';
 import { freePort } from '../src/net.js';
 import { type Layout, jobId } from './bigtable-load.js';
-import { ROOT, SERVICE_ENTRY, buildService } from './service-build.js';
+import { serviceCommand } from './service-build.js';
 
 export const CLIENTS = 50;
 export const DAY = 86_400_000;
@@ -58,9 +58,9 @@ export async function startService(
   maxPending: number,
 ): Promise<{ base: string; child: ChildProcess }> {
   const port = await freePort();
-  await buildService();
-  const child = spawn(process.execPath, [SERVICE_ENTRY], {
-    cwd: ROOT,
+  const { args, cwd } = await serviceCommand();
+  const child = spawn(process.execPath, args, {
+    cwd,
     env: {
       ...process.env,
       DATABASE_URL: databaseUrl,

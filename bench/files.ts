@@ -21,7 +21,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { createKnex, migrateLatest } from '../src/db/knex.js';
 import { createLogger } from '../src/log.js';
 import { freePort } from '../src/net.js';
-import { ROOT, SERVICE_ENTRY, buildService } from './service-build.js';
+import { serviceCommand } from './service-build.js';
 
 const ROWS = Number(process.env.BENCH_FILE_ROWS ?? 100_000);
 
@@ -37,9 +37,9 @@ async function rssMb(pid: number): Promise<number> {
 /** The service on `databaseUrl`, its runner held up (jobs stay pending or running). */
 async function startService(databaseUrl: string): Promise<{ base: string; child: ChildProcess }> {
   const port = await freePort();
-  await buildService();
-  const child = spawn(process.execPath, [SERVICE_ENTRY], {
-    cwd: ROOT,
+  const { args, cwd } = await serviceCommand();
+  const child = spawn(process.execPath, args, {
+    cwd,
     env: {
       ...process.env,
       DATABASE_URL: databaseUrl,

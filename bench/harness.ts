@@ -12,7 +12,7 @@ import type { Readable } from 'node:stream';
 import type { Knex } from 'knex';
 import { freePort } from '../src/net.js';
 import { cpuMs, postgresCpuMs } from './cpu.js';
-import { ROOT, SERVICE_ENTRY, buildService } from './service-build.js';
+import { type NodeCommand, benchScript, serviceCommand } from './service-build.js';
 
 export const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 export const CONCURRENCY = 16;
@@ -72,21 +72,17 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-/** Spawns `script` with `env` and waits until `ready` answers. */
+/** Spawns `command` with `env` and waits until `ready` answers. */
 export async function spawnServer(
-  script: string,
+  command: NodeCommand,
   env: Record<string, string>,
   ready: (base: string) => Promise<boolean>,
 ): Promise<Server> {
   const port = await freePort();
-  // The service compiled, as the image runs it (service-build.ts); the bench's own scripts
-  // through tsx.
-  const service = script === SERVICE_ENTRY;
-  if (service) await buildService(SERVICE_DIR);
-  const args = service ? [script] : ['--import', 'tsx', script];
-  const child = spawn(process.execPath, [...NODE_ARGS, ...args], {
+  const script = command.args[command.args.length - 1] ?? '';
+  const child = spawn(process.execPath, [...NODE_ARGS, ...command.args], {
     env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: 'warn' },
-    cwd: service ? (SERVICE_DIR ?? ROOT) : undefined,
+    cwd: command.cwd,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.push(child);
@@ -153,7 +149,7 @@ function relayProblems(script: string, stdout: Readable | null) {
 
 /** bench/bare-koa.ts on `databaseUrl`: the baseline of the submit and time-to-result phases. */
 export function spawnBareKoa(databaseUrl: string): Promise<Server> {
-  return spawnServer('bench/bare-koa.ts', { DATABASE_URL: databaseUrl }, (base) =>
+  return spawnServer(benchScript('bench/bare-koa.ts'), { DATABASE_URL: databaseUrl }, (base) =>
     fetch(base, { method: 'HEAD' }).then(
       () => true,
       () => false,
@@ -165,9 +161,12 @@ export function spawnBareKoa(databaseUrl: string): Promise<Server> {
  * The service (compiled: service-build.ts) on `databaseUrl`; the result cache off unless `env`
  * says so.
  */
-export function startService(databaseUrl: string, env: Record<string, string>): Promise<Server> {
+export async function startService(
+  databaseUrl: string,
+  env: Record<string, string>,
+): Promise<Server> {
   return spawnServer(
-    SERVICE_ENTRY,
+    await serviceCommand(SERVICE_DIR),
     {
       DATABASE_URL: databaseUrl,
       RUNNER_CONCURRENCY: String(CONCURRENCY),

@@ -19,7 +19,7 @@ import { issueKey } from '../src/auth/keys.js';
 import { createKnex } from '../src/db/knex.js';
 import { freePort } from '../src/net.js';
 import { cpuMs, postgresCpuMs, systemCpuMs } from './cpu.js';
-import { ROOT, SERVICE_ENTRY, buildService } from './service-build.js';
+import { benchScript, serviceCommand } from './service-build.js';
 
 const databaseUrl = process.env.DATABASE_URL;
 if (!databaseUrl) throw new Error('DATABASE_URL is required');
@@ -38,13 +38,13 @@ const pgPid = Number(process.env.BENCH_PG_PID ?? 0);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const db = createKnex(databaseUrl, 2);
-const serviceDir = process.env.BENCH_SERVICE_DIR ?? ROOT;
 // The service compiled, as the image runs it (service-build.ts); bare Koa through tsx.
-if (!bare) await buildService(serviceDir);
-const args = bare ? ['--import', 'tsx', 'bench/bare-koa.ts'] : [SERVICE_ENTRY];
+const command = bare
+  ? benchScript('bench/bare-koa.ts')
+  : await serviceCommand(process.env.BENCH_SERVICE_DIR);
 const spawnServer = (port: number, heldRunner: boolean) =>
-  spawn(process.execPath, [...nodeArgs, ...args], {
-    cwd: bare ? undefined : serviceDir,
+  spawn(process.execPath, [...nodeArgs, ...command.args], {
+    cwd: command.cwd,
     env: {
       ...process.env,
       PORT: String(port),

@@ -11,14 +11,29 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** This checkout. */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The service's entry point in a compiled checkout. */
-export const SERVICE_ENTRY = 'dist/src/main.js';
+const SERVICE_ENTRY = 'dist/src/main.js';
+
+/** A process to start with `node`: its arguments, the script last, and its directory. */
+export interface NodeCommand {
+  args: string[];
+  cwd?: string;
+}
+
+/** One of the bench's own scripts, run through tsx. */
+export const benchScript = (file: string): NodeCommand => ({ args: ['--import', 'tsx', file] });
+
+/** The compiled service of checkout `dir` (this one by default), built first. */
+export async function serviceCommand(dir: string = ROOT): Promise<NodeCommand> {
+  await buildService(dir);
+  return { args: [SERVICE_ENTRY], cwd: dir };
+}
 
 const builds = new Map<string, Promise<void>>();
 
 /** Compiles the service of checkout `dir` (once per bench process): its dist is then current. */
-export function buildService(dir: string = ROOT): Promise<void> {
+function buildService(dir: string): Promise<void> {
   let build = builds.get(dir);
   if (!build) {
     build = (async () => {
