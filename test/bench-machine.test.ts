@@ -41,6 +41,13 @@ function scripted(script: [at: number, user: number, tree: number, steal?: numbe
 const scriptedLoad = (script: Parameters<typeof scripted>[0]) =>
   new OtherLoad(42, 5000, scripted(script));
 
+/** The summary of `script` read row by row, its last row read by `stop()`. */
+const summaryOf = (script: Parameters<typeof scripted>[0]) => {
+  const load = scriptedLoad(script);
+  for (let i = 1; i < script.length; i++) load.sample();
+  return load.stop();
+};
+
 describe('bench: the machine during a run', () => {
   it('reads processes and steal from /proc/stat, leaving interrupts out', () => {
     expect(machineCpu(stat(100, 20, 30, 4))).to.deep.equal({ busy: 1200, steal: 40 });
@@ -48,14 +55,11 @@ describe('bench: the machine during a run', () => {
 
   it("counts what the machine's processes used beyond the bench's own, as a share of all cores", () => {
     // 10 s on two cores (20 s of CPU): the machine ran 1,200 ticks (12 s), the bench 800 (8 s).
-    const load = scriptedLoad([
+    const summary = summaryOf([
       [0, 0, 0],
       [5000, 300, 200],
       [10000, 1200, 800, 100],
     ]);
-    load.sample();
-    load.sample();
-    const summary = load.stop();
     // Others: 4 s of 20 (20 %); the busiest 5 s window: 3 s of 10 (30 %); steal: 1 s of 20.
     expect(summary).to.deep.equal({
       other_cpu_pct: 20,
@@ -66,26 +70,22 @@ describe('bench: the machine during a run', () => {
   });
 
   it('leaves a short last window out of the busiest one', () => {
-    const load = scriptedLoad([
+    const summary = summaryOf([
       [0, 0, 0],
       [5000, 100, 100],
       [5100, 200, 100], // 100 ms with 1 s of others' CPU: a few ticks, not a load
     ]);
-    load.sample();
-    load.sample();
-    const summary = load.stop();
     expect(summary.other_cpu_max_pct).to.equal(0);
     expect(summary.other_cpu_pct).to.equal(9.8); // 1 s of the run's 10.2 s of CPU
   });
 
   it('counts no negative share when the tree was read ahead of the machine', () => {
     // The tree's ticks and the machine's are read a moment apart: the tree may come out ahead.
-    const load = scriptedLoad([
+    const summary = summaryOf([
       [0, 0, 0],
       [5000, 100, 300],
     ]);
-    load.sample();
-    expect(load.stop()).to.deep.equal({
+    expect(summary).to.deep.equal({
       other_cpu_pct: 0,
       other_cpu_max_pct: 0,
       steal_pct: 0,
