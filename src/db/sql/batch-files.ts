@@ -173,7 +173,6 @@ async function insertStaged(
            FROM batch_file_rows u
            LEFT JOIN results r ON r.cache_key = u.key AND r.expires_at > now()
          )`,
-        { jobIds: false },
       ),
     ),
     values: [
