@@ -58,8 +58,14 @@ const spawnServer = (port: number, heldRunner: boolean) =>
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+/** Servers spawned here: stopped however this script ends (an early failure included). */
+const spawned: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const p of spawned) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+});
 const port = await freePort();
 const child = spawnServer(port, held);
+spawned.push(child);
 const base = `http://127.0.0.1:${port}`;
 const ready = (url: string) =>
   bare
@@ -83,6 +89,7 @@ let worker: ChildProcess | undefined;
 if (apart) {
   const workerPort = await freePort();
   worker = spawnServer(workerPort, false);
+  spawned.push(worker);
   await started(worker, `http://127.0.0.1:${workerPort}`);
 }
 await db.raw('TRUNCATE jobs, batches, results, flights, api_keys, clients CASCADE');

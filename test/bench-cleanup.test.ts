@@ -6,11 +6,14 @@
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { adminQuery, dropDatabase, eventually, withDatabase } from './support/db.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -55,5 +58,62 @@ describe('bench/main.ts after a failure', function () {
     // …and removed it on the way out.
     const left = (await fs.readdir(tmp)).filter((name) => name.startsWith('merchant-bench-'));
     expect(left).to.deep.equal([]);
+  });
+});
+
+/** Pids of running processes whose environment holds `marker` (Linux: /proc). */
+async function processesMarked(marker: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const environ = await fs.readFile(`/proc/${name}/environ`, 'latin1').catch(() => '');
+    if (environ.includes(marker)) pids.push(Number(name));
+  }
+  return pids;
+}
+
+/**
+ * `bench/profile-submit.ts` spawns the server it measures; when it failed before the load (here:
+ * `bare` on a database without the service's tables), it exited and left that server running.
+ */
+describe('bench/profile-submit.ts after a failure', function () {
+  this.timeout(60_000);
+
+  let database: string | undefined;
+  const marker = `MERCHANT_TEST_MARK=${randomUUID()}`;
+  afterEach(async () => {
+    for (const pid of await processesMarked(marker)) process.kill(pid, 'SIGKILL');
+    if (database) await dropDatabase(database);
+  });
+
+  it('stops the server it spawned', async function () {
+    if (!existsSync('/proc/self/environ')) this.skip();
+    // A database of this test's own, without the service's tables.
+    database = `mnt_${process.pid}_profile_submit_empty`;
+    await adminQuery(`CREATE DATABASE "${database}"`);
+    const [name, value] = marker.split('=') as [string, string];
+    const script = spawn(process.execPath, ['--import', 'tsx', 'bench/profile-submit.ts'], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        [name]: value,
+        DATABASE_URL: withDatabase(database),
+        BENCH_RUNNER: 'bare',
+        BENCH_SECONDS: '1',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    script.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    script.stdout.resume();
+    // bare Koa answers (so it was running), then the script's TRUNCATE fails.
+    const [code] = (await once(script, 'exit')) as [number | null];
+    expect(code, stderr).to.equal(1);
+    expect(stderr).to.match(/relation "jobs" does not exist/);
+    await eventually(
+      async () => (await processesMarked(marker)).length === 0,
+      10_000,
+      'the spawned server to stop',
+    );
   });
 });
