@@ -157,26 +157,64 @@ export function spawnBareKoa(databaseUrl: string): Promise<Server> {
   );
 }
 
+/** Services started by startService and not stopped yet. */
+const runningServices = new Set<object>();
+
+/**
+ * Counts a service starting (startService), refusing one beside another still running unless
+ * `alongside`: processes on one database share its queue, so a service still running (another
+ * phase's, with another heuristic) claims the new one's jobs whenever it hears of them first,
+ * and runs them its own way. The pick-up phase ran beside the no-op service of the phases before
+ * it: a job the no-op service took never called the phase's heuristic, and the run waited for
+ * that call for ever (12:03 on 2026-11-25). Returns the release, for when the service stops.
+ */
+export function serviceStarting(alongside = false): () => void {
+  if (runningServices.size > 0 && !alongside) {
+    throw new Error(
+      `startService: ${runningServices.size} service(s) already running; their runners would ` +
+        `claim this one's jobs (stop them first, or pass alongside for several processes on purpose)`,
+    );
+  }
+  const service = {};
+  runningServices.add(service);
+  return () => runningServices.delete(service);
+}
+
 /**
  * The service (compiled: service-build.ts) on `databaseUrl`; the result cache off unless `env`
- * says so.
+ * says so. One at a time unless `alongside` (serviceStarting).
  */
 export async function startService(
   databaseUrl: string,
   env: Record<string, string>,
+  opts: { alongside?: boolean } = {},
 ): Promise<Server> {
-  return spawnServer(
-    await serviceCommand(SERVICE_DIR),
-    {
-      DATABASE_URL: databaseUrl,
-      RUNNER_CONCURRENCY: String(CONCURRENCY),
-      RESULT_CACHE_TTL_MS: '0',
-      CLIENT_MAX_PENDING: '1000000',
-      RUNNER_POLL_MS: '1000',
-      ...env,
+  const release = serviceStarting(opts.alongside);
+  let server: Server;
+  try {
+    server = await spawnServer(
+      await serviceCommand(SERVICE_DIR),
+      {
+        DATABASE_URL: databaseUrl,
+        RUNNER_CONCURRENCY: String(CONCURRENCY),
+        RESULT_CACHE_TTL_MS: '0',
+        CLIENT_MAX_PENDING: '1000000',
+        RUNNER_POLL_MS: '1000',
+        ...env,
+      },
+      async (base) => (await fetch(`${base}/readyz`)).ok,
+    );
+  } catch (err) {
+    release();
+    throw err;
+  }
+  return {
+    ...server,
+    async stop() {
+      await server.stop();
+      release();
     },
-    async (base) => (await fetch(`${base}/readyz`)).ok,
-  );
+  };
 }
 
 export async function rssMb(pid: number): Promise<number> {

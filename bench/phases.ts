@@ -350,7 +350,9 @@ async function processesPhase(db: Knex, databaseUrl: string): Promise<void> {
   for (const n of [1, 2, 3]) {
     say(`${n} process(es): ${PROC_JOBS} no-op jobs`);
     const servers = await Promise.all(
-      Array.from({ length: n }, () => startService(databaseUrl, { HEURISTIC_DELAY_MS: '0' })),
+      Array.from({ length: n }, () =>
+        startService(databaseUrl, { HEURISTIC_DELAY_MS: '0' }, { alongside: true }),
+      ),
     );
     const t0 = performance.now();
     await Promise.all(

@@ -13,8 +13,11 @@ import { now } from './harness.js';
 export interface Recorder {
   /** The endpoint to give the service as HEURISTIC_URL. */
   url: string;
-  /** When the call for `description` arrived (now, or once it does). */
-  arrival(description: string): Promise<number>;
+  /**
+   * When the call for `description` arrived (now, or once it does); rejects, naming it, when no
+   * call has come within `timeoutMs`.
+   */
+  arrival(description: string, timeoutMs?: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -55,13 +58,22 @@ export async function startRecorder(): Promise<Recorder> {
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/normalize_merchant`,
-    arrival(description) {
+    arrival(description, timeoutMs = 30_000) {
       const at = arrived.get(description);
       if (at !== undefined) {
         arrived.delete(description);
         return Promise.resolve(at);
       }
-      return new Promise((resolve) => waiting.set(description, resolve));
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiting.delete(description);
+          reject(new Error(`no heuristic call for "${description}" within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiting.set(description, (arrivedAt) => {
+          clearTimeout(timer);
+          resolve(arrivedAt);
+        });
+      });
     },
     async close() {
       server.closeAllConnections();

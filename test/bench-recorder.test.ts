@@ -49,4 +49,14 @@ describe('bench/recorder.ts', function () {
     const arrived = await recorder.arrival('PICKUP 2');
     expect(arrived).to.be.above(sent).and.below(now());
   });
+
+  // It waited for ever: a pick-up phase whose job another process ran hung the whole bench.
+  it('rejects, naming the call, when none comes within the time given', async () => {
+    const error = await recorder.arrival('NEVER SENT', 50).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).to.be.instanceOf(Error);
+    expect((error as Error).message).to.equal('no heuristic call for "NEVER SENT" within 50 ms');
+  });
 });
