@@ -14,8 +14,26 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { adminQuery, dropDatabase, eventually, withDatabase } from './support/db.js';
+import { processesWhose } from './support/procs.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** Runs bench script `file` (through tsx) with `env` added; its exit code and stderr. */
+async function runBenchScript(
+  file: string,
+  env: Record<string, string>,
+): Promise<{ code: number | null; stderr: string }> {
+  const script = spawn(process.execPath, ['--import', 'tsx', file], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  script.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  script.stdout.resume();
+  const [code] = (await once(script, 'exit')) as [number | null];
+  return { code, stderr };
+}
 
 describe('bench/main.ts after a failure', function () {
   // Node with tsx, an embedded Postgres initialised from scratch, and a server that fails to build.
@@ -33,21 +51,12 @@ describe('bench/main.ts after a failure', function () {
     // A "service checkout" with nothing in it: the first server the bench starts cannot be built.
     const noService = path.join(tmp, 'no-service');
     await fs.mkdir(noService);
-    const bench = spawn(process.execPath, ['--import', 'tsx', 'bench/main.ts'], {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        TMPDIR: tmp,
-        BENCH_DATABASE_URL: '',
-        BENCH_SERVICE_DIR: noService,
-        BENCH_ONLY: 'submit',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const { code, stderr } = await runBenchScript('bench/main.ts', {
+      TMPDIR: tmp,
+      BENCH_DATABASE_URL: '',
+      BENCH_SERVICE_DIR: noService,
+      BENCH_ONLY: 'submit',
     });
-    let stderr = '';
-    bench.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    bench.stdout.resume();
-    const [code] = (await once(bench, 'exit')) as [number | null];
 
     expect(code, stderr).to.equal(1);
     expect(stderr).to.match(/bench: failed/);
@@ -61,17 +70,6 @@ describe('bench/main.ts after a failure', function () {
   });
 });
 
-/** Pids of running processes whose environment holds `marker` (Linux: /proc). */
-async function processesMarked(marker: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const environ = await fs.readFile(`/proc/${name}/environ`, 'latin1').catch(() => '');
-    if (environ.includes(marker)) pids.push(Number(name));
-  }
-  return pids;
-}
-
 /**
  * `bench/profile-submit.ts` spawns the server it measures; when it failed before the load (here:
  * `bare` on a database without the service's tables), it exited and left that server running.
@@ -82,7 +80,7 @@ describe('bench/profile-submit.ts after a failure', function () {
   let database: string | undefined;
   const marker = `MERCHANT_TEST_MARK=${randomUUID()}`;
   afterEach(async () => {
-    for (const pid of await processesMarked(marker)) process.kill(pid, 'SIGKILL');
+    for (const pid of await processesWhose('environ', marker)) process.kill(pid, 'SIGKILL');
     if (database) await dropDatabase(database);
   });
 
@@ -92,26 +90,17 @@ describe('bench/profile-submit.ts after a failure', function () {
     database = `mnt_${process.pid}_profile_submit_empty`;
     await adminQuery(`CREATE DATABASE "${database}"`);
     const [name, value] = marker.split('=') as [string, string];
-    const script = spawn(process.execPath, ['--import', 'tsx', 'bench/profile-submit.ts'], {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        [name]: value,
-        DATABASE_URL: withDatabase(database),
-        BENCH_RUNNER: 'bare',
-        BENCH_SECONDS: '1',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    script.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    script.stdout.resume();
     // bare Koa answers (so it was running), then the script's TRUNCATE fails.
-    const [code] = (await once(script, 'exit')) as [number | null];
+    const { code, stderr } = await runBenchScript('bench/profile-submit.ts', {
+      [name]: value,
+      DATABASE_URL: withDatabase(database),
+      BENCH_RUNNER: 'bare',
+      BENCH_SECONDS: '1',
+    });
     expect(code, stderr).to.equal(1);
     expect(stderr).to.match(/relation "jobs" does not exist/);
     await eventually(
-      async () => (await processesMarked(marker)).length === 0,
+      async () => (await processesWhose('environ', marker)).length === 0,
       10_000,
       'the spawned server to stop',
     );

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { eventually, freshDatabase, indexOid, jobStatuses, databaseUrl } from './support/db.js';
+import { processesWhose } from './support/procs.js';
 import { ServerProcess } from './support/server-process.js';
 import { issueKey } from '../src/auth/keys.js';
 import { revokeKey } from '../src/db/sql/clients.js';
@@ -25,17 +26,6 @@ function alive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-/** Pids of live processes whose command line mentions `text` (Linux /proc). */
-async function processesMentioning(text: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(text)) pids.push(Number(entry));
-  }
-  return pids;
 }
 
 const transaction = (i: number) => ({
@@ -458,7 +448,7 @@ describe('server process (src/main.ts)', function () {
           30_000,
           'the service and its Postgres to stop',
         );
-        expect(await processesMentioning(dataDir), output).to.deep.equal([]);
+        expect(await processesWhose('cmdline', dataDir), output).to.deep.equal([]);
         expect(output).to.contain('"msg":"stopped"');
       } finally {
         for (const pid of started) if (alive(pid)) process.kill(pid, 'SIGKILL');
