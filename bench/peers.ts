@@ -22,8 +22,6 @@ export interface PeerOptions {
   pickups: number;
 }
 
-/** Wall clock with sub-millisecond resolution (all timestamps come from this process). */
-
 /**
  * Drives one peer: `add(n, t)` enqueues n no-op jobs carrying timestamp t; every handler start
  * calls `started(t)`. Returns the drain rate of `jobs` jobs and the pick-up latencies of

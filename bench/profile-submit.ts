@@ -42,8 +42,13 @@ const db = createKnex(databaseUrl, 2);
 const command = bare
   ? benchScript('bench/bare-koa.ts')
   : await serviceCommand(process.env.BENCH_SERVICE_DIR);
-const spawnServer = (port: number, heldRunner: boolean) =>
-  spawn(process.execPath, [...nodeArgs, ...command.args], {
+/** Servers spawned here: stopped however this script ends (an early failure included). */
+const spawned: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const p of spawned) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+});
+const spawnServer = (port: number, heldRunner: boolean) => {
+  const server = spawn(process.execPath, [...nodeArgs, ...command.args], {
     cwd: command.cwd,
     env: {
       ...process.env,
@@ -58,14 +63,11 @@ const spawnServer = (port: number, heldRunner: boolean) =>
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
-/** Servers spawned here: stopped however this script ends (an early failure included). */
-const spawned: ChildProcess[] = [];
-process.on('exit', () => {
-  for (const p of spawned) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-});
+  spawned.push(server);
+  return server;
+};
 const port = await freePort();
 const child = spawnServer(port, held);
-spawned.push(child);
 const base = `http://127.0.0.1:${port}`;
 const ready = (url: string) =>
   bare
@@ -89,7 +91,6 @@ let worker: ChildProcess | undefined;
 if (apart) {
   const workerPort = await freePort();
   worker = spawnServer(workerPort, false);
-  spawned.push(worker);
   await started(worker, `http://127.0.0.1:${workerPort}`);
 }
 await db.raw('TRUNCATE jobs, batches, results, flights, api_keys, clients CASCADE');

@@ -20,14 +20,15 @@
  *
  * A process alone on its database announces nothing: nobody would hear it, and each
  * announcement is a statement, a commit and a notification this process reads back (about 5 %
- * of a single submit's cost when every job runs at once: docs/performance.md, "The runner's share
- * of a single submit, and where it could go"). Every process says `origin:hello` on the events channel when it starts
- * listening (and again after a reconnect), answers another's hello with `origin:here`, and says
- * `here` every third of `presenceMs`; any notification from another process counts as its
- * presence, which lasts `presenceMs`. For 2 s after its hello (time for the others to answer
- * it) and while another process is present, a process announces as before. A process of a version before this one says no hello: once it has
- * been silent for `presenceMs` it is not announced to, and its waiters learn of other processes'
- * events at their deadline or poll (delayed, not lost), until it announces something itself.
+ * of a single submit's cost when every job runs at once: docs/performance.md, "The runner's
+ * share of a single submit, and where it could go"). Every process says `origin:hello` on the
+ * events channel when it starts listening (and again after a reconnect), answers another's hello
+ * with `origin:here`, and says `here` every third of `presenceMs`; any notification from another
+ * process counts as its presence, which lasts `presenceMs`. For 2 s after its hello (time for
+ * the others to answer it) and while another process is present, a process announces as before.
+ * A process of a version before this one says no hello: once it has been silent for
+ * `presenceMs` it is not announced to, and its waiters learn of other processes' events at their
+ * deadline or poll (delayed, not lost), until it announces something itself.
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
