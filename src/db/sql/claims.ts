@@ -185,6 +185,16 @@ export function claimStatement(opts: { workerId: string; limit: number; leaseMs:
 }
 
 // Extends locked_until to now()+lease for this worker's claims that still hold; returns their ids.
+//
+// It never waits for a row lock. The runner's other writes of the same jobs (a group of
+// completions, a hand-back) lock them in whatever order their plan visits them, by primary key
+// or by their place in the table, so a renewal that waited for one of them while holding rows it
+// wanted deadlocked: Postgres found it after `deadlock_timeout` (1 s), killed one of the two and
+// the slots waited that long (seen in a full bench's drain once a claim fetched 64 fast jobs per
+// slot ahead). So the rows it would wait for are skipped (SKIP LOCKED) and reported as held
+// without their lease extended: as this statement's snapshot sees them they are still this
+// worker's, and another write holds them for a moment. If that write ended the claim (a cancel),
+// the next heartbeat, a third of a lease later, finds it gone.
 export async function renewLeases(
   db: Knex,
   opts: { workerId: string; claims: readonly Claim[]; leaseMs: number },
@@ -201,11 +211,24 @@ export function renewStatement(opts: {
   claims: readonly Claim[];
   leaseMs: number;
 }) {
+  const ids = opts.claims.map((c) => c.id);
+  const items = claimsById(opts.claims);
   return {
-    sql: `UPDATE jobs SET locked_until = now() + make_interval(secs => ? / 1000.0)
-     WHERE jobs.id = ANY (?::uuid[]) AND ${ofItem('jobs', '?::jsonb')} AND ${held('jobs')}
-     RETURNING jobs.id`,
-    bindings: [opts.leaseMs, opts.claims.map((c) => c.id), claimsById(opts.claims), opts.workerId],
+    sql: `WITH mine AS (
+       SELECT jobs.id FROM jobs
+       WHERE jobs.id = ANY (?::uuid[]) AND ${ofItem('jobs', '?::jsonb')} AND ${held('jobs')}
+       FOR NO KEY UPDATE SKIP LOCKED
+     ), renewed AS (
+       UPDATE jobs SET locked_until = now() + make_interval(secs => ? / 1000.0)
+       WHERE jobs.id = ANY (ARRAY(SELECT id FROM mine))
+       RETURNING jobs.id
+     )
+     SELECT id FROM renewed
+     UNION ALL
+     SELECT busy.id FROM jobs busy
+     WHERE busy.id = ANY (?::uuid[]) AND busy.id <> ALL (ARRAY(SELECT id FROM mine))
+       AND ${ofItem('busy', '?::jsonb')} AND ${held('busy')}`,
+    bindings: [ids, items, opts.workerId, opts.leaseMs, ids, items, opts.workerId],
   };
 }
 
