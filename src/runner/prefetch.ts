@@ -6,15 +6,8 @@
 const PREFETCH_BELOW_MS = 50;
 /** Fetch ahead about this much work per slot... */
 const PREFETCH_WORK_MS = 20;
-/**
- * ...but at most this many jobs per slot. 64 rather than 16: for no-op jobs a claim of
- * 16 x 16 + 16 went out every 10-20 ms, and neither the server nor Postgres was saturated, so the
- * slots waited for claims; with 64 the 20,000-job drain ran 12 % faster on average in interleaved
- * rounds, with fewer claims (docs/performance.md, "Four times as many fast jobs fetched ahead").
- * Only jobs of under 0.3 ms fetch this many; slower ones are held to PREFETCH_WORK_MS of work per
- * slot.
- */
-export const PREFETCH_MAX_PER_SLOT = 64;
+/** ...but at most this many jobs per slot. */
+const PREFETCH_MAX_PER_SLOT = 16;
 
 /**
  * Jobs claimed beyond the free slots, to wait in the runner for one: a claim costs more than a
