@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import { claimJobs, renewLeases } from '../src/db/sql/claims.js';
 import type { JobRow } from '../src/db/sql/rows.js';
+import { claimOf } from '../src/runner/tracked.js';
 import { eventually, freshDatabase, insertPending } from './support/db.js';
 
 const WORKER = 'w';
@@ -59,7 +60,7 @@ describe('lease renewal beside the runner’s other writes (src/db/sql/claims.ts
       return await Promise.race([
         renewLeases(db, {
           workerId: WORKER,
-          claims: jobs.map((j) => ({ id: j.id, attempts: j.attempts })),
+          claims: jobs.map(claimOf),
           leaseMs: 600_000,
         }),
         late,

@@ -213,22 +213,25 @@ export function renewStatement(opts: {
 }) {
   const ids = opts.claims.map((c) => c.id);
   const items = claimsById(opts.claims);
+  // The answer is `still`: the claims that hold as this statement's snapshot sees them. Of those,
+  // the rows no other write holds are locked (the fence checked again on their latest version)
+  // and renewed; the others keep their lease until the next heartbeat.
   return {
-    sql: `WITH mine AS (
+    sql: `WITH still AS (
        SELECT jobs.id FROM jobs
        WHERE jobs.id = ANY (?::uuid[]) AND ${ofItem('jobs', '?::jsonb')} AND ${held('jobs')}
+     ), mine AS (
+       SELECT jobs.id FROM jobs
+       WHERE jobs.id = ANY (ARRAY(SELECT id FROM still)) AND ${ofItem('jobs', '?::jsonb')}
+         AND ${held('jobs')}
        FOR NO KEY UPDATE SKIP LOCKED
      ), renewed AS (
        UPDATE jobs SET locked_until = now() + make_interval(secs => ? / 1000.0)
        WHERE jobs.id = ANY (ARRAY(SELECT id FROM mine))
        RETURNING jobs.id
      )
-     SELECT id FROM renewed
-     UNION ALL
-     SELECT busy.id FROM jobs busy
-     WHERE busy.id = ANY (?::uuid[]) AND busy.id <> ALL (ARRAY(SELECT id FROM mine))
-       AND ${ofItem('busy', '?::jsonb')} AND ${held('busy')}`,
-    bindings: [ids, items, opts.workerId, opts.leaseMs, ids, items, opts.workerId],
+     SELECT id FROM still`,
+    bindings: [ids, items, opts.workerId, items, opts.workerId, opts.leaseMs],
   };
 }
 
