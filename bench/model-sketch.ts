@@ -1,5 +1,5 @@
 /**
- * Profiling aid, for the drain's miss (docs/performance.md, "A narrower queue, sketched"):
+ * Profiling aid, for the drain's miss (docs/performance-log.md, "A narrower queue, sketched"):
  * Postgres's CPU per job for the drain's statements alone, without HTTP, the runner or the
  * heuristic, in two data models on the same database, rounds interleaved:
  *

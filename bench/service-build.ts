@@ -2,7 +2,7 @@
  * The service as the Docker image runs it: compiled by tsc (`npm run build`) and started with
  * plain `node dist/src/main.js`, not through tsx as `npm start` does. tsx's output costs the
  * server 2-5 % more CPU per single submit (measured in three interleaved pairs on 2026-11-25,
- * docs/performance.md, "The runner's share of a single submit, and where it could go"): among
+ * docs/performance-log.md, "The runner's share of a single submit, and where it could go"): among
  * other things it wraps each function it creates in a call that defines the function's name.
  */
 import { spawn } from 'node:child_process';

@@ -7,7 +7,7 @@ import { type PlanNode, explainPrepared, planNodes, readsJobs, rowsRead } from '
 /**
  * The claim's plan must not depend on the statistics of `status`: the queue swings from empty to
  * thousands pending and back faster than ANALYZE follows, and each plan below made every claim
- * read every pending or every finished job (docs/performance.md, "The claim's plans").
+ * read every pending or every finished job (docs/performance-log.md, "The claim's plans").
  */
 
 const N = 4000;

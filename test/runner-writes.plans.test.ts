@@ -111,7 +111,7 @@ describe("the runner's fenced writes: plans (src/db/sql/claims.ts)", function ()
  * `locked_by` null), the fence `locked_by = ?` looked like one row: the completion read the whole
  * table and matched each row it kept against every item (a nested loop over the unnested input),
  * 20-47 ms for 271 jobs where the primary key took 4-9 ms; 21 of 448 completions of three 20,000-job
- * drains, a quarter of their time (docs/performance.md, "Completions planned for a table with no
+ * drains, a quarter of their time (docs/performance-log.md, "Completions planned for a table with no
  * running job").
  */
 describe("the runner's fenced writes of a drain-sized group: plans (src/db/sql/claims.ts)", function () {

@@ -6,7 +6,7 @@ import type { Knex } from 'knex';
  * it too, and when the statistics said pending jobs were rare (taken before a burst of submits)
  * the planner found scanning all of it, filtering on the client, as cheap as the claim's own
  * `jobs_pending_idx (client_id, run_after, seq)`: each claim then read every pending job
- * (docs/performance.md, "The claim's plans").
+ * (docs/performance-log.md, "The claim's plans").
  *
  * Its replacement's predicate also names `seq IS NOT NULL`. `seq` is never null, so it indexes
  * the same rows, but only a query that constrains `seq` implies that predicate (`seq < $1` does:

@@ -29,7 +29,7 @@ const TIMESTAMPTZ_OID = 1184;
  * pg-types 4 uses) instead of the postgres-date 1 that pg 8 comes with (regular expressions). The
  * same Date for every value Postgres prints, at well under half the CPU and allocation; a job row
  * has five such columns, and in a drain their parsing was a tenth of the server's allocation
- * (docs/performance.md, "Timestamps parsed by postgres-date 2"; test/db.types.test.ts).
+ * (docs/performance.md, "Less allocation per job in the runner"; test/db.types.test.ts).
  */
 export const pgTypes = {
   getTypeParser: (oid: number, format: string): unknown =>
@@ -69,7 +69,7 @@ export function knexConfig(
         // the trigger kept for older versions must not NOTIFY inside its transactions (0010).
         // No JIT: its threshold is the planner's cost estimate, and the claim's estimate is
         // inflated (by stale statistics, or the generic plan's unknown LIMITs) past it, so a
-        // claim of 16 rows spent 575 ms compiling (docs/performance.md, "JIT").
+        // claim of 16 rows spent 575 ms compiling (docs/performance-log.md, "What the 600 ms was").
         conn.query(`SET merchant.events_announced = 'after_commit'; SET jit = off`).then(
           () => done(null, conn),
           (err: Error) => done(err, conn),

@@ -8,7 +8,7 @@
  * `niceIncrement`, through its optional `@napi-rs/nice`; Linux only, where a thread's nice value
  * is its own): when every core is busy, a request waiting to be served runs before more
  * heuristic work, and on an idle machine the threads get the cores all the same
- * (docs/performance.md, "The CPU threads' priority").
+ * (docs/performance-log.md, "The CPU threads' priority").
  */
 import { Piscina } from 'piscina';
 import { DEFAULT_THREADS_NICE } from '../config.js';

@@ -20,7 +20,7 @@
  *
  * A process alone on its database announces nothing: nobody would hear it, and each
  * announcement is a statement, a commit and a notification this process reads back (about 5 %
- * of a single submit's cost when every job runs at once: docs/performance.md, "The runner's
+ * of a single submit's cost when every job runs at once: docs/performance-log.md, "The runner's
  * share of a single submit, and where it could go"). Every process says `origin:hello` on the
  * events channel when it starts listening (and again after a reconnect), answers another's hello
  * with `origin:here`, and says `here` every third of `presenceMs`; any notification from another

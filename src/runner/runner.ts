@@ -240,7 +240,7 @@ export class Runner {
    * follower handed back did not call the heuristic: their writes go at once. Sent together, the
    * claim and the write shared the two cores and the slot waited for both; a result is written
    * one claim later instead, a few milliseconds on calls of a second or more. Measured, and the
-   * variant not kept (one claim per turn of the event loop), in docs/performance.md, "The slot's
+   * variant not kept (one claim per turn of the event loop), in docs/performance-log.md, "The slot's
    * claim before the outcome's write".
    */
   private leaveSlot(attempt: TrackedAttempt, called: boolean): Promise<void> | undefined {

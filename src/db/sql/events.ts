@@ -113,7 +113,7 @@ const LOGGED_COLUMNS = 'id, tx_id, type, client_id, job_id, batch_id, created_at
  * once: every row of one statement has the same `tx_id` and `created_at` (their defaults,
  * `pg_current_xact_id()` and `now()`, are the transaction's). Built as one jsonb object per row,
  * they were a quarter of a completion's time in Postgres: 300 events took 4-4.8 ms, by column
- * under 1 ms (docs/performance.md, "Completions planned for a table with no running job").
+ * under 1 ms (docs/performance-log.md, "Completions planned for a table with no running job").
  * `json`, not `jsonb`: the value is only sent, and `jsonb` would be built and printed again.
  */
 export const EVENTS = `(SELECT json_build_object(
