@@ -38,10 +38,32 @@ describe('GroupCommit', () => {
     const held = new HeldWrite<string, string>();
     const commit = new GroupCommit(held.write);
     const a = commit.submit('a');
+    await settle();
+    expect(
+      held.calls,
+      'written within the turn of the event loop it was submitted in',
+    ).to.have.length(1);
     const first = await held.call(0);
     expect(first.items).to.deep.equal(['a']);
     first.resolve(['A']);
     expect(await a).to.equal('A');
+  });
+
+  it('writes the items submitted in one burst of promise callbacks together, the first not alone', async () => {
+    const held = new HeldWrite<number, number>();
+    const commit = new GroupCommit(held.write);
+    // As a claim's fast jobs finish: the first submits at once, each other one from its own
+    // promise callbacks, some several awaits deep.
+    const job = async (i: number) => {
+      for (let hop = 0; hop < i; hop++) await Promise.resolve();
+      return commit.submit(i);
+    };
+    const results = [0, 1, 2, 3, 4].map(job);
+    const first = await held.call(0);
+    expect(first.items).to.deep.equal([0, 1, 2, 3, 4]);
+    first.resolve([0, 10, 20, 30, 40]);
+    expect(await Promise.all(results)).to.deep.equal([0, 10, 20, 30, 40]);
+    expect(held.calls).to.have.length(1);
   });
 
   it('puts the items that arrive during a write into the next write, in arrival order', async () => {

@@ -33,6 +33,8 @@ function runnerWith(
     claimFails?: (n: number) => boolean;
     /** Every job with a cache key is answered from the cache with this merchant. */
     cachedAnswer?: string;
+    /** Told the number of jobs each completing statement carries. */
+    onComplete?: (jobs: number) => void;
   } = {},
 ) {
   const { store } = announcingStore(db);
@@ -56,6 +58,7 @@ function runnerWith(
           ? store.runner.beginFlight(flight)
           : Promise.resolve({ role: 'cached', result: { merchant: { name: opts.cachedAnswer } } }),
       complete: async (items) => {
+        opts.onComplete?.(items.items.length);
         await opts.beforeComplete?.();
         return store.runner.complete(items);
       },
@@ -125,6 +128,17 @@ describe('Runner: claiming ahead', () => {
     runner.start();
     runner.wake();
   };
+
+  it('writes the outcomes of a claim of fast jobs in one statement, the first one not alone', async () => {
+    for (let i = 0; i < 40; i++) await insertPending(db, `fast ${i}`);
+    const heuristic = new TestHeuristic((t) => Promise.resolve({ name: t.description }));
+    const groups: number[] = [];
+    const made = runnerWith(db, heuristic, 0.1, { onComplete: (jobs) => groups.push(jobs) });
+    start(made);
+    await eventually(async () => (await jobStatuses(db)).succeeded === 40);
+    expect(made.limits[0], 'the first claim, which takes them all').to.equal(CONCURRENCY * 17);
+    expect(groups, 'jobs per completing statement').to.deep.equal([40]);
+  });
 
   it('fetches up to 16 jobs per slot for jobs of a fraction of a millisecond, and runs them all', async () => {
     for (let i = 0; i < 100; i++) await insertPending(db, `fast ${i}`);

@@ -238,7 +238,8 @@ export async function insertJobs(
 
 // Stores jobs as they arrive, concurrent ones together: a GroupCommit for jobs with a cache key
 // and one for jobs without (the cheaper statement), each with one statement in flight while the
-// submits arriving meanwhile make its next one. Idle, a submit is written at once, alone. A
+// submits arriving meanwhile make its next one. Idle, a submit is written at once, with those
+// the same callback and the promise callbacks it set off make (group-commit.ts). A
 // statement of several that fails with an error that is not transient is tried again job by
 // job, so a submit fails only with its own error.
 export function jobInserter(
