@@ -27,8 +27,9 @@ export class GroupCommit<I, O> {
       this.queue.push({ item, resolve, reject });
       if (this.writing || this.scheduled) return;
       this.scheduled = true;
-      // `process.nextTick` from a promise callback runs once no promise callback is left to run
-      // (from other code it runs before them), so it is queued from one in either case.
+      // `process.nextTick` queued from a microtask runs once the microtask queue is empty; from
+      // a callback of the event loop it would run before the microtasks that callback queued. So
+      // it is queued from a microtask, whichever called `submit`.
       queueMicrotask(this.scheduleWrite);
     });
   }

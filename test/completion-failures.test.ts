@@ -132,7 +132,19 @@ describe('a completion write that fails', () => {
     const good = [await submitJob(h, 'Good 1'), await submitJob(h, 'Good 2')];
     await eventually(async () => heuristic.running === 4, 5000, 'four attempts running');
     gate.release('Slow');
-    // Released while "Slow" is being written: these three complete in one group.
+    // Released while "Slow" is being written (its statement is sleeping in the trigger): these
+    // three complete in one group, the next one.
+    await eventually(
+      async () => {
+        const { rows } = await h!.db.raw<{ rows: unknown[] }>(
+          `SELECT 1 FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event = 'PgSleep'`,
+        );
+        return rows.length > 0;
+      },
+      5000,
+      '"Slow" being written',
+    );
     gate.release('Bad one');
     gate.release('Good 1');
     gate.release('Good 2');

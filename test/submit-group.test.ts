@@ -11,7 +11,7 @@ import { Gate, TestHeuristic, tx } from './support/heuristics.js';
  * Single submits arriving together are stored with one statement (src/db/sql/submits.ts,
  * jobInserter): each still gets its own row, its own idempotency answer, its own error.
  */
-/** Lets the event loop turn once: a submit made before is written by then (its statement sent). */
+/** Lets the event loop turn once: the write of a submit made before has started by then. */
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 describe('single submits stored together (group insert)', () => {

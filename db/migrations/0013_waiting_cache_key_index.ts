@@ -7,7 +7,7 @@ import type { Knex } from 'knex';
  * also use the claim's `jobs_pending_idx (…) WHERE status = 'pending'`, and when the statistics
  * said pending jobs were rare (taken between bursts) the planner read every pending job through
  * the latter instead, on every completion: 5.3 ms of a 5.9 ms completion of one job with 16,000
- * jobs waiting (docs/performance.md).
+ * jobs waiting (docs/performance-log.md, "The followers' lookup").
  *
  * The replacement names no status: `(cache_key) WHERE cache_key IS NOT NULL AND finished_at IS
  * NULL`, the jobs not finished yet (pending ones, and running ones, which the completion's update

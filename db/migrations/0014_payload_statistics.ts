@@ -6,7 +6,8 @@ import type { Knex } from 'knex';
  * so their statistics were never used; but every ANALYZE of `jobs` (autovacuum's, and the
  * reaper's when the table has outgrown its statistics, src/db/sql/statistics.ts) read them out of
  * its 30,000-row sample and sorted them for histograms and most common values: 155 ms of a
- * 20,000-row table's ANALYZE, against 70 ms without them (docs/performance.md). The other columns
+ * 20,000-row table's ANALYZE, against 70 ms without them (docs/performance-log.md,
+ * "Fixed: ANALYZE read the payload"). The other columns
  * keep the default target. `SET STATISTICS` takes a SHARE UPDATE EXCLUSIVE lock: reads and writes
  * go on. What an earlier ANALYZE kept for them stays in pg_statistic (only a superuser may delete
  * it), unused. Test: test/statistics.test.ts.

@@ -7,7 +7,7 @@
  * whatever its size), or of one holding a few rows, that plan scans `jobs` whole, and goes on
  * scanning it as the table fills. Autovacuum gets to the ANALYZE within its naptime (a minute); a
  * burst of submits gets there first: with 35,000 jobs, each claim read the table 142 times over
- * (400 ms) and the runner fell behind by half the burst (docs/performance.md, "Statistics that
+ * (400 ms) and the runner fell behind by half the burst (docs/performance-log.md, "Statistics that
  * call a filled table empty").
  */
 import type { Knex } from 'knex';
