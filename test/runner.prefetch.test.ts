@@ -140,6 +140,29 @@ describe('Runner: claiming ahead', () => {
     expect(groups, 'jobs per completing statement').to.deep.equal([40]);
   });
 
+  it('claims the next fast jobs while the outcomes of the last claim are still being written', async () => {
+    for (let i = 0; i < 150; i++) await insertPending(db, `fast ${i}`);
+    const heuristic = new TestHeuristic((t) => Promise.resolve({ name: t.description }));
+    const writes = heldWrites();
+    const made = runnerWith(db, heuristic, 0.1, { beforeComplete: writes.beforeComplete });
+    start(made);
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    try {
+      // The first claim's 68 jobs run, and their outcomes' write is held; the next claims go out
+      // all the same, once half of what a claim fetches ahead is free, up to the bound: as many
+      // jobs again as run and wait here (68), whose outcomes are being written.
+      await eventually(async () => heuristic.calls.length === 136, 5000, 'more claims to run');
+      expect(made.limits[0], 'the first claim').to.equal(CONCURRENCY * 17);
+      expect(sum(made.limits), 'jobs claimed').to.equal(2 * CONCURRENCY * 17);
+      expect(await jobStatuses(db)).to.deep.equal({ running: 136, pending: 14 });
+      expect(sum(made.limits), 'no claim past the bound').to.equal(2 * CONCURRENCY * 17);
+    } finally {
+      writes.release();
+    }
+    await eventually(async () => (await jobStatuses(db)).succeeded === 150);
+    expect(heuristic.calls.length, 'each job ran once').to.equal(150);
+  });
+
   it('fetches up to 16 jobs per slot for jobs of a fraction of a millisecond, and runs them all', async () => {
     for (let i = 0; i < 100; i++) await insertPending(db, `fast ${i}`);
     const gate = new Gate();

@@ -67,10 +67,14 @@ export class Runner {
   private readonly claims: ClaimLoop;
   /**
    * Attempts whose heuristic has returned and whose outcome is still being written. Their claims
-   * are held until written, yet up to `concurrency` of them do not count against the next
-   * claim's size, so a slot does not wait for the write to get its next job: this process holds
-   * at most 2 x concurrency claims (plus what it fetches ahead), the second half only for as
-   * long as outcome writes take.
+   * are held until written, yet up to `concurrency` of them, plus as many as a claim fetches
+   * ahead, do not count against the next claim's size: neither a slot nor the jobs fetched
+   * ahead wait for the write to be replaced. This process holds at most 2 x (concurrency +
+   * what it fetches ahead) claims, the second half only for as long as outcome writes take, and
+   * those are of jobs already run. Counting only `concurrency` of them, a claim of fast jobs
+   * (hundreds, all run in one burst) waited for their outcomes' write before the next claim
+   * went out, so Postgres ran one or the other, never both, and each side idled while the other
+   * worked (docs/performance-log.md, "The next claim behind the last outcomes' write").
    */
   private writing = 0;
   private mayHaveWork = true;
@@ -260,7 +264,7 @@ export class Runner {
       prefetch -
       this.attempts.size -
       this.local.reserved +
-      Math.min(this.writing, this.opts.concurrency)
+      Math.min(this.writing, this.opts.concurrency + prefetch)
     );
   }
 
