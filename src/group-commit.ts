@@ -41,8 +41,8 @@ export class GroupCommit<I, O> {
     void this.drain();
   };
 
+  /** Only `startWrite` calls this, and only one is scheduled while nothing is being written. */
   private async drain(): Promise<void> {
-    if (this.writing) return;
     this.writing = true;
     try {
       while (this.queue.length > 0) {

@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { eventually } from './support/db.js';
+import { backendsWaiting, eventually } from './support/db.js';
 import { type Harness, startHarness, submitJob } from './support/harness.js';
 import { Gate, TestHeuristic, echoAfter } from './support/heuristics.js';
 
@@ -135,13 +135,7 @@ describe('a completion write that fails', () => {
     // Released while "Slow" is being written (its statement is sleeping in the trigger): these
     // three complete in one group, the next one.
     await eventually(
-      async () => {
-        const { rows } = await h!.db.raw<{ rows: unknown[] }>(
-          `SELECT 1 FROM pg_stat_activity
-           WHERE datname = current_database() AND wait_event = 'PgSleep'`,
-        );
-        return rows.length > 0;
-      },
+      async () => (await backendsWaiting(h!.db, { event: 'PgSleep' })) > 0,
       5000,
       '"Slow" being written',
     );

@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import { claimJobs, renewLeases } from '../src/db/sql/claims.js';
 import type { JobRow } from '../src/db/sql/rows.js';
 import { claimOf } from '../src/runner/tracked.js';
-import { eventually, freshDatabase, insertPending } from './support/db.js';
+import { backendsWaiting, eventually, freshDatabase, insertPending } from './support/db.js';
 
 const WORKER = 'w';
 
@@ -36,15 +36,6 @@ describe('lease renewal beside the runner’s other writes (src/db/sql/claims.ts
       [id],
     );
     return res.rows[0]!.locked_until;
-  }
-
-  /** Backends of this test's database waiting for a lock. */
-  async function waitingForLocks(knex: Knex): Promise<number> {
-    const res = await knex.raw<{ rows: { n: number }[] }>(
-      `SELECT count(*)::int AS n FROM pg_stat_activity
-       WHERE datname = current_database() AND wait_event_type = 'Lock'`,
-    );
-    return res.rows[0]!.n;
   }
 
   /** The renewal's answer; rejects if it has not come within `ms`. */
@@ -100,7 +91,7 @@ describe('lease renewal beside the runner’s other writes (src/db/sql/claims.ts
       let answered = false;
       const renewal = renewWithin([first!, second!], 5000).finally(() => (answered = true));
       await eventually(
-        async () => answered || (await waitingForLocks(db)) > 0,
+        async () => answered || (await backendsWaiting(db, { type: 'Lock' })) > 0,
         5000,
         'the renewal to answer or to wait for a lock',
       );

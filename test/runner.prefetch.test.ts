@@ -13,7 +13,7 @@ import { Metrics } from '../src/metrics.js';
 import { Runner } from '../src/runner/runner.js';
 import { AttemptStats } from '../src/runner/stats.js';
 import { clientId, eventually, freshDatabase, insertPending, jobStatuses } from './support/db.js';
-import { Gate, TestHeuristic, echoAfter, tx } from './support/heuristics.js';
+import { Gate, TestHeuristic, echoAfter, echoAtOnce, tx } from './support/heuristics.js';
 import { QUIET_TIMERS } from './support/other-runner.js';
 import { announcingStore } from './support/process-store.js';
 
@@ -131,7 +131,7 @@ describe('Runner: claiming ahead', () => {
 
   it('writes the outcomes of a claim of fast jobs in one statement, the first one not alone', async () => {
     for (let i = 0; i < 40; i++) await insertPending(db, `fast ${i}`);
-    const heuristic = new TestHeuristic((t) => Promise.resolve({ name: t.description }));
+    const heuristic = new TestHeuristic(echoAtOnce);
     const groups: number[] = [];
     const made = runnerWith(db, heuristic, 0.1, { onComplete: (jobs) => groups.push(jobs) });
     start(made);
@@ -142,7 +142,7 @@ describe('Runner: claiming ahead', () => {
 
   it('claims the next fast jobs while the outcomes of the last claim are still being written', async () => {
     for (let i = 0; i < 150; i++) await insertPending(db, `fast ${i}`);
-    const heuristic = new TestHeuristic((t) => Promise.resolve({ name: t.description }));
+    const heuristic = new TestHeuristic(echoAtOnce);
     const writes = heldWrites();
     const made = runnerWith(db, heuristic, 0.1, { beforeComplete: writes.beforeComplete });
     start(made);

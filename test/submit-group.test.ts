@@ -3,7 +3,13 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import type { Appended } from '../src/db/sql/events.js';
 import { createStore } from '../src/db/store.js';
-import { clientId, countAcquisitions, eventually, freshDatabase } from './support/db.js';
+import {
+  backendsWaiting,
+  clientId,
+  countAcquisitions,
+  eventually,
+  freshDatabase,
+} from './support/db.js';
 import { type Harness, startHarness } from './support/harness.js';
 import { Gate, TestHeuristic, tx } from './support/heuristics.js';
 
@@ -190,13 +196,7 @@ describe('a grouped insert of submits the database refuses, through the service'
         .send(tx(description))
         .then((res) => res);
     const slow = post('Slow');
-    await eventually(async () => {
-      const { rows } = await h!.db.raw<{ rows: unknown[] }>(
-        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
-           AND wait_event = 'PgSleep'`,
-      );
-      return rows.length > 0;
-    });
+    await eventually(async () => (await backendsWaiting(h!.db, { event: 'PgSleep' })) > 0);
     const [bad, good1, good2] = await Promise.all([post('Bad'), post('Good 1'), post('Good 2')]);
     expect((await slow).status).to.equal(202);
     expect([good1.status, good2.status]).to.deep.equal([202, 202]);

@@ -139,6 +139,24 @@ export async function indexOid(db: Knex, name: string): Promise<string | null> {
   return rows[0].oid;
 }
 
+/**
+ * Backends of `db`'s database waiting right now: on wait event `event` ('PgSleep': a statement
+ * in `pg_sleep`) or on any of wait type `type` ('Lock').
+ */
+export async function backendsWaiting(
+  db: Knex,
+  wait: { event: string } | { type: string },
+): Promise<number> {
+  const [column, value] =
+    'event' in wait ? ['wait_event', wait.event] : ['wait_event_type', wait.type];
+  const { rows } = await db.raw<{ rows: [{ n: number }] }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity
+     WHERE datname = current_database() AND ${column} = ?`,
+    [value],
+  );
+  return rows[0].n;
+}
+
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
 export async function eventually<T>(
   check: () => Promise<T | undefined | false>,

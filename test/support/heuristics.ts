@@ -43,6 +43,12 @@ export class TestHeuristic implements Heuristic {
   }
 }
 
+/**
+ * Answers `{name: description}` at once, without a timer: a runner's claim of such jobs runs
+ * them all in one burst of promise callbacks, as no-op jobs do.
+ */
+export const echoAtOnce: Behaviour = (tx) => Promise.resolve({ name: tx.description });
+
 /** Answers `{name: description}` after `ms`, honouring the signal. */
 export const echoAfter =
   (ms: number): Behaviour =>
